@@ -1,0 +1,91 @@
+//! Command-line flags; every `serve` flag has an `AEMOS_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "aemos", version, about = "IoT telemetry backend: durable ingestion, Parquet on object storage, SQL")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Run one SQL query against a data directory or object store, without a server.
+    Sql(SqlArgs),
+}
+
+/// Durations written `500ms`, `10s`, `5m`, `1h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration like 500ms, 10s, 5m, 1h, 7d: {e}"))
+}
+
+/// Where the data lives: shared by `serve` and `sql`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// WAL and writer id; also the object store when none is given.
+    #[arg(long, env = "AEMOS_DATA_DIR", default_value = "./aemos-data")]
+    pub data_dir: PathBuf,
+    /// Object store URL: `file:///dir`, `s3://bucket/prefix` (AWS_* variables, AWS_ENDPOINT for
+    /// S3-compatible servers). Default: `file://{data-dir}/objects`.
+    #[arg(long, env = "AEMOS_OBJECT_STORE")]
+    pub object_store: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn object_store_url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.object_store {
+            return Ok(url.clone());
+        }
+        std::fs::create_dir_all(&self.data_dir)?;
+        let dir = std::fs::canonicalize(&self.data_dir)?;
+        Ok(aemos_storage::ObjectStoreConfig::default_url(&dir))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// HTTP API address (port 0 picks a free port).
+    #[arg(long, env = "AEMOS_HTTP_ADDR", default_value = "127.0.0.1:3000")]
+    pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// How often the buffer is persisted to Parquet.
+    #[arg(long, env = "AEMOS_PERSIST_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub persist_interval: Duration,
+    /// Persist early when the buffer holds this many readings.
+    #[arg(long, env = "AEMOS_PERSIST_ROWS", default_value_t = 10_000_000)]
+    pub persist_rows: usize,
+    /// Readings older than this are deleted.
+    #[arg(long, env = "AEMOS_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// A partition (hour) with this many files is compacted.
+    #[arg(long, env = "AEMOS_COMPACTION_MIN_FILES", default_value_t = 8)]
+    pub compaction_min_files: usize,
+    /// Largest accepted request body; larger bodies get 413.
+    #[arg(long, env = "AEMOS_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Bound of the WAL queue: writes beyond it get 503 with Retry-After.
+    #[arg(long, env = "AEMOS_WAL_QUEUE", default_value_t = 1024)]
+    pub wal_queue: usize,
+    /// Query parallelism (default: the number of cores).
+    #[arg(long, env = "AEMOS_QUERY_PARTITIONS")]
+    pub query_partitions: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SqlArgs {
+    /// The query.
+    pub sql: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// json, ndjson, csv, arrow, parquet, or table (aligned text, the default).
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}

@@ -1,0 +1,78 @@
+//! One error type for every handler: client errors carry a precise message, internal detail is
+//! logged once and never sent.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tracing::error;
+
+use aemos_ingest::Rejection;
+
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    Rejected {
+        error: String,
+        rejected: Vec<Rejection>,
+        rejected_count: usize,
+    },
+    NotFound(String),
+    Overloaded { retry_after_secs: u64 },
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::Internal(e.to_string())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::Rejected { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<aemos_queries::Error> for ApiError {
+    fn from(e: aemos_queries::Error) -> Self {
+        if e.is_user_error() {
+            Self::BadRequest(e.to_string())
+        } else {
+            Self::Internal(e.to_string())
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match self {
+            Self::BadRequest(error) | Self::NotFound(error) => {
+                (status, Json(json!({ "error": error }))).into_response()
+            }
+            Self::Rejected {
+                error,
+                rejected,
+                rejected_count,
+            } => (
+                status,
+                Json(json!({ "error": error, "rejected": rejected, "rejectedCount": rejected_count })),
+            )
+                .into_response(),
+            Self::Overloaded { retry_after_secs } => (
+                status,
+                [(header::RETRY_AFTER, retry_after_secs.to_string())],
+                Json(json!({ "error": "overloaded: the write-ahead log queue is full, retry later" })),
+            )
+                .into_response(),
+            Self::Internal(detail) => {
+                error!(%detail, "internal error");
+                (status, Json(json!({ "error": "internal error" }))).into_response()
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Health, readiness and metrics.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::AppState;
+
+pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
+    let storage = &state.storage;
+    let catalog = storage.catalog().snapshot();
+    let depth = storage.wal_queue_depth();
+    let status = if depth >= state.wal_queue { "degraded" } else { "ok" };
+    Json(json!({
+        "status": status,
+        "components": {
+            "wal": { "status": "ok", "queueDepth": depth, "queueCapacity": state.wal_queue },
+            "buffer": { "status": "ok", "rows": storage.buffered_rows() },
+            "objectStore": {
+                "status": "ok",
+                "url": storage.object_store().url,
+                "catalogVersion": catalog.version,
+                "files": catalog.files.len(),
+            },
+        }
+    }))
+}
+
+pub(super) async fn liveness() -> Json<Value> {
+    Json(json!({ "status": "alive" }))
+}
+
+/// The router is only served after WAL replay, so a served request means ready.
+pub(super) async fn readiness(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "status": "ready", "replayedRows": state.storage.replay_report().rows }))
+}
+
+pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
+    let m = &state.metrics;
+    m.wal_queue_depth.set(state.storage.wal_queue_depth() as i64);
+    m.buffered_rows.set(state.storage.buffered_rows() as i64);
+    m.parquet_files.set(state.storage.catalog().snapshot().files.len() as i64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render())
+}

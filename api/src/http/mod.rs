@@ -1,0 +1,47 @@
+//! The axum router: `/api/v1/...`.
+
+mod devices;
+mod error;
+mod health;
+mod query;
+mod write;
+
+use std::sync::Arc;
+
+use aemos_queries::QueryEngine;
+use aemos_storage::Storage;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::ApiError;
+
+use crate::metrics::Metrics;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub storage: Arc<Storage>,
+    pub queries: QueryEngine,
+    pub metrics: Metrics,
+    /// Capacity of the WAL queue; at this depth writes are refused with 503.
+    pub wal_queue: usize,
+}
+
+pub struct RouterArgs {
+    pub state: AppState,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(args: RouterArgs) -> Router {
+    Router::new()
+        .route("/api/v1/write", post(write::write))
+        .route("/api/v1/query", get(query::query_get).post(query::query_post))
+        .route("/api/v1/devices/{id}/statistics", get(devices::statistics))
+        .route("/api/v1/health", get(health::health))
+        .route("/api/v1/health/liveness", get(health::liveness))
+        .route("/api/v1/health/readiness", get(health::readiness))
+        .route("/api/v1/metrics/prometheus", get(health::prometheus))
+        .layer(DefaultBodyLimit::max(args.max_body_bytes))
+        .with_state(args.state)
+}

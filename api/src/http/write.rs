@@ -1,0 +1,98 @@
+//! `POST /api/v1/write`: decode, validate, make durable, then answer.
+
+use aemos_ingest::{decode, DecodeArgs, Format, Precision};
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState};
+
+/// Bodies above this are decoded with `block_in_place`, off the async scheduler's hot path.
+const LARGE_BODY: usize = 1 << 20;
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct WriteParams {
+    #[serde(default)]
+    partial: bool,
+    precision: Option<String>,
+}
+
+pub(super) async fn write(
+    State(state): State<AppState>,
+    Query(params): Query<WriteParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let result = write_inner(&state, params, &headers, body).await;
+    let status = match &result {
+        Ok(_) => "200".to_string(),
+        Err(e) => e.status().as_u16().to_string(),
+    };
+    state.metrics.write_requests.with_label_values(&[&status]).inc();
+    result
+}
+
+async fn write_inner(
+    state: &AppState,
+    params: WriteParams,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let precision = match params.precision.as_deref() {
+        Some(p) => Precision::parse(p).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+        None => Precision::default(),
+    };
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let format = Format::from_content_type(content_type, precision)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if state.storage.wal_queue_depth() >= state.wal_queue {
+        state.metrics.overload_rejections.inc();
+        return Err(ApiError::Overloaded { retry_after_secs: 1 });
+    }
+    let args = DecodeArgs::new(state.storage.now_ms());
+    let decode = || decode(format, &body, &args);
+    let decoded = if body.len() > LARGE_BODY {
+        tokio::task::block_in_place(decode)
+    } else {
+        decode()
+    };
+    let decoded = decoded.map_err(|e| match e {
+        aemos_ingest::Error::Body { line, reason } => ApiError::Rejected {
+            error: format!("unreadable body: {reason}"),
+            rejected: vec![aemos_ingest::Rejection {
+                index: 0,
+                line,
+                reason,
+            }],
+            rejected_count: 1,
+        },
+        other => ApiError::BadRequest(other.to_string()),
+    })?;
+    state.metrics.readings_rejected.inc_by(decoded.rejected_count as u64);
+    if decoded.rejected_count > 0 && !params.partial {
+        return Err(ApiError::Rejected {
+            error: format!(
+                "{} of {} readings rejected; nothing was stored (use ?partial=true to store the valid ones)",
+                decoded.rejected_count,
+                decoded.rejected_count + decoded.accepted()
+            ),
+            rejected: decoded.rejected,
+            rejected_count: decoded.rejected_count,
+        });
+    }
+    let accepted = decoded.accepted();
+    state.storage.write(decoded.batch).await.map_err(ApiError::internal)?;
+    state.metrics.readings_accepted.inc_by(accepted as u64);
+    if decoded.rejected_count > 0 {
+        Ok(Json(json!({
+            "accepted": accepted,
+            "rejected": decoded.rejected,
+            "rejectedCount": decoded.rejected_count,
+        })))
+    } else {
+        Ok(Json(json!({ "accepted": accepted })))
+    }
+}

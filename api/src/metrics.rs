@@ -1,0 +1,64 @@
+//! Prometheus metrics of the write and query paths.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub readings_accepted: IntCounter,
+    pub readings_rejected: IntCounter,
+    pub write_requests: IntCounterVec,
+    pub query_requests: IntCounterVec,
+    pub overload_rejections: IntCounter,
+    pub wal_queue_depth: IntGauge,
+    pub buffered_rows: IntGauge,
+    pub parquet_files: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("aemos".into()), None).expect("valid prefix");
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let by_status = |name: &str, help: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &["status"]).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        Self {
+            readings_accepted: counter("readings_accepted_total", "Readings made durable"),
+            readings_rejected: counter("readings_rejected_total", "Readings refused by validation"),
+            write_requests: by_status("write_requests_total", "Write requests by HTTP status"),
+            query_requests: by_status("query_requests_total", "Query requests by HTTP status"),
+            overload_rejections: counter("overload_rejections_total", "Writes refused with 503 because the WAL queue was full"),
+            wal_queue_depth: gauge("wal_queue_depth", "Write requests waiting for the WAL writer"),
+            buffered_rows: gauge("buffered_rows", "Readings in memory, not yet in Parquet"),
+            parquet_files: gauge("parquet_files", "Parquet files in the catalog"),
+            registry,
+        }
+    }
+
+    /// Prometheus text format.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding to a Vec");
+        String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

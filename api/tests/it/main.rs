@@ -1,0 +1,7 @@
+//! API tests: the router called with `oneshot`, and end to end against the real binary
+//! (durability across SIGKILL, `aemos sql`, S3 through a real S3-compatible server).
+
+mod durability;
+mod router;
+mod s3;
+mod server;

@@ -1,0 +1,168 @@
+//! S3: the catalog and whole servers against a real S3-compatible server (s3s-fs) started on
+//! loopback. `.ci/install-test-deps` installs it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aemos_storage::{Catalog, FileId, ObjectStoreConfig, ParquetFile};
+
+use crate::server::{aemos_sql, TestServer};
+
+const KEY: &str = "aemos-test-key";
+const SECRET: &str = "aemos-test-secret";
+const BUCKET: &str = "aemos";
+
+struct S3Server {
+    child: Child,
+    endpoint: String,
+    _root: tempfile::TempDir,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn s3s_fs_binary() -> PathBuf {
+    let in_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("s3s-fs")).find(|p| p.exists()))
+        .unwrap_or_default();
+    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin/s3s-fs"));
+    in_path
+        .or(home.filter(|p| p.exists()))
+        .expect("s3s-fs is not installed: run .ci/install-test-deps")
+}
+
+fn start_s3() -> S3Server {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join(BUCKET)).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(s3s_fs_binary())
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", KEY, "--secret-key", SECRET])
+        .arg(root.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start s3s-fs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "s3s-fs did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    S3Server {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+        _root: root,
+    }
+}
+
+fn env(s3: &S3Server) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT", s3.endpoint.clone()),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+    ]
+}
+
+fn store(s3: &S3Server, prefix: &str) -> ObjectStoreConfig {
+    let options = [
+        ("aws_access_key_id", KEY),
+        ("aws_secret_access_key", SECRET),
+        ("aws_region", "us-east-1"),
+        ("aws_endpoint", s3.endpoint.as_str()),
+        ("aws_allow_http", "true"),
+    ];
+    ObjectStoreConfig::from_url_with_options(&format!("s3://{BUCKET}/{prefix}"), &options).unwrap()
+}
+
+fn file(id: u64) -> ParquetFile {
+    ParquetFile {
+        id: FileId(id),
+        table: "readings".into(),
+        path: format!("x/{id}.parquet"),
+        partition: 0,
+        min_time: 0,
+        max_time: 0,
+        rows: 1,
+        size_bytes: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_catalog_writers_on_s3_lose_nothing() {
+    let s3 = start_s3();
+    let config = store(&s3, "race");
+    assert!(config.verify_commits.is_some());
+    let open = || async {
+        Arc::new(
+            Catalog::load(Arc::clone(&config.store), config.prefix.clone())
+                .await
+                .unwrap()
+                .with_commit_verification(config.verify_commits),
+        )
+    };
+    let (a, b) = (open().await, open().await);
+    let per_writer = 25;
+    let run = |catalog: Arc<Catalog>, base: u64| {
+        tokio::spawn(async move {
+            for i in 0..per_writer {
+                catalog
+                    .commit(|state| {
+                        state.add_file(file(base + i));
+                        true
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let (ra, rb) = (run(a, 0), run(b, 1000));
+    ra.await.unwrap();
+    rb.await.unwrap();
+    let state = open().await.snapshot();
+    assert_eq!(state.files.len() as u64, 2 * per_writer, "a catalog entry was lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_one_bucket_and_sql_reads_it() {
+    let s3 = start_s3();
+    let env = env(&s3);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let url = format!("s3://{BUCKET}/shared");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let flags = ["--object-store", url.as_str(), "--persist-interval", "100ms"];
+    let mut a = TestServer::start(dir_a.path(), &flags, &env);
+    let mut b = TestServer::start(dir_b.path(), &flags, &env);
+    let client = reqwest::Client::new();
+    for round in 0..10 {
+        for (server, name) in [(&a, "a"), (&b, "b")] {
+            let body = serde_json::json!([{ "sensor": format!("s-{name}"), "variable": "round", "value": round, "time": 1_768_905_000_000i64 + round }]);
+            let r = client.post(format!("{}/api/v1/write", server.url)).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    a.terminate();
+    b.terminate();
+    let objects = tempfile::tempdir().unwrap();
+    let out = aemos_sql(
+        &[
+            "--data-dir",
+            objects.path().to_str().unwrap(),
+            "--object-store",
+            &url,
+            "--format",
+            "csv",
+            "SELECT sensor, count(*) AS n, sum(value) AS total FROM readings GROUP BY sensor ORDER BY sensor",
+        ],
+        &env,
+    );
+    assert_eq!(out, "sensor,n,total\ns-a,10,45.0\ns-b,10,45.0\n");
+}

@@ -1,0 +1,100 @@
+//! Starts the real `aemos` binary for end-to-end tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub struct TestServer {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+impl TestServer {
+    /// `aemos serve` on a free port with `data_dir` and extra flags; returns once it listens.
+    pub fn start(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aemos"));
+        cmd.arg("serve")
+            .arg("--http-addr")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start aemos");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        // Keep draining stderr for the server's whole life, so logging never blocks it.
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(rest) = line.split("http_addr=").nth(1) {
+                        let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
+                        let _ = tx.send(addr);
+                        sent = true;
+                    }
+                }
+                if std::env::var_os("AEMOS_TEST_LOG").is_some() {
+                    eprintln!("[aemos] {line}");
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("aemos did not report its address in time");
+        Self {
+            child,
+            url: format!("http://{addr}"),
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM: graceful shutdown.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+
+    pub async fn sql(&self, client: &reqwest::Client, sql: &str) -> serde_json::Value {
+        let r = client
+            .post(format!("{}/api/v1/query", self.url))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{sql}: {}", r.text().await.unwrap());
+        r.json().await.unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `aemos sql` and returns stdout.
+pub fn aemos_sql(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aemos"));
+    cmd.arg("sql").args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run aemos sql");
+    assert!(out.status.success(), "aemos sql failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}

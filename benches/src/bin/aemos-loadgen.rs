@@ -1,0 +1,137 @@
+//! HTTP load generator: batches of readings to `POST /api/v1/write` over several connections.
+//!
+//! ```text
+//! cargo run --release -p aemos-benches --bin aemos-loadgen -- \
+//!     --url http://127.0.0.1:3000 --format json --connections 8 --batch 1000 --duration 30s
+//! ```
+//!
+//! Bodies are generated before the clock starts (`--bodies` distinct ones, reused in a cycle)
+//! so that the generator's own CPU does not count against the server on a shared machine.
+//! Prints readings/s and request latency percentiles.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aemos_benches::{percentile, Workload};
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    url: String,
+    /// json or lp (line protocol).
+    #[arg(long, default_value = "json")]
+    format: String,
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Readings per request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    #[arg(long, default_value_t = 10_000)]
+    sensors: usize,
+    #[arg(long, default_value_t = 4)]
+    variables: usize,
+    /// Distinct bodies generated up front.
+    #[arg(long, default_value_t = 400)]
+    bodies: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let start_ms = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let mut workload = Workload::new(args.sensors, args.variables, start_ms, 42);
+    let (content_type, query) = match args.format.as_str() {
+        "json" => ("application/json", ""),
+        "lp" => ("text/plain", "?precision=ms"),
+        other => anyhow::bail!("unknown format {other}"),
+    };
+    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
+        (0..args.bodies)
+            .map(|_| {
+                let body = if args.format == "json" {
+                    workload.json_body(args.batch)
+                } else {
+                    workload.line_protocol_body(args.batch)
+                };
+                bytes::Bytes::from(body)
+            })
+            .collect(),
+    );
+    let avg_body = bodies.iter().map(|b| b.len()).sum::<usize>() / bodies.len().max(1);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
+    let url = format!("{}/api/v1/write{}", args.url.trim_end_matches('/'), query);
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..args.connections {
+        let (client, url, bodies, stop, accepted, errors) = (
+            client.clone(),
+            url.clone(),
+            Arc::clone(&bodies),
+            Arc::clone(&stop),
+            Arc::clone(&accepted),
+            Arc::clone(&errors),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = c;
+            while !stop.load(Ordering::Relaxed) {
+                let body = bodies[i % bodies.len()].clone();
+                i += 1;
+                let t = Instant::now();
+                let result = client
+                    .post(&url)
+                    .header("content-type", content_type)
+                    .body(body)
+                    .send()
+                    .await;
+                match result {
+                    Ok(r) if r.status().is_success() => {
+                        let v: serde_json::Value = r.json().await.unwrap_or_default();
+                        accepted.fetch_add(v["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let n = accepted.load(Ordering::Relaxed);
+    println!(
+        "format={} connections={} batch={} body_bytes~{} requests={} errors={} readings={} seconds={:.1}",
+        args.format,
+        args.connections,
+        args.batch,
+        avg_body,
+        latencies.len(),
+        errors.load(Ordering::Relaxed),
+        n,
+        elapsed
+    );
+    println!(
+        "readings_per_sec={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+        n as f64 / elapsed,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}

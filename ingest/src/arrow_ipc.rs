@@ -1,0 +1,125 @@
+//! Arrow IPC streams with columns `sensor`, `variable` (Utf8 or Dictionary), `value` (Float64),
+//! optional `time` (Timestamp, UTC) and optional `device`.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Schema, TimeUnit};
+use arrow::ipc::reader::StreamReader;
+
+use crate::collect::{Collector, Fields, Location};
+use crate::{DecodeArgs, Error};
+
+fn schema_error(reason: String) -> Error {
+    Error::Body { line: None, reason }
+}
+
+fn is_text(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, v) => is_text(v),
+        _ => false,
+    }
+}
+
+/// Checks the stream's schema once, before any row is read.
+fn check_schema(schema: &Schema) -> Result<(), Error> {
+    for (name, required) in [("sensor", true), ("variable", true), ("device", false)] {
+        match schema.field_with_name(name) {
+            Ok(f) if is_text(f.data_type()) => {}
+            Ok(f) => {
+                return Err(schema_error(format!(
+                    "column `{name}` has type {}, expected Utf8 or Dictionary(_, Utf8)",
+                    f.data_type()
+                )))
+            }
+            Err(_) if required => return Err(schema_error(format!("missing column `{name}`"))),
+            Err(_) => {}
+        }
+    }
+    match schema.field_with_name("value") {
+        Ok(f) if f.data_type() == &DataType::Float64 => {}
+        Ok(f) => {
+            return Err(schema_error(format!(
+                "column `value` has type {}, expected Float64",
+                f.data_type()
+            )))
+        }
+        Err(_) => return Err(schema_error("missing column `value`".into())),
+    }
+    if let Ok(f) = schema.field_with_name("time") {
+        match f.data_type() {
+            DataType::Timestamp(_, None) => {}
+            DataType::Timestamp(_, Some(tz)) if matches!(tz.as_ref(), "UTC" | "+00:00" | "Z") => {}
+            other => {
+                return Err(schema_error(format!(
+                    "column `time` has type {other}, expected Timestamp(ms|us|ns) in UTC"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn text_column(batch: &RecordBatch, name: &str) -> Result<Option<StringArray>, Error> {
+    let Some(col) = batch.column_by_name(name) else {
+        return Ok(None);
+    };
+    let utf8 = cast(col, &DataType::Utf8).map_err(|e| schema_error(format!("column `{name}`: {e}")))?;
+    Ok(utf8.as_any().downcast_ref::<StringArray>().cloned())
+}
+
+fn time_column(batch: &RecordBatch) -> Result<Option<TimestampMillisecondArray>, Error> {
+    let Some(col) = batch.column_by_name("time") else {
+        return Ok(None);
+    };
+    let ms: ArrayRef = cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None))
+        .map_err(|e| schema_error(format!("column `time`: {e}")))?;
+    Ok(ms.as_any().downcast_ref::<TimestampMillisecondArray>().cloned())
+}
+
+pub(crate) fn decode_arrow_ipc(body: &[u8], args: &DecodeArgs) -> Result<Collector, Error> {
+    let reader = StreamReader::try_new(body, None)
+        .map_err(|e| schema_error(format!("not an Arrow IPC stream: {e}")))?;
+    check_schema(&Arc::clone(&reader.schema()))?;
+    let mut out = Collector::new(0, args.now_ms);
+    let mut base = 0;
+    for batch in reader {
+        let batch = batch.map_err(|e| schema_error(format!("malformed Arrow IPC stream after row {base}: {e}")))?;
+        let sensor = text_column(&batch, "sensor")?.expect("checked");
+        let variable = text_column(&batch, "variable")?.expect("checked");
+        let device = text_column(&batch, "device")?;
+        let value = batch
+            .column_by_name("value")
+            .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+            .expect("checked")
+            .clone();
+        let time = time_column(&batch)?;
+        for row in 0..batch.num_rows() {
+            let at = Location {
+                index: base + row,
+                line: None,
+            };
+            let null = [("sensor", sensor.is_null(row)), ("variable", variable.is_null(row)), ("value", value.is_null(row))]
+                .into_iter()
+                .find(|(_, null)| *null);
+            if let Some((name, _)) = null {
+                out.reject(at, format!("{name} is null"));
+                continue;
+            }
+            out.push(
+                at,
+                Fields {
+                    device: device.as_ref().filter(|d| d.is_valid(row)).map(|d| d.value(row)),
+                    sensor: sensor.value(row),
+                    variable: variable.value(row),
+                    value: value.value(row),
+                    time_ms: time.as_ref().filter(|t| t.is_valid(row)).map(|t| t.value(row)),
+                },
+            );
+        }
+        base += batch.num_rows();
+    }
+    Ok(out)
+}

@@ -1,0 +1,89 @@
+//! Payload decoders and the reading rules: the device-facing edge of the write path.
+//!
+//! A body arrives with its format (from the `Content-Type`); [`decode`] turns it into one
+//! Arrow batch of valid readings (the `readings` schema of `aemos-storage`) and a list of
+//! rejections, each naming the reading's index (and line, for line-based formats) and the
+//! reason. Whether a batch with rejections is refused whole or stored in part is the caller's
+//! choice. A body that cannot be read at all (not JSON, not an Arrow stream, a mistyped column)
+//! is an [`Error`].
+
+mod arrow_ipc;
+mod collect;
+mod json;
+mod line_protocol;
+pub mod validate;
+
+pub use collect::{Decoded, Location, Rejection, MAX_LISTED_REJECTIONS};
+pub use line_protocol::Precision;
+
+/// Errors that refuse a whole payload.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{reason}")]
+    Body { line: Option<usize>, reason: String },
+    #[error("unsupported content type {0:?}: use application/json, application/x-ndjson, text/plain (line protocol) or application/vnd.apache.arrow.stream")]
+    ContentType(String),
+    #[error("{0}")]
+    Parameter(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Payload formats of `POST /api/v1/write`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Ndjson,
+    LineProtocol(Precision),
+    ArrowIpc,
+}
+
+impl Format {
+    /// The format of a `Content-Type` (parameters such as `charset` are ignored); a missing
+    /// content type means JSON.
+    pub fn from_content_type(content_type: Option<&str>, precision: Precision) -> Result<Self> {
+        let essence = content_type
+            .unwrap_or("application/json")
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" | "" => Ok(Self::Json),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Ok(Self::Ndjson),
+            "text/plain" | "application/x-influxdb-line-protocol" => Ok(Self::LineProtocol(precision)),
+            "application/vnd.apache.arrow.stream" => Ok(Self::ArrowIpc),
+            _ => Err(Error::ContentType(essence)),
+        }
+    }
+}
+
+/// Settings of a decode.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeArgs {
+    /// Time given to readings that carry none (arrival time).
+    pub now_ms: i64,
+    /// Longest accepted line of NDJSON or line protocol.
+    pub max_line_bytes: usize,
+}
+
+impl DecodeArgs {
+    pub fn new(now_ms: i64) -> Self {
+        Self {
+            now_ms,
+            max_line_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Decodes and validates one payload.
+pub fn decode(format: Format, body: &[u8], args: &DecodeArgs) -> Result<Decoded> {
+    let collector = match format {
+        Format::Json => json::decode_json(body, args)?,
+        Format::Ndjson => json::decode_ndjson(body, args)?,
+        Format::LineProtocol(precision) => line_protocol::decode_line_protocol(body, precision, args)?,
+        Format::ArrowIpc => arrow_ipc::decode_arrow_ipc(body, args)?,
+    };
+    Ok(collector.finish())
+}

@@ -1,0 +1,226 @@
+//! Every decoder with good and malformed input: each rejection names the index (and line) and
+//! the reason; whole-body failures are errors.
+
+use std::sync::Arc;
+
+use aemos_ingest::{decode, DecodeArgs, Decoded, Error, Format, Precision};
+use aemos_storage::schema::{DEVICE_IDX, SENSOR_IDX, TIME_IDX, VALUE_IDX, VARIABLE_IDX};
+use arrow::array::{Array, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+
+const NOW: i64 = 1_768_905_000_000; // 2026-01-20T10:30:00Z
+
+fn args() -> DecodeArgs {
+    DecodeArgs::new(NOW)
+}
+
+fn run(format: Format, body: &str) -> Decoded {
+    decode(format, body.as_bytes(), &args()).expect("decodable body")
+}
+
+fn col<'a, T: 'static>(b: &'a RecordBatch, i: usize) -> &'a T {
+    b.column(i).as_any().downcast_ref::<T>().unwrap()
+}
+
+fn rows(d: &Decoded) -> Vec<(i64, String, String, String, f64)> {
+    let b = &d.batch;
+    let t = col::<TimestampMillisecondArray>(b, TIME_IDX);
+    let dev = col::<StringArray>(b, DEVICE_IDX);
+    let s = col::<StringArray>(b, SENSOR_IDX);
+    let var = col::<StringArray>(b, VARIABLE_IDX);
+    let v = col::<Float64Array>(b, VALUE_IDX);
+    (0..b.num_rows())
+        .map(|i| (t.value(i), dev.value(i).into(), s.value(i).into(), var.value(i).into(), v.value(i)))
+        .collect()
+}
+
+fn reasons(d: &Decoded) -> Vec<(usize, Option<usize>, String)> {
+    d.rejected.iter().map(|r| (r.index, r.line, r.reason.clone())).collect()
+}
+
+#[test]
+fn json_envelope_and_bare_array() {
+    let d = run(
+        Format::Json,
+        r#"{"readings": [
+            {"sensor": "s-1", "variable": "temperature", "value": 25.5, "time": "2026-01-20T10:30:00Z"},
+            {"sensor": "s-1", "device": "dev-1", "variable": "on", "value": true, "time": 1768905001000},
+            {"sensor": "s-2", "variable": "humidity", "value": 40}
+        ]}"#,
+    );
+    assert!(d.rejected.is_empty(), "{:?}", d.rejected);
+    assert_eq!(
+        rows(&d),
+        vec![
+            (NOW, "s-1".into(), "s-1".into(), "temperature".into(), 25.5),
+            (NOW + 1000, "dev-1".into(), "s-1".into(), "on".into(), 1.0),
+            (NOW, "s-2".into(), "s-2".into(), "humidity".into(), 40.0),
+        ]
+    );
+    let d = run(Format::Json, r#"[{"sensor":"a","variable":"b","value":false}]"#);
+    assert_eq!(rows(&d)[0].4, 0.0);
+}
+
+#[test]
+fn json_rejections_name_the_index_and_reason() {
+    let d = run(
+        Format::Json,
+        r#"[
+            {"sensor": "ok", "variable": "t", "value": 1},
+            {"sensor": "ok", "variable": "t", "value": "25.5"},
+            {"sensor": "bad sensor", "variable": "t", "value": 1},
+            {"variable": "t", "value": 1},
+            {"sensor": "ok", "variable": "t", "value": 1, "time": "yesterday"},
+            {"sensor": "ok", "variable": "t", "value": 1, "time": -5},
+            {"sensor": "ok", "variable": "t", "value": 1e999},
+            {"sensor": "ok", "variable": "t:x", "value": 1},
+            {"sensor": "ok", "variable": "t", "value": 1, "time": 1.5},
+            7
+        ]"#,
+    );
+    assert_eq!(d.accepted(), 1);
+    let r = reasons(&d);
+    let at = |i: usize| r.iter().find(|x| x.0 == i).map(|x| x.2.clone()).unwrap_or_default();
+    assert!(at(1).contains("`value` as a number or a boolean"), "{}", at(1));
+    assert!(at(2).contains("sensor \"bad sensor\" has character ' '"), "{}", at(2));
+    assert!(at(3).contains("missing field `sensor`"), "{}", at(3));
+    assert!(at(4).contains("not RFC 3339"), "{}", at(4));
+    assert!(at(5).contains("outside"), "{}", at(5));
+    assert!(!at(6).is_empty(), "out-of-range number rejected");
+    assert!(at(7).contains("variable"), "{}", at(7));
+    assert!(at(8).contains("not an integer"), "{}", at(8));
+    assert!(!at(9).is_empty());
+    assert_eq!(d.rejected_count, 9);
+}
+
+#[test]
+fn truncated_json_and_invalid_utf8_refuse_the_body() {
+    let e = decode(Format::Json, br#"[{"sensor": "a", "variable""#, &args()).unwrap_err();
+    assert!(matches!(&e, Error::Body { reason, .. } if reason.contains("malformed JSON")), "{e:?}");
+    let e = decode(Format::Json, b"[{\"sensor\": \"\xff\"}]", &args()).unwrap_err();
+    assert!(matches!(&e, Error::Body { reason, .. } if reason.contains("UTF-8")), "{e:?}");
+    let e = decode(Format::Json, b"42", &args()).unwrap_err();
+    assert!(matches!(&e, Error::Body { .. }));
+    // NaN is not JSON.
+    let e = decode(Format::Json, br#"[{"sensor":"a","variable":"b","value":NaN}]"#, &args()).unwrap_err();
+    assert!(matches!(&e, Error::Body { .. }));
+}
+
+#[test]
+fn ndjson_reports_lines() {
+    let body = "{\"sensor\":\"a\",\"variable\":\"t\",\"value\":1}\n\n{\"sensor\":\"a\",\"variable\":\"t\"\n{\"sensor\":\"a\",\"variable\":\"t\",\"value\":2}\r\n";
+    let d = run(Format::Ndjson, body);
+    assert_eq!(d.accepted(), 2);
+    assert_eq!(d.rejected.len(), 1);
+    assert_eq!((d.rejected[0].index, d.rejected[0].line), (1, Some(3)));
+    let mut bad = b"{\"sensor\":\"a\",\"variable\":\"t\",\"value\":1}\n".to_vec();
+    bad.extend_from_slice(b"{\"sensor\":\"\xc3\x28\"}\n");
+    let d = decode(Format::Ndjson, &bad, &args()).unwrap();
+    assert_eq!(d.rejected[0].line, Some(2));
+    assert!(d.rejected[0].reason.contains("UTF-8"));
+}
+
+#[test]
+fn oversized_lines_are_rejected() {
+    let mut a = args();
+    a.max_line_bytes = 100;
+    let long = format!("{{\"sensor\":\"a\",\"variable\":\"t\",\"value\":1,\"pad\":\"{}\"}}\n", "x".repeat(200));
+    let d = decode(Format::Ndjson, long.as_bytes(), &a).unwrap();
+    assert!(d.rejected[0].reason.contains("longer than 100 bytes"));
+    let lp = format!("m,sensor=s f=1,pad=\"{}\"\n", "x".repeat(200));
+    let d = decode(Format::LineProtocol(Precision::Nanoseconds), lp.as_bytes(), &a).unwrap();
+    assert!(d.rejected[0].reason.contains("longer than 100 bytes"));
+}
+
+#[test]
+fn line_protocol_fields_become_readings() {
+    let body = "# comment\nair,sensor=s-1,site=x temperature=25.5,humidity=60i,on=true,label=\"x\" 1768905000000000000\nair,device=d-9 co2=410u 1768905001000000000\nairq pm25=3\n";
+    let d = run(Format::LineProtocol(Precision::Nanoseconds), body);
+    assert!(d.rejected.is_empty(), "{:?}", d.rejected);
+    assert_eq!(
+        rows(&d),
+        vec![
+            (NOW, "s-1".into(), "s-1".into(), "temperature".into(), 25.5),
+            (NOW, "s-1".into(), "s-1".into(), "humidity".into(), 60.0),
+            (NOW, "s-1".into(), "s-1".into(), "on".into(), 1.0),
+            (NOW + 1000, "d-9".into(), "d-9".into(), "co2".into(), 410.0),
+            (NOW, "airq".into(), "airq".into(), "pm25".into(), 3.0),
+        ]
+    );
+    let d = run(Format::LineProtocol(Precision::Seconds), "m,sensor=s v=1 1768905000\n");
+    assert_eq!(rows(&d)[0].0, NOW);
+}
+
+#[test]
+fn line_protocol_rejections_name_the_line() {
+    let body = "m,sensor=s v=1 1768905000000000000\nm,sensor=s\nm,sensor=s v=abc\nm,sensor=s only=\"text\"\nm,sensor=bad! v=1\nm,sensor=s v=1 notatime\n";
+    let d = run(Format::LineProtocol(Precision::Nanoseconds), body);
+    assert_eq!(d.accepted(), 1);
+    let lines: Vec<_> = d.rejected.iter().map(|r| r.line.unwrap()).collect();
+    assert_eq!(lines, vec![2, 3, 4, 5, 6]);
+    assert!(d.rejected[2].reason.contains("no numeric or boolean field"));
+    assert!(d.rejected[3].reason.contains("sensor"));
+    assert!(Precision::parse("h").is_err());
+}
+
+fn ipc(batch: &RecordBatch) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema()).unwrap();
+    w.write(batch).unwrap();
+    w.finish().unwrap();
+    drop(w);
+    out
+}
+
+#[test]
+fn arrow_ipc_with_dictionaries_and_nanosecond_times() {
+    use arrow::array::{DictionaryArray, TimestampNanosecondArray};
+    use arrow::datatypes::Int32Type;
+    let sensor: DictionaryArray<Int32Type> = vec!["s-1", "s-1", "s-2"].into_iter().collect();
+    let variable: DictionaryArray<Int32Type> = vec!["t", "t", "h"].into_iter().collect();
+    let value = Float64Array::from(vec![1.0, f64::NAN, 3.0]);
+    let time = TimestampNanosecondArray::from(vec![NOW * 1_000_000; 3]).with_timezone("UTC");
+    let batch = RecordBatch::try_from_iter(vec![
+        ("sensor", Arc::new(sensor) as _),
+        ("variable", Arc::new(variable) as _),
+        ("value", Arc::new(value) as _),
+        ("time", Arc::new(time) as _),
+    ])
+    .unwrap();
+    let d = decode(Format::ArrowIpc, &ipc(&batch), &args()).unwrap();
+    assert_eq!(d.accepted(), 2);
+    assert_eq!((d.rejected[0].index, d.rejected[0].reason.as_str()), (1, "value is NaN"));
+    assert_eq!(rows(&d)[1], (NOW, "s-2".into(), "s-2".into(), "h".into(), 3.0));
+}
+
+#[test]
+fn arrow_ipc_with_missing_or_mistyped_columns_is_refused() {
+    let missing = RecordBatch::try_from_iter(vec![
+        ("sensor", Arc::new(StringArray::from(vec!["s"])) as _),
+        ("value", Arc::new(Float64Array::from(vec![1.0])) as _),
+    ])
+    .unwrap();
+    let e = decode(Format::ArrowIpc, &ipc(&missing), &args()).unwrap_err();
+    assert_eq!(e.to_string(), "missing column `variable`");
+    let mistyped = RecordBatch::try_from_iter(vec![
+        ("sensor", Arc::new(StringArray::from(vec!["s"])) as _),
+        ("variable", Arc::new(StringArray::from(vec!["v"])) as _),
+        ("value", Arc::new(StringArray::from(vec!["1.0"])) as _),
+    ])
+    .unwrap();
+    let e = decode(Format::ArrowIpc, &ipc(&mistyped), &args()).unwrap_err();
+    assert_eq!(e.to_string(), "column `value` has type Utf8, expected Float64");
+    let e = decode(Format::ArrowIpc, b"not arrow at all", &args()).unwrap_err();
+    assert!(e.to_string().contains("not an Arrow IPC stream"), "{e}");
+    let mut truncated = ipc(&missing);
+    truncated.truncate(truncated.len() / 2);
+    assert!(decode(Format::ArrowIpc, &truncated, &args()).is_err());
+}
+
+#[test]
+fn content_types_map_to_formats() {
+    let p = Precision::default();
+    assert_eq!(Format::from_content_type(Some("application/json; charset=utf-8"), p), Ok(Format::Json));
+    assert_eq!(Format::from_content_type(None, p), Ok(Format::Json));
+    assert_eq!(Format::from_content_type(Some("text/plain"), p), Ok(Format::LineProtocol(p)));
+    assert!(Format::from_content_type(Some("image/png"), p).is_err());
+}

@@ -1,0 +1,155 @@
+//! [`QueryEngine`]: one DataFusion session with the `readings` table registered.
+
+use std::sync::Arc;
+
+use aemos_storage::schema::{DEVICE, TIME, VALUE, VARIABLE};
+use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::functions_aggregate::expr_fn::{avg, count, max, min};
+use datafusion::logical_expr::{col, lit};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+use object_store::ObjectStore;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::provider::{ReadingsSource, ReadingsTable};
+
+/// The URL under which the object store is registered with DataFusion.
+pub const STORE_URL: &str = "aemos://store";
+
+pub struct QueryEngineArgs {
+    pub source: Arc<dyn ReadingsSource>,
+    pub object_store: Arc<dyn ObjectStore>,
+    /// Parallelism of query plans; defaults to the number of cores.
+    pub target_partitions: Option<usize>,
+}
+
+#[derive(Clone)]
+pub struct QueryEngine {
+    ctx: SessionContext,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine").finish_non_exhaustive()
+    }
+}
+
+/// min, max, avg and count of one variable.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VariableStatistics {
+    pub variable: String,
+    pub min: f64,
+    pub max: f64,
+    pub avg: f64,
+    pub count: i64,
+}
+
+impl QueryEngine {
+    pub fn new(args: QueryEngineArgs) -> Result<Self> {
+        let mut config = SessionConfig::new().with_information_schema(true);
+        if let Some(n) = args.target_partitions {
+            config = config.with_target_partitions(n.max(1));
+        }
+        let ctx = SessionContext::new_with_config(config);
+        let url = ObjectStoreUrl::parse(STORE_URL).map_err(Error::from_datafusion)?;
+        ctx.register_object_store(url.as_ref(), args.object_store);
+        ctx.register_table("readings", Arc::new(ReadingsTable::new(args.source, url)))
+            .map_err(Error::from_datafusion)?;
+        Ok(Self { ctx })
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Plans a read-only statement (no DDL, DML or `SET`) and starts it.
+    pub async fn execute(&self, sql: &str) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = self
+            .ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(Error::from_datafusion)?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let stream = df.execute_stream().await.map_err(Error::from_datafusion)?;
+        Ok((schema, stream))
+    }
+
+    /// Runs a statement to completion.
+    pub async fn sql(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        use futures::TryStreamExt;
+        let (schema, stream) = self.execute(sql).await?;
+        let batches = stream.try_collect().await.map_err(Error::from_datafusion)?;
+        Ok((schema, batches))
+    }
+
+    /// min, max, avg, count per variable of one device, within `[from, to)` (epoch ms).
+    pub async fn device_statistics(
+        &self,
+        device: &str,
+        from_ms: Option<i64>,
+        to_ms: Option<i64>,
+        variable: Option<&str>,
+    ) -> Result<Vec<VariableStatistics>> {
+        let ts = |ms| lit(ScalarValue::TimestampMillisecond(Some(ms), Some("UTC".into())));
+        let mut filter = col(DEVICE).eq(lit(device));
+        if let Some(from) = from_ms {
+            filter = filter.and(col(TIME).gt_eq(ts(from)));
+        }
+        if let Some(to) = to_ms {
+            filter = filter.and(col(TIME).lt(ts(to)));
+        }
+        if let Some(v) = variable {
+            filter = filter.and(col(VARIABLE).eq(lit(v)));
+        }
+        let df = self
+            .ctx
+            .table("readings")
+            .await
+            .and_then(|t| t.filter(filter))
+            .and_then(|t| {
+                t.aggregate(
+                    vec![col(VARIABLE)],
+                    vec![
+                        min(col(VALUE)).alias("min"),
+                        max(col(VALUE)).alias("max"),
+                        avg(col(VALUE)).alias("avg"),
+                        count(col(VALUE)).alias("count"),
+                    ],
+                )
+            })
+            .and_then(|t| t.sort_by(vec![col(VARIABLE)]))
+            .map_err(Error::from_datafusion)?;
+        let batches = df.collect().await.map_err(Error::from_datafusion)?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let var = b.column(0).as_any().downcast_ref::<StringArray>();
+            let mn = b.column(1).as_any().downcast_ref::<Float64Array>();
+            let mx = b.column(2).as_any().downcast_ref::<Float64Array>();
+            let av = b.column(3).as_any().downcast_ref::<Float64Array>();
+            let ct = b.column(4).as_any().downcast_ref::<Int64Array>();
+            let (Some(var), Some(mn), Some(mx), Some(av), Some(ct)) = (var, mn, mx, av, ct) else {
+                return Err(Error::Execution(datafusion::error::DataFusionError::Internal(
+                    "unexpected statistics schema".into(),
+                )));
+            };
+            for i in 0..b.num_rows() {
+                out.push(VariableStatistics {
+                    variable: var.value(i).to_string(),
+                    min: mn.value(i),
+                    max: mx.value(i),
+                    avg: av.value(i),
+                    count: ct.value(i),
+                });
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,19 @@
+//! SQL over readings with Apache DataFusion.
+//!
+//! The `readings` table ([`ReadingsTable`]) is a thin adapter over a [`ReadingsSource`]: on
+//! each scan it takes a consistent snapshot (buffered batches plus the catalog's Parquet files),
+//! drops the files whose time range cannot match the query's `time` filters, hands the rest to
+//! DataFusion's Parquet scan (with the filters as a predicate, so row groups and pages are
+//! pruned by their statistics) and the buffered batches to an in-memory scan, and unions them.
+//! Filters are reported `Inexact`, so DataFusion applies them again on top. Results leave
+//! through [`ResultEncoder`] in the format the client asked for.
+
+mod engine;
+mod error;
+mod format;
+mod provider;
+
+pub use engine::{QueryEngine, QueryEngineArgs, VariableStatistics, STORE_URL};
+pub use error::{Error, Result};
+pub use format::{encode, OutputFormat, ResultEncoder};
+pub use provider::{ReadingsSource, ReadingsTable, StaticSource, TimeRange};

@@ -1,0 +1,213 @@
+//! The `readings` table: a thin adapter that hands DataFusion the buffer's batches and the
+//! Parquet files whose time range can match the query's filters.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use aemos_storage::schema::{readings_schema, TIME};
+use aemos_storage::{ParquetFile, ReadSnapshot};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::TableType;
+use datafusion::error::Result;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::ExecutionPlan;
+
+/// Where the rows of the `readings` table are right now.
+pub trait ReadingsSource: Debug + Send + Sync + 'static {
+    fn snapshot(&self) -> ReadSnapshot;
+}
+
+impl ReadingsSource for aemos_storage::Storage {
+    fn snapshot(&self) -> ReadSnapshot {
+        self.read_snapshot()
+    }
+}
+
+/// A fixed snapshot (`aemos sql` on a data directory).
+#[derive(Debug)]
+pub struct StaticSource(pub ReadSnapshot);
+
+impl ReadingsSource for StaticSource {
+    fn snapshot(&self) -> ReadSnapshot {
+        self.0.clone()
+    }
+}
+
+#[derive(Debug)]
+pub struct ReadingsTable {
+    source: Arc<dyn ReadingsSource>,
+    store_url: ObjectStoreUrl,
+}
+
+impl ReadingsTable {
+    pub fn new(source: Arc<dyn ReadingsSource>, store_url: ObjectStoreUrl) -> Self {
+        Self { source, store_url }
+    }
+}
+
+/// Inclusive time bounds (epoch ms) implied by a conjunction of filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub min: i64,
+    pub max: i64,
+}
+
+impl Default for TimeRange {
+    fn default() -> Self {
+        Self {
+            min: i64::MIN,
+            max: i64::MAX,
+        }
+    }
+}
+
+impl TimeRange {
+    pub fn from_filters(filters: &[Expr]) -> Self {
+        let mut range = Self::default();
+        for f in filters {
+            range.narrow(f);
+        }
+        range
+    }
+
+    fn narrow(&mut self, expr: &Expr) {
+        match expr {
+            Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+                self.narrow(left);
+                self.narrow(right);
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let (op, value) = match (left.as_ref(), right.as_ref()) {
+                    (Expr::Column(c), Expr::Literal(v, _)) if c.name == TIME => (*op, v),
+                    (Expr::Literal(v, _), Expr::Column(c)) if c.name == TIME => match op.swap() {
+                        Some(op) => (op, v),
+                        None => return,
+                    },
+                    _ => return,
+                };
+                let Some(ms) = literal_ms(value) else { return };
+                match op {
+                    Operator::Gt => self.min = self.min.max(ms.saturating_add(1)),
+                    Operator::GtEq => self.min = self.min.max(ms),
+                    Operator::Lt => self.max = self.max.min(ms.saturating_sub(1)),
+                    Operator::LtEq => self.max = self.max.min(ms),
+                    Operator::Eq => {
+                        self.min = self.min.max(ms);
+                        self.max = self.max.min(ms);
+                    }
+                    _ => {}
+                }
+            }
+            Expr::Between(b) if !b.negated => {
+                if let (Expr::Column(c), Expr::Literal(lo, _), Expr::Literal(hi, _)) =
+                    (b.expr.as_ref(), b.low.as_ref(), b.high.as_ref())
+                {
+                    if c.name == TIME {
+                        if let Some(lo) = literal_ms(lo) {
+                            self.min = self.min.max(lo);
+                        }
+                        if let Some(hi) = literal_ms(hi) {
+                            self.max = self.max.min(hi);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn overlaps(&self, file: &ParquetFile) -> bool {
+        file.max_time >= self.min && file.min_time <= self.max
+    }
+}
+
+fn literal_ms(value: &ScalarValue) -> Option<i64> {
+    let ms = value
+        .cast_to(&DataType::Timestamp(TimeUnit::Millisecond, None))
+        .ok()?;
+    match ms {
+        ScalarValue::TimestampMillisecond(Some(v), _) => Some(v),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl TableProvider for ReadingsTable {
+    fn schema(&self) -> SchemaRef {
+        readings_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = readings_schema();
+        let snapshot = self.source.snapshot();
+        let range = TimeRange::from_filters(filters);
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+
+        let files: Vec<&ParquetFile> = snapshot.files.iter().filter(|f| range.overlaps(f)).collect();
+        if !files.is_empty() {
+            let mut source = ParquetSource::new(Arc::clone(&schema));
+            if let Some(predicate) = conjunction(filters.iter().cloned()) {
+                let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
+                source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+            }
+            let target = state.config().target_partitions().max(1);
+            let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); target.min(files.len())];
+            for (i, file) in files.iter().enumerate() {
+                let n = groups.len();
+                groups[i % n].push(PartitionedFile::new(file.path.clone(), file.size_bytes));
+            }
+            let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
+                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .with_projection_indices(projection.cloned())?
+                .build();
+            inputs.push(DataSourceExec::from_data_source(config));
+        }
+
+        let batches: Vec<_> = snapshot.batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+        if !batches.is_empty() {
+            let target = state.config().target_partitions().max(1).min(batches.len());
+            let mut partitions = vec![Vec::new(); target];
+            for (i, batch) in batches.into_iter().enumerate() {
+                partitions[i % target].push(batch);
+            }
+            inputs.push(MemorySourceConfig::try_new_exec(&partitions, Arc::clone(&schema), projection.cloned())?);
+        }
+
+        if inputs.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(schema.project(p)?),
+                None => schema,
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        UnionExec::try_new(inputs)
+    }
+}

@@ -1,0 +1,38 @@
+use std::path::PathBuf;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("wal io on {path}: {source}")]
+    WalIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("wal segment {path} is corrupt at offset {offset}: {reason}")]
+    WalCorrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("the wal writer has stopped")]
+    WalClosed,
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("catalog: {0}")]
+    CatalogFormat(#[from] serde_json::Error),
+    #[error("catalog commit gave up after {attempts} conflicting attempts")]
+    CatalogContention { attempts: usize },
+    #[error("invalid object store url {url:?}: {reason}")]
+    ObjectStoreUrl { url: String, reason: String },
+    #[error("io on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

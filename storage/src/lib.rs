@@ -1,0 +1,44 @@
+//! Storage for readings, in the style of InfluxDB 3: write-ahead log, queryable buffer,
+//! Parquet files on object storage, catalog.
+//!
+//! As a batch arrives it is encoded as an Arrow IPC record and appended to the WAL; the WAL
+//! writer groups concurrent appends into one `write` + `fdatasync` (group commit), then inserts
+//! the batches into the in-memory [`Buffer`] and acknowledges. From then on the rows are visible
+//! to queries ([`Storage::read_snapshot`]). Every `persist_interval`, or when the buffer reaches
+//! `persist_rows`, the WAL rotates and the sealed generation is sorted by
+//! `(sensor, variable, time)`, split by hour and written as Parquet; the files are recorded in
+//! the [`Catalog`] together with the WAL segment they cover, and only then are the rows dropped
+//! from the buffer and the segments deleted. On start the catalog tells which segments are
+//! already persisted; the rest are replayed into the buffer.
+//!
+//! On disk and on the object store:
+//!
+//! ```text
+//! {data-dir}/wal/{segment:020}.wal                              WAL segments (see wal.rs)
+//! {data-dir}/writer-id                                          this writer's id in the catalog
+//! {prefix}/catalog/{version:020}.json                           catalog versions
+//! {prefix}/readings/{yyyy-mm-dd}/{hh}/{file_id:020}.parquet     persisted readings
+//! ```
+//!
+//! Background maintenance compacts partitions with many small files, drops files older than the
+//! retention period and deletes removed files after a grace period.
+
+mod buffer;
+mod catalog;
+mod error;
+mod object_store_config;
+pub mod paths;
+mod persist;
+pub mod schema;
+mod storage;
+mod time;
+mod wal;
+
+pub use buffer::{Buffer, Generation};
+pub use catalog::{Catalog, CatalogState, FileId, ParquetFile, Tombstone};
+pub use error::{Error, Result};
+pub use object_store_config::ObjectStoreConfig;
+pub use persist::{decode_parquet, encode_parquet, sort_and_split, writer_properties, SortedPartition};
+pub use storage::{read_only_snapshot, PersistReport, ReadSnapshot, Storage, StorageArgs};
+pub use time::{MockClock, SystemClock, TimeProvider};
+pub use wal::{read_unpersisted, ReplayReport, SegmentId, Wal, WalArgs, WalRecord, MAX_RECORD_BYTES};

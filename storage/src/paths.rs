@@ -1,0 +1,78 @@
+//! Every object-store key format lives here, zero-padded so that listings sort.
+//!
+//! ```text
+//! {prefix}/catalog/{version:020}.json
+//! {prefix}/readings/{yyyy-mm-dd}/{hh}/{file_id:020}.parquet
+//! ```
+
+use chrono::{DateTime, Utc};
+use object_store::path::Path;
+
+pub const CATALOG_DIR: &str = "catalog";
+pub const READINGS_TABLE: &str = "readings";
+
+/// An hour of time: the unit of partitioning for persisted files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HourPartition(pub i64);
+
+impl HourPartition {
+    pub const MILLIS: i64 = 3_600_000;
+
+    pub fn of(time_ms: i64) -> Self {
+        Self(time_ms.div_euclid(Self::MILLIS))
+    }
+
+    pub fn start_ms(self) -> i64 {
+        self.0 * Self::MILLIS
+    }
+
+    /// `yyyy-mm-dd/hh`.
+    pub fn key(self) -> String {
+        let t = DateTime::<Utc>::from_timestamp_millis(self.start_ms()).unwrap_or_default();
+        t.format("%Y-%m-%d/%H").to_string()
+    }
+}
+
+pub fn catalog_path(prefix: &Path, version: u64) -> Path {
+    prefix
+        .clone()
+        .join(CATALOG_DIR)
+        .join(format!("{version:020}.json"))
+}
+
+pub fn catalog_dir(prefix: &Path) -> Path {
+    prefix.clone().join(CATALOG_DIR)
+}
+
+/// Parses the version out of a catalog file name, `None` for anything else.
+pub fn catalog_version(path: &Path) -> Option<u64> {
+    path.filename()?.strip_suffix(".json")?.parse().ok()
+}
+
+pub fn parquet_path(prefix: &Path, table: &str, partition: HourPartition, file_id: u64) -> Path {
+    let mut path = prefix.clone().join(table);
+    for part in partition.key().split('/') {
+        path = path.join(part);
+    }
+    path.join(format!("{file_id:020}.parquet"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_zero_padded_and_partitioned_by_hour() {
+        let prefix = Path::from("data");
+        let hour = HourPartition::of(1_768_905_000_000); // 2026-01-20T10:30:00Z
+        assert_eq!(hour.key(), "2026-01-20/10");
+        assert_eq!(
+            parquet_path(&prefix, READINGS_TABLE, hour, 7).as_ref(),
+            "data/readings/2026-01-20/10/00000000000000000007.parquet"
+        );
+        let catalog = catalog_path(&prefix, 42);
+        assert_eq!(catalog.as_ref(), "data/catalog/00000000000000000042.json");
+        assert_eq!(catalog_version(&catalog), Some(42));
+        assert_eq!(HourPartition::of(-1).0, -1);
+    }
+}

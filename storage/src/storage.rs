@@ -1,0 +1,457 @@
+//! [`Storage`]: the WAL, the buffer, persistence, compaction and retention wired together.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use tokio::sync::{watch, Mutex, Notify};
+use tracing::{debug, info, warn};
+
+use crate::buffer::{Buffer, Generation};
+use crate::catalog::{Catalog, FileId, ParquetFile};
+use crate::error::{Error, Result};
+use crate::object_store_config::ObjectStoreConfig;
+use crate::paths::{parquet_path, HourPartition, READINGS_TABLE};
+use crate::persist::{decode_parquet, encode_parquet, sort_and_split, SortedPartition};
+use crate::time::TimeProvider;
+use crate::wal::{ReplayReport, Wal, WalArgs, WalRecord};
+
+/// Files deleted from the catalog stay on the object store this long, for queries in flight.
+const TOMBSTONE_GRACE_MS: i64 = 60_000;
+
+pub struct StorageArgs {
+    pub data_dir: PathBuf,
+    pub object_store: ObjectStoreConfig,
+    /// Persist the buffer at least this often.
+    pub persist_interval: Duration,
+    /// Persist as soon as the buffer holds this many rows.
+    pub persist_rows: usize,
+    /// Readings older than this are deleted.
+    pub retention: Duration,
+    /// A partition with at least this many files is compacted into one.
+    pub compaction_min_files: usize,
+    /// Largest number of rows compaction writes into one file.
+    pub compaction_max_rows: u64,
+    /// Bound of the WAL request queue.
+    pub wal_queue: usize,
+    pub time: Arc<dyn TimeProvider>,
+}
+
+impl StorageArgs {
+    pub fn new(data_dir: PathBuf, object_store: ObjectStoreConfig, time: Arc<dyn TimeProvider>) -> Self {
+        Self {
+            data_dir,
+            object_store,
+            persist_interval: Duration::from_secs(10),
+            persist_rows: 10_000_000,
+            retention: Duration::from_secs(90 * 24 * 3600),
+            compaction_min_files: 8,
+            compaction_max_rows: 20_000_000,
+            wal_queue: 1024,
+            time,
+        }
+    }
+}
+
+/// What queries read: buffered batches not yet in the listed files, and the files.
+#[derive(Debug, Clone)]
+pub struct ReadSnapshot {
+    pub batches: Vec<RecordBatch>,
+    pub files: Vec<ParquetFile>,
+}
+
+/// What one call of [`Storage::persist`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PersistReport {
+    pub generations: usize,
+    pub rows: usize,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+pub struct Storage {
+    wal: Wal,
+    buffer: Arc<Buffer>,
+    catalog: Catalog,
+    object_store: ObjectStoreConfig,
+    writer_id: String,
+    persist_lock: Mutex<()>,
+    persist_notify: Arc<Notify>,
+    replay: ReplayReport,
+    args: StorageArgs,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("writer_id", &self.writer_id)
+            .field("object_store", &self.object_store.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Storage {
+    /// Loads the catalog, replays the WAL into the buffer and starts the WAL writer.
+    pub async fn open(args: StorageArgs) -> Result<Arc<Self>> {
+        let writer_id = writer_id(&args.data_dir, args.time.now_ms())?;
+        let object_store = args.object_store.clone();
+        let catalog = Catalog::load(Arc::clone(&object_store.store), object_store.prefix.clone())
+            .await?
+            .with_commit_verification(object_store.verify_commits);
+        let persisted_through = catalog.snapshot().writers.get(&writer_id).copied();
+        let buffer = Arc::new(Buffer::default());
+        let persist_notify = Arc::new(Notify::new());
+        let wal_args = WalArgs {
+            dir: args.data_dir.join("wal"),
+            persisted_through,
+            buffer: Arc::clone(&buffer),
+            queue: args.wal_queue,
+            persist_notify: Arc::clone(&persist_notify),
+            persist_rows: args.persist_rows,
+        };
+        let (wal, replay) = tokio::task::block_in_place(|| Wal::open(wal_args))?;
+        info!(writer_id, object_store = %object_store.url, replayed_rows = replay.rows, "storage open");
+        Ok(Arc::new(Self {
+            wal,
+            buffer,
+            catalog,
+            object_store,
+            writer_id,
+            persist_lock: Mutex::new(()),
+            persist_notify,
+            replay,
+            args,
+        }))
+    }
+
+    /// Makes a batch of readings durable; it is visible to queries when this returns.
+    pub async fn write(&self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.wal.append(WalRecord::encode(batch)?).await
+    }
+
+    pub fn replay_report(&self) -> &ReplayReport {
+        &self.replay
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn object_store(&self) -> &ObjectStoreConfig {
+        &self.object_store
+    }
+
+    pub fn buffered_rows(&self) -> usize {
+        self.buffer.rows()
+    }
+
+    pub fn wal_queue_depth(&self) -> usize {
+        self.wal.queue_depth()
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.args.time.now_ms()
+    }
+
+    /// A consistent view: every acknowledged row exactly once, in the buffer or in a file.
+    pub fn read_snapshot(&self) -> ReadSnapshot {
+        // Buffer first, catalog second: a generation released after our buffer snapshot is
+        // in the catalog we read next; one still in both is skipped by the writer's mark.
+        let generations = self.buffer.snapshot();
+        let catalog = self.catalog.snapshot();
+        let persisted = catalog.writers.get(&self.writer_id).copied();
+        let batches = generations
+            .into_iter()
+            .filter(|(through, _)| match (through, persisted) {
+                (Some(t), Some(p)) => *t > p,
+                _ => true,
+            })
+            .flat_map(|(_, batches)| batches)
+            .collect();
+        let files = catalog.files_of(READINGS_TABLE).cloned().collect();
+        ReadSnapshot { batches, files }
+    }
+
+    /// Writes every sealed generation (after sealing the open one) to Parquet, records the
+    /// files in the catalog, then drops the rows from the buffer and the segments from the WAL.
+    pub async fn persist(&self) -> Result<PersistReport> {
+        let _one_at_a_time = self.persist_lock.lock().await;
+        self.wal.rotate().await?;
+        let mut report = PersistReport::default();
+        for generation in self.buffer.sealed() {
+            let (files, bytes) = self.persist_generation(&generation).await?;
+            report.generations += 1;
+            report.rows += generation.rows;
+            report.files += files;
+            report.bytes += bytes;
+        }
+        if report.rows > 0 {
+            debug!(?report, "persisted");
+        }
+        Ok(report)
+    }
+
+    async fn persist_generation(&self, generation: &Generation) -> Result<(usize, u64)> {
+        let batches = generation.batches.clone();
+        let parts = tokio::task::spawn_blocking(move || sort_and_split(&batches))
+            .await
+            .expect("sort task")?;
+        let mut files = Vec::with_capacity(parts.len());
+        for part in parts {
+            files.push(self.write_file(part).await?);
+        }
+        let bytes = files.iter().map(|f| f.size_bytes).sum();
+        let count = files.len();
+        let through = generation.through;
+        let writer = self.writer_id.clone();
+        self.catalog
+            .commit(|state| {
+                for file in &files {
+                    state.add_file(file.clone());
+                }
+                state.writers.insert(writer.clone(), through);
+                true
+            })
+            .await?;
+        self.buffer.release(through);
+        self.wal.remove_through(through)?;
+        Ok((count, bytes))
+    }
+
+    /// Encodes and uploads one file under a fresh id (conditional put: ids are never reused,
+    /// even by another writer on the same store).
+    async fn write_file(&self, part: SortedPartition) -> Result<ParquetFile> {
+        let SortedPartition {
+            partition,
+            batch,
+            min_time,
+            max_time,
+        } = part;
+        let rows = batch.num_rows() as u64;
+        let bytes = tokio::task::spawn_blocking(move || encode_parquet(&batch))
+            .await
+            .expect("encode task")?;
+        let mut id = self.catalog.snapshot().next_file_id;
+        loop {
+            let path = parquet_path(&self.object_store.prefix, READINGS_TABLE, partition, id);
+            let put = self
+                .object_store
+                .store
+                .put_opts(&path, PutPayload::from(bytes.clone()), PutOptions::from(PutMode::Create))
+                .await;
+            match put {
+                Ok(_) => {
+                    return Ok(ParquetFile {
+                        id: FileId(id),
+                        table: READINGS_TABLE.to_string(),
+                        path: path.to_string(),
+                        partition: partition.0,
+                        min_time,
+                        max_time,
+                        rows,
+                        size_bytes: bytes.len() as u64,
+                    })
+                }
+                Err(object_store::Error::AlreadyExists { .. }) => id += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Merges partitions that have accumulated many files; returns the files removed.
+    pub async fn compact(&self) -> Result<usize> {
+        let state = self.catalog.snapshot();
+        let mut by_partition: BTreeMap<i64, Vec<&ParquetFile>> = BTreeMap::new();
+        for file in state.files_of(READINGS_TABLE) {
+            by_partition.entry(file.partition).or_default().push(file);
+        }
+        let mut removed = 0;
+        for (partition, mut files) in by_partition {
+            if files.len() < self.args.compaction_min_files.max(2) {
+                continue;
+            }
+            // Smallest first, up to the row cap.
+            files.sort_by_key(|f| f.rows);
+            let mut total = 0;
+            let chosen: Vec<ParquetFile> = files
+                .into_iter()
+                .take_while(|f| {
+                    total += f.rows;
+                    total <= self.args.compaction_max_rows
+                })
+                .cloned()
+                .collect();
+            if chosen.len() < 2 {
+                continue;
+            }
+            removed += self.compact_files(HourPartition(partition), chosen).await?;
+        }
+        Ok(removed)
+    }
+
+    async fn compact_files(&self, partition: HourPartition, files: Vec<ParquetFile>) -> Result<usize> {
+        let mut batches = Vec::new();
+        for file in &files {
+            let path = object_store::path::Path::from(file.path.as_str());
+            let bytes = self.object_store.store.get(&path).await?.bytes().await?;
+            batches.extend(tokio::task::spawn_blocking(move || decode_parquet(bytes)).await.expect("decode task")?);
+        }
+        let parts = tokio::task::spawn_blocking(move || sort_and_split(&batches))
+            .await
+            .expect("sort task")?;
+        let mut written = Vec::new();
+        for part in parts {
+            debug_assert_eq!(part.partition, partition);
+            written.push(self.write_file(part).await?);
+        }
+        let ids: Vec<FileId> = files.iter().map(|f| f.id).collect();
+        let now = self.now_ms();
+        let committed = self
+            .catalog
+            .commit(|state| {
+                // Another writer compacted or expired some of these already: give up.
+                if !ids.iter().all(|id| state.files.contains_key(id)) {
+                    return false;
+                }
+                state.remove_files(&ids, now);
+                for file in &written {
+                    state.add_file(file.clone());
+                }
+                true
+            })
+            .await?;
+        if committed.is_none() {
+            for file in &written {
+                let _ = self.object_store.store.delete(&file.path.as_str().into()).await;
+            }
+            return Ok(0);
+        }
+        info!(partition = partition.key(), files = ids.len(), "compacted");
+        Ok(ids.len())
+    }
+
+    /// Removes files entirely older than the retention period; returns how many.
+    pub async fn enforce_retention(&self) -> Result<usize> {
+        let now = self.now_ms();
+        let cutoff = now - self.args.retention.as_millis() as i64;
+        let expired: Vec<FileId> = self
+            .catalog
+            .snapshot()
+            .files
+            .values()
+            .filter(|f| f.max_time < cutoff)
+            .map(|f| f.id)
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        self.catalog
+            .commit(|state| {
+                removed = state.remove_files(&expired, now);
+                removed > 0
+            })
+            .await?;
+        info!(removed, "retention removed expired files");
+        Ok(removed)
+    }
+
+    /// Deletes the objects of tombstones older than the grace period.
+    pub async fn collect_garbage(&self) -> Result<usize> {
+        let now = self.now_ms();
+        let due: Vec<String> = self
+            .catalog
+            .snapshot()
+            .tombstones
+            .iter()
+            .filter(|t| now - t.removed_at >= TOMBSTONE_GRACE_MS)
+            .map(|t| t.path.clone())
+            .collect();
+        for path in &due {
+            match self.object_store.store.delete(&path.as_str().into()).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !due.is_empty() {
+            self.catalog
+                .commit(|state| {
+                    state.tombstones.retain(|t| !due.contains(&t.path));
+                    true
+                })
+                .await?;
+        }
+        Ok(due.len())
+    }
+
+    /// Persists on the interval or when the buffer is full, and compacts, expires and
+    /// collects garbage after each persist, until `shutdown` turns true; then persists once more.
+    pub async fn run_background(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.args.persist_interval) => {}
+                _ = self.persist_notify.notified() => {}
+                _ = shutdown.changed() => break,
+            }
+            if let Err(e) = self.maintain().await {
+                warn!(error = %e, "storage maintenance failed, will retry");
+            }
+        }
+        if let Err(e) = self.persist().await {
+            warn!(error = %e, "final persist failed; the wal keeps the data");
+        }
+    }
+
+    async fn maintain(&self) -> Result<()> {
+        self.persist().await?;
+        self.catalog.refresh().await?;
+        self.compact().await?;
+        self.enforce_retention().await?;
+        self.collect_garbage().await?;
+        Ok(())
+    }
+}
+
+/// What a server on `data_dir` would serve, read without starting a writer or changing any
+/// file (`aemos sql`): the catalog's files and the WAL's unpersisted rows.
+pub async fn read_only_snapshot(data_dir: &std::path::Path, object_store: &ObjectStoreConfig) -> Result<ReadSnapshot> {
+    let catalog = Catalog::load(Arc::clone(&object_store.store), object_store.prefix.clone()).await?;
+    let state = catalog.snapshot();
+    let writer = std::fs::read_to_string(data_dir.join("writer-id")).ok();
+    let persisted = writer.and_then(|w| state.writers.get(w.trim()).copied());
+    let wal_dir = data_dir.join("wal");
+    let (buffer, _) = tokio::task::block_in_place(|| crate::wal::read_unpersisted(&wal_dir, persisted))?;
+    Ok(ReadSnapshot {
+        batches: buffer.snapshot().into_iter().flat_map(|(_, b)| b).collect(),
+        files: state.files_of(READINGS_TABLE).cloned().collect(),
+    })
+}
+
+/// A stable id for this data directory, created on first start.
+fn writer_id(data_dir: &std::path::Path, now_ms: i64) -> Result<String> {
+    let path = data_dir.join("writer-id");
+    let io = |source| Error::Io {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(data_dir).map_err(|source| Error::Io {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        Ok(_) | Err(_) => {
+            let id = format!("w{:x}{:x}", now_ms, std::process::id());
+            let tmp = data_dir.join("writer-id.tmp");
+            std::fs::write(&tmp, &id).map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            Ok(id)
+        }
+    }
+}

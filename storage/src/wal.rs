@@ -1,0 +1,498 @@
+//! Write-ahead log: append-only segment files with checksummed records and group commit.
+//!
+//! ```text
+//! {data-dir}/wal/{segment:020}.wal
+//! segment = MAGIC record*
+//! record  = len:u32le crc32(payload):u32le payload      payload = one Arrow IPC stream
+//! ```
+//!
+//! One writer thread owns the open segment. Callers encode their batch on their own thread,
+//! queue it on a bounded channel (a full channel is backpressure) and wait. The writer drains
+//! everything queued, writes it with one `write`, makes it durable with one `fdatasync`, inserts
+//! the batches into the [`Buffer`] in log order and only then answers the callers: many
+//! concurrent writes share one fsync. A rotation request goes through the same queue, so the
+//! generation it seals in the buffer holds exactly the records of the segments it closes.
+//!
+//! On open, segments are replayed in order; a record whose length or checksum does not match
+//! (a torn write at the tail of the last segment) ends the replay and is truncated away.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tracing::{info, warn};
+
+use crate::buffer::{Buffer, Generation};
+use crate::error::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"AEMOSWL1";
+const HEADER: usize = 8;
+/// Records above this size are refused at encode time and treated as corruption on replay.
+pub const MAX_RECORD_BYTES: usize = 1 << 30;
+/// Most requests folded into one group commit.
+const MAX_GROUP: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct SegmentId(pub u64);
+
+impl SegmentId {
+    fn file_name(self) -> String {
+        format!("{:020}.wal", self.0)
+    }
+}
+
+/// A batch encoded for the log, ready to be appended.
+#[derive(Debug)]
+pub struct WalRecord {
+    payload: Vec<u8>,
+    batch: RecordBatch,
+}
+
+impl WalRecord {
+    pub fn encode(batch: RecordBatch) -> Result<Self> {
+        let mut payload = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
+        {
+            let mut writer = StreamWriter::try_new(&mut payload, &batch.schema())?;
+            writer.write(&batch)?;
+            writer.finish()?;
+        }
+        Ok(Self { payload, batch })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+}
+
+fn decode_payload(payload: &[u8]) -> Result<Vec<RecordBatch>> {
+    let reader = StreamReader::try_new(payload, None)?;
+    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+}
+
+enum Request {
+    Append {
+        record: WalRecord,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Rotate {
+        done: oneshot::Sender<Arc<Generation>>,
+    },
+}
+
+pub struct WalArgs {
+    pub dir: PathBuf,
+    /// Segments up to and including this one are already persisted (from the catalog).
+    pub persisted_through: Option<SegmentId>,
+    pub buffer: Arc<Buffer>,
+    /// Bound of the request queue.
+    pub queue: usize,
+    /// Woken when the buffer's open generation reaches `persist_rows`.
+    pub persist_notify: Arc<Notify>,
+    pub persist_rows: usize,
+}
+
+/// Handle to the WAL writer thread.
+#[derive(Debug, Clone)]
+pub struct Wal {
+    tx: mpsc::Sender<Request>,
+    dir: PathBuf,
+}
+
+/// What replay found.
+#[derive(Debug, Default)]
+pub struct ReplayReport {
+    pub segments: usize,
+    pub records: usize,
+    pub rows: usize,
+    pub truncated_bytes: u64,
+}
+
+impl Wal {
+    /// Replays unpersisted segments into the buffer, then starts the writer on a new segment.
+    pub fn open(args: WalArgs) -> Result<(Self, ReplayReport)> {
+        let WalArgs {
+            dir,
+            persisted_through,
+            buffer,
+            queue,
+            persist_notify,
+            persist_rows,
+        } = args;
+        std::fs::create_dir_all(&dir).map_err(|source| Error::WalIo {
+            path: dir.clone(),
+            source,
+        })?;
+        let segments = list_segments(&dir)?;
+        let mut report = ReplayReport::default();
+        let last = segments.last().copied();
+        for &segment in &segments {
+            if persisted_through.is_some_and(|p| segment <= p) {
+                remove_segment(&dir, segment);
+                continue;
+            }
+            let is_last = Some(segment) == last;
+            replay_segment(&dir, segment, is_last, true, &buffer, &mut report)?;
+            report.segments += 1;
+        }
+        let next = SegmentId(
+            last.map(|s| s.0)
+                .max(persisted_through.map(|s| s.0))
+                .map_or(1, |s| s + 1),
+        );
+        let file = create_segment(&dir, next)?;
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let writer = Writer {
+            dir: dir.clone(),
+            segment: next,
+            file,
+            len: HEADER as u64,
+            buffer,
+            persist_notify,
+            persist_rows,
+            failed: None,
+        };
+        std::thread::Builder::new()
+            .name("aemos-wal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| Error::WalIo {
+                path: dir.clone(),
+                source,
+            })?;
+        if report.records > 0 || report.truncated_bytes > 0 {
+            info!(?report, "wal replayed");
+        }
+        Ok((Self { tx, dir }, report))
+    }
+
+    /// Appends a record and returns once it is durable and in the buffer.
+    pub async fn append(&self, record: WalRecord) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Request::Append { record, done })
+            .await
+            .map_err(|_| Error::WalClosed)?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(Error::WalIo {
+                path: self.dir.clone(),
+                source: std::io::Error::other(reason),
+            }),
+            Err(_) => Err(Error::WalClosed),
+        }
+    }
+
+    /// Closes the open segment and seals the buffer generation that holds its records.
+    pub async fn rotate(&self) -> Result<Arc<Generation>> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Request::Rotate { done })
+            .await
+            .map_err(|_| Error::WalClosed)?;
+        wait.await.map_err(|_| Error::WalClosed)
+    }
+
+    /// Deletes segments whose records are persisted.
+    pub fn remove_through(&self, through: crate::wal::SegmentId) -> Result<()> {
+        for segment in list_segments(&self.dir)? {
+            if segment <= through {
+                remove_segment(&self.dir, segment);
+            }
+        }
+        Ok(())
+    }
+
+    /// Requests queued and not yet taken by the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<SegmentId>> {
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::WalIo {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut segments: Vec<SegmentId> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".wal")?.parse().ok().map(SegmentId)
+        })
+        .collect();
+    segments.sort();
+    Ok(segments)
+}
+
+fn remove_segment(dir: &Path, segment: SegmentId) {
+    let path = dir.join(segment.file_name());
+    if let Err(e) = std::fs::remove_file(&path) {
+        warn!(path = %path.display(), error = %e, "could not remove persisted wal segment");
+    }
+}
+
+fn create_segment(dir: &Path, segment: SegmentId) -> Result<File> {
+    let path = dir.join(segment.file_name());
+    let io = |source| Error::WalIo {
+        path: path.clone(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    file.write_all(MAGIC).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    // Make the new directory entry durable too.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| Error::WalIo {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    Ok(file)
+}
+
+/// Reads the unpersisted segments of a WAL directory without changing anything (a torn tail
+/// is skipped, not truncated): for reading a data directory beside, or without, a server.
+pub fn read_unpersisted(dir: &Path, persisted_through: Option<SegmentId>) -> Result<(Buffer, ReplayReport)> {
+    let buffer = Buffer::default();
+    let mut report = ReplayReport::default();
+    if !dir.exists() {
+        return Ok((buffer, report));
+    }
+    let segments = list_segments(dir)?;
+    let last = segments.last().copied();
+    for segment in segments {
+        if persisted_through.is_some_and(|p| segment <= p) {
+            continue;
+        }
+        replay_segment(dir, segment, Some(segment) == last, false, &buffer, &mut report)?;
+        report.segments += 1;
+    }
+    Ok((buffer, report))
+}
+
+fn replay_segment(
+    dir: &Path,
+    segment: SegmentId,
+    is_last: bool,
+    repair: bool,
+    buffer: &Buffer,
+    report: &mut ReplayReport,
+) -> Result<()> {
+    let path = dir.join(segment.file_name());
+    let io = |source| Error::WalIo {
+        path: path.clone(),
+        source,
+    };
+    let file = File::open(&path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut magic = [0u8; HEADER];
+    let corrupt = |offset: u64, reason: String| Error::WalCorrupt {
+        path: path.clone(),
+        offset,
+        reason,
+    };
+    if file_len < HEADER as u64 {
+        // Crashed while creating the segment: nothing in it was ever acknowledged.
+        return truncate_tail(&path, 0, file_len, is_last, repair, report, "short header");
+    }
+    reader.read_exact(&mut magic).map_err(io)?;
+    if &magic != MAGIC {
+        return Err(corrupt(0, "bad magic".into()));
+    }
+    let mut offset = HEADER as u64;
+    let mut payload = Vec::new();
+    loop {
+        let mut head = [0u8; 8];
+        let remaining = file_len - offset;
+        if remaining == 0 {
+            return Ok(());
+        }
+        if remaining < 8 {
+            return truncate_tail(&path, offset, file_len, is_last, repair, report, "torn record header");
+        }
+        reader.read_exact(&mut head).map_err(io)?;
+        let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as u64;
+        let crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
+        if len > remaining - 8 || len as usize > MAX_RECORD_BYTES {
+            return truncate_tail(&path, offset, file_len, is_last, repair, report, "torn record body");
+        }
+        payload.resize(len as usize, 0);
+        reader.read_exact(&mut payload).map_err(io)?;
+        if crc32fast::hash(&payload) != crc {
+            return truncate_tail(&path, offset, file_len, is_last, repair, report, "checksum mismatch");
+        }
+        let batches = decode_payload(&payload)
+            .map_err(|e| corrupt(offset, format!("undecodable record: {e}")))?;
+        report.records += 1;
+        report.rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
+        buffer.insert(batches);
+        offset += 8 + len;
+    }
+}
+
+fn truncate_tail(
+    path: &Path,
+    offset: u64,
+    file_len: u64,
+    is_last: bool,
+    repair: bool,
+    report: &mut ReplayReport,
+    reason: &str,
+) -> Result<()> {
+    if !is_last && repair {
+        return Err(Error::WalCorrupt {
+            path: path.to_path_buf(),
+            offset,
+            reason: format!("{reason} in a segment that is not the last"),
+        });
+    }
+    warn!(path = %path.display(), offset, reason, "dropping torn wal tail");
+    report.truncated_bytes += file_len - offset;
+    if !repair {
+        return Ok(());
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|source| Error::WalIo {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let keep = offset;
+    file.set_len(keep)
+        .and_then(|()| file.sync_all())
+        .map_err(|source| Error::WalIo {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(())
+}
+
+struct Writer {
+    dir: PathBuf,
+    segment: SegmentId,
+    file: File,
+    len: u64,
+    buffer: Arc<Buffer>,
+    persist_notify: Arc<Notify>,
+    persist_rows: usize,
+    failed: Option<String>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut requests = Vec::with_capacity(MAX_GROUP);
+        let mut pending = Vec::with_capacity(MAX_GROUP);
+        let mut bytes = Vec::with_capacity(1 << 20);
+        while let Some(first) = rx.blocking_recv() {
+            requests.push(first);
+            while requests.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(request) => requests.push(request),
+                    Err(_) => break,
+                }
+            }
+            for request in requests.drain(..) {
+                match request {
+                    Request::Append { record, done } => {
+                        let header_len = (record.payload.len() as u32).to_le_bytes();
+                        let crc = crc32fast::hash(&record.payload).to_le_bytes();
+                        bytes.extend_from_slice(&header_len);
+                        bytes.extend_from_slice(&crc);
+                        bytes.extend_from_slice(&record.payload);
+                        pending.push((record.batch, done));
+                    }
+                    Request::Rotate { done } => {
+                        self.commit(&mut bytes, &mut pending);
+                        let generation = self.rotate();
+                        let _ = done.send(generation);
+                    }
+                }
+            }
+            self.commit(&mut bytes, &mut pending);
+        }
+    }
+
+    /// Writes and syncs everything pending, then applies it to the buffer and answers.
+    fn commit(
+        &mut self,
+        bytes: &mut Vec<u8>,
+        pending: &mut Vec<(RecordBatch, oneshot::Sender<Result<(), String>>)>,
+    ) {
+        if pending.is_empty() {
+            return;
+        }
+        let outcome = match &self.failed {
+            Some(reason) => Err(reason.clone()),
+            None => self.write_and_sync(bytes),
+        };
+        bytes.clear();
+        match outcome {
+            Ok(()) => {
+                let open_rows = self.buffer.insert(pending.iter().map(|(b, _)| b.clone()));
+                if open_rows >= self.persist_rows {
+                    self.persist_notify.notify_one();
+                }
+                for (_, done) in pending.drain(..) {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Err(reason) => {
+                for (_, done) in pending.drain(..) {
+                    let _ = done.send(Err(reason.clone()));
+                }
+            }
+        }
+    }
+
+    fn write_and_sync(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let result = self
+            .file
+            .write_all(bytes)
+            .and_then(|()| self.file.sync_data());
+        match result {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Cut off whatever part of the group reached the file, so the log stays a
+                // sequence of whole records; if even that fails, refuse all further writes.
+                let reason = format!("wal write failed: {e}");
+                if let Err(e2) = self.file.set_len(self.len).and_then(|()| self.file.sync_all()) {
+                    self.failed = Some(format!("{reason}; truncation failed: {e2}"));
+                }
+                Err(reason)
+            }
+        }
+    }
+
+    fn rotate(&mut self) -> Arc<Generation> {
+        let sealed = self.segment;
+        let generation = self.buffer.seal(sealed);
+        let next = SegmentId(sealed.0 + 1);
+        match create_segment(&self.dir, next) {
+            Ok(file) => {
+                self.file = file;
+                self.segment = next;
+                self.len = HEADER as u64;
+            }
+            Err(e) => {
+                // Appending on to the sealed segment would let its deletion after persistence
+                // take acknowledged records with it: refuse writes instead.
+                warn!(error = %e, "could not open a new wal segment, refusing writes");
+                self.failed = Some(format!("could not open a new wal segment: {e}"));
+            }
+        }
+        generation
+    }
+}

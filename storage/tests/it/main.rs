@@ -1,0 +1,7 @@
+//! Storage tests: WAL durability and replay, persistence, catalog concurrency, compaction,
+//! retention.
+
+mod catalog;
+mod helpers;
+mod persist;
+mod wal;
