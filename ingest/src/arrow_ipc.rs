@@ -79,7 +79,49 @@ fn time_column(batch: &RecordBatch) -> Result<Option<TimestampMillisecondArray>,
     Ok(ms.as_any().downcast_ref::<TimestampMillisecondArray>().cloned())
 }
 
+/// Walks the stream's message framing and checks every declared length against the bytes
+/// actually present, before arrow's reader allocates buffers of those lengths: a hostile
+/// 10-byte body must not make the server allocate gigabytes.
+fn check_framing(body: &[u8]) -> Result<(), Error> {
+    let mut at = 0usize;
+    let word = |at: usize| -> Option<u32> { Some(u32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?)) };
+    loop {
+        let Some(first) = word(at) else {
+            return if at == body.len() { Ok(()) } else { Err(schema_error(format!("truncated Arrow IPC message at byte {at}"))) };
+        };
+        let (meta_len, meta_start) = if first == 0xFFFF_FFFF {
+            (word(at + 4).ok_or_else(|| schema_error(format!("truncated Arrow IPC message at byte {at}")))?, at + 8)
+        } else {
+            (first, at + 4)
+        };
+        if meta_len == 0 {
+            return Ok(()); // end-of-stream marker
+        }
+        let meta_end = meta_start
+            .checked_add(meta_len as usize)
+            .filter(|end| *end <= body.len())
+            .ok_or_else(|| schema_error(format!("Arrow IPC message at byte {at} declares {meta_len} bytes of metadata, more than the body holds")))?;
+        let message = arrow::ipc::root_as_message(&body[meta_start..meta_end])
+            .map_err(|e| schema_error(format!("malformed Arrow IPC message at byte {at}: {e}")))?;
+        let body_len = usize::try_from(message.bodyLength())
+            .map_err(|_| schema_error(format!("Arrow IPC message at byte {at} has a negative body length")))?;
+        at = meta_end
+            .checked_add(body_len)
+            .filter(|end| *end <= body.len())
+            .ok_or_else(|| schema_error(format!("Arrow IPC message at byte {at} declares {body_len} body bytes, more than the body holds")))?;
+    }
+}
+
 pub(crate) fn decode_arrow_ipc(body: &[u8], args: &DecodeArgs) -> Result<Collector, Error> {
+    check_framing(body)?;
+    // arrow's IPC reader still panics on some inconsistent buffers (offsets past the end):
+    // contain that to this request.
+    std::panic::catch_unwind(|| read_stream(body, args)).unwrap_or_else(|_| {
+        Err(schema_error("malformed Arrow IPC stream: inconsistent buffers".into()))
+    })
+}
+
+fn read_stream(body: &[u8], args: &DecodeArgs) -> Result<Collector, Error> {
     let reader = StreamReader::try_new(body, None)
         .map_err(|e| schema_error(format!("not an Arrow IPC stream: {e}")))?;
     check_schema(&Arc::clone(&reader.schema()))?;

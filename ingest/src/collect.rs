@@ -27,8 +27,8 @@ pub struct Rejection {
 
 /// One reading's fields before validation.
 #[derive(Debug, Clone, Copy)]
-pub struct Fields<'a> {
-    pub device: Option<&'a str>,
+pub(crate) struct Fields<'a> {
+    pub(crate) device: Option<&'a str>,
     pub sensor: &'a str,
     pub variable: &'a str,
     pub value: f64,

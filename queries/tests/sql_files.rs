@@ -68,7 +68,10 @@ async fn sql_files() {
         let text = std::fs::read_to_string(&file).unwrap();
         let mut rewritten = Vec::new();
         for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
-            let (query_part, expected) = block.split_once("\n----\n").unwrap_or((block, ""));
+            let (query_part, expected) = block
+                .split_once("\n----")
+                .map(|(q, e)| (q, e.strip_prefix('\n').unwrap_or(e)))
+                .unwrap_or((block, ""));
             let sql: String = query_part
                 .lines()
                 .filter(|l| !l.trim_start().starts_with("--"))

@@ -22,8 +22,12 @@ use crate::error::{Error, Result};
 use crate::paths::{catalog_dir, catalog_path, catalog_version};
 use crate::wal::SegmentId;
 
-/// Versions kept behind the newest one (readers that listed an older one retry).
-const KEEP_VERSIONS: u64 = 16;
+/// Versions kept behind the newest one. A writer whose view is this far behind could
+/// re-create a pruned version number with a conditional put, so commits start from a freshly
+/// read version and old ones are kept far longer than one commit can lag.
+const KEEP_VERSIONS: u64 = 1000;
+/// Pruning runs on every this many versions.
+const PRUNE_EVERY: u64 = 100;
 const MAX_ATTEMPTS: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -54,8 +58,9 @@ pub struct Tombstone {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CatalogState {
     pub version: u64,
+    /// Keyed by object path, which conditional puts make unique across writers.
     #[serde(default)]
-    pub files: BTreeMap<FileId, ParquetFile>,
+    pub files: BTreeMap<String, ParquetFile>,
     #[serde(default)]
     pub tombstones: Vec<Tombstone>,
     /// Per writer (data directory), the last WAL segment whose rows are in `files`.
@@ -69,15 +74,15 @@ pub struct CatalogState {
 }
 
 impl CatalogState {
-    pub fn files_of(&self, table: &str) -> impl Iterator<Item = &ParquetFile> {
+    pub fn files_of<'a>(&'a self, table: &'a str) -> impl Iterator<Item = &'a ParquetFile> + 'a {
         self.files.values().filter(move |f| f.table == table)
     }
 
     /// Removes files and leaves tombstones; returns how many were present.
-    pub fn remove_files(&mut self, ids: &[FileId], now_ms: i64) -> usize {
+    pub fn remove_files(&mut self, paths: &[String], now_ms: i64) -> usize {
         let mut removed = 0;
-        for id in ids {
-            if let Some(file) = self.files.remove(id) {
+        for path in paths {
+            if let Some(file) = self.files.remove(path) {
                 self.tombstones.push(Tombstone {
                     path: file.path,
                     removed_at: now_ms,
@@ -90,7 +95,7 @@ impl CatalogState {
 
     pub fn add_file(&mut self, file: ParquetFile) {
         self.next_file_id = self.next_file_id.max(file.id.0 + 1);
-        self.files.insert(file.id, file);
+        self.files.insert(file.path.clone(), file);
     }
 }
 
@@ -145,7 +150,7 @@ impl Catalog {
     where
         F: FnMut(&mut CatalogState) -> bool,
     {
-        let mut base = self.snapshot();
+        let mut base = self.refresh().await?;
         for _ in 0..MAX_ATTEMPTS {
             let mut next = (*base).clone();
             if !change(&mut next) {
@@ -209,7 +214,7 @@ impl Catalog {
     }
 
     async fn prune(&self, newest: u64) {
-        if newest <= KEEP_VERSIONS || newest % KEEP_VERSIONS != 0 {
+        if newest <= KEEP_VERSIONS || newest % PRUNE_EVERY != 0 {
             return;
         }
         let Ok(versions) = list_versions(&self.store, &self.prefix).await else {

@@ -12,7 +12,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::format::SortingColumn;
+use parquet::file::metadata::SortingColumn;
 use parquet::schema::types::ColumnPath;
 
 use crate::error::Result;
@@ -80,7 +80,7 @@ pub fn sort_and_split(batches: &[RecordBatch]) -> Result<Vec<SortedPartition>> {
 }
 
 /// Sorts by `(sensor, variable, time)`.
-pub fn sort_batch(batch: &RecordBatch) -> Result<RecordBatch> {
+pub(crate) fn sort_batch(batch: &RecordBatch) -> Result<RecordBatch> {
     let keys: Vec<SortColumn> = [SENSOR_IDX, VARIABLE_IDX, TIME_IDX]
         .iter()
         .map(|i| SortColumn {
@@ -110,7 +110,7 @@ pub fn writer_properties() -> WriterProperties {
         .set_column_dictionary_enabled(ColumnPath::from(VALUE), false)
         .set_column_encoding(ColumnPath::from(VALUE), Encoding::BYTE_STREAM_SPLIT)
         .set_sorting_columns(Some(sorting))
-        .set_max_row_group_size(1 << 20)
+        .set_max_row_group_row_count(Some(1 << 20))
         .build()
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,6 +81,8 @@ pub struct Storage {
     writer_id: String,
     persist_lock: Mutex<()>,
     persist_notify: Arc<Notify>,
+    /// Next Parquet file id to try (ids of files written but not yet committed included).
+    next_file_id: AtomicU64,
     replay: ReplayReport,
     args: StorageArgs,
 }
@@ -122,6 +125,7 @@ impl Storage {
             writer_id,
             persist_lock: Mutex::new(()),
             persist_notify,
+            next_file_id: AtomicU64::new(0),
             replay,
             args,
         }))
@@ -237,7 +241,7 @@ impl Storage {
         let bytes = tokio::task::spawn_blocking(move || encode_parquet(&batch))
             .await
             .expect("encode task")?;
-        let mut id = self.catalog.snapshot().next_file_id;
+        let mut id = self.next_file_id.load(Ordering::SeqCst).max(self.catalog.snapshot().next_file_id);
         loop {
             let path = parquet_path(&self.object_store.prefix, READINGS_TABLE, partition, id);
             let put = self
@@ -247,6 +251,7 @@ impl Storage {
                 .await;
             match put {
                 Ok(_) => {
+                    self.next_file_id.fetch_max(id + 1, Ordering::SeqCst);
                     return Ok(ParquetFile {
                         id: FileId(id),
                         table: READINGS_TABLE.to_string(),
@@ -310,7 +315,7 @@ impl Storage {
             debug_assert_eq!(part.partition, partition);
             written.push(self.write_file(part).await?);
         }
-        let ids: Vec<FileId> = files.iter().map(|f| f.id).collect();
+        let ids: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
         let now = self.now_ms();
         let committed = self
             .catalog
@@ -340,13 +345,13 @@ impl Storage {
     pub async fn enforce_retention(&self) -> Result<usize> {
         let now = self.now_ms();
         let cutoff = now - self.args.retention.as_millis() as i64;
-        let expired: Vec<FileId> = self
+        let expired: Vec<String> = self
             .catalog
             .snapshot()
             .files
             .values()
             .filter(|f| f.max_time < cutoff)
-            .map(|f| f.id)
+            .map(|f| f.path.clone())
             .collect();
         if expired.is_empty() {
             return Ok(0);

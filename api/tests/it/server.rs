@@ -1,20 +1,19 @@
 //! Starts the real `aemos` binary for end-to-end tests.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-pub struct TestServer {
-    pub child: Child,
-    pub url: String,
-    pub data_dir: PathBuf,
+pub(crate) struct TestServer {
+    pub(crate) child: Child,
+    pub(crate) url: String,
 }
 
 impl TestServer {
     /// `aemos serve` on a free port with `data_dir` and extra flags; returns once it listens.
-    pub fn start(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_aemos"));
         cmd.arg("serve")
             .arg("--http-addr")
@@ -53,22 +52,21 @@ impl TestServer {
         Self {
             child,
             url: format!("http://{addr}"),
-            data_dir: data_dir.to_path_buf(),
         }
     }
 
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaped");
     }
 
     /// SIGTERM: graceful shutdown.
-    pub fn terminate(&mut self) {
+    pub(crate) fn terminate(&mut self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
 
-    pub async fn sql(&self, client: &reqwest::Client, sql: &str) -> serde_json::Value {
+    pub(crate) async fn sql(&self, client: &reqwest::Client, sql: &str) -> serde_json::Value {
         let r = client
             .post(format!("{}/api/v1/query", self.url))
             .json(&serde_json::json!({ "sql": sql }))
@@ -88,7 +86,7 @@ impl Drop for TestServer {
 }
 
 /// Runs `aemos sql` and returns stdout.
-pub fn aemos_sql(args: &[&str], env: &[(&str, &str)]) -> String {
+pub(crate) fn aemos_sql(args: &[&str], env: &[(&str, &str)]) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aemos"));
     cmd.arg("sql").args(args);
     for (k, v) in env {

@@ -1,33 +1,84 @@
 -- everything, from files and buffer
 SELECT count(*) AS n FROM readings
 ----
++-----+
+| n   |
++-----+
+| 723 |
++-----+
 
 -- per variable over all sensors
 SELECT variable, count(*) AS n, min(value) AS lo, max(value) AS hi FROM readings GROUP BY variable ORDER BY variable
 ----
++-------------+-----+------+-------+
+| variable    | n   | lo   | hi    |
++-------------+-----+------+-------+
+| humidity    | 360 | 40.0 | 99.5  |
+| temperature | 363 | 20.0 | 101.0 |
++-------------+-----+------+-------+
 
 -- the buffer's rows are visible
 SELECT sensor, device, value FROM readings WHERE device = 'device-x' ORDER BY sensor
 ----
++----------+----------+-------+
+| sensor   | device   | value |
++----------+----------+-------+
+| sensor-0 | device-x | 99.0  |
+| sensor-1 | device-x | 100.0 |
+| sensor-2 | device-x | 101.0 |
++----------+----------+-------+
 
 -- time filters prune files and still see the buffer
 SELECT count(*) AS n FROM readings WHERE time >= '2026-01-20T12:30:00Z'
 ----
++---+
+| n |
++---+
+| 3 |
++---+
 
 SELECT count(*) AS n FROM readings WHERE time BETWEEN '2026-01-20T10:30:00Z' AND '2026-01-20T10:39:59Z' AND variable = 'temperature'
 ----
++----+
+| n  |
++----+
+| 30 |
++----+
 
 -- date_bin: 30-minute averages for one sensor
 SELECT date_bin(INTERVAL '30 minutes', time) AS bucket, round(avg(value), 3) AS avg FROM readings WHERE sensor = 'sensor-1' AND variable = 'humidity' GROUP BY 1 ORDER BY 1
 ----
++----------------------+-------+
+| bucket               | avg   |
++----------------------+-------+
+| 2026-01-20T10:30:00Z | 47.25 |
+| 2026-01-20T11:00:00Z | 62.25 |
+| 2026-01-20T11:30:00Z | 77.25 |
+| 2026-01-20T12:00:00Z | 92.25 |
++----------------------+-------+
 
 -- top sensors by max temperature
 SELECT sensor, max(value) AS m FROM readings WHERE variable = 'temperature' GROUP BY sensor ORDER BY m DESC LIMIT 2
 ----
++----------+-------+
+| sensor   | m     |
++----------+-------+
+| sensor-2 | 101.0 |
+| sensor-1 | 100.0 |
++----------+-------+
 
 -- schema of the table
 SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'readings' ORDER BY ordinal_position
 ----
++-------------+----------------------+
+| column_name | data_type            |
++-------------+----------------------+
+| time        | Timestamp(ms, "UTC") |
+| device      | Utf8                 |
+| sensor      | Utf8                 |
+| variable    | Utf8                 |
+| value       | Float64              |
++-------------+----------------------+
 
 -- errors carry DataFusion's message
 SELECT nope FROM readings

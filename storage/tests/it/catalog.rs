@@ -17,7 +17,7 @@ fn file(id: u64) -> ParquetFile {
 }
 
 /// Two catalogs (two writers) on one store commit concurrently: every entry survives.
-pub async fn racing_writers_lose_nothing(store: ObjectStoreConfig, per_writer: u64) {
+pub(crate) async fn racing_writers_lose_nothing(store: ObjectStoreConfig, per_writer: u64) {
     let a = Arc::new(Catalog::load(Arc::clone(&store.store), store.prefix.clone()).await.unwrap());
     let b = Arc::new(Catalog::load(Arc::clone(&store.store), store.prefix.clone()).await.unwrap());
     let run = |catalog: Arc<Catalog>, base: u64| {

@@ -5,10 +5,10 @@ use aemos_storage::schema::ReadingsBuilder;
 use aemos_storage::{MockClock, ObjectStoreConfig, Storage, StorageArgs};
 use arrow::array::RecordBatch;
 
-pub const T0: i64 = 1_768_905_000_000; // 2026-01-20T10:30:00Z
+pub(crate) const T0: i64 = 1_768_905_000_000; // 2026-01-20T10:30:00Z
 
 /// `n` readings of sensor `s-{k}`, one per millisecond from `start`.
-pub fn batch(start: i64, n: usize, tag: &str) -> RecordBatch {
+pub(crate) fn batch(start: i64, n: usize, tag: &str) -> RecordBatch {
     let mut b = ReadingsBuilder::with_capacity(n);
     for i in 0..n {
         let sensor = format!("s-{tag}-{}", i % 7);
@@ -17,22 +17,22 @@ pub fn batch(start: i64, n: usize, tag: &str) -> RecordBatch {
     b.finish()
 }
 
-pub fn args(dir: &Path, store: ObjectStoreConfig, clock: Arc<MockClock>) -> StorageArgs {
+pub(crate) fn args(dir: &Path, store: ObjectStoreConfig, clock: Arc<MockClock>) -> StorageArgs {
     let mut a = StorageArgs::new(dir.to_path_buf(), store, clock);
     a.persist_interval = std::time::Duration::from_secs(3600);
     a
 }
 
-pub fn local_store(dir: &Path) -> ObjectStoreConfig {
+pub(crate) fn local_store(dir: &Path) -> ObjectStoreConfig {
     ObjectStoreConfig::from_url(&ObjectStoreConfig::default_url(dir)).unwrap()
 }
 
-pub async fn open(dir: &Path) -> Arc<Storage> {
+pub(crate) async fn open(dir: &Path) -> Arc<Storage> {
     Storage::open(args(dir, local_store(dir), Arc::new(MockClock::new(T0))))
         .await
         .unwrap()
 }
 
-pub fn rows(batches: &[RecordBatch]) -> usize {
+pub(crate) fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()
 }
