@@ -7,7 +7,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "aemos", version, about = "IoT telemetry backend: durable ingestion, Parquet on object storage, SQL")]
+#[command(
+    name = "aemos",
+    version,
+    about = "IoT telemetry backend: durable ingestion, Parquet on object storage, SQL"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -23,7 +27,8 @@ pub enum Command {
 
 /// Durations written `500ms`, `10s`, `5m`, `1h`, `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration like 500ms, 10s, 5m, 1h, 7d: {e}"))
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 500ms, 10s, 5m, 1h, 7d: {e}"))
 }
 
 /// Where the data lives: shared by `serve` and `sql`.

@@ -20,17 +20,23 @@ impl Metrics {
         let registry = Registry::new_custom(Some("aemos".into()), None).expect("valid prefix");
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let by_status = |name: &str, help: &str| {
             let c = IntCounterVec::new(Opts::new(name, help), &["status"]).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         Self {
@@ -38,8 +44,14 @@ impl Metrics {
             readings_rejected: counter("readings_rejected_total", "Readings refused by validation"),
             write_requests: by_status("write_requests_total", "Write requests by HTTP status"),
             query_requests: by_status("query_requests_total", "Query requests by HTTP status"),
-            overload_rejections: counter("overload_rejections_total", "Writes refused with 503 because the WAL queue was full"),
-            wal_queue_depth: gauge("wal_queue_depth", "Write requests waiting for the WAL writer"),
+            overload_rejections: counter(
+                "overload_rejections_total",
+                "Writes refused with 503 because the WAL queue was full",
+            ),
+            wal_queue_depth: gauge(
+                "wal_queue_depth",
+                "Write requests waiting for the WAL writer",
+            ),
             buffered_rows: gauge("buffered_rows", "Readings in memory, not yet in Parquet"),
             parquet_files: gauge("parquet_files", "Parquet files in the catalog"),
             registry,

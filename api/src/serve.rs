@@ -17,13 +17,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // 1. Storage: WAL replay completes before anything is served.
     let url = args.store.object_store_url()?;
     let object_store = ObjectStoreConfig::from_url(&url)?;
-    let mut storage_args = StorageArgs::new(args.store.data_dir.clone(), object_store, Arc::new(SystemClock));
+    let mut storage_args = StorageArgs::new(
+        args.store.data_dir.clone(),
+        object_store,
+        Arc::new(SystemClock),
+    );
     storage_args.persist_interval = args.persist_interval;
     storage_args.persist_rows = args.persist_rows;
     storage_args.retention = args.retention;
     storage_args.compaction_min_files = args.compaction_min_files;
     storage_args.wal_queue = args.wal_queue;
-    let storage = Storage::open(storage_args).await.context("opening storage")?;
+    let storage = Storage::open(storage_args)
+        .await
+        .context("opening storage")?;
     let (stop_storage, storage_stopped) = watch::channel(false);
     let background = tokio::spawn(Arc::clone(&storage).run_background(storage_stopped));
 

@@ -20,7 +20,11 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let (schema, batches) = engine.sql(&args.sql).await?;
     let mut stdout = std::io::stdout().lock();
     if args.format == "table" {
-        writeln!(stdout, "{}", arrow::util::pretty::pretty_format_batches(&batches)?)?;
+        writeln!(
+            stdout,
+            "{}",
+            arrow::util::pretty::pretty_format_batches(&batches)?
+        )?;
     } else {
         let format = OutputFormat::parse(&args.format)?;
         stdout.write_all(&encode(format, &schema, &batches)?)?;

@@ -18,7 +18,14 @@ fn decoders(c: &mut Criterion) {
         b.iter(|| decode(Format::Json, json.as_bytes(), &args).unwrap())
     });
     group.bench_function("line_protocol", |b| {
-        b.iter(|| decode(Format::LineProtocol(Precision::Milliseconds), lp.as_bytes(), &args).unwrap())
+        b.iter(|| {
+            decode(
+                Format::LineProtocol(Precision::Milliseconds),
+                lp.as_bytes(),
+                &args,
+            )
+            .unwrap()
+        })
     });
     group.finish();
 }
@@ -42,7 +49,9 @@ fn parquet(c: &mut Criterion) {
         let batch = w.batch(400_000);
         b.iter(|| aemos_storage::sort_and_split(std::slice::from_ref(&batch)).unwrap())
     });
-    group.bench_function("encode_parquet", |b| b.iter(|| aemos_storage::encode_parquet(sorted).unwrap()));
+    group.bench_function("encode_parquet", |b| {
+        b.iter(|| aemos_storage::encode_parquet(sorted).unwrap())
+    });
     group.finish();
 }
 

@@ -13,7 +13,14 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 pub const VARIABLES: [&str; 8] = [
-    "temperature", "humidity", "pm25", "co2", "voc", "pressure", "noise", "light",
+    "temperature",
+    "humidity",
+    "pm25",
+    "co2",
+    "voc",
+    "pressure",
+    "noise",
+    "light",
 ];
 
 /// Random walks for `sensors x variables` keys, round-robin, a second of simulated time per
@@ -42,7 +49,9 @@ impl Workload {
     pub fn new(sensors: usize, variables: usize, start_ms: i64, seed: u64) -> Self {
         let variables = variables.clamp(1, VARIABLES.len());
         let mut rng = SmallRng::seed_from_u64(seed);
-        let values = (0..sensors * variables).map(|_| rng.random_range(15.0..30.0)).collect();
+        let values = (0..sensors * variables)
+            .map(|_| rng.random_range(15.0..30.0))
+            .collect();
         Self {
             sensors,
             variables,
@@ -107,7 +116,9 @@ impl Workload {
         let mut last: Option<(String, i64)> = None;
         for _ in 0..n {
             let r = self.next_reading();
-            let same = last.as_ref().is_some_and(|(s, t)| s == r.sensor && *t == r.time_ms);
+            let same = last
+                .as_ref()
+                .is_some_and(|(s, t)| s == r.sensor && *t == r.time_ms);
             if same {
                 let _ = write!(out, ",{}={}", r.variable, r.value);
             } else {

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::array::{
+    Array, ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Schema, TimeUnit};
 use arrow::ipc::reader::StreamReader;
@@ -66,7 +68,8 @@ fn text_column(batch: &RecordBatch, name: &str) -> Result<Option<StringArray>, E
     let Some(col) = batch.column_by_name(name) else {
         return Ok(None);
     };
-    let utf8 = cast(col, &DataType::Utf8).map_err(|e| schema_error(format!("column `{name}`: {e}")))?;
+    let utf8 =
+        cast(col, &DataType::Utf8).map_err(|e| schema_error(format!("column `{name}`: {e}")))?;
     Ok(utf8.as_any().downcast_ref::<StringArray>().cloned())
 }
 
@@ -76,7 +79,10 @@ fn time_column(batch: &RecordBatch) -> Result<Option<TimestampMillisecondArray>,
     };
     let ms: ArrayRef = cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None))
         .map_err(|e| schema_error(format!("column `time`: {e}")))?;
-    Ok(ms.as_any().downcast_ref::<TimestampMillisecondArray>().cloned())
+    Ok(ms
+        .as_any()
+        .downcast_ref::<TimestampMillisecondArray>()
+        .cloned())
 }
 
 /// Walks the stream's message framing and checks every declared length against the bytes
@@ -84,13 +90,26 @@ fn time_column(batch: &RecordBatch) -> Result<Option<TimestampMillisecondArray>,
 /// 10-byte body must not make the server allocate gigabytes.
 fn check_framing(body: &[u8]) -> Result<(), Error> {
     let mut at = 0usize;
-    let word = |at: usize| -> Option<u32> { Some(u32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?)) };
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?))
+    };
     loop {
         let Some(first) = word(at) else {
-            return if at == body.len() { Ok(()) } else { Err(schema_error(format!("truncated Arrow IPC message at byte {at}"))) };
+            return if at == body.len() {
+                Ok(())
+            } else {
+                Err(schema_error(format!(
+                    "truncated Arrow IPC message at byte {at}"
+                )))
+            };
         };
         let (meta_len, meta_start) = if first == 0xFFFF_FFFF {
-            (word(at + 4).ok_or_else(|| schema_error(format!("truncated Arrow IPC message at byte {at}")))?, at + 8)
+            (
+                word(at + 4).ok_or_else(|| {
+                    schema_error(format!("truncated Arrow IPC message at byte {at}"))
+                })?,
+                at + 8,
+            )
         } else {
             (first, at + 4)
         };
@@ -103,8 +122,11 @@ fn check_framing(body: &[u8]) -> Result<(), Error> {
             .ok_or_else(|| schema_error(format!("Arrow IPC message at byte {at} declares {meta_len} bytes of metadata, more than the body holds")))?;
         let message = arrow::ipc::root_as_message(&body[meta_start..meta_end])
             .map_err(|e| schema_error(format!("malformed Arrow IPC message at byte {at}: {e}")))?;
-        let body_len = usize::try_from(message.bodyLength())
-            .map_err(|_| schema_error(format!("Arrow IPC message at byte {at} has a negative body length")))?;
+        let body_len = usize::try_from(message.bodyLength()).map_err(|_| {
+            schema_error(format!(
+                "Arrow IPC message at byte {at} has a negative body length"
+            ))
+        })?;
         at = meta_end
             .checked_add(body_len)
             .filter(|end| *end <= body.len())
@@ -117,7 +139,9 @@ pub(crate) fn decode_arrow_ipc(body: &[u8], args: &DecodeArgs) -> Result<Collect
     // arrow's IPC reader still panics on some inconsistent buffers (offsets past the end):
     // contain that to this request.
     std::panic::catch_unwind(|| read_stream(body, args)).unwrap_or_else(|_| {
-        Err(schema_error("malformed Arrow IPC stream: inconsistent buffers".into()))
+        Err(schema_error(
+            "malformed Arrow IPC stream: inconsistent buffers".into(),
+        ))
     })
 }
 
@@ -128,7 +152,9 @@ fn read_stream(body: &[u8], args: &DecodeArgs) -> Result<Collector, Error> {
     let mut out = Collector::new(0, args.now_ms);
     let mut base = 0;
     for batch in reader {
-        let batch = batch.map_err(|e| schema_error(format!("malformed Arrow IPC stream after row {base}: {e}")))?;
+        let batch = batch.map_err(|e| {
+            schema_error(format!("malformed Arrow IPC stream after row {base}: {e}"))
+        })?;
         let sensor = text_column(&batch, "sensor")?.expect("checked");
         let variable = text_column(&batch, "variable")?.expect("checked");
         let device = text_column(&batch, "device")?;
@@ -143,9 +169,13 @@ fn read_stream(body: &[u8], args: &DecodeArgs) -> Result<Collector, Error> {
                 index: base + row,
                 line: None,
             };
-            let null = [("sensor", sensor.is_null(row)), ("variable", variable.is_null(row)), ("value", value.is_null(row))]
-                .into_iter()
-                .find(|(_, null)| *null);
+            let null = [
+                ("sensor", sensor.is_null(row)),
+                ("variable", variable.is_null(row)),
+                ("value", value.is_null(row)),
+            ]
+            .into_iter()
+            .find(|(_, null)| *null);
             if let Some((name, _)) = null {
                 out.reject(at, format!("{name} is null"));
                 continue;
@@ -153,11 +183,17 @@ fn read_stream(body: &[u8], args: &DecodeArgs) -> Result<Collector, Error> {
             out.push(
                 at,
                 Fields {
-                    device: device.as_ref().filter(|d| d.is_valid(row)).map(|d| d.value(row)),
+                    device: device
+                        .as_ref()
+                        .filter(|d| d.is_valid(row))
+                        .map(|d| d.value(row)),
                     sensor: sensor.value(row),
                     variable: variable.value(row),
                     value: value.value(row),
-                    time_ms: time.as_ref().filter(|t| t.is_valid(row)).map(|t| t.value(row)),
+                    time_ms: time
+                        .as_ref()
+                        .filter(|t| t.is_valid(row))
+                        .map(|t| t.value(row)),
                 },
             );
         }

@@ -83,8 +83,13 @@ impl Collector {
             Ok(time_ms) => {
                 let time_ms = time_ms.unwrap_or(self.now_ms);
                 let device = fields.device.unwrap_or(fields.sensor);
-                self.builder
-                    .push(time_ms, device, fields.sensor, fields.variable, fields.value);
+                self.builder.push(
+                    time_ms,
+                    device,
+                    fields.sensor,
+                    fields.variable,
+                    fields.value,
+                );
             }
             Err(reason) => self.reject(at, reason),
         }

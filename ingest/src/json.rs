@@ -147,7 +147,11 @@ fn elements(text: &str) -> Result<Vec<&RawValue>, Error> {
 
 fn utf8(body: &[u8]) -> Result<&str, Error> {
     std::str::from_utf8(body).map_err(|e| {
-        let line = body[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count() + 1;
+        let line = body[..e.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
         Error::Body {
             line: Some(line),
             reason: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
@@ -184,13 +188,19 @@ pub(crate) fn decode_ndjson(body: &[u8], args: &DecodeArgs) -> Result<Collector,
         };
         index += 1;
         if line.len() > args.max_line_bytes {
-            out.reject(at, format!("line is longer than {} bytes", args.max_line_bytes));
+            out.reject(
+                at,
+                format!("line is longer than {} bytes", args.max_line_bytes),
+            );
             continue;
         }
         let text = match std::str::from_utf8(line) {
             Ok(text) => text,
             Err(e) => {
-                out.reject(at, format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()));
+                out.reject(
+                    at,
+                    format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
+                );
                 continue;
             }
         };

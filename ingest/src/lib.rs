@@ -52,7 +52,9 @@ impl Format {
         match essence.as_str() {
             "application/json" | "" => Ok(Self::Json),
             "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Ok(Self::Ndjson),
-            "text/plain" | "application/x-influxdb-line-protocol" => Ok(Self::LineProtocol(precision)),
+            "text/plain" | "application/x-influxdb-line-protocol" => {
+                Ok(Self::LineProtocol(precision))
+            }
             "application/vnd.apache.arrow.stream" => Ok(Self::ArrowIpc),
             _ => Err(Error::ContentType(essence)),
         }
@@ -82,7 +84,9 @@ pub fn decode(format: Format, body: &[u8], args: &DecodeArgs) -> Result<Decoded>
     let collector = match format {
         Format::Json => json::decode_json(body, args)?,
         Format::Ndjson => json::decode_ndjson(body, args)?,
-        Format::LineProtocol(precision) => line_protocol::decode_line_protocol(body, precision, args)?,
+        Format::LineProtocol(precision) => {
+            line_protocol::decode_line_protocol(body, precision, args)?
+        }
         Format::ArrowIpc => arrow_ipc::decode_arrow_ipc(body, args)?,
     };
     Ok(collector.finish())

@@ -63,14 +63,20 @@ pub(crate) fn decode_line_protocol(
         };
         if line.len() > args.max_line_bytes {
             index += 1;
-            out.reject(at, format!("line is longer than {} bytes", args.max_line_bytes));
+            out.reject(
+                at,
+                format!("line is longer than {} bytes", args.max_line_bytes),
+            );
             continue;
         }
         let text = match std::str::from_utf8(line) {
             Ok(text) => text,
             Err(e) => {
                 index += 1;
-                out.reject(at, format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()));
+                out.reject(
+                    at,
+                    format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
+                );
                 continue;
             }
         };
@@ -95,7 +101,10 @@ pub(crate) fn decode_line_protocol(
                 Some(ms) => Some(ms),
                 None => {
                     index += 1;
-                    out.reject(at, format!("timestamp {t} overflows at precision {precision:?}"));
+                    out.reject(
+                        at,
+                        format!("timestamp {t} overflows at precision {precision:?}"),
+                    );
                     continue;
                 }
             },

@@ -12,10 +12,18 @@ fn check_name(field: &str, value: &str, max: usize, allow_colon: bool) -> Result
     if value.chars().count() > max {
         return Err(format!("{field} is longer than {max} characters"));
     }
-    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || (allow_colon && c == ':');
+    let ok = |c: char| {
+        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || (allow_colon && c == ':')
+    };
     if let Some(bad) = value.chars().find(|c| !ok(*c)) {
-        let allowed = if allow_colon { "[A-Za-z0-9._:-]" } else { "[A-Za-z0-9._-]" };
-        return Err(format!("{field} {value:?} has character {bad:?} outside {allowed}"));
+        let allowed = if allow_colon {
+            "[A-Za-z0-9._:-]"
+        } else {
+            "[A-Za-z0-9._-]"
+        };
+        return Err(format!(
+            "{field} {value:?} has character {bad:?} outside {allowed}"
+        ));
     }
     Ok(())
 }
@@ -46,7 +54,9 @@ pub fn check_time_ms(time_ms: i64) -> Result<i64, String> {
     if (0..MAX_TIME_MS).contains(&time_ms) {
         Ok(time_ms)
     } else {
-        Err(format!("time {time_ms} is outside 1970-01-01..10000-01-01 (epoch milliseconds)"))
+        Err(format!(
+            "time {time_ms} is outside 1970-01-01..10000-01-01 (epoch milliseconds)"
+        ))
     }
 }
 
@@ -64,13 +74,18 @@ mod tests {
     fn names_follow_the_contract() {
         assert!(check_sensor("sensor-abc:1.2_x").is_ok());
         assert!(check_variable("temp:x").unwrap_err().contains("':'"));
-        assert!(check_sensor(&"s".repeat(129)).unwrap_err().contains("longer than 128"));
+        assert!(check_sensor(&"s".repeat(129))
+            .unwrap_err()
+            .contains("longer than 128"));
         assert!(check_sensor(&"s".repeat(128)).is_ok());
         assert!(check_variable("").unwrap_err().contains("empty"));
         assert!(check_sensor("a b").unwrap_err().contains("' '"));
         assert!(check_value(f64::NAN).is_err());
         assert!(check_value(f64::NEG_INFINITY).is_err());
-        assert_eq!(parse_rfc3339_ms("2026-01-20T10:30:00Z"), Ok(1_768_905_000_000));
+        assert_eq!(
+            parse_rfc3339_ms("2026-01-20T10:30:00Z"),
+            Ok(1_768_905_000_000)
+        );
         assert!(parse_rfc3339_ms("2026-13-20T10:30:00Z").is_err());
         assert!(check_time_ms(-1).is_err());
     }

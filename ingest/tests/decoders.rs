@@ -29,12 +29,23 @@ fn rows(d: &Decoded) -> Vec<(i64, String, String, String, f64)> {
     let var = col::<StringArray>(b, VARIABLE_IDX);
     let v = col::<Float64Array>(b, VALUE_IDX);
     (0..b.num_rows())
-        .map(|i| (t.value(i), dev.value(i).into(), s.value(i).into(), var.value(i).into(), v.value(i)))
+        .map(|i| {
+            (
+                t.value(i),
+                dev.value(i).into(),
+                s.value(i).into(),
+                var.value(i).into(),
+                v.value(i),
+            )
+        })
         .collect()
 }
 
 fn reasons(d: &Decoded) -> Vec<(usize, Option<usize>, String)> {
-    d.rejected.iter().map(|r| (r.index, r.line, r.reason.clone())).collect()
+    d.rejected
+        .iter()
+        .map(|r| (r.index, r.line, r.reason.clone()))
+        .collect()
 }
 
 #[test]
@@ -56,7 +67,10 @@ fn json_envelope_and_bare_array() {
             (NOW, "s-2".into(), "s-2".into(), "humidity".into(), 40.0),
         ]
     );
-    let d = run(Format::Json, r#"[{"sensor":"a","variable":"b","value":false}]"#);
+    let d = run(
+        Format::Json,
+        r#"[{"sensor":"a","variable":"b","value":false}]"#,
+    );
     assert_eq!(rows(&d)[0].4, 0.0);
 }
 
@@ -79,9 +93,22 @@ fn json_rejections_name_the_index_and_reason() {
     );
     assert_eq!(d.accepted(), 1);
     let r = reasons(&d);
-    let at = |i: usize| r.iter().find(|x| x.0 == i).map(|x| x.2.clone()).unwrap_or_default();
-    assert!(at(1).contains("`value` as a number or a boolean"), "{}", at(1));
-    assert!(at(2).contains("sensor \"bad sensor\" has character ' '"), "{}", at(2));
+    let at = |i: usize| {
+        r.iter()
+            .find(|x| x.0 == i)
+            .map(|x| x.2.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        at(1).contains("`value` as a number or a boolean"),
+        "{}",
+        at(1)
+    );
+    assert!(
+        at(2).contains("sensor \"bad sensor\" has character ' '"),
+        "{}",
+        at(2)
+    );
     assert!(at(3).contains("missing field `sensor`"), "{}", at(3));
     assert!(at(4).contains("not RFC 3339"), "{}", at(4));
     assert!(at(5).contains("outside"), "{}", at(5));
@@ -95,13 +122,24 @@ fn json_rejections_name_the_index_and_reason() {
 #[test]
 fn truncated_json_and_invalid_utf8_refuse_the_body() {
     let e = decode(Format::Json, br#"[{"sensor": "a", "variable""#, &args()).unwrap_err();
-    assert!(matches!(&e, Error::Body { reason, .. } if reason.contains("malformed JSON")), "{e:?}");
+    assert!(
+        matches!(&e, Error::Body { reason, .. } if reason.contains("malformed JSON")),
+        "{e:?}"
+    );
     let e = decode(Format::Json, b"[{\"sensor\": \"\xff\"}]", &args()).unwrap_err();
-    assert!(matches!(&e, Error::Body { reason, .. } if reason.contains("UTF-8")), "{e:?}");
+    assert!(
+        matches!(&e, Error::Body { reason, .. } if reason.contains("UTF-8")),
+        "{e:?}"
+    );
     let e = decode(Format::Json, b"42", &args()).unwrap_err();
     assert!(matches!(&e, Error::Body { .. }));
     // NaN is not JSON.
-    let e = decode(Format::Json, br#"[{"sensor":"a","variable":"b","value":NaN}]"#, &args()).unwrap_err();
+    let e = decode(
+        Format::Json,
+        br#"[{"sensor":"a","variable":"b","value":NaN}]"#,
+        &args(),
+    )
+    .unwrap_err();
     assert!(matches!(&e, Error::Body { .. }));
 }
 
@@ -123,11 +161,19 @@ fn ndjson_reports_lines() {
 fn oversized_lines_are_rejected() {
     let mut a = args();
     a.max_line_bytes = 100;
-    let long = format!("{{\"sensor\":\"a\",\"variable\":\"t\",\"value\":1,\"pad\":\"{}\"}}\n", "x".repeat(200));
+    let long = format!(
+        "{{\"sensor\":\"a\",\"variable\":\"t\",\"value\":1,\"pad\":\"{}\"}}\n",
+        "x".repeat(200)
+    );
     let d = decode(Format::Ndjson, long.as_bytes(), &a).unwrap();
     assert!(d.rejected[0].reason.contains("longer than 100 bytes"));
     let lp = format!("m,sensor=s f=1,pad=\"{}\"\n", "x".repeat(200));
-    let d = decode(Format::LineProtocol(Precision::Nanoseconds), lp.as_bytes(), &a).unwrap();
+    let d = decode(
+        Format::LineProtocol(Precision::Nanoseconds),
+        lp.as_bytes(),
+        &a,
+    )
+    .unwrap();
     assert!(d.rejected[0].reason.contains("longer than 100 bytes"));
 }
 
@@ -146,7 +192,10 @@ fn line_protocol_fields_become_readings() {
             (NOW, "airq".into(), "airq".into(), "pm25".into(), 3.0),
         ]
     );
-    let d = run(Format::LineProtocol(Precision::Seconds), "m,sensor=s v=1 1768905000\n");
+    let d = run(
+        Format::LineProtocol(Precision::Seconds),
+        "m,sensor=s v=1 1768905000\n",
+    );
     assert_eq!(rows(&d)[0].0, NOW);
 }
 
@@ -188,8 +237,14 @@ fn arrow_ipc_with_dictionaries_and_nanosecond_times() {
     .unwrap();
     let d = decode(Format::ArrowIpc, &ipc(&batch), &args()).unwrap();
     assert_eq!(d.accepted(), 2);
-    assert_eq!((d.rejected[0].index, d.rejected[0].reason.as_str()), (1, "value is NaN"));
-    assert_eq!(rows(&d)[1], (NOW, "s-2".into(), "s-2".into(), "h".into(), 3.0));
+    assert_eq!(
+        (d.rejected[0].index, d.rejected[0].reason.as_str()),
+        (1, "value is NaN")
+    );
+    assert_eq!(
+        rows(&d)[1],
+        (NOW, "s-2".into(), "s-2".into(), "h".into(), 3.0)
+    );
 }
 
 #[test]
@@ -208,7 +263,10 @@ fn arrow_ipc_with_missing_or_mistyped_columns_is_refused() {
     ])
     .unwrap();
     let e = decode(Format::ArrowIpc, &ipc(&mistyped), &args()).unwrap_err();
-    assert_eq!(e.to_string(), "column `value` has type Utf8, expected Float64");
+    assert_eq!(
+        e.to_string(),
+        "column `value` has type Utf8, expected Float64"
+    );
     let e = decode(Format::ArrowIpc, b"not arrow at all", &args()).unwrap_err();
     assert!(e.to_string().contains("more than the body holds"), "{e}");
     let mut truncated = ipc(&missing);
@@ -219,8 +277,14 @@ fn arrow_ipc_with_missing_or_mistyped_columns_is_refused() {
 #[test]
 fn content_types_map_to_formats() {
     let p = Precision::default();
-    assert_eq!(Format::from_content_type(Some("application/json; charset=utf-8"), p), Ok(Format::Json));
+    assert_eq!(
+        Format::from_content_type(Some("application/json; charset=utf-8"), p),
+        Ok(Format::Json)
+    );
     assert_eq!(Format::from_content_type(None, p), Ok(Format::Json));
-    assert_eq!(Format::from_content_type(Some("text/plain"), p), Ok(Format::LineProtocol(p)));
+    assert_eq!(
+        Format::from_content_type(Some("text/plain"), p),
+        Ok(Format::LineProtocol(p))
+    );
     assert!(Format::from_content_type(Some("image/png"), p).is_err());
 }

@@ -11,10 +11,13 @@ const FORMATS: [Format; 4] = [
 ];
 
 fn valid_ipc() -> Vec<u8> {
-    use std::sync::Arc;
     use arrow::array::{Float64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
     let batch = RecordBatch::try_from_iter(vec![
-        ("sensor", Arc::new(StringArray::from(vec!["s-1", "s-2"])) as _),
+        (
+            "sensor",
+            Arc::new(StringArray::from(vec!["s-1", "s-2"])) as _,
+        ),
         ("variable", Arc::new(StringArray::from(vec!["t", "h"])) as _),
         ("value", Arc::new(Float64Array::from(vec![1.0, 2.0])) as _),
     ])

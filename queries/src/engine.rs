@@ -98,7 +98,12 @@ impl QueryEngine {
         to_ms: Option<i64>,
         variable: Option<&str>,
     ) -> Result<Vec<VariableStatistics>> {
-        let ts = |ms| lit(ScalarValue::TimestampMillisecond(Some(ms), Some("UTC".into())));
+        let ts = |ms| {
+            lit(ScalarValue::TimestampMillisecond(
+                Some(ms),
+                Some("UTC".into()),
+            ))
+        };
         let mut filter = col(DEVICE).eq(lit(device));
         if let Some(from) = from_ms {
             filter = filter.and(col(TIME).gt_eq(ts(from)));
@@ -136,9 +141,11 @@ impl QueryEngine {
             let av = b.column(3).as_any().downcast_ref::<Float64Array>();
             let ct = b.column(4).as_any().downcast_ref::<Int64Array>();
             let (Some(var), Some(mn), Some(mx), Some(av), Some(ct)) = (var, mn, mx, av, ct) else {
-                return Err(Error::Execution(datafusion::error::DataFusionError::Internal(
-                    "unexpected statistics schema".into(),
-                )));
+                return Err(Error::Execution(
+                    datafusion::error::DataFusionError::Internal(
+                        "unexpected statistics schema".into(),
+                    ),
+                ));
             };
             for i in 0..b.num_rows() {
                 out.push(VariableStatistics {

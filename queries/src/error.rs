@@ -22,9 +22,11 @@ impl Error {
     pub fn from_datafusion(e: datafusion::error::DataFusionError) -> Self {
         use datafusion::error::DataFusionError as D;
         match e.find_root() {
-            D::SQL(..) | D::Plan(_) | D::SchemaError(..) | D::NotImplemented(_) | D::Configuration(_) => {
-                Self::Query(e)
-            }
+            D::SQL(..)
+            | D::Plan(_)
+            | D::SchemaError(..)
+            | D::NotImplemented(_)
+            | D::Configuration(_) => Self::Query(e),
             _ => Self::Execution(e),
         }
     }

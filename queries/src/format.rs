@@ -7,7 +7,9 @@ use arrow::array::RecordBatch;
 use arrow::csv::WriterBuilder as CsvWriterBuilder;
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::StreamWriter;
-use arrow::json::writer::{JsonArray, LineDelimited, Writer as JsonWriter, WriterBuilder as JsonWriterBuilder};
+use arrow::json::writer::{
+    JsonArray, LineDelimited, Writer as JsonWriter, WriterBuilder as JsonWriterBuilder,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -78,7 +80,11 @@ impl ResultEncoder {
                 let props = WriterProperties::builder()
                     .set_compression(Compression::ZSTD(ZstdLevel::default()))
                     .build();
-                Self::Parquet(ArrowWriter::try_new(Vec::new(), SchemaRef::clone(schema), Some(props))?)
+                Self::Parquet(ArrowWriter::try_new(
+                    Vec::new(),
+                    SchemaRef::clone(schema),
+                    Some(props),
+                )?)
             }
         })
     }
@@ -125,7 +131,11 @@ impl ResultEncoder {
                 w.finish()?;
                 let out = w.into_inner();
                 // arrow-json writes nothing at all for zero rows.
-                if wrote { out } else { b"[]".to_vec() }
+                if wrote {
+                    out
+                } else {
+                    b"[]".to_vec()
+                }
             }
             Self::Ndjson(mut w) => {
                 w.finish()?;
@@ -137,7 +147,10 @@ impl ResultEncoder {
                 } else {
                     let mut out = Vec::new();
                     let empty = RecordBatch::new_empty(SchemaRef::clone(schema));
-                    CsvWriterBuilder::new().with_header(true).build(&mut out).write(&empty)?;
+                    CsvWriterBuilder::new()
+                        .with_header(true)
+                        .build(&mut out)
+                        .write(&empty)?;
                     out
                 }
             }
@@ -151,7 +164,11 @@ impl ResultEncoder {
 }
 
 /// Encodes whole results at once.
-pub fn encode(format: OutputFormat, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
+pub fn encode(
+    format: OutputFormat,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<Vec<u8>> {
     let mut encoder = ResultEncoder::new(format, schema)?;
     let mut out = Vec::new();
     for batch in batches {

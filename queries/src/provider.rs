@@ -83,7 +83,11 @@ impl TimeRange {
 
     fn narrow(&mut self, expr: &Expr) {
         match expr {
-            Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::And,
+                right,
+            }) => {
                 self.narrow(left);
                 self.narrow(right);
             }
@@ -171,7 +175,11 @@ impl TableProvider for ReadingsTable {
         let range = TimeRange::from_filters(filters);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
 
-        let files: Vec<&ParquetFile> = snapshot.files.iter().filter(|f| range.overlaps(f)).collect();
+        let files: Vec<&ParquetFile> = snapshot
+            .files
+            .iter()
+            .filter(|f| range.overlaps(f))
+            .collect();
         if !files.is_empty() {
             let mut source = ParquetSource::new(Arc::clone(&schema));
             if let Some(predicate) = conjunction(filters.iter().cloned()) {
@@ -191,14 +199,22 @@ impl TableProvider for ReadingsTable {
             inputs.push(DataSourceExec::from_data_source(config));
         }
 
-        let batches: Vec<_> = snapshot.batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+        let batches: Vec<_> = snapshot
+            .batches
+            .into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .collect();
         if !batches.is_empty() {
             let target = state.config().target_partitions().max(1).min(batches.len());
             let mut partitions = vec![Vec::new(); target];
             for (i, batch) in batches.into_iter().enumerate() {
                 partitions[i % target].push(batch);
             }
-            inputs.push(MemorySourceConfig::try_new_exec(&partitions, Arc::clone(&schema), projection.cloned())?);
+            inputs.push(MemorySourceConfig::try_new_exec(
+                &partitions,
+                Arc::clone(&schema),
+                projection.cloned(),
+            )?);
         }
 
         if inputs.is_empty() {

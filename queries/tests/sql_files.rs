@@ -16,17 +16,33 @@ const T0: i64 = 1_768_905_000_000; // 2026-01-20T10:30:00Z
 
 async fn fixture(dir: &Path) -> (Arc<Storage>, QueryEngine) {
     let store = ObjectStoreConfig::from_url(&ObjectStoreConfig::default_url(dir)).unwrap();
-    let storage = Storage::open(StorageArgs::new(dir.to_path_buf(), store, Arc::new(MockClock::new(T0))))
-        .await
-        .unwrap();
+    let storage = Storage::open(StorageArgs::new(
+        dir.to_path_buf(),
+        store,
+        Arc::new(MockClock::new(T0)),
+    ))
+    .await
+    .unwrap();
     // Two hours of a small fleet: 3 sensors x 2 variables, one reading a minute.
     let mut b = ReadingsBuilder::with_capacity(720);
     for minute in 0..120i64 {
         for s in 0..3 {
             let sensor = format!("sensor-{s}");
             let device = format!("device-{}", s % 2);
-            b.push(T0 + minute * 60_000, &device, &sensor, "temperature", 20.0 + s as f64 + (minute % 10) as f64 / 10.0);
-            b.push(T0 + minute * 60_000, &device, &sensor, "humidity", 40.0 + minute as f64 / 2.0);
+            b.push(
+                T0 + minute * 60_000,
+                &device,
+                &sensor,
+                "temperature",
+                20.0 + s as f64 + (minute % 10) as f64 / 10.0,
+            );
+            b.push(
+                T0 + minute * 60_000,
+                &device,
+                &sensor,
+                "humidity",
+                40.0 + minute as f64 / 2.0,
+            );
         }
     }
     storage.write(b.finish()).await.unwrap();
@@ -35,7 +51,13 @@ async fn fixture(dir: &Path) -> (Arc<Storage>, QueryEngine) {
     let mut b = ReadingsBuilder::with_capacity(6);
     for s in 0..3 {
         let sensor = format!("sensor-{s}");
-        b.push(T0 + 120 * 60_000, "device-x", &sensor, "temperature", 99.0 + s as f64);
+        b.push(
+            T0 + 120 * 60_000,
+            "device-x",
+            &sensor,
+            "temperature",
+            99.0 + s as f64,
+        );
     }
     storage.write(b.finish()).await.unwrap();
     let engine = QueryEngine::new(QueryEngineArgs {
@@ -49,7 +71,9 @@ async fn fixture(dir: &Path) -> (Arc<Storage>, QueryEngine) {
 
 async fn render(engine: &QueryEngine, sql: &str) -> String {
     match engine.sql(sql).await {
-        Ok((_, batches)) => arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string(),
+        Ok((_, batches)) => arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string(),
         Err(e) => format!("error: {e}"),
     }
 }
@@ -58,10 +82,15 @@ async fn render(engine: &QueryEngine, sql: &str) -> String {
 async fn sql_files() {
     let dir = tempfile::tempdir().unwrap();
     let (storage, engine) = fixture(dir.path()).await;
-    assert!(!storage.read_snapshot().files.is_empty() && !storage.read_snapshot().batches.is_empty());
+    assert!(
+        !storage.read_snapshot().files.is_empty() && !storage.read_snapshot().batches.is_empty()
+    );
     let update = std::env::var_os("UPDATE_EXPECTED").is_some();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql");
-    let mut files: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut failures = Vec::new();
     for file in files {
@@ -85,30 +114,53 @@ async fn sql_files() {
                 got.trim_end() == expected
             };
             if !ok {
-                failures.push(format!("{}:\n{sql}\nexpected:\n{expected}\ngot:\n{got}", file.display()));
+                failures.push(format!(
+                    "{}:\n{sql}\nexpected:\n{expected}\ngot:\n{got}",
+                    file.display()
+                ));
             }
-            let kept = if ok && expected.starts_with("error: ") { expected.to_string() } else { got.trim_end().to_string() };
+            let kept = if ok && expected.starts_with("error: ") {
+                expected.to_string()
+            } else {
+                got.trim_end().to_string()
+            };
             rewritten.push(format!("{}\n----\n{}", query_part.trim_end(), kept));
         }
         if update {
             std::fs::write(&file, rewritten.join("\n\n") + "\n").unwrap();
         }
     }
-    assert!(update || failures.is_empty(), "{} failing queries:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        update || failures.is_empty(),
+        "{} failing queries:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_statistics_cover_buffer_and_files() {
     let dir = tempfile::tempdir().unwrap();
     let (_storage, engine) = fixture(dir.path()).await;
-    let stats = engine.device_statistics("device-0", None, None, None).await.unwrap();
-    let vars: Vec<_> = stats.iter().map(|s| (s.variable.as_str(), s.count)).collect();
+    let stats = engine
+        .device_statistics("device-0", None, None, None)
+        .await
+        .unwrap();
+    let vars: Vec<_> = stats
+        .iter()
+        .map(|s| (s.variable.as_str(), s.count))
+        .collect();
     // device-0 has sensor-0 and sensor-2: 2 x 120 of each variable.
     assert_eq!(vars, vec![("humidity", 240), ("temperature", 240)]);
     let t = stats.iter().find(|s| s.variable == "temperature").unwrap();
     assert_eq!((t.min, t.max), (20.0, 22.9));
     let windowed = engine
-        .device_statistics("device-1", Some(T0), Some(T0 + 10 * 60_000), Some("humidity"))
+        .device_statistics(
+            "device-1",
+            Some(T0),
+            Some(T0 + 10 * 60_000),
+            Some("humidity"),
+        )
         .await
         .unwrap();
     assert_eq!(windowed.len(), 1);

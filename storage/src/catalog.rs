@@ -157,7 +157,11 @@ impl Catalog {
                 return Ok(None);
             }
             next.version = base.version + 1;
-            next.commit_id = format!("{:016x}-{}", self.tag, self.commits.fetch_add(1, Ordering::Relaxed));
+            next.commit_id = format!(
+                "{:016x}-{}",
+                self.tag,
+                self.commits.fetch_add(1, Ordering::Relaxed)
+            );
             let path = catalog_path(&self.prefix, next.version);
             let body = serde_json::to_vec(&next)?;
             let opts = PutOptions::from(PutMode::Create);
@@ -167,7 +171,10 @@ impl Catalog {
                 .await
             {
                 Ok(_) if !self.still_ours(&path, &next.commit_id).await? => {
-                    debug!(version = next.version, "catalog commit overwritten by another writer, retrying");
+                    debug!(
+                        version = next.version,
+                        "catalog commit overwritten by another writer, retrying"
+                    );
                     base = match read_latest(&self.store, &self.prefix).await? {
                         Some(latest) => self.install(latest),
                         None => base,
@@ -227,10 +234,7 @@ impl Catalog {
 }
 
 async fn list_versions(store: &Arc<dyn ObjectStore>, prefix: &Path) -> Result<Vec<u64>> {
-    let metas: Vec<_> = store
-        .list(Some(&catalog_dir(prefix)))
-        .try_collect()
-        .await?;
+    let metas: Vec<_> = store.list(Some(&catalog_dir(prefix))).try_collect().await?;
     Ok(metas
         .iter()
         .filter_map(|m| catalog_version(&m.location))

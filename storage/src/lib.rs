@@ -38,7 +38,11 @@ pub use buffer::{Buffer, Generation};
 pub use catalog::{Catalog, CatalogState, FileId, ParquetFile, Tombstone};
 pub use error::{Error, Result};
 pub use object_store_config::ObjectStoreConfig;
-pub use persist::{decode_parquet, encode_parquet, sort_and_split, writer_properties, SortedPartition};
+pub use persist::{
+    decode_parquet, encode_parquet, sort_and_split, writer_properties, SortedPartition,
+};
 pub use storage::{read_only_snapshot, PersistReport, ReadSnapshot, Storage, StorageArgs};
 pub use time::{MockClock, SystemClock, TimeProvider};
-pub use wal::{read_unpersisted, ReplayReport, SegmentId, Wal, WalArgs, WalRecord, MAX_RECORD_BYTES};
+pub use wal::{
+    read_unpersisted, ReplayReport, SegmentId, Wal, WalArgs, WalRecord, MAX_RECORD_BYTES,
+};

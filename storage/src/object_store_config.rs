@@ -60,20 +60,21 @@ impl ObjectStoreConfig {
             "s3" | "s3a" => {
                 let mut builder = AmazonS3Builder::from_env().with_url(url);
                 for (key, value) in options {
-                    let key = key.parse().map_err(|e: object_store::Error| bad(e.to_string()))?;
+                    let key = key
+                        .parse()
+                        .map_err(|e: object_store::Error| bad(e.to_string()))?;
                     builder = builder.with_config(key, *value);
                 }
-                let store = builder
-                    .build()
-                    .map_err(|e| bad(e.to_string()))?;
-                let prefix = Path::parse(parsed.path().trim_matches('/'))
-                    .map_err(|e| bad(e.to_string()))?;
+                let store = builder.build().map_err(|e| bad(e.to_string()))?;
+                let prefix =
+                    Path::parse(parsed.path().trim_matches('/')).map_err(|e| bad(e.to_string()))?;
                 (Arc::new(store), prefix)
             }
             "memory" => (Arc::new(InMemory::new()), Path::default()),
             other => return Err(bad(format!("unsupported scheme {other:?}"))),
         };
-        let verify_commits = matches!(parsed.scheme(), "s3" | "s3a").then_some(Duration::from_millis(50));
+        let verify_commits =
+            matches!(parsed.scheme(), "s3" | "s3a").then_some(Duration::from_millis(50));
         Ok(Self {
             store,
             prefix,

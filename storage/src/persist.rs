@@ -4,15 +4,17 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, TimestampMillisecondArray};
-use arrow::compute::{concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn};
 use arrow::array::BooleanArray;
+use arrow::array::{Array, ArrayRef, RecordBatch, TimestampMillisecondArray};
+use arrow::compute::{
+    concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
+};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::error::Result;
@@ -43,7 +45,11 @@ pub fn sort_and_split(batches: &[RecordBatch]) -> Result<Vec<SortedPartition>> {
         return Ok(vec![]);
     }
     let times = time_column(&all);
-    let mut hours: Vec<HourPartition> = times.values().iter().map(|t| HourPartition::of(*t)).collect();
+    let mut hours: Vec<HourPartition> = times
+        .values()
+        .iter()
+        .map(|t| HourPartition::of(*t))
+        .collect();
     let first = hours[0];
     let single = hours.iter().all(|h| *h == first);
     let parts: Vec<(HourPartition, RecordBatch)> = if single {
@@ -102,7 +108,9 @@ pub fn writer_properties() -> WriterProperties {
         })
         .collect();
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid zstd level"),
+        ))
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_dictionary_enabled(ColumnPath::from(TIME), false)
@@ -133,7 +141,10 @@ pub fn decode_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>> {
         .map(|b| {
             let b = b?;
             // The file schema may differ in metadata only; rebuild with the table schema.
-            Ok(RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec())?)
+            Ok(RecordBatch::try_new(
+                Arc::clone(&schema),
+                b.columns().to_vec(),
+            )?)
         })
         .collect()
 }
@@ -157,8 +168,18 @@ mod tests {
         assert_eq!(parts[0].batch.num_rows(), 1);
         let p1 = &parts[1];
         assert_eq!((p1.min_time, p1.max_time), (hour + 1, hour + 5));
-        let sensors = p1.batch.column(SENSOR_IDX).as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
-        let vars = p1.batch.column(VARIABLE_IDX).as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+        let sensors = p1
+            .batch
+            .column(SENSOR_IDX)
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        let vars = p1
+            .batch
+            .column(VARIABLE_IDX)
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
         let got: Vec<(&str, &str)> = (0..3).map(|i| (sensors.value(i), vars.value(i))).collect();
         assert_eq!(got, vec![("s1", "h"), ("s1", "t"), ("s2", "t")]);
         let bytes = encode_parquet(&p1.batch).unwrap();

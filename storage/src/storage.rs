@@ -42,7 +42,11 @@ pub struct StorageArgs {
 }
 
 impl StorageArgs {
-    pub fn new(data_dir: PathBuf, object_store: ObjectStoreConfig, time: Arc<dyn TimeProvider>) -> Self {
+    pub fn new(
+        data_dir: PathBuf,
+        object_store: ObjectStoreConfig,
+        time: Arc<dyn TimeProvider>,
+    ) -> Self {
         Self {
             data_dir,
             object_store,
@@ -241,13 +245,20 @@ impl Storage {
         let bytes = tokio::task::spawn_blocking(move || encode_parquet(&batch))
             .await
             .expect("encode task")?;
-        let mut id = self.next_file_id.load(Ordering::SeqCst).max(self.catalog.snapshot().next_file_id);
+        let mut id = self
+            .next_file_id
+            .load(Ordering::SeqCst)
+            .max(self.catalog.snapshot().next_file_id);
         loop {
             let path = parquet_path(&self.object_store.prefix, READINGS_TABLE, partition, id);
             let put = self
                 .object_store
                 .store
-                .put_opts(&path, PutPayload::from(bytes.clone()), PutOptions::from(PutMode::Create))
+                .put_opts(
+                    &path,
+                    PutPayload::from(bytes.clone()),
+                    PutOptions::from(PutMode::Create),
+                )
                 .await;
             match put {
                 Ok(_) => {
@@ -261,7 +272,7 @@ impl Storage {
                         max_time,
                         rows,
                         size_bytes: bytes.len() as u64,
-                    })
+                    });
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => id += 1,
                 Err(e) => return Err(e.into()),
@@ -300,12 +311,20 @@ impl Storage {
         Ok(removed)
     }
 
-    async fn compact_files(&self, partition: HourPartition, files: Vec<ParquetFile>) -> Result<usize> {
+    async fn compact_files(
+        &self,
+        partition: HourPartition,
+        files: Vec<ParquetFile>,
+    ) -> Result<usize> {
         let mut batches = Vec::new();
         for file in &files {
             let path = object_store::path::Path::from(file.path.as_str());
             let bytes = self.object_store.store.get(&path).await?.bytes().await?;
-            batches.extend(tokio::task::spawn_blocking(move || decode_parquet(bytes)).await.expect("decode task")?);
+            batches.extend(
+                tokio::task::spawn_blocking(move || decode_parquet(bytes))
+                    .await
+                    .expect("decode task")?,
+            );
         }
         let parts = tokio::task::spawn_blocking(move || sort_and_split(&batches))
             .await
@@ -333,7 +352,11 @@ impl Storage {
             .await?;
         if committed.is_none() {
             for file in &written {
-                let _ = self.object_store.store.delete(&file.path.as_str().into()).await;
+                let _ = self
+                    .object_store
+                    .store
+                    .delete(&file.path.as_str().into())
+                    .await;
             }
             return Ok(0);
         }
@@ -425,13 +448,18 @@ impl Storage {
 
 /// What a server on `data_dir` would serve, read without starting a writer or changing any
 /// file (`aemos sql`): the catalog's files and the WAL's unpersisted rows.
-pub async fn read_only_snapshot(data_dir: &std::path::Path, object_store: &ObjectStoreConfig) -> Result<ReadSnapshot> {
-    let catalog = Catalog::load(Arc::clone(&object_store.store), object_store.prefix.clone()).await?;
+pub async fn read_only_snapshot(
+    data_dir: &std::path::Path,
+    object_store: &ObjectStoreConfig,
+) -> Result<ReadSnapshot> {
+    let catalog =
+        Catalog::load(Arc::clone(&object_store.store), object_store.prefix.clone()).await?;
     let state = catalog.snapshot();
     let writer = std::fs::read_to_string(data_dir.join("writer-id")).ok();
     let persisted = writer.and_then(|w| state.writers.get(w.trim()).copied());
     let wal_dir = data_dir.join("wal");
-    let (buffer, _) = tokio::task::block_in_place(|| crate::wal::read_unpersisted(&wal_dir, persisted))?;
+    let (buffer, _) =
+        tokio::task::block_in_place(|| crate::wal::read_unpersisted(&wal_dir, persisted))?;
     Ok(ReadSnapshot {
         batches: buffer.snapshot().into_iter().flat_map(|(_, b)| b).collect(),
         files: state.files_of(READINGS_TABLE).cloned().collect(),

@@ -37,7 +37,9 @@ pub const MAX_RECORD_BYTES: usize = 1 << 30;
 /// Most requests folded into one group commit.
 const MAX_GROUP: usize = 4096;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct SegmentId(pub u64);
 
 impl SegmentId {
@@ -260,7 +262,10 @@ fn create_segment(dir: &Path, segment: SegmentId) -> Result<File> {
 
 /// Reads the unpersisted segments of a WAL directory without changing anything (a torn tail
 /// is skipped, not truncated): for reading a data directory beside, or without, a server.
-pub fn read_unpersisted(dir: &Path, persisted_through: Option<SegmentId>) -> Result<(Buffer, ReplayReport)> {
+pub fn read_unpersisted(
+    dir: &Path,
+    persisted_through: Option<SegmentId>,
+) -> Result<(Buffer, ReplayReport)> {
     let buffer = Buffer::default();
     let mut report = ReplayReport::default();
     if !dir.exists() {
@@ -272,7 +277,14 @@ pub fn read_unpersisted(dir: &Path, persisted_through: Option<SegmentId>) -> Res
         if persisted_through.is_some_and(|p| segment <= p) {
             continue;
         }
-        replay_segment(dir, segment, Some(segment) == last, false, &buffer, &mut report)?;
+        replay_segment(
+            dir,
+            segment,
+            Some(segment) == last,
+            false,
+            &buffer,
+            &mut report,
+        )?;
         report.segments += 1;
     }
     Ok((buffer, report))
@@ -317,18 +329,42 @@ fn replay_segment(
             return Ok(());
         }
         if remaining < 8 {
-            return truncate_tail(&path, offset, file_len, is_last, repair, report, "torn record header");
+            return truncate_tail(
+                &path,
+                offset,
+                file_len,
+                is_last,
+                repair,
+                report,
+                "torn record header",
+            );
         }
         reader.read_exact(&mut head).map_err(io)?;
         let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as u64;
         let crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
         if len > remaining - 8 || len as usize > MAX_RECORD_BYTES {
-            return truncate_tail(&path, offset, file_len, is_last, repair, report, "torn record body");
+            return truncate_tail(
+                &path,
+                offset,
+                file_len,
+                is_last,
+                repair,
+                report,
+                "torn record body",
+            );
         }
         payload.resize(len as usize, 0);
         reader.read_exact(&mut payload).map_err(io)?;
         if crc32fast::hash(&payload) != crc {
-            return truncate_tail(&path, offset, file_len, is_last, repair, report, "checksum mismatch");
+            return truncate_tail(
+                &path,
+                offset,
+                file_len,
+                is_last,
+                repair,
+                report,
+                "checksum mismatch",
+            );
         }
         let batches = decode_payload(&payload)
             .map_err(|e| corrupt(offset, format!("undecodable record: {e}")))?;
@@ -468,7 +504,11 @@ impl Writer {
                 // Cut off whatever part of the group reached the file, so the log stays a
                 // sequence of whole records; if even that fails, refuse all further writes.
                 let reason = format!("wal write failed: {e}");
-                if let Err(e2) = self.file.set_len(self.len).and_then(|()| self.file.sync_all()) {
+                if let Err(e2) = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|()| self.file.sync_all())
+                {
                     self.failed = Some(format!("{reason}; truncation failed: {e2}"));
                 }
                 Err(reason)

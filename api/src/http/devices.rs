@@ -21,7 +21,9 @@ pub(super) struct StatisticsParams {
 fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
     match text.parse::<i64>() {
         Ok(ms) => Ok(ms),
-        Err(_) => parse_rfc3339_ms(text).map_err(|e| ApiError::BadRequest(format!("`{name}`: {e}"))),
+        Err(_) => {
+            parse_rfc3339_ms(text).map_err(|e| ApiError::BadRequest(format!("`{name}`: {e}")))
+        }
     }
 }
 
@@ -34,8 +36,16 @@ pub(super) async fn statistics(
     if let Some(v) = &params.variable {
         check_variable(v).map_err(ApiError::BadRequest)?;
     }
-    let from = params.from.as_deref().map(|t| parse_time("from", t)).transpose()?;
-    let to = params.to.as_deref().map(|t| parse_time("to", t)).transpose()?;
+    let from = params
+        .from
+        .as_deref()
+        .map(|t| parse_time("from", t))
+        .transpose()?;
+    let to = params
+        .to
+        .as_deref()
+        .map(|t| parse_time("to", t))
+        .transpose()?;
     let stats = state
         .queries
         .device_statistics(&device, from, to, params.variable.as_deref())
@@ -49,5 +59,7 @@ pub(super) async fn statistics(
             )
         })
         .collect();
-    Ok(Json(json!({ "device": device, "from": from, "to": to, "variables": variables })))
+    Ok(Json(
+        json!({ "device": device, "from": from, "to": to, "variables": variables }),
+    ))
 }

@@ -18,7 +18,9 @@ pub enum ApiError {
         rejected_count: usize,
     },
     NotFound(String),
-    Overloaded { retry_after_secs: u64 },
+    Overloaded {
+        retry_after_secs: u64,
+    },
     Internal(String),
 }
 

@@ -12,7 +12,11 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
     let storage = &state.storage;
     let catalog = storage.catalog().snapshot();
     let depth = storage.wal_queue_depth();
-    let status = if depth >= state.wal_queue { "degraded" } else { "ok" };
+    let status = if depth >= state.wal_queue {
+        "degraded"
+    } else {
+        "ok"
+    };
     Json(json!({
         "status": status,
         "components": {
@@ -39,8 +43,13 @@ pub(super) async fn readiness(State(state): State<AppState>) -> Json<Value> {
 
 pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
     let m = &state.metrics;
-    m.wal_queue_depth.set(state.storage.wal_queue_depth() as i64);
+    m.wal_queue_depth
+        .set(state.storage.wal_queue_depth() as i64);
     m.buffered_rows.set(state.storage.buffered_rows() as i64);
-    m.parquet_files.set(state.storage.catalog().snapshot().files.len() as i64);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render())
+    m.parquet_files
+        .set(state.storage.catalog().snapshot().files.len() as i64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.render(),
+    )
 }

@@ -36,7 +36,10 @@ pub struct RouterArgs {
 pub fn router(args: RouterArgs) -> Router {
     Router::new()
         .route("/api/v1/write", post(write::write))
-        .route("/api/v1/query", get(query::query_get).post(query::query_post))
+        .route(
+            "/api/v1/query",
+            get(query::query_get).post(query::query_post),
+        )
         .route("/api/v1/devices/{id}/statistics", get(devices::statistics))
         .route("/api/v1/health", get(health::health))
         .route("/api/v1/health/liveness", get(health::liveness))

@@ -43,13 +43,25 @@ pub(super) async fn query_post(
     let request: QueryRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return ApiError::BadRequest(format!("body must be {{\"sql\": \"...\"}}: {e}")).into_response()
+            return ApiError::BadRequest(format!("body must be {{\"sql\": \"...\"}}: {e}"))
+                .into_response()
         }
     };
-    respond(state, request.sql, request.format.or(params.format), &headers).await
+    respond(
+        state,
+        request.sql,
+        request.format.or(params.format),
+        &headers,
+    )
+    .await
 }
 
-async fn respond(state: AppState, sql: String, format: Option<String>, headers: &HeaderMap) -> Response {
+async fn respond(
+    state: AppState,
+    sql: String,
+    format: Option<String>,
+    headers: &HeaderMap,
+) -> Response {
     let response = run(&state, &sql, format, headers).await;
     let status = match &response {
         Ok(_) => StatusCode::OK,
@@ -63,7 +75,12 @@ async fn respond(state: AppState, sql: String, format: Option<String>, headers: 
     response.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn run(state: &AppState, sql: &str, format: Option<String>, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn run(
+    state: &AppState,
+    sql: &str,
+    format: Option<String>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let format = match format {
         Some(f) => OutputFormat::parse(&f)?,
         None => headers
@@ -115,7 +132,12 @@ async fn run(state: &AppState, sql: &str, format: Option<String>, headers: &Head
             }
         }
     });
-    let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    Ok(([(header::CONTENT_TYPE, format.content_type())], Body::from_stream(body)).into_response())
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, format.content_type())],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
-

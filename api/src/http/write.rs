@@ -31,7 +31,11 @@ pub(super) async fn write(
         Ok(_) => "200".to_string(),
         Err(e) => e.status().as_u16().to_string(),
     };
-    state.metrics.write_requests.with_label_values(&[&status]).inc();
+    state
+        .metrics
+        .write_requests
+        .with_label_values(&[&status])
+        .inc();
     result
 }
 
@@ -45,12 +49,16 @@ async fn write_inner(
         Some(p) => Precision::parse(p).map_err(|e| ApiError::BadRequest(e.to_string()))?,
         None => Precision::default(),
     };
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let format = Format::from_content_type(content_type, precision)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if state.storage.wal_queue_depth() >= state.wal_queue {
         state.metrics.overload_rejections.inc();
-        return Err(ApiError::Overloaded { retry_after_secs: 1 });
+        return Err(ApiError::Overloaded {
+            retry_after_secs: 1,
+        });
     }
     let args = DecodeArgs::new(state.storage.now_ms());
     let decode = || decode(format, &body, &args);
@@ -71,7 +79,10 @@ async fn write_inner(
         },
         other => ApiError::BadRequest(other.to_string()),
     })?;
-    state.metrics.readings_rejected.inc_by(decoded.rejected_count as u64);
+    state
+        .metrics
+        .readings_rejected
+        .inc_by(decoded.rejected_count as u64);
     if decoded.rejected_count > 0 && !params.partial {
         return Err(ApiError::Rejected {
             error: format!(
@@ -84,7 +95,11 @@ async fn write_inner(
         });
     }
     let accepted = decoded.accepted();
-    state.storage.write(decoded.batch).await.map_err(ApiError::internal)?;
+    state
+        .storage
+        .write(decoded.batch)
+        .await
+        .map_err(ApiError::internal)?;
     state.metrics.readings_accepted.inc_by(accepted as u64);
     if decoded.rejected_count > 0 {
         Ok(Json(json!({

@@ -30,17 +30,30 @@ async fn sigkill_loses_no_acknowledged_reading() {
     let dir = tempfile::tempdir().unwrap();
     // A short persist interval, so that at the kill some rows are in Parquet and some only in
     // the WAL: both sides of the boundary must come back exactly once.
-    let mut server = TestServer::start(dir.path(), &["--persist-interval", "150ms"], &[]);
+    let mut server = TestServer::start(
+        dir.path(),
+        &["--persist-interval", "150ms", "--retention", "3650d"],
+        &[],
+    );
     let client = reqwest::Client::new();
     let acked: Arc<Mutex<Vec<(usize, i64)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..4 {
-        let (client, url, acked, stop) = (client.clone(), server.url.clone(), Arc::clone(&acked), Arc::clone(&stop));
+        let (client, url, acked, stop) = (
+            client.clone(),
+            server.url.clone(),
+            Arc::clone(&acked),
+            Arc::clone(&stop),
+        );
         writers.push(tokio::spawn(async move {
             let mut request = 0;
             while !stop.load(Ordering::Relaxed) {
-                let sent = client.post(format!("{url}/api/v1/write")).json(&body(w, request)).send().await;
+                let sent = client
+                    .post(format!("{url}/api/v1/write"))
+                    .json(&body(w, request))
+                    .send()
+                    .await;
                 match sent {
                     Ok(r) if r.status().is_success() => acked.lock().unwrap().push((w, request)),
                     Ok(r) => panic!("write refused: {}", r.status()),
@@ -57,15 +70,22 @@ async fn sigkill_loses_no_acknowledged_reading() {
         w.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 20, "too few writes acknowledged to mean anything: {}", acked.len());
+    assert!(
+        acked.len() > 20,
+        "too few writes acknowledged to mean anything: {}",
+        acked.len()
+    );
 
-    let server = TestServer::start(dir.path(), &[], &[]);
+    let server = TestServer::start(dir.path(), &["--retention", "3650d"], &[]);
     let rows = server
         .sql(&client, "SELECT sensor, CAST(value AS BIGINT) AS v, count(*) AS n FROM readings GROUP BY sensor, value")
         .await;
     let mut seen: HashMap<(String, i64), i64> = HashMap::new();
     for row in rows.as_array().unwrap() {
-        let key = (row["sensor"].as_str().unwrap().to_string(), row["v"].as_i64().unwrap());
+        let key = (
+            row["sensor"].as_str().unwrap().to_string(),
+            row["v"].as_i64().unwrap(),
+        );
         let n = row["n"].as_i64().unwrap();
         assert_eq!(n, 1, "reading {key:?} stored {n} times");
         seen.insert(key, n);
@@ -77,7 +97,9 @@ async fn sigkill_loses_no_acknowledged_reading() {
         }
     }
     // Some of the data reached Parquet before the kill.
-    let files = std::fs::read_dir(dir.path().join("objects/readings")).map(|d| d.count()).unwrap_or(0);
+    let files = std::fs::read_dir(dir.path().join("objects/readings"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert!(files > 0, "nothing was persisted before the kill");
 }
 
@@ -94,11 +116,26 @@ async fn graceful_shutdown_persists_and_sql_reads_the_directory() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap(), serde_json::json!({"accepted": 3}));
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"accepted": 3})
+    );
     // While the server runs, `aemos sql` reads its WAL without touching it.
     let dir_arg = dir.path().to_str().unwrap();
-    let out = aemos_sql(&["--data-dir", dir_arg, "--format", "csv", "SELECT sensor, variable, value FROM readings ORDER BY sensor, variable"], &[]);
-    assert_eq!(out, "sensor,variable,value\ns-1,humidity,40.0\ns-1,temperature,21.5\ns-2,temperature,30.0\n");
+    let out = aemos_sql(
+        &[
+            "--data-dir",
+            dir_arg,
+            "--format",
+            "csv",
+            "SELECT sensor, variable, value FROM readings ORDER BY sensor, variable",
+        ],
+        &[],
+    );
+    assert_eq!(
+        out,
+        "sensor,variable,value\ns-1,humidity,40.0\ns-1,temperature,21.5\ns-2,temperature,30.0\n"
+    );
     server.terminate();
     // After a graceful stop everything is in Parquet and the WAL holds no records.
     let wal_bytes: u64 = std::fs::read_dir(dir.path().join("wal"))
@@ -106,6 +143,9 @@ async fn graceful_shutdown_persists_and_sql_reads_the_directory() {
         .map(|e| e.unwrap().metadata().unwrap().len().saturating_sub(8))
         .sum();
     assert_eq!(wal_bytes, 0);
-    let out = aemos_sql(&["--data-dir", dir_arg, "SELECT count(*) AS n FROM readings"], &[]);
+    let out = aemos_sql(
+        &["--data-dir", dir_arg, "SELECT count(*) AS n FROM readings"],
+        &[],
+    );
     assert!(out.contains("| 3 |"), "{out}");
 }

@@ -23,9 +23,13 @@ struct App {
 async fn app(max_body_bytes: usize) -> App {
     let dir = tempfile::tempdir().unwrap();
     let store = ObjectStoreConfig::from_url(&ObjectStoreConfig::default_url(dir.path())).unwrap();
-    let storage = Storage::open(StorageArgs::new(dir.path().to_path_buf(), store, Arc::new(MockClock::new(T0))))
-        .await
-        .unwrap();
+    let storage = Storage::open(StorageArgs::new(
+        dir.path().to_path_buf(),
+        store,
+        Arc::new(MockClock::new(T0)),
+    ))
+    .await
+    .unwrap();
     let queries = QueryEngine::new(QueryEngineArgs {
         source: Arc::clone(&storage) as _,
         object_store: Arc::clone(&storage.object_store().store),
@@ -39,7 +43,10 @@ async fn app(max_body_bytes: usize) -> App {
         wal_queue: 1024,
     };
     App {
-        router: router(RouterArgs { state, max_body_bytes }),
+        router: router(RouterArgs {
+            state,
+            max_body_bytes,
+        }),
         storage,
         _dir: dir,
     }
@@ -48,12 +55,22 @@ async fn app(max_body_bytes: usize) -> App {
 async fn call(app: &App, req: Request<Body>) -> (StatusCode, Vec<u8>) {
     let res = app.router.clone().oneshot(req).await.unwrap();
     let status = res.status();
-    let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+    let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
     (status, body.to_vec())
 }
 
-async fn write(app: &App, uri: &str, content_type: &str, body: impl Into<Body>) -> (StatusCode, Value) {
-    let req = Request::post(uri).header("content-type", content_type).body(body.into()).unwrap();
+async fn write(
+    app: &App,
+    uri: &str,
+    content_type: &str,
+    body: impl Into<Body>,
+) -> (StatusCode, Value) {
+    let req = Request::post(uri)
+        .header("content-type", content_type)
+        .body(body.into())
+        .unwrap();
     let (status, body) = call(app, req).await;
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
@@ -68,7 +85,9 @@ async fn query(app: &App, sql: &str) -> (StatusCode, Value) {
 }
 
 async fn count(app: &App) -> i64 {
-    query(app, "SELECT count(*) AS n FROM readings").await.1[0]["n"].as_i64().unwrap()
+    query(app, "SELECT count(*) AS n FROM readings").await.1[0]["n"]
+        .as_i64()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +99,11 @@ async fn a_write_is_visible_to_sql_when_acknowledged() {
     ]});
     let (status, v) = write(&app, "/api/v1/write", "application/json", body.to_string()).await;
     assert_eq!((status, v), (StatusCode::OK, json!({"accepted": 2})));
-    let (status, rows) = query(&app, "SELECT time, device, sensor, variable, value FROM readings ORDER BY variable").await;
+    let (status, rows) = query(
+        &app,
+        "SELECT time, device, sensor, variable, value FROM readings ORDER BY variable",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         rows,
@@ -99,11 +122,20 @@ async fn a_batch_with_a_bad_reading_is_refused_whole_unless_partial() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(v["rejected"][0]["index"], 1);
     assert_eq!(v["rejected"][0]["line"], 2);
-    assert!(v["rejected"][0]["reason"].as_str().unwrap().contains("`value` as a number or a boolean"));
+    assert!(v["rejected"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("`value` as a number or a boolean"));
     assert!(v["error"].as_str().unwrap().contains("nothing was stored"));
     assert_eq!(count(&app).await, 0);
 
-    let (status, v) = write(&app, "/api/v1/write?partial=true", "application/x-ndjson", body).await;
+    let (status, v) = write(
+        &app,
+        "/api/v1/write?partial=true",
+        "application/x-ndjson",
+        body,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["accepted"], 1);
     assert_eq!(v["rejected"][0]["line"], 2);
@@ -113,15 +145,24 @@ async fn a_batch_with_a_bad_reading_is_refused_whole_unless_partial() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_get_413_and_unreadable_ones_400() {
     let app = app(1024).await;
-    let big = format!("[{}]", vec![r#"{"sensor":"a","variable":"t","value":1}"#; 100].join(","));
+    let big = format!(
+        "[{}]",
+        vec![r#"{"sensor":"a","variable":"t","value":1}"#; 100].join(",")
+    );
     let (status, _) = write(&app, "/api/v1/write", "application/json", big).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let (status, v) = write(&app, "/api/v1/write", "application/json", "[{\"sensor\":").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(v["error"].as_str().unwrap().contains("malformed JSON"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("malformed JSON"),
+        "{v}"
+    );
     let (status, v) = write(&app, "/api/v1/write", "image/png", "x").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(v["error"].as_str().unwrap().contains("unsupported content type"));
+    assert!(v["error"]
+        .as_str()
+        .unwrap()
+        .contains("unsupported content type"));
     let (status, v) = write(&app, "/api/v1/write?precision=h", "text/plain", "m v=1").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(v["error"].as_str().unwrap().contains("precision"));
@@ -137,21 +178,32 @@ async fn query_output_formats() {
     let sql = "SELECT sensor, value FROM readings ORDER BY sensor";
     let get = |accept: &str, extra: &str| {
         let uri = format!("/api/v1/query?sql={}{extra}", urlencode(sql));
-        Request::get(uri).header("accept", accept).body(Body::empty()).unwrap()
+        Request::get(uri)
+            .header("accept", accept)
+            .body(Body::empty())
+            .unwrap()
     };
     let (s, csv) = call(&app, get("text/csv", "")).await;
-    assert_eq!((s, String::from_utf8(csv).unwrap().as_str()), (StatusCode::OK, "sensor,value\ns-1,21.5\ns-2,22.5\n"));
+    assert_eq!(
+        (s, String::from_utf8(csv).unwrap().as_str()),
+        (StatusCode::OK, "sensor,value\ns-1,21.5\ns-2,22.5\n")
+    );
     let (_, nd) = call(&app, get("application/x-ndjson", "")).await;
-    assert_eq!(String::from_utf8(nd).unwrap(), "{\"sensor\":\"s-1\",\"value\":21.5}\n{\"sensor\":\"s-2\",\"value\":22.5}\n");
+    assert_eq!(
+        String::from_utf8(nd).unwrap(),
+        "{\"sensor\":\"s-1\",\"value\":21.5}\n{\"sensor\":\"s-2\",\"value\":22.5}\n"
+    );
     let (_, ipc) = call(&app, get("*/*", "&format=arrow")).await;
     let reader = arrow::ipc::reader::StreamReader::try_new(ipc.as_slice(), None).unwrap();
     let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, 2);
     let (_, pq) = call(&app, get("application/vnd.apache.parquet", "")).await;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(pq))
-        .unwrap()
-        .build()
-        .unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(pq),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
     let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, 2);
     let (s, v) = query(&app, "SELECT * FROM readings WHERE false").await;
@@ -163,12 +215,17 @@ async fn sql_errors_are_400_with_the_message() {
     let app = app(1 << 20).await;
     let (status, v) = query(&app, "SELECT missing_column FROM readings").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(v["error"].as_str().unwrap().contains("missing_column"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("missing_column"),
+        "{v}"
+    );
     let (status, v) = query(&app, "DROP TABLE readings").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
     let req = Request::get("/api/v1/query").body(Body::empty()).unwrap();
     assert_eq!(call(&app, req).await.0, StatusCode::BAD_REQUEST);
-    let req = Request::get("/api/v1/query?sql=SELECT%201&format=xml").body(Body::empty()).unwrap();
+    let req = Request::get("/api/v1/query?sql=SELECT%201&format=xml")
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(call(&app, req).await.0, StatusCode::BAD_REQUEST);
 }
 
@@ -183,19 +240,37 @@ async fn device_statistics_and_operations_endpoints() {
     ]);
     write(&app, "/api/v1/write", "application/json", body.to_string()).await;
     app.storage.persist().await.unwrap();
-    let req = Request::get("/api/v1/devices/dev-1/statistics?from=2026-01-20T10:30:00Z&to=1768905001500").body(Body::empty()).unwrap();
+    let req =
+        Request::get("/api/v1/devices/dev-1/statistics?from=2026-01-20T10:30:00Z&to=1768905001500")
+            .body(Body::empty())
+            .unwrap();
     let (status, body) = call(&app, req).await;
     assert_eq!(status, StatusCode::OK);
     let v: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(v["variables"], json!({"temperature": {"min": 20.0, "max": 30.0, "avg": 25.0, "count": 2}}));
-    let req = Request::get("/api/v1/devices/dev-1/statistics?from=yesterday").body(Body::empty()).unwrap();
+    assert_eq!(
+        v["variables"],
+        json!({"temperature": {"min": 20.0, "max": 30.0, "avg": 25.0, "count": 2}})
+    );
+    let req = Request::get("/api/v1/devices/dev-1/statistics?from=yesterday")
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(call(&app, req).await.0, StatusCode::BAD_REQUEST);
 
-    for path in ["/api/v1/health", "/api/v1/health/liveness", "/api/v1/health/readiness"] {
+    for path in [
+        "/api/v1/health",
+        "/api/v1/health/liveness",
+        "/api/v1/health/readiness",
+    ] {
         let (status, _) = call(&app, Request::get(path).body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::OK, "{path}");
     }
-    let (_, text) = call(&app, Request::get("/api/v1/metrics/prometheus").body(Body::empty()).unwrap()).await;
+    let (_, text) = call(
+        &app,
+        Request::get("/api/v1/metrics/prometheus")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     let text = String::from_utf8(text).unwrap();
     assert!(text.contains("aemos_readings_accepted_total 4"), "{text}");
     assert!(text.contains("aemos_parquet_files 1"), "{text}");

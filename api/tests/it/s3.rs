@@ -30,7 +30,11 @@ impl Drop for S3Server {
 
 fn s3s_fs_binary() -> PathBuf {
     let in_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("s3s-fs")).find(|p| p.exists()))
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("s3s-fs"))
+                .find(|p| p.exists())
+        })
         .unwrap_or_default();
     let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin/s3s-fs"));
     in_path
@@ -41,9 +45,22 @@ fn s3s_fs_binary() -> PathBuf {
 fn start_s3() -> S3Server {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir(root.path().join(BUCKET)).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(s3s_fs_binary())
-        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", KEY, "--secret-key", SECRET])
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            KEY,
+            "--secret-key",
+            SECRET,
+        ])
         .arg(root.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -127,7 +144,11 @@ async fn racing_catalog_writers_on_s3_lose_nothing() {
     ra.await.unwrap();
     rb.await.unwrap();
     let state = open().await.snapshot();
-    assert_eq!(state.files.len() as u64, 2 * per_writer, "a catalog entry was lost");
+    assert_eq!(
+        state.files.len() as u64,
+        2 * per_writer,
+        "a catalog entry was lost"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,14 +158,26 @@ async fn two_servers_share_one_bucket_and_sql_reads_it() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let url = format!("s3://{BUCKET}/shared");
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let flags = ["--object-store", url.as_str(), "--persist-interval", "100ms"];
+    let flags = [
+        "--object-store",
+        url.as_str(),
+        "--persist-interval",
+        "100ms",
+        "--retention",
+        "3650d",
+    ];
     let mut a = TestServer::start(dir_a.path(), &flags, &env);
     let mut b = TestServer::start(dir_b.path(), &flags, &env);
     let client = reqwest::Client::new();
     for round in 0..10 {
         for (server, name) in [(&a, "a"), (&b, "b")] {
             let body = serde_json::json!([{ "sensor": format!("s-{name}"), "variable": "round", "value": round, "time": 1_768_905_000_000i64 + round }]);
-            let r = client.post(format!("{}/api/v1/write", server.url)).json(&body).send().await.unwrap();
+            let r = client
+                .post(format!("{}/api/v1/write", server.url))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200);
         }
         tokio::time::sleep(Duration::from_millis(60)).await;

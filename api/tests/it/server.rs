@@ -36,7 +36,11 @@ impl TestServer {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent {
                     if let Some(rest) = line.split("http_addr=").nth(1) {
-                        let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
+                        let addr = rest
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string();
                         let _ = tx.send(addr);
                         sent = true;
                     }
@@ -62,7 +66,10 @@ impl TestServer {
 
     /// SIGTERM: graceful shutdown.
     pub(crate) fn terminate(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 
@@ -73,7 +80,11 @@ impl TestServer {
             .send()
             .await
             .unwrap();
-        assert!(r.status().is_success(), "{sql}: {}", r.text().await.unwrap());
+        assert!(
+            r.status().is_success(),
+            "{sql}: {}",
+            r.text().await.unwrap()
+        );
         r.json().await.unwrap()
     }
 }
@@ -93,6 +104,10 @@ pub(crate) fn aemos_sql(args: &[&str], env: &[(&str, &str)]) -> String {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run aemos sql");
-    assert!(out.status.success(), "aemos sql failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "aemos sql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }

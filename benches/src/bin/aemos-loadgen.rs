@@ -63,7 +63,9 @@ async fn main() -> anyhow::Result<()> {
             .collect(),
     );
     let avg_body = bodies.iter().map(|b| b.len()).sum::<usize>() / bodies.len().max(1);
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .build()?;
     let url = format!("{}/api/v1/write{}", args.url.trim_end_matches('/'), query);
     let stop = Arc::new(AtomicBool::new(false));
     let accepted = Arc::new(AtomicU64::new(0));

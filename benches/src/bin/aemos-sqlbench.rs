@@ -63,7 +63,10 @@ async fn main() -> anyhow::Result<()> {
             if written % 10_000_000 == 0 || written == args.readings {
                 storage.persist().await?;
                 while storage.compact().await? > 0 {}
-                eprintln!("generated {written} readings in {:.1}s", t.elapsed().as_secs_f64());
+                eprintln!(
+                    "generated {written} readings in {:.1}s",
+                    t.elapsed().as_secs_f64()
+                );
             }
         }
     }
@@ -104,7 +107,8 @@ async fn main() -> anyhow::Result<()> {
         ),
         (
             "top10_sensors_by_max",
-            "SELECT sensor, max(value) AS m FROM readings GROUP BY sensor ORDER BY m DESC LIMIT 10".to_string(),
+            "SELECT sensor, max(value) AS m FROM readings GROUP BY sensor ORDER BY m DESC LIMIT 10"
+                .to_string(),
         ),
     ];
     for (name, sql) in cases {

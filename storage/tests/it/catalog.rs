@@ -18,8 +18,16 @@ fn file(id: u64) -> ParquetFile {
 
 /// Two catalogs (two writers) on one store commit concurrently: every entry survives.
 pub(crate) async fn racing_writers_lose_nothing(store: ObjectStoreConfig, per_writer: u64) {
-    let a = Arc::new(Catalog::load(Arc::clone(&store.store), store.prefix.clone()).await.unwrap());
-    let b = Arc::new(Catalog::load(Arc::clone(&store.store), store.prefix.clone()).await.unwrap());
+    let a = Arc::new(
+        Catalog::load(Arc::clone(&store.store), store.prefix.clone())
+            .await
+            .unwrap(),
+    );
+    let b = Arc::new(
+        Catalog::load(Arc::clone(&store.store), store.prefix.clone())
+            .await
+            .unwrap(),
+    );
     let run = |catalog: Arc<Catalog>, base: u64| {
         tokio::spawn(async move {
             for i in 0..per_writer {
@@ -36,9 +44,15 @@ pub(crate) async fn racing_writers_lose_nothing(store: ObjectStoreConfig, per_wr
     let (ra, rb) = (run(Arc::clone(&a), 0), run(Arc::clone(&b), 10_000));
     ra.await.unwrap();
     rb.await.unwrap();
-    let fresh = Catalog::load(Arc::clone(&store.store), store.prefix.clone()).await.unwrap();
+    let fresh = Catalog::load(Arc::clone(&store.store), store.prefix.clone())
+        .await
+        .unwrap();
     let state = fresh.snapshot();
-    assert_eq!(state.files.len() as u64, 2 * per_writer, "an entry was lost");
+    assert_eq!(
+        state.files.len() as u64,
+        2 * per_writer,
+        "an entry was lost"
+    );
     assert_eq!(state.version, 2 * per_writer);
 }
 
@@ -58,7 +72,9 @@ async fn racing_writers_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_commit_writes_nothing() {
     let store = ObjectStoreConfig::from_url("memory://").unwrap();
-    let catalog = Catalog::load(Arc::clone(&store.store), Path::default()).await.unwrap();
+    let catalog = Catalog::load(Arc::clone(&store.store), Path::default())
+        .await
+        .unwrap();
     assert!(catalog.commit(|_| false).await.unwrap().is_none());
     assert_eq!(catalog.refresh().await.unwrap().version, 0);
 }

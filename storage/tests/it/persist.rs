@@ -13,7 +13,10 @@ async fn persist_moves_rows_to_parquet_once() {
     let storage = crate::helpers::open(dir.path()).await;
     // Two hours: two partitions, two files.
     storage.write(batch(T0, 1000, "a")).await.unwrap();
-    storage.write(batch(T0 + 3_600_000, 500, "b")).await.unwrap();
+    storage
+        .write(batch(T0 + 3_600_000, 500, "b"))
+        .await
+        .unwrap();
     let report = storage.persist().await.unwrap();
     assert_eq!((report.rows, report.files), (1500, 2));
     let snapshot = storage.read_snapshot();
@@ -21,7 +24,15 @@ async fn persist_moves_rows_to_parquet_once() {
     assert_eq!(snapshot.files.iter().map(|f| f.rows).sum::<u64>(), 1500);
     for f in &snapshot.files {
         assert!(f.path.starts_with("readings/2026-01-20/"), "{}", f.path);
-        let bytes = storage.object_store().store.get(&f.path.as_str().into()).await.unwrap().bytes().await.unwrap();
+        let bytes = storage
+            .object_store()
+            .store
+            .get(&f.path.as_str().into())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         assert_eq!(bytes.len() as u64, f.size_bytes);
     }
     // Nothing left to persist; the WAL holds no unpersisted record.
@@ -39,7 +50,10 @@ async fn compaction_merges_a_partition_and_keeps_every_row() {
     a.compaction_min_files = 4;
     let storage = Storage::open(a).await.unwrap();
     for i in 0..6 {
-        storage.write(batch(T0 + i * 10_000, 100, "c")).await.unwrap();
+        storage
+            .write(batch(T0 + i * 10_000, 100, "c"))
+            .await
+            .unwrap();
         storage.persist().await.unwrap();
     }
     assert_eq!(storage.read_snapshot().files.len(), 6);
@@ -55,7 +69,11 @@ async fn compaction_merges_a_partition_and_keeps_every_row() {
     clock.set(T0 + 61_000);
     assert_eq!(storage.collect_garbage().await.unwrap(), 6);
     for t in tombstones {
-        let gone = storage.object_store().store.head(&t.path.as_str().into()).await;
+        let gone = storage
+            .object_store()
+            .store
+            .head(&t.path.as_str().into())
+            .await;
         assert!(matches!(gone, Err(object_store::Error::NotFound { .. })));
     }
 }
@@ -67,8 +85,14 @@ async fn retention_removes_old_files_only() {
     let mut a = args(dir.path(), local_store(dir.path()), Arc::clone(&clock));
     a.retention = Duration::from_secs(24 * 3600);
     let storage = Storage::open(a).await.unwrap();
-    storage.write(batch(T0 - 3 * 86_400_000, 10, "old")).await.unwrap();
-    storage.write(batch(T0 - 3_600_000, 10, "new")).await.unwrap();
+    storage
+        .write(batch(T0 - 3 * 86_400_000, 10, "old"))
+        .await
+        .unwrap();
+    storage
+        .write(batch(T0 - 3_600_000, 10, "new"))
+        .await
+        .unwrap();
     storage.persist().await.unwrap();
     assert_eq!(storage.enforce_retention().await.unwrap(), 1);
     let files = storage.read_snapshot().files;
@@ -79,7 +103,11 @@ async fn retention_removes_old_files_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_background_loop_persists_on_row_threshold_and_on_shutdown() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = args(dir.path(), local_store(dir.path()), Arc::new(MockClock::new(T0)));
+    let mut a = args(
+        dir.path(),
+        local_store(dir.path()),
+        Arc::new(MockClock::new(T0)),
+    );
     a.persist_rows = 1000;
     let storage = Storage::open(a).await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -87,11 +115,22 @@ async fn the_background_loop_persists_on_row_threshold_and_on_shutdown() {
     storage.write(batch(T0, 1500, "t")).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while storage.read_snapshot().files.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "not persisted on the row threshold");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not persisted on the row threshold"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     storage.write(batch(T0 + 10_000, 10, "u")).await.unwrap();
     stop.send(true).unwrap();
     task.await.unwrap();
-    assert_eq!(storage.read_snapshot().files.iter().map(|f| f.rows).sum::<u64>(), 1510);
+    assert_eq!(
+        storage
+            .read_snapshot()
+            .files
+            .iter()
+            .map(|f| f.rows)
+            .sum::<u64>(),
+        1510
+    );
 }

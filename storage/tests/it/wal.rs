@@ -12,7 +12,10 @@ async fn concurrent_writes_share_commits_and_are_all_visible() {
         let storage = std::sync::Arc::clone(&storage);
         tasks.push(tokio::spawn(async move {
             for i in 0..10 {
-                storage.write(batch(T0 + (t * 10 + i) * 100, 10, "c")).await.unwrap();
+                storage
+                    .write(batch(T0 + (t * 10 + i) * 100, 10, "c"))
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -86,7 +89,10 @@ async fn a_corrupt_checksum_at_the_tail_is_not_applied() {
     let mut bytes = std::fs::read(&segment).unwrap();
     let at = (len - 20) as usize;
     bytes[at] ^= 0xff;
-    std::fs::File::create(&segment).unwrap().write_all(&bytes).unwrap();
+    std::fs::File::create(&segment)
+        .unwrap()
+        .write_all(&bytes)
+        .unwrap();
 
     let storage = open(dir.path()).await;
     assert_eq!(storage.replay_report().rows, 10);
