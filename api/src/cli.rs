@@ -79,6 +79,9 @@ pub struct ServeArgs {
     /// Bound of the WAL queue: writes beyond it get 503 with Retry-After.
     #[arg(long, env = "AEMOS_WAL_QUEUE", default_value_t = 1024)]
     pub wal_queue: usize,
+    /// Writes get 503 while this many readings wait in memory for persistence.
+    #[arg(long, env = "AEMOS_MAX_BUFFERED_ROWS", default_value_t = 30_000_000)]
+    pub max_buffered_rows: usize,
     /// Query parallelism (default: the number of cores).
     #[arg(long, env = "AEMOS_QUERY_PARTITIONS")]
     pub query_partitions: Option<usize>,

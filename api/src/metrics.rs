@@ -46,7 +46,7 @@ impl Metrics {
             query_requests: by_status("query_requests_total", "Query requests by HTTP status"),
             overload_rejections: counter(
                 "overload_rejections_total",
-                "Writes refused with 503 because the WAL queue was full",
+                "Writes refused with 503 (WAL queue full or too many readings waiting for persistence)",
             ),
             wal_queue_depth: gauge(
                 "wal_queue_depth",

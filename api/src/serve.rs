@@ -27,6 +27,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     storage_args.retention = args.retention;
     storage_args.compaction_min_files = args.compaction_min_files;
     storage_args.wal_queue = args.wal_queue;
+    storage_args.max_buffered_rows = args.max_buffered_rows;
     let storage = Storage::open(storage_args)
         .await
         .context("opening storage")?;

@@ -17,7 +17,7 @@ fn run(format: Format, body: &str) -> Decoded {
     decode(format, body.as_bytes(), &args()).expect("decodable body")
 }
 
-fn col<'a, T: 'static>(b: &'a RecordBatch, i: usize) -> &'a T {
+fn col<T: 'static>(b: &RecordBatch, i: usize) -> &T {
     b.column(i).as_any().downcast_ref::<T>().unwrap()
 }
 

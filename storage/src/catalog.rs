@@ -221,7 +221,7 @@ impl Catalog {
     }
 
     async fn prune(&self, newest: u64) {
-        if newest <= KEEP_VERSIONS || newest % PRUNE_EVERY != 0 {
+        if newest <= KEEP_VERSIONS || !newest.is_multiple_of(PRUNE_EVERY) {
             return;
         }
         let Ok(versions) = list_versions(&self.store, &self.prefix).await else {

@@ -16,6 +16,8 @@ pub enum Error {
     },
     #[error("the wal writer has stopped")]
     WalClosed,
+    #[error("overloaded: {buffered} readings wait in memory for persistence (limit {limit})")]
+    Overloaded { buffered: usize, limit: usize },
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("parquet: {0}")]

@@ -2,13 +2,11 @@
 //! `(sensor, variable, time)`, dictionary-encoded strings, delta-encoded times, byte-stream-split
 //! values, zstd, page statistics.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::BooleanArray;
-use arrow::array::{Array, ArrayRef, RecordBatch, TimestampMillisecondArray};
-use arrow::compute::{
-    concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
-};
+use arrow::array::{AsArray, RecordBatch, TimestampMillisecondArray};
+use arrow::compute::interleave_record_batch;
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -38,64 +36,67 @@ fn time_column(batch: &RecordBatch) -> &TimestampMillisecondArray {
         .expect("readings time column")
 }
 
-/// Concatenates, splits by hour partition and sorts each part by `(sensor, variable, time)`.
+/// Splits rows by hour partition and sorts each part by `(sensor, variable, time)`, copying
+/// every row once.
+///
+/// The distinct `(sensor, variable)` keys are few next to the rows, so rows are sorted by
+/// integers: each key is ranked once in string order, then row references are sorted by
+/// `(hour, key rank, time)` and gathered from the input batches with one interleave; each
+/// hour is then a zero-copy slice of the result.
 pub fn sort_and_split(batches: &[RecordBatch]) -> Result<Vec<SortedPartition>> {
-    let all = concat_batches(&readings_schema(), batches)?;
-    if all.num_rows() == 0 {
+    let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if rows == 0 {
         return Ok(vec![]);
     }
-    let times = time_column(&all);
-    let mut hours: Vec<HourPartition> = times
-        .values()
-        .iter()
-        .map(|t| HourPartition::of(*t))
-        .collect();
-    let first = hours[0];
-    let single = hours.iter().all(|h| *h == first);
-    let parts: Vec<(HourPartition, RecordBatch)> = if single {
-        vec![(first, all)]
-    } else {
-        let row_hours = hours.clone();
-        hours.sort_unstable();
-        hours.dedup();
-        hours
-            .into_iter()
-            .map(|hour| {
-                let mask: BooleanArray = row_hours.iter().map(|h| Some(*h == hour)).collect();
-                Ok((hour, filter_record_batch(&all, &mask)?))
-            })
-            .collect::<Result<_>>()?
-    };
-    parts
-        .into_iter()
-        .map(|(partition, batch)| {
-            let batch = sort_batch(&batch)?;
-            let times = time_column(&batch);
-            let (min_time, max_time) = times
-                .values()
-                .iter()
-                .fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
-            Ok(SortedPartition {
-                partition,
-                batch,
-                min_time,
-                max_time,
-            })
-        })
-        .collect()
-}
+    let mut key_ids: HashMap<(&str, &str), u32> = HashMap::new();
+    let mut refs: Vec<(i64, u32, i64, u32, u32)> = Vec::with_capacity(rows);
+    for (b, batch) in batches.iter().enumerate() {
+        let sensors = batch.column(SENSOR_IDX).as_string::<i32>();
+        let variables = batch.column(VARIABLE_IDX).as_string::<i32>();
+        let times = time_column(batch).values();
+        for row in 0..batch.num_rows() {
+            let next = key_ids.len() as u32;
+            let key = *key_ids
+                .entry((sensors.value(row), variables.value(row)))
+                .or_insert(next);
+            let time = times[row];
+            refs.push((HourPartition::of(time).0, key, time, b as u32, row as u32));
+        }
+    }
+    let mut keys: Vec<(&(&str, &str), &u32)> = key_ids.iter().collect();
+    keys.sort_unstable();
+    let mut rank = vec![0u32; keys.len()];
+    for (position, (_, id)) in keys.iter().enumerate() {
+        rank[**id as usize] = position as u32;
+    }
+    for r in &mut refs {
+        r.1 = rank[r.1 as usize];
+    }
+    refs.sort_unstable();
+    let indices: Vec<(usize, usize)> = refs.iter().map(|r| (r.3 as usize, r.4 as usize)).collect();
+    let sorted = interleave_record_batch(&batches, &indices)?;
+    drop(indices);
 
-/// Sorts by `(sensor, variable, time)`.
-pub(crate) fn sort_batch(batch: &RecordBatch) -> Result<RecordBatch> {
-    let keys: Vec<SortColumn> = [SENSOR_IDX, VARIABLE_IDX, TIME_IDX]
-        .iter()
-        .map(|i| SortColumn {
-            values: Arc::clone(batch.column(*i)) as ArrayRef,
-            options: None,
-        })
-        .collect();
-    let indices = lexsort_to_indices(&keys, None)?;
-    Ok(take_record_batch(batch, &indices)?)
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < refs.len() {
+        let hour = refs[start].0;
+        let len = refs[start..].partition_point(|r| r.0 == hour);
+        let (min_time, max_time) = refs[start..start + len]
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), r| {
+                (lo.min(r.2), hi.max(r.2))
+            });
+        parts.push(SortedPartition {
+            partition: HourPartition(hour),
+            batch: sorted.slice(start, len),
+            min_time,
+            max_time,
+        });
+        start += len;
+    }
+    Ok(parts)
 }
 
 pub fn writer_properties() -> WriterProperties {

@@ -38,6 +38,9 @@ pub struct StorageArgs {
     pub compaction_max_rows: u64,
     /// Bound of the WAL request queue.
     pub wal_queue: usize,
+    /// Writes are refused while the buffer holds this many rows (persistence is behind, or
+    /// the object store is unreachable): memory stays bounded.
+    pub max_buffered_rows: usize,
     pub time: Arc<dyn TimeProvider>,
 }
 
@@ -56,6 +59,7 @@ impl StorageArgs {
             compaction_min_files: 8,
             compaction_max_rows: 20_000_000,
             wal_queue: 1024,
+            max_buffered_rows: 30_000_000,
             time,
         }
     }
@@ -140,6 +144,13 @@ impl Storage {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        let buffered = self.buffer.rows();
+        if buffered >= self.args.max_buffered_rows {
+            return Err(Error::Overloaded {
+                buffered,
+                limit: self.args.max_buffered_rows,
+            });
+        }
         self.wal.append(WalRecord::encode(batch)?).await
     }
 
@@ -190,6 +201,9 @@ impl Storage {
     /// files in the catalog, then drops the rows from the buffer and the segments from the WAL.
     pub async fn persist(&self) -> Result<PersistReport> {
         let _one_at_a_time = self.persist_lock.lock().await;
+        if self.buffer.open_rows() == 0 && self.buffer.sealed().is_empty() {
+            return Ok(PersistReport::default()); // idle: no rotation, no catalog version
+        }
         self.wal.rotate().await?;
         let mut report = PersistReport::default();
         for generation in self.buffer.sealed() {
@@ -217,6 +231,12 @@ impl Storage {
         let bytes = files.iter().map(|f| f.size_bytes).sum();
         let count = files.len();
         let through = generation.through;
+        if files.is_empty() {
+            // Nothing to record: the sealed segments hold no rows.
+            self.buffer.release(through);
+            self.wal.remove_through(through)?;
+            return Ok((0, 0));
+        }
         let writer = self.writer_id.clone();
         self.catalog
             .commit(|state| {

@@ -68,7 +68,7 @@ impl IntoResponse for ApiError {
             Self::Overloaded { retry_after_secs } => (
                 status,
                 [(header::RETRY_AFTER, retry_after_secs.to_string())],
-                Json(json!({ "error": "overloaded: the write-ahead log queue is full, retry later" })),
+                Json(json!({ "error": "overloaded: writes are arriving faster than they can be made durable and persisted, retry later" })),
             )
                 .into_response(),
             Self::Internal(detail) => {

@@ -42,7 +42,7 @@ fn s3s_fs_binary() -> PathBuf {
         .expect("s3s-fs is not installed: run .ci/install-test-deps")
 }
 
-fn start_s3() -> S3Server {
+async fn start_s3() -> S3Server {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir(root.path().join(BUCKET)).unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
@@ -67,9 +67,12 @@ fn start_s3() -> S3Server {
         .spawn()
         .expect("start s3s-fs");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
         assert!(Instant::now() < deadline, "s3s-fs did not start");
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     S3Server {
         child,
@@ -114,7 +117,7 @@ fn file(id: u64) -> ParquetFile {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_catalog_writers_on_s3_lose_nothing() {
-    let s3 = start_s3();
+    let s3 = start_s3().await;
     let config = store(&s3, "race");
     assert!(config.verify_commits.is_some());
     let open = || async {
@@ -153,7 +156,7 @@ async fn racing_catalog_writers_on_s3_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_share_one_bucket_and_sql_reads_it() {
-    let s3 = start_s3();
+    let s3 = start_s3().await;
     let env = env(&s3);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let url = format!("s3://{BUCKET}/shared");

@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
             let n = per_batch.min((args.readings - written) as usize);
             storage.write(workload.batch(n)).await?;
             written += n as u64;
-            if written % 10_000_000 == 0 || written == args.readings {
+            if written.is_multiple_of(10_000_000) || written == args.readings {
                 storage.persist().await?;
                 while storage.compact().await? > 0 {}
                 eprintln!(

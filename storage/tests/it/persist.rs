@@ -134,3 +134,31 @@ async fn the_background_loop_persists_on_row_threshold_and_on_shutdown() {
         1510
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_refused_when_too_much_waits_for_persistence() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(
+        dir.path(),
+        local_store(dir.path()),
+        Arc::new(MockClock::new(T0)),
+    );
+    a.max_buffered_rows = 100;
+    let storage = Storage::open(a).await.unwrap();
+    storage.write(batch(T0, 100, "a")).await.unwrap();
+    let e = storage.write(batch(T0, 1, "b")).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            aemos_storage::Error::Overloaded {
+                buffered: 100,
+                limit: 100
+            }
+        ),
+        "{e}"
+    );
+    // Nothing of the refused batch was stored; persistence makes room again.
+    assert_eq!(rows(&storage.read_snapshot().batches), 100);
+    storage.persist().await.unwrap();
+    storage.write(batch(T0, 1, "c")).await.unwrap();
+}
