@@ -84,3 +84,14 @@ SELECT column_name, data_type FROM information_schema.columns WHERE table_name =
 SELECT nope FROM readings
 ----
 error: nope
+
+-- the files' declared sort order is used, the buffer's rows merged in
+SELECT sensor, variable, time, value FROM readings WHERE sensor = 'sensor-1' ORDER BY sensor, variable DESC, time DESC LIMIT 3
+----
++----------+-------------+----------------------+-------+
+| sensor   | variable    | time                 | value |
++----------+-------------+----------------------+-------+
+| sensor-1 | temperature | 2026-01-20T12:30:00Z | 100.0 |
+| sensor-1 | temperature | 2026-01-20T12:29:00Z | 21.9  |
+| sensor-1 | temperature | 2026-01-20T12:28:00Z | 21.8  |
++----------+-------------+----------------------+-------+
