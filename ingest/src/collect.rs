@@ -113,3 +113,21 @@ fn validate(fields: &Fields<'_>) -> Result<Option<i64>, String> {
     check_value(fields.value)?;
     fields.time_ms.map(check_time_ms).transpose()
 }
+
+/// The lines of a line-based body, numbered from 1, without `\n` or `\r\n`; blank lines are
+/// skipped.
+pub(crate) fn numbered_lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    body.split(|b| *b == b'\n')
+        .enumerate()
+        .map(|(n, line)| (n + 1, line.strip_suffix(b"\r").unwrap_or(line)))
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+}
+
+/// A line as text, or why it is refused: too long, or not UTF-8.
+pub(crate) fn line_text(line: &[u8], max_bytes: usize) -> Result<&str, String> {
+    if line.len() > max_bytes {
+        return Err(format!("line is longer than {max_bytes} bytes"));
+    }
+    std::str::from_utf8(line)
+        .map_err(|e| format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()))
+}

@@ -7,7 +7,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::collect::{Collector, Fields, Location};
+use crate::collect::{line_text, numbered_lines, Collector, Fields, Location};
 use crate::validate::{check_time_ms, parse_rfc3339_ms};
 use crate::{DecodeArgs, Error};
 
@@ -175,32 +175,15 @@ pub(crate) fn decode_json(body: &[u8], args: &DecodeArgs) -> Result<Collector, E
 
 pub(crate) fn decode_ndjson(body: &[u8], args: &DecodeArgs) -> Result<Collector, Error> {
     let mut out = Collector::new(body.len() / 64, args.now_ms);
-    let mut index = 0;
-    for (n, line) in body.split(|b| *b == b'\n').enumerate() {
-        let line_no = n + 1;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
+    for (index, (line_no, line)) in numbered_lines(body).enumerate() {
         let at = Location {
             index,
             line: Some(line_no),
         };
-        index += 1;
-        if line.len() > args.max_line_bytes {
-            out.reject(
-                at,
-                format!("line is longer than {} bytes", args.max_line_bytes),
-            );
-            continue;
-        }
-        let text = match std::str::from_utf8(line) {
+        let text = match line_text(line, args.max_line_bytes) {
             Ok(text) => text,
-            Err(e) => {
-                out.reject(
-                    at,
-                    format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
-                );
+            Err(reason) => {
+                out.reject(at, reason);
                 continue;
             }
         };

@@ -7,7 +7,7 @@
 
 use influxdb_line_protocol::{parse_lines, FieldValue};
 
-use crate::collect::{Collector, Fields, Location};
+use crate::collect::{line_text, numbered_lines, Collector, Fields, Location};
 use crate::{DecodeArgs, Error};
 
 /// Unit of line-protocol timestamps (`?precision=`).
@@ -50,33 +50,19 @@ pub(crate) fn decode_line_protocol(
 ) -> Result<Collector, Error> {
     let mut out = Collector::new(body.len() / 48, args.now_ms);
     let mut index = 0;
-    for (n, line) in body.split(|b| *b == b'\n').enumerate() {
-        let line_no = n + 1;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let trimmed = line.trim_ascii_start();
-        if trimmed.is_empty() || trimmed.starts_with(b"#") {
+    for (line_no, line) in numbered_lines(body) {
+        if line.trim_ascii_start().starts_with(b"#") {
             continue;
         }
         let at = Location {
             index,
             line: Some(line_no),
         };
-        if line.len() > args.max_line_bytes {
-            index += 1;
-            out.reject(
-                at,
-                format!("line is longer than {} bytes", args.max_line_bytes),
-            );
-            continue;
-        }
-        let text = match std::str::from_utf8(line) {
+        let text = match line_text(line, args.max_line_bytes) {
             Ok(text) => text,
-            Err(e) => {
+            Err(reason) => {
                 index += 1;
-                out.reject(
-                    at,
-                    format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
-                );
+                out.reject(at, reason);
                 continue;
             }
         };
