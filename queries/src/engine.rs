@@ -135,7 +135,8 @@ impl QueryEngine {
         let batches = df.collect().await.map_err(Error::from_datafusion)?;
         let mut out = Vec::new();
         for b in &batches {
-            let var = b.column(0).as_any().downcast_ref::<StringArray>();
+            let variables = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+            let var = variables.as_any().downcast_ref::<StringArray>();
             let mn = b.column(1).as_any().downcast_ref::<Float64Array>();
             let mx = b.column(2).as_any().downcast_ref::<Float64Array>();
             let av = b.column(3).as_any().downcast_ref::<Float64Array>();

@@ -3,9 +3,12 @@
 //! [`ResultEncoder`] encodes batch by batch so that results stream out; each call returns the
 //! bytes ready to send.
 
-use arrow::array::RecordBatch;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::compute::cast;
 use arrow::csv::WriterBuilder as CsvWriterBuilder;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ipc::writer::StreamWriter;
 use arrow::json::writer::{
     JsonArray, LineDelimited, Writer as JsonWriter, WriterBuilder as JsonWriterBuilder,
@@ -58,6 +61,35 @@ impl OutputFormat {
     }
 }
 
+/// Arrow and Parquet output carry `Utf8` rather than `Utf8View`, so that readers built on
+/// older Arrow versions (view types arrived in 2024) can open them.
+fn portable_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+            DataType::BinaryView => f.as_ref().clone().with_data_type(DataType::Binary),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn portable_batch(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = portable_schema(&batch.schema());
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        schema, columns, &options,
+    )?)
+}
+
 pub enum ResultEncoder {
     Json(JsonWriter<Vec<u8>, JsonArray>, bool),
     Ndjson(JsonWriter<Vec<u8>, LineDelimited>),
@@ -75,14 +107,16 @@ impl ResultEncoder {
             OutputFormat::Csv => Self::Csv {
                 header_written: false,
             },
-            OutputFormat::Arrow => Self::Arrow(StreamWriter::try_new(Vec::new(), schema)?),
+            OutputFormat::Arrow => {
+                Self::Arrow(StreamWriter::try_new(Vec::new(), &portable_schema(schema))?)
+            }
             OutputFormat::Parquet => {
                 let props = WriterProperties::builder()
                     .set_compression(Compression::ZSTD(ZstdLevel::default()))
                     .build();
                 Self::Parquet(ArrowWriter::try_new(
                     Vec::new(),
-                    SchemaRef::clone(schema),
+                    portable_schema(schema),
                     Some(props),
                 )?)
             }
@@ -114,11 +148,11 @@ impl ResultEncoder {
                 out
             }
             Self::Arrow(w) => {
-                w.write(batch)?;
+                w.write(&portable_batch(batch)?)?;
                 std::mem::take(w.get_mut())
             }
             Self::Parquet(w) => {
-                w.write(batch)?;
+                w.write(&portable_batch(batch)?)?;
                 Vec::new()
             }
         })

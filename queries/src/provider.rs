@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use aemos_storage::schema::{readings_schema, SENSOR, TIME, VARIABLE};
 use aemos_storage::{ParquetFile, ReadSnapshot};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DFSchema, ScalarValue};
@@ -44,6 +46,43 @@ impl ReadingsSource for StaticSource {
     fn snapshot(&self) -> ReadSnapshot {
         self.0.clone()
     }
+}
+
+/// The table as SQL sees it: the storage schema with `Utf8View` strings, which is what
+/// DataFusion's Parquet reader produces natively (no per-query cast of every string read).
+fn table_schema() -> SchemaRef {
+    static SCHEMA: std::sync::LazyLock<SchemaRef> = std::sync::LazyLock::new(|| {
+        let fields: Vec<Field> = readings_schema()
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    });
+    Arc::clone(&SCHEMA)
+}
+
+/// A buffered batch, projected, with its strings as views (no string bytes are copied).
+fn buffered_for_table(batch: &RecordBatch, projection: Option<&Vec<usize>>) -> Result<RecordBatch> {
+    let schema = table_schema();
+    let indices: Vec<usize> = match projection {
+        Some(p) => p.clone(),
+        None => (0..schema.fields().len()).collect(),
+    };
+    let projected = Arc::new(schema.project(&indices)?);
+    let columns = indices
+        .iter()
+        .zip(projected.fields())
+        .map(|(i, field)| Ok(cast(batch.column(*i), field.data_type())?))
+        .collect::<Result<Vec<_>>>()?;
+    // `count(*)` projects no column at all: keep the row count.
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        projected, columns, &options,
+    )?)
 }
 
 /// Up to this many files per core, each file is scanned as its own ordered partition.
@@ -154,7 +193,7 @@ fn literal_ms(value: &ScalarValue) -> Option<i64> {
 #[async_trait]
 impl TableProvider for ReadingsTable {
     fn schema(&self) -> SchemaRef {
-        readings_schema()
+        table_schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -175,7 +214,7 @@ impl TableProvider for ReadingsTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = readings_schema();
+        let schema = table_schema();
         let snapshot = self.source.snapshot();
         let range = TimeRange::from_filters(filters);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
@@ -226,13 +265,17 @@ impl TableProvider for ReadingsTable {
         if !batches.is_empty() {
             let target = state.config().target_partitions().max(1).min(batches.len());
             let mut partitions = vec![Vec::new(); target];
-            for (i, batch) in batches.into_iter().enumerate() {
-                partitions[i % target].push(batch);
+            for (i, batch) in batches.iter().enumerate() {
+                partitions[i % target].push(buffered_for_table(batch, projection)?);
             }
+            let projected = match projection {
+                Some(p) => Arc::new(schema.project(p)?),
+                None => Arc::clone(&schema),
+            };
             inputs.push(MemorySourceConfig::try_new_exec(
                 &partitions,
-                Arc::clone(&schema),
-                projection.cloned(),
+                projected,
+                None,
             )?);
         }
 

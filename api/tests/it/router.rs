@@ -195,6 +195,11 @@ async fn query_output_formats() {
     );
     let (_, ipc) = call(&app, get("*/*", "&format=arrow")).await;
     let reader = arrow::ipc::reader::StreamReader::try_new(ipc.as_slice(), None).unwrap();
+    // Plain Utf8 on the wire, readable by Arrow versions without view types.
+    assert_eq!(
+        reader.schema().field(0).data_type(),
+        &arrow::datatypes::DataType::Utf8
+    );
     let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, 2);
     let (_, pq) = call(&app, get("application/vnd.apache.parquet", "")).await;

@@ -74,9 +74,9 @@ SELECT column_name, data_type FROM information_schema.columns WHERE table_name =
 | column_name | data_type            |
 +-------------+----------------------+
 | time        | Timestamp(ms, "UTC") |
-| device      | Utf8                 |
-| sensor      | Utf8                 |
-| variable    | Utf8                 |
+| device      | Utf8View             |
+| sensor      | Utf8View             |
+| variable    | Utf8View             |
 | value       | Float64              |
 +-------------+----------------------+
 
