@@ -323,56 +323,45 @@ fn replay_segment(
     let mut offset = HEADER as u64;
     let mut payload = Vec::new();
     loop {
-        let mut head = [0u8; 8];
         let remaining = file_len - offset;
         if remaining == 0 {
             return Ok(());
         }
-        if remaining < 8 {
-            return truncate_tail(
-                &path,
-                offset,
-                file_len,
-                is_last,
-                repair,
-                report,
-                "torn record header",
-            );
-        }
-        reader.read_exact(&mut head).map_err(io)?;
-        let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as u64;
-        let crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
-        if len > remaining - 8 || len as usize > MAX_RECORD_BYTES {
-            return truncate_tail(
-                &path,
-                offset,
-                file_len,
-                is_last,
-                repair,
-                report,
-                "torn record body",
-            );
-        }
-        payload.resize(len as usize, 0);
-        reader.read_exact(&mut payload).map_err(io)?;
-        if crc32fast::hash(&payload) != crc {
-            return truncate_tail(
-                &path,
-                offset,
-                file_len,
-                is_last,
-                repair,
-                report,
-                "checksum mismatch",
-            );
+        if let Some(torn) = read_record(&mut reader, remaining, &mut payload).map_err(io)? {
+            return truncate_tail(&path, offset, file_len, is_last, repair, report, torn);
         }
         let batches = decode_payload(&payload)
             .map_err(|e| corrupt(offset, format!("undecodable record: {e}")))?;
         report.records += 1;
         report.rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
         buffer.insert(batches);
-        offset += 8 + len;
+        offset += 8 + payload.len() as u64;
     }
+}
+
+/// Reads the next record's payload into `payload`; `Some(reason)` when the record is torn or
+/// fails its checksum. `remaining` is what the file holds from the record's start.
+fn read_record(
+    reader: &mut impl Read,
+    remaining: u64,
+    payload: &mut Vec<u8>,
+) -> std::io::Result<Option<&'static str>> {
+    if remaining < 8 {
+        return Ok(Some("torn record header"));
+    }
+    let mut head = [0u8; 8];
+    reader.read_exact(&mut head)?;
+    let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as u64;
+    let crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
+    if len > remaining - 8 || len as usize > MAX_RECORD_BYTES {
+        return Ok(Some("torn record body"));
+    }
+    payload.resize(len as usize, 0);
+    reader.read_exact(payload)?;
+    if crc32fast::hash(payload) != crc {
+        return Ok(Some("checksum mismatch"));
+    }
+    Ok(None)
 }
 
 fn truncate_tail(
