@@ -78,6 +78,19 @@ impl Collector {
         }
     }
 
+    pub(crate) fn rejected_count(&self) -> usize {
+        self.rejected_count
+    }
+
+    /// Sets the line of the latest listed rejection (JSON, whose lines are found on demand).
+    pub(crate) fn set_line_of_last_rejection(&mut self, line: usize) {
+        if self.rejected.len() == self.rejected_count {
+            if let Some(last) = self.rejected.last_mut() {
+                last.line = Some(line);
+            }
+        }
+    }
+
     pub(crate) fn push(&mut self, at: Location, fields: Fields<'_>) {
         match validate(&fields) {
             Ok(time_ms) => {

@@ -165,9 +165,19 @@ pub(crate) fn decode_json(body: &[u8], args: &DecodeArgs) -> Result<Collector, E
     let mut out = Collector::new(raws.len(), args.now_ms);
     for (index, raw) in raws.into_iter().enumerate() {
         let at = Location { index, line: None };
+        let rejected_before = out.rejected_count();
         match serde_json::from_str::<WireReading<'_>>(raw.get()) {
             Ok(reading) => reading.collect(at, &mut out),
             Err(e) => out.reject(at, strip_position(&e)),
+        }
+        if out.rejected_count() > rejected_before {
+            // Only rejected readings pay for finding their line.
+            let offset = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+            let line = 1 + text.as_bytes()[..offset]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count();
+            out.set_line_of_last_rejection(line);
         }
     }
     Ok(out)

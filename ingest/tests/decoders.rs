@@ -117,6 +117,9 @@ fn json_rejections_name_the_index_and_reason() {
     assert!(at(8).contains("not an integer"), "{}", at(8));
     assert!(!at(9).is_empty());
     assert_eq!(d.rejected_count, 9);
+    // Each rejection also names the line its object starts on.
+    let lines: Vec<_> = d.rejected.iter().map(|r| r.line.unwrap()).collect();
+    assert_eq!(lines, vec![3, 4, 5, 6, 7, 8, 9, 10, 11]);
 }
 
 #[test]
