@@ -105,7 +105,8 @@ impl std::fmt::Debug for Storage {
 }
 
 impl Storage {
-    /// Loads the catalog, replays the WAL into the buffer and starts the WAL writer.
+    /// Loads the catalog, replays the WAL into the buffer and starts the WAL writer. Replay is
+    /// blocking file I/O run with `block_in_place`: call it on a multi-threaded runtime.
     pub async fn open(args: StorageArgs) -> Result<Arc<Self>> {
         let writer_id = writer_id(&args.data_dir, args.time.now_ms())?;
         let object_store = args.object_store.clone();
