@@ -46,7 +46,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         storage: Arc::clone(&storage),
         queries,
         metrics: Metrics::new(),
-        wal_queue: args.wal_queue,
     };
     let app = router(RouterArgs {
         state,

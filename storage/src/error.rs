@@ -18,6 +18,8 @@ pub enum Error {
     WalClosed,
     #[error("overloaded: {buffered} readings wait in memory for persistence (limit {limit})")]
     Overloaded { buffered: usize, limit: usize },
+    #[error("overloaded: {depth} writes wait for the wal (capacity {capacity})")]
+    WalQueueFull { depth: usize, capacity: usize },
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("parquet: {0}")]

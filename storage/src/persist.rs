@@ -169,18 +169,8 @@ mod tests {
         assert_eq!(parts[0].batch.num_rows(), 1);
         let p1 = &parts[1];
         assert_eq!((p1.min_time, p1.max_time), (hour + 1, hour + 5));
-        let sensors = p1
-            .batch
-            .column(SENSOR_IDX)
-            .as_any()
-            .downcast_ref::<arrow::array::StringArray>()
-            .unwrap();
-        let vars = p1
-            .batch
-            .column(VARIABLE_IDX)
-            .as_any()
-            .downcast_ref::<arrow::array::StringArray>()
-            .unwrap();
+        let sensors = p1.batch.column(SENSOR_IDX).as_string::<i32>();
+        let vars = p1.batch.column(VARIABLE_IDX).as_string::<i32>();
         let got: Vec<(&str, &str)> = (0..3).map(|i| (sensors.value(i), vars.value(i))).collect();
         assert_eq!(got, vec![("s1", "h"), ("s1", "t"), ("s2", "t")]);
         let bytes = encode_parquet(&p1.batch).unwrap();

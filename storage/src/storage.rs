@@ -140,10 +140,13 @@ impl Storage {
         }))
     }
 
-    /// Makes a batch of readings durable; it is visible to queries when this returns.
-    pub async fn write(&self, batch: RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
+    /// Whether a write would be admitted now: refused while the WAL queue is full or while
+    /// too many rows wait for persistence. Callers check before decoding to shed load early;
+    /// [`Storage::write`] checks again.
+    pub fn check_admission(&self) -> Result<()> {
+        let (depth, capacity) = (self.wal.queue_depth(), self.args.wal_queue);
+        if depth >= capacity {
+            return Err(Error::WalQueueFull { depth, capacity });
         }
         let buffered = self.buffer.rows();
         if buffered >= self.args.max_buffered_rows {
@@ -152,6 +155,15 @@ impl Storage {
                 limit: self.args.max_buffered_rows,
             });
         }
+        Ok(())
+    }
+
+    /// Makes a batch of readings durable; it is visible to queries when this returns.
+    pub async fn write(&self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.check_admission()?;
         self.wal.append(WalRecord::encode(batch)?).await
     }
 
@@ -173,6 +185,10 @@ impl Storage {
 
     pub fn wal_queue_depth(&self) -> usize {
         self.wal.queue_depth()
+    }
+
+    pub fn wal_queue_capacity(&self) -> usize {
+        self.args.wal_queue
     }
 
     pub fn now_ms(&self) -> i64 {

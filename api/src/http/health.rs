@@ -12,15 +12,12 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
     let storage = &state.storage;
     let catalog = storage.catalog().snapshot();
     let depth = storage.wal_queue_depth();
-    let status = if depth >= state.wal_queue {
-        "degraded"
-    } else {
-        "ok"
-    };
+    let capacity = storage.wal_queue_capacity();
+    let status = if depth >= capacity { "degraded" } else { "ok" };
     Json(json!({
         "status": status,
         "components": {
-            "wal": { "status": "ok", "queueDepth": depth, "queueCapacity": state.wal_queue },
+            "wal": { "status": "ok", "queueDepth": depth, "queueCapacity": capacity },
             "buffer": { "status": "ok", "rows": storage.buffered_rows() },
             "objectStore": {
                 "status": "ok",

@@ -24,8 +24,6 @@ pub struct AppState {
     pub storage: Arc<Storage>,
     pub queries: QueryEngine,
     pub metrics: Metrics,
-    /// Capacity of the WAL queue; at this depth writes are refused with 503.
-    pub wal_queue: usize,
 }
 
 pub struct RouterArgs {

@@ -54,12 +54,10 @@ async fn write_inner(
         .and_then(|v| v.to_str().ok());
     let format = Format::from_content_type(content_type, precision)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if state.storage.wal_queue_depth() >= state.wal_queue {
-        state.metrics.overload_rejections.inc();
-        return Err(ApiError::Overloaded {
-            retry_after_secs: 1,
-        });
-    }
+    state
+        .storage
+        .check_admission()
+        .map_err(|e| storage_error(state, e))?;
     let args = DecodeArgs::new(state.storage.now_ms());
     let decode = || decode(format, &body, &args);
     let decoded = if body.len() > LARGE_BODY {
@@ -99,7 +97,7 @@ async fn write_inner(
         .storage
         .write(decoded.batch)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|e| storage_error(state, e))?;
     state.metrics.readings_accepted.inc_by(accepted as u64);
     if decoded.rejected_count > 0 {
         Ok(Json(json!({
@@ -109,5 +107,18 @@ async fn write_inner(
         })))
     } else {
         Ok(Json(json!({ "accepted": accepted })))
+    }
+}
+
+/// Overload is 503 with `Retry-After` (and counted); anything else is internal.
+fn storage_error(state: &AppState, e: aemos_storage::Error) -> ApiError {
+    match e {
+        aemos_storage::Error::Overloaded { .. } | aemos_storage::Error::WalQueueFull { .. } => {
+            state.metrics.overload_rejections.inc();
+            ApiError::Overloaded {
+                retry_after_secs: 1,
+            }
+        }
+        other => ApiError::internal(other),
     }
 }

@@ -21,15 +21,19 @@ struct App {
 }
 
 async fn app(max_body_bytes: usize) -> App {
+    app_with(max_body_bytes, usize::MAX).await
+}
+
+async fn app_with(max_body_bytes: usize, max_buffered_rows: usize) -> App {
     let dir = tempfile::tempdir().unwrap();
     let store = ObjectStoreConfig::from_url(&ObjectStoreConfig::default_url(dir.path())).unwrap();
-    let storage = Storage::open(StorageArgs::new(
+    let mut storage_args = StorageArgs::new(
         dir.path().to_path_buf(),
         store,
         Arc::new(MockClock::new(T0)),
-    ))
-    .await
-    .unwrap();
+    );
+    storage_args.max_buffered_rows = max_buffered_rows;
+    let storage = Storage::open(storage_args).await.unwrap();
     let queries = QueryEngine::new(QueryEngineArgs {
         source: Arc::clone(&storage) as _,
         object_store: Arc::clone(&storage.object_store().store),
@@ -40,7 +44,6 @@ async fn app(max_body_bytes: usize) -> App {
         storage: Arc::clone(&storage),
         queries,
         metrics: Metrics::new(),
-        wal_queue: 1024,
     };
     App {
         router: router(RouterArgs {
@@ -279,6 +282,29 @@ async fn device_statistics_and_operations_endpoints() {
     let text = String::from_utf8(text).unwrap();
     assert!(text.contains("aemos_readings_accepted_total 4"), "{text}");
     assert!(text.contains("aemos_parquet_files 1"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_get_503_with_retry_after_while_persistence_is_behind() {
+    let app = app_with(1 << 20, 2).await;
+    let two = json!([
+        {"sensor": "a", "variable": "t", "value": 1},
+        {"sensor": "a", "variable": "t", "value": 2}
+    ]);
+    let (status, _) = write(&app, "/api/v1/write", "application/json", two.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let req = Request::post("/api/v1/write")
+        .header("content-type", "application/json")
+        .body(Body::from(two.to_string()))
+        .unwrap();
+    let res = app.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_eq!(count(&app).await, 2);
+    // Once persisted, writes are admitted again.
+    app.storage.persist().await.unwrap();
+    let (status, _) = write(&app, "/api/v1/write", "application/json", two.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 fn urlencode(s: &str) -> String {
