@@ -1,0 +1,325 @@
+//! Turns the dataflow's output into firings, on worker 0.
+//!
+//! Output updates arrive from every worker, stamped with their tick. Once the probe shows a
+//! tick complete, its updates are consolidated and applied in tick order: a chain whose
+//! `Active` record appears became active, one whose record disappears cleared, one whose
+//! record changed read new values while staying active (a firing only for `"on": "every"`).
+//! Installs and removals are applied at their own tick, before that tick's updates, so a
+//! removed chain's retraction is not mistaken for a clear.
+
+use crate::dataflow::{ChainNo, Diff, Out, OutBatch, Time, Val};
+use crate::expr::Slot;
+use crate::plan::CompiledChain;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// How a chain's state changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FiringKind {
+    /// The condition started to hold.
+    Activated,
+    /// The condition stopped holding.
+    Cleared,
+    /// `"on": "every"`: a value the chain read changed while it stays active.
+    Repeated,
+    /// A scheduled chain's tick found the condition holding.
+    Scheduled,
+}
+
+impl FiringKind {
+    /// Whether the chain is active after this firing.
+    pub fn active(self) -> bool {
+        !matches!(self, FiringKind::Cleared)
+    }
+}
+
+/// One firing of a chain, for the notification layer and the `rule_firings` table.
+#[derive(Clone, Debug)]
+pub struct Firing {
+    pub chain: Arc<CompiledChain>,
+    pub kind: FiringKind,
+    /// The engine tick (milliseconds since the epoch) at which the state changed.
+    pub time_ms: i64,
+    /// The values the chain read, by name (`temperature`, `sensor-b.humidity`).
+    pub values: Vec<(String, f64)>,
+    /// The transform fields computed from those values.
+    pub fields: Vec<(String, f64)>,
+}
+
+/// What the API shows of a chain.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChainStatus {
+    pub active: bool,
+    pub values: Vec<(String, f64)>,
+    pub firings: u64,
+    /// Runtime evaluation errors (division by zero on a value, NaN), counted as they appear.
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+pub(crate) type StatusMap = Arc<Mutex<HashMap<String, ChainStatus>>>;
+
+type Updates = Vec<((ChainNo, Out), Diff)>;
+
+pub(crate) enum Meta {
+    Install(ChainNo, Arc<CompiledChain>),
+    Uninstall(ChainNo),
+}
+
+struct ChainState {
+    chain: Arc<CompiledChain>,
+    active: Option<Vec<(Slot, Val)>>,
+}
+
+pub(crate) struct Collector {
+    pending: BTreeMap<Time, Updates>,
+    meta: BTreeMap<Time, Vec<Meta>>,
+    chains: HashMap<ChainNo, ChainState>,
+    /// Next tick of each scheduled chain.
+    ticks: BTreeSet<(i64, ChainNo)>,
+    sink: Box<dyn FnMut(Firing) + Send>,
+    status: StatusMap,
+}
+
+impl Collector {
+    pub(crate) fn new(sink: Box<dyn FnMut(Firing) + Send>, status: StatusMap) -> Self {
+        Collector {
+            pending: BTreeMap::new(),
+            meta: BTreeMap::new(),
+            chains: HashMap::new(),
+            ticks: BTreeSet::new(),
+            sink,
+            status,
+        }
+    }
+
+    pub(crate) fn meta(&mut self, time: Time, meta: Meta) {
+        self.meta.entry(time).or_default().push(meta);
+    }
+
+    pub(crate) fn receive(&mut self, batch: OutBatch) {
+        for ((chain, out), time, diff) in batch {
+            self.pending
+                .entry(time)
+                .or_default()
+                .push(((chain, out), diff));
+        }
+    }
+
+    /// The earliest scheduled tick, if any.
+    pub(crate) fn next_tick(&self) -> Option<i64> {
+        self.ticks.first().map(|(t, _)| *t)
+    }
+
+    /// Applies every tick before `frontier`, and scheduled ticks up to `now_ms`.
+    pub(crate) fn complete(&mut self, frontier: Time, now_ms: i64) {
+        loop {
+            let next_meta = self.meta.first_key_value().map(|(t, _)| *t);
+            let next_out = self.pending.first_key_value().map(|(t, _)| *t);
+            let Some(time) = next_meta.into_iter().chain(next_out).min() else {
+                break;
+            };
+            if time >= frontier {
+                break;
+            }
+            self.fire_schedules_before(time as i64, now_ms);
+            for meta in self.meta.remove(&time).unwrap_or_default() {
+                self.apply_meta(meta, time);
+            }
+            let updates = self.pending.remove(&time).unwrap_or_default();
+            self.apply(time, updates);
+        }
+        self.fire_schedules_before(frontier.min(i64::MAX as Time) as i64, now_ms);
+    }
+
+    fn apply_meta(&mut self, meta: Meta, time: Time) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        match meta {
+            Meta::Install(no, chain) => {
+                if let Some((schedule, tz)) = &chain.schedule {
+                    if let Some(next) = next_tick(schedule, tz, time as i64) {
+                        self.ticks.insert((next, no));
+                    }
+                }
+                status.insert(chain.id().to_owned(), ChainStatus::default());
+                self.chains.insert(
+                    no,
+                    ChainState {
+                        chain,
+                        active: None,
+                    },
+                );
+            }
+            Meta::Uninstall(no) => {
+                if let Some(state) = self.chains.remove(&no) {
+                    status.remove(state.chain.id());
+                    self.ticks.retain(|(_, n)| *n != no);
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, time: Time, mut updates: Updates) {
+        updates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut consolidated: Vec<((ChainNo, Out), Diff)> = Vec::with_capacity(updates.len());
+        for (record, diff) in updates {
+            match consolidated.last_mut() {
+                Some((last, d)) if *last == record => *d += diff,
+                _ => consolidated.push((record, diff)),
+            }
+        }
+        consolidated.retain(|(_, d)| *d != 0);
+        let mut i = 0;
+        while i < consolidated.len() {
+            let chain_no = consolidated[i].0 .0;
+            let end = consolidated[i..]
+                .iter()
+                .position(|((c, _), _)| *c != chain_no)
+                .map_or(consolidated.len(), |n| i + n);
+            self.apply_chain(time, chain_no, &consolidated[i..end]);
+            i = end;
+        }
+    }
+
+    fn apply_chain(&mut self, time: Time, no: ChainNo, updates: &[((ChainNo, Out), Diff)]) {
+        let Some(state) = self.chains.get_mut(&no) else {
+            return;
+        };
+        let mut added = None;
+        let mut removed = false;
+        let mut errors = Vec::new();
+        for ((_, out), diff) in updates {
+            match out {
+                Out::Active(values) if *diff > 0 => added = Some(values.clone()),
+                Out::Active(_) => removed = true,
+                Out::Failed { atom, err } if *diff > 0 => {
+                    errors.push(format!("atom {atom}: {err}"))
+                }
+                Out::Failed { .. } => {}
+            }
+        }
+        let kind = match added {
+            Some(values) => match state.active.replace(values) {
+                None => Some(FiringKind::Activated),
+                Some(_) if state.chain.every() => Some(FiringKind::Repeated),
+                Some(_) => None,
+            },
+            None if removed => state.active.take().map(|_| FiringKind::Cleared),
+            None => None,
+        };
+        let chain = Arc::clone(&state.chain);
+        let values = named_values(&chain, state.active.as_deref());
+        {
+            let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = status.get_mut(chain.id()) {
+                s.active = state.active.is_some();
+                s.values.clone_from(&values);
+                s.errors += errors.len() as u64;
+                if let Some(e) = errors.pop() {
+                    s.last_error = Some(e);
+                }
+            }
+        }
+        let Some(kind) = kind else { return };
+        if chain.schedule.is_some() {
+            return; // scheduled chains fire on their ticks only
+        }
+        // A clear reports the values the chain last held.
+        let values = if kind == FiringKind::Cleared {
+            self.last_values(no, updates)
+        } else {
+            values
+        };
+        self.emit(chain, kind, time as i64, values);
+    }
+
+    fn last_values(&self, no: ChainNo, updates: &[((ChainNo, Out), Diff)]) -> Vec<(String, f64)> {
+        let Some(state) = self.chains.get(&no) else {
+            return Vec::new();
+        };
+        let old = updates.iter().find_map(|((_, out), d)| match out {
+            Out::Active(v) if *d < 0 => Some(v.as_slice()),
+            _ => None,
+        });
+        named_values(&state.chain, old)
+    }
+
+    fn emit(
+        &mut self,
+        chain: Arc<CompiledChain>,
+        kind: FiringKind,
+        time_ms: i64,
+        values: Vec<(String, f64)>,
+    ) {
+        let by_slot: HashMap<&str, f64> = values.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        let lookup = |s: Slot| {
+            chain
+                .names
+                .get(s as usize)
+                .and_then(|n| by_slot.get(n.as_str()).copied())
+        };
+        let fields = chain
+            .transforms
+            .iter()
+            .filter_map(|(name, e)| e.num(&lookup).ok().map(|v| (name.clone(), v)))
+            .collect();
+        if let Some(s) = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(chain.id())
+        {
+            s.firings += 1;
+        }
+        (self.sink)(Firing {
+            chain,
+            kind,
+            time_ms,
+            values,
+            fields,
+        });
+    }
+
+    /// Fires scheduled chains whose tick is before `before` (and not in the future).
+    fn fire_schedules_before(&mut self, before: i64, now_ms: i64) {
+        while let Some(&(tick, no)) = self.ticks.first() {
+            if tick >= before || tick > now_ms {
+                break;
+            }
+            self.ticks.pop_first();
+            let Some(state) = self.chains.get(&no) else {
+                continue;
+            };
+            let chain = Arc::clone(&state.chain);
+            let active = state.active.clone();
+            if let Some((schedule, tz)) = &chain.schedule {
+                if let Some(next) = next_tick(schedule, tz, tick) {
+                    self.ticks.insert((next, no));
+                }
+            }
+            if let Some(values) = active {
+                let values = named_values(&chain, Some(&values));
+                self.emit(chain, FiringKind::Scheduled, tick, values);
+            }
+        }
+    }
+}
+
+fn named_values(chain: &CompiledChain, values: Option<&[(Slot, Val)]>) -> Vec<(String, f64)> {
+    values
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(slot, val)| {
+            chain
+                .names
+                .get(*slot as usize)
+                .map(|n| (n.clone(), val.v.0))
+        })
+        .collect()
+}
+
+/// The first tick of `schedule` in `tz` strictly after `after_ms`.
+fn next_tick(schedule: &cron::Schedule, tz: &chrono_tz::Tz, after_ms: i64) -> Option<i64> {
+    let after = chrono::DateTime::from_timestamp_millis(after_ms)?.with_timezone(tz);
+    schedule.after(&after).next().map(|t| t.timestamp_millis())
+}

@@ -1,0 +1,361 @@
+//! A validated chain, lowered to what the dataflow needs: inputs in slots, the condition in
+//! disjunctive normal form over atoms, and each atom classified by where it is evaluated.
+//!
+//! - a `Term` atom reads one slot: it becomes a row of the `terms` collection keyed by that
+//!   slot's value key, and is evaluated where the value meets the term (the join), so a reading
+//!   that does not change the atom's truth costs nothing downstream;
+//! - a `Joined` atom reads several slots (`"b".t > t + 5`): its slots flow to the chain's
+//!   reduce, which evaluates it;
+//! - an `Absent` atom is `no_data('d')`: true while its slot has no value.
+
+use crate::error::{Error, Result};
+use crate::expr::{CmpOp, Expr, Slot};
+use crate::keys::{raw_key, value_key};
+use crate::model::{ChainSpec, Node, Trigger};
+use crate::parse::{Input, Lowering, Site, Ty};
+use chrono_tz::Tz;
+use std::str::FromStr;
+
+pub(crate) const MAX_CLAUSES: usize = 64;
+pub(crate) const MAX_ATOMS: usize = 64;
+const MAX_ID_LEN: usize = 200;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtomKind {
+    Term(Slot),
+    Joined,
+    Absent(Slot),
+}
+
+#[derive(Clone, Debug)]
+pub struct Atom {
+    pub expr: Expr,
+    pub kind: AtomKind,
+}
+
+/// A chain ready to install.
+#[derive(Debug)]
+pub struct CompiledChain {
+    pub spec: ChainSpec,
+    pub inputs: Vec<Input>,
+    /// Display name per slot, for the values of a firing.
+    pub names: Vec<String>,
+    /// All filters ANDed: what the oracle and scheduled evaluation read.
+    pub condition: Expr,
+    pub atoms: Vec<Atom>,
+    /// Disjunctive normal form: the chain is active when every atom of some clause holds.
+    pub clauses: Vec<Vec<u16>>,
+    pub transforms: Vec<(String, Expr)>,
+    pub schedule: Option<(cron::Schedule, Tz)>,
+}
+
+impl CompiledChain {
+    /// Validates and compiles `spec`. Errors name the node and the column.
+    pub fn compile(spec: ChainSpec) -> Result<CompiledChain> {
+        check_id(&spec.id)?;
+        let mut lowering = Lowering::default();
+        let mut filters = Vec::new();
+        let mut transform_texts = Vec::new();
+        let mut home = None;
+        for (index, node) in spec.nodes.iter().enumerate() {
+            match node {
+                Node::Filter { sensor, condition } => {
+                    if sensor.is_empty() {
+                        return Err(Error::invalid("filter: sensor is empty", Some(index)));
+                    }
+                    home.get_or_insert(sensor.clone());
+                    let site = Site {
+                        node: index,
+                        sensor,
+                    };
+                    filters.push(lowering.lower(condition, site, Ty::Bool)?);
+                }
+                Node::Transform { set } => transform_texts.push((index, set)),
+                Node::Action { .. } => check_action(node, index)?,
+            }
+        }
+        let Some(home) = home else {
+            return Err(Error::invalid(
+                "a chain needs at least one filter node",
+                None,
+            ));
+        };
+        if lowering.inputs.is_empty() {
+            let node = spec
+                .nodes
+                .iter()
+                .position(|n| matches!(n, Node::Filter { .. }));
+            return Err(Error::invalid("the condition references no variable", node));
+        }
+        let mut transforms = Vec::new();
+        for (index, set) in transform_texts {
+            for (name, text) in set {
+                if name.is_empty() {
+                    return Err(Error::invalid(
+                        "transform: a field name is empty",
+                        Some(index),
+                    ));
+                }
+                let site = Site {
+                    node: index,
+                    sensor: &home,
+                };
+                transforms.push((name.clone(), lowering.lower(text, site, Ty::Num)?));
+            }
+        }
+        let condition = if filters.len() == 1 {
+            filters.remove(0)
+        } else {
+            Expr::And(filters)
+        };
+        let schedule = spec.schedule.as_ref().map(parse_schedule).transpose()?;
+        let (atoms, clauses) = normal_form(&condition, &lowering.inputs)?;
+        let names = lowering
+            .inputs
+            .iter()
+            .map(|i| i.display_name(&home))
+            .collect();
+        Ok(CompiledChain {
+            spec,
+            inputs: lowering.inputs,
+            names,
+            condition,
+            atoms,
+            clauses,
+            transforms,
+            schedule,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    pub fn every(&self) -> bool {
+        self.spec.on == Trigger::Every
+    }
+
+    /// Slots whose values must reach the chain's reduce unconditionally: those of joined atoms
+    /// and of transforms.
+    pub fn passthrough_slots(&self) -> Vec<Slot> {
+        let mut slots = Vec::new();
+        for atom in self.atoms.iter().filter(|a| a.kind == AtomKind::Joined) {
+            atom.expr.slots(&mut slots);
+        }
+        for (_, e) in &self.transforms {
+            e.slots(&mut slots);
+        }
+        slots
+    }
+
+    /// The key of the value a slot reads (see `keys`).
+    pub fn value_key(&self, slot: Slot) -> u64 {
+        value_key(&self.inputs[slot as usize])
+    }
+
+    /// The key of the readings a windowed slot aggregates.
+    pub fn raw_key(&self, slot: Slot) -> Option<u64> {
+        raw_key(&self.inputs[slot as usize])
+    }
+}
+
+fn check_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(|c| c.is_control() || c == '/') {
+        return Err(Error::invalid(
+            format!("id must be 1 to {MAX_ID_LEN} characters without '/' or control characters"),
+            None,
+        ));
+    }
+    Ok(())
+}
+
+fn check_action(node: &Node, index: usize) -> Result<()> {
+    let Node::Action {
+        action,
+        device,
+        state,
+        command,
+    } = node
+    else {
+        return Ok(());
+    };
+    if device.as_deref().is_some_and(str::is_empty) {
+        return Err(Error::invalid("action: device is empty", Some(index)));
+    }
+    match action {
+        crate::model::ActionKind::Notify if state.as_ref().is_some_and(|s| s.name.is_empty()) => {
+            Err(Error::invalid("action: state.name is empty", Some(index)))
+        }
+        crate::model::ActionKind::Command if !command.as_ref().is_some_and(|c| c.is_object()) => {
+            Err(Error::invalid(
+                "action: a command action needs a \"command\" object",
+                Some(index),
+            ))
+        }
+        crate::model::ActionKind::Command if device.is_none() => Err(Error::invalid(
+            "action: a command action needs a \"device\"",
+            Some(index),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn parse_schedule(s: &crate::model::Schedule) -> Result<(cron::Schedule, Tz)> {
+    let cron = cron::Schedule::from_str(&s.cron)
+        .map_err(|e| Error::invalid(format!("schedule.cron {:?}: {e}", s.cron), None))?;
+    let tz = Tz::from_str(&s.timezone).map_err(|_| {
+        Error::invalid(
+            format!("schedule.timezone {:?} is not a time zone", s.timezone),
+            None,
+        )
+    })?;
+    Ok((cron, tz))
+}
+
+/// Pushes negations down to the atoms (comparisons, BETWEEN, IN, constants).
+fn push_not(e: &Expr, negate: bool) -> Expr {
+    match e {
+        Expr::Not(inner) => push_not(inner, !negate),
+        Expr::And(v) | Expr::Or(v) => {
+            let items = v.iter().map(|x| push_not(x, negate)).collect();
+            if matches!(e, Expr::And(_)) != negate {
+                Expr::And(items)
+            } else {
+                Expr::Or(items)
+            }
+        }
+        _ if !negate => e.clone(),
+        Expr::Bool(b) => Expr::Bool(!b),
+        Expr::Cmp(op, a, b) => Expr::Cmp(flip(*op), a.clone(), b.clone()),
+        Expr::Between {
+            expr,
+            low,
+            high,
+            negated,
+        } => Expr::Between {
+            expr: expr.clone(),
+            low: low.clone(),
+            high: high.clone(),
+            negated: !negated,
+        },
+        Expr::InList {
+            expr,
+            list,
+            negated,
+        } => Expr::InList {
+            expr: expr.clone(),
+            list: list.clone(),
+            negated: !negated,
+        },
+        other => Expr::Not(Box::new(other.clone())),
+    }
+}
+
+/// Comparisons fail on NaN rather than answer false, so negating one flips its operator.
+fn flip(op: CmpOp) -> CmpOp {
+    match op {
+        CmpOp::Eq => CmpOp::NotEq,
+        CmpOp::NotEq => CmpOp::Eq,
+        CmpOp::Lt => CmpOp::GtEq,
+        CmpOp::LtEq => CmpOp::Gt,
+        CmpOp::Gt => CmpOp::LtEq,
+        CmpOp::GtEq => CmpOp::Lt,
+    }
+}
+
+/// Clauses of atoms; `None` atoms are constants already decided.
+fn dnf(e: &Expr) -> Result<Vec<Vec<Expr>>> {
+    let too_many = || {
+        Error::invalid(
+            format!("the condition expands to more than {MAX_CLAUSES} OR-clauses"),
+            None,
+        )
+    };
+    Ok(match e {
+        Expr::Bool(true) => vec![vec![]],
+        Expr::Bool(false) => vec![],
+        Expr::Or(v) => {
+            let mut out = Vec::new();
+            for x in v {
+                out.extend(dnf(x)?);
+                if out.len() > MAX_CLAUSES {
+                    return Err(too_many());
+                }
+            }
+            out
+        }
+        Expr::And(v) => {
+            let mut out: Vec<Vec<Expr>> = vec![vec![]];
+            for x in v {
+                let right = dnf(x)?;
+                let mut next = Vec::with_capacity(out.len() * right.len());
+                for l in &out {
+                    for r in &right {
+                        let mut c = l.clone();
+                        c.extend(r.iter().cloned());
+                        next.push(c);
+                    }
+                }
+                if next.len() > MAX_CLAUSES {
+                    return Err(too_many());
+                }
+                out = next;
+            }
+            out
+        }
+        atom => vec![vec![atom.clone()]],
+    })
+}
+
+fn normal_form(condition: &Expr, inputs: &[Input]) -> Result<(Vec<Atom>, Vec<Vec<u16>>)> {
+    let mut atoms: Vec<Atom> = Vec::new();
+    let mut clauses = Vec::new();
+    'clauses: for clause in dnf(&push_not(condition, false))? {
+        let mut ids = Vec::new();
+        for expr in clause {
+            let mut slots = Vec::new();
+            expr.slots(&mut slots);
+            if slots.is_empty() {
+                match expr.test(&|_| None) {
+                    Ok(true) => continue,
+                    Ok(false) => continue 'clauses,
+                    Err(e) => {
+                        return Err(Error::invalid(
+                            format!("a constant part of the condition fails: {e}"),
+                            None,
+                        ))
+                    }
+                }
+            }
+            let kind = match slots.as_slice() {
+                [s] if matches!(inputs[*s as usize], Input::Recent { .. }) => match &expr {
+                    Expr::Cmp(CmpOp::Eq, _, _) => AtomKind::Absent(*s),
+                    _ => AtomKind::Term(*s),
+                },
+                [s] => AtomKind::Term(*s),
+                _ => AtomKind::Joined,
+            };
+            let id = match atoms.iter().position(|a| a.expr == expr) {
+                Some(i) => i,
+                None => {
+                    if atoms.len() == MAX_ATOMS {
+                        return Err(Error::invalid(
+                            format!("the condition has more than {MAX_ATOMS} distinct comparisons"),
+                            None,
+                        ));
+                    }
+                    atoms.push(Atom { expr, kind });
+                    atoms.len() - 1
+                }
+            };
+            if !ids.contains(&(id as u16)) {
+                ids.push(id as u16);
+            }
+        }
+        ids.sort_unstable();
+        if !clauses.contains(&ids) {
+            clauses.push(ids);
+        }
+    }
+    Ok((atoms, clauses))
+}

@@ -1,0 +1,324 @@
+//! The timely workers. Worker 0 sequences: it alone takes commands, turns them into input
+//! updates at its current tick, then closes the tick; the other workers only run their share
+//! of the dataflow (their inputs are closed at once, so worker 0's inputs set the frontier).
+//!
+//! Worker 0 keeps the latest value of every key, so that a reading becomes one retraction and
+//! one insertion (upsert); a reading older than the latest one of its key is history and leaves
+//! the rules alone. It also knows the longest window over each raw key, and gives each windowed
+//! reading its retraction at `time + window` when it inserts it.
+
+use crate::collector::{Collector, Meta};
+use crate::dataflow::{self, ChainNo, Inputs, OutBatch, Part, Plan, Term, Time, Val, WindowSpec};
+use crate::expr::Num;
+use crate::plan::{AtomKind, CompiledChain};
+use crate::runtime::{Clock, Command, Reading, Shared};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::TryRecvError;
+use std::sync::Arc;
+use std::time::Duration;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::worker::Worker;
+
+/// Ticks that may be open (issued but not complete) before worker 0 stops taking commands.
+const MAX_IN_FLIGHT: usize = 32;
+
+pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
+    let probe = ProbeHandle::new();
+    let Ok(out) = shared.outputs.lock().map(|tx| tx.clone()) else {
+        return;
+    };
+    let wake_path = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let inputs = worker.dataflow_named::<Time, _, _>("rules", |scope| {
+        let path = Rc::clone(&wake_path);
+        timely::dataflow::operators::generic::source::<
+            _,
+            timely::container::CapacityContainerBuilder<Vec<()>>,
+            _,
+            _,
+        >(scope, "Wake", move |capability, info| {
+            *path.borrow_mut() = info.address.to_vec();
+            drop(capability);
+            |_output| {}
+        });
+        dataflow::build(scope, &probe, move |batch: OutBatch| {
+            let _ = out.send(batch);
+        })
+    });
+    if worker.index() != 0 {
+        drop(inputs);
+        while worker.step_or_park(None) {}
+        return;
+    }
+    let activator = worker.sync_activator_for(wake_path.borrow().clone());
+    let (commands, outputs, collector) = match shared.take_worker0_parts() {
+        Some(parts) => parts,
+        None => return,
+    };
+    // The first tick is read from the clock before the handle is released to callers.
+    let mut seq = Sequencer::new(
+        inputs,
+        Arc::clone(&shared.clock),
+        collector,
+        Arc::clone(shared),
+    );
+    let _ = shared.activator.lock().map(|mut a| *a = Some(activator));
+    shared.started.notify_all();
+    loop {
+        let mut stop = false;
+        while seq.in_flight.len() < MAX_IN_FLIGHT {
+            match commands.try_recv() {
+                Ok(command) => seq.apply(command),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    stop = true;
+                    break;
+                }
+            }
+        }
+        if stop {
+            break;
+        }
+        worker.step_or_park(Some(seq.park_for(shared.tick)));
+        while let Ok(batch) = outputs.try_recv() {
+            seq.collector.receive(batch);
+        }
+        seq.observe(&probe);
+        seq.tick_clock(shared.tick);
+    }
+    drop(seq);
+    while worker.step_or_park(None) {}
+}
+
+struct Sequencer {
+    inputs: Inputs,
+    epoch: Time,
+    clock: Arc<dyn Clock>,
+    latest: HashMap<u64, Val>,
+    /// Per raw key, the windows over it (window length -> number of specs).
+    windows: HashMap<u64, BTreeMap<i64, usize>>,
+    installed: HashMap<ChainNo, Arc<CompiledChain>>,
+    in_flight: VecDeque<Time>,
+    syncs: Vec<(Time, std::sync::mpsc::SyncSender<()>)>,
+    collector: Collector,
+    shared: Arc<Shared>,
+}
+
+impl Sequencer {
+    fn new(
+        mut inputs: Inputs,
+        clock: Arc<dyn Clock>,
+        collector: Collector,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let epoch = clock.now_ms().max(1) as Time;
+        inputs.advance_to(epoch);
+        inputs.flush();
+        Sequencer {
+            inputs,
+            epoch,
+            clock,
+            latest: HashMap::new(),
+            windows: HashMap::new(),
+            installed: HashMap::new(),
+            in_flight: VecDeque::new(),
+            syncs: Vec::new(),
+            collector,
+            shared,
+        }
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Feed(readings) => self.feed(&readings),
+            Command::Swap { remove, install } => {
+                if let Some(no) = remove {
+                    if let Some(chain) = self.installed.remove(&no) {
+                        self.rows(no, &chain, -1);
+                        self.collector.meta(self.epoch, Meta::Uninstall(no));
+                    }
+                }
+                if let Some((no, chain)) = install {
+                    self.rows(no, &chain, 1);
+                    self.collector
+                        .meta(self.epoch, Meta::Install(no, Arc::clone(&chain)));
+                    self.installed.insert(no, chain);
+                }
+            }
+            Command::Advance => {}
+            Command::Sync(reply) => {
+                // Complete once every earlier tick is.
+                self.syncs.push((self.epoch, reply));
+                return;
+            }
+        }
+        self.close_tick();
+    }
+
+    fn close_tick(&mut self) {
+        let next = (self.epoch + 1).max(self.clock.now_ms().max(0) as Time);
+        self.inputs.advance_to(next);
+        self.inputs.flush();
+        self.in_flight.push_back(self.epoch);
+        self.epoch = next;
+        self.shared.metrics.ticks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn feed(&mut self, readings: &[Reading]) {
+        let epoch = self.epoch as i64;
+        for r in readings {
+            let val = Val {
+                v: Num(r.value),
+                t: r.time_ms,
+            };
+            match self.latest.get_mut(&r.key) {
+                Some(old) if old.t > r.time_ms || *old == val => {}
+                Some(old) => {
+                    self.inputs.latest.update((r.key, *old), -1);
+                    self.inputs.latest.update((r.key, val), 1);
+                    *old = val;
+                }
+                None => {
+                    self.inputs.latest.update((r.key, val), 1);
+                    self.latest.insert(r.key, val);
+                }
+            }
+            for raw in [r.key, r.sensor] {
+                let Some(longest) = self.windows.get(&raw).and_then(|w| w.keys().next_back())
+                else {
+                    continue;
+                };
+                let expiry = r.time_ms.saturating_add(*longest);
+                if expiry > epoch {
+                    self.inputs.window_readings.update((raw, val), 1);
+                    self.inputs
+                        .window_readings
+                        .update_at((raw, val), expiry as Time, -1);
+                }
+            }
+        }
+        self.shared
+            .metrics
+            .readings
+            .fetch_add(readings.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Inserts (`diff` 1) or retracts (-1) the rows that make up a chain.
+    fn rows(&mut self, no: ChainNo, chain: &CompiledChain, diff: isize) {
+        let mut joined = Vec::new();
+        for (atom, a) in chain.atoms.iter().enumerate() {
+            let atom = atom as u16;
+            match a.kind {
+                AtomKind::Term(slot) => {
+                    let term = Term {
+                        chain: no,
+                        slot,
+                        atom,
+                        pred: Some(a.expr.clone()),
+                    };
+                    self.inputs
+                        .terms
+                        .update((chain.value_key(slot), term), diff);
+                }
+                AtomKind::Absent(slot) => self
+                    .inputs
+                    .absent
+                    .update((chain.value_key(slot), (no, atom)), diff),
+                AtomKind::Joined => joined.push((atom, a.expr.clone())),
+            }
+        }
+        for slot in chain.passthrough_slots() {
+            let term = Term {
+                chain: no,
+                slot,
+                atom: u16::MAX,
+                pred: None,
+            };
+            self.inputs
+                .terms
+                .update((chain.value_key(slot), term), diff);
+        }
+        for (slot, input) in chain.inputs.iter().enumerate() {
+            let Some(raw) = chain.raw_key(slot as u16) else {
+                continue;
+            };
+            let (agg, window_ms) = match input {
+                crate::parse::Input::Window { agg, window_ms, .. } => (*agg, *window_ms),
+                crate::parse::Input::Recent { window_ms, .. } => {
+                    (crate::parse::Agg::Count, *window_ms)
+                }
+                crate::parse::Input::Latest { .. } => continue,
+            };
+            let spec = WindowSpec {
+                agg,
+                window_ms,
+                value_key: chain.value_key(slot as u16),
+            };
+            self.inputs.window_specs.update((raw, spec), diff);
+            let counts = self.windows.entry(raw).or_default();
+            let n = counts.entry(window_ms).or_default();
+            *n = n.saturating_add_signed(diff);
+            if *n == 0 {
+                counts.remove(&window_ms);
+            }
+            if counts.is_empty() {
+                self.windows.remove(&raw);
+            }
+        }
+        let plan = Plan {
+            clauses: chain.clauses.clone(),
+            joined,
+        };
+        self.inputs.defs.update((no, Part::Def(plan)), diff);
+    }
+
+    /// Processes what the probe shows complete.
+    fn observe(&mut self, probe: &ProbeHandle<Time>) {
+        let frontier = probe
+            .with_frontier(|f| f.first().copied())
+            .unwrap_or(Time::MAX);
+        self.collector.complete(frontier, self.clock.now_ms());
+        while self.in_flight.front().is_some_and(|t| *t < frontier) {
+            self.in_flight.pop_front();
+        }
+        self.syncs.retain(|(epoch, reply)| {
+            if *epoch <= frontier {
+                let _ = reply.send(());
+                false
+            } else {
+                true
+            }
+        });
+        self.shared
+            .metrics
+            .frontier
+            .store(frontier.min(i64::MAX as Time) as i64, Ordering::Relaxed);
+    }
+
+    /// Moves time forward when the clock has, if anything depends on time (windows, schedules).
+    fn tick_clock(&mut self, tick: Duration) {
+        let now = self.clock.now_ms().max(0) as Time;
+        let due_schedule = self
+            .collector
+            .next_tick()
+            .is_some_and(|t| t >= 0 && (t as Time) < now);
+        let timed = !self.windows.is_empty() || due_schedule;
+        if timed && now >= self.epoch + tick.as_millis() as Time && self.in_flight.is_empty() {
+            self.close_tick();
+        }
+    }
+
+    fn park_for(&self, tick: Duration) -> Duration {
+        if !self.in_flight.is_empty() {
+            return tick;
+        }
+        match self.collector.next_tick() {
+            Some(t) => {
+                let wait = (t - self.clock.now_ms()).max(0) as u64;
+                tick.min(Duration::from_millis(wait))
+            }
+            None => tick,
+        }
+    }
+}

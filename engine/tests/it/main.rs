@@ -1,0 +1,6 @@
+//! Engine tests: compilation errors, scenarios through the real workers, and the oracle.
+
+mod compile;
+mod oracle;
+mod scenarios;
+mod support;
