@@ -23,6 +23,24 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run one SQL query against a data directory or object store, without a server.
     Sql(SqlArgs),
+    /// Manage the rule chains of a running server.
+    #[command(subcommand)]
+    Chains(ChainsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChainsCommand {
+    /// Registers or replaces the chains in FILE (one chain object, or an array of them).
+    Apply(ChainsApplyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChainsApplyArgs {
+    /// A JSON file: a rule chain, or an array of rule chains.
+    pub file: PathBuf,
+    /// The server's HTTP address.
+    #[arg(long, env = "AEMOS_URL", default_value = "http://127.0.0.1:3000")]
+    pub url: String,
 }
 
 /// Durations written `500ms`, `10s`, `5m`, `1h`, `7d`.
@@ -85,6 +103,12 @@ pub struct ServeArgs {
     /// Query parallelism (default: the number of cores).
     #[arg(long, env = "AEMOS_QUERY_PARTITIONS")]
     pub query_partitions: Option<usize>,
+    /// Rule engine worker threads (default: the number of cores).
+    #[arg(long, env = "AEMOS_WORKERS")]
+    pub workers: Option<usize>,
+    /// How often the rule engine's time moves without readings (windows, no_data, schedules).
+    #[arg(long, env = "AEMOS_ENGINE_TICK", default_value = "100ms", value_parser = parse_duration)]
+    pub engine_tick: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

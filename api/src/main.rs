@@ -19,6 +19,9 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => aemos_api::serve::serve(args).await,
             Command::Sql(args) => aemos_api::sql_command::run(args).await,
+            Command::Chains(aemos_api::cli::ChainsCommand::Apply(args)) => {
+                aemos_api::chains_command::apply(args).await
+            }
         }
     })
 }

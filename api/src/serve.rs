@@ -12,9 +12,22 @@ use tracing::info;
 use crate::cli::ServeArgs;
 use crate::http::{router, AppState, RouterArgs};
 use crate::metrics::Metrics;
+use crate::rules::{Rules, RulesArgs};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    // 1. Storage: WAL replay completes before anything is served.
+    // 1. The rule engine, its firings held back until its state is rebuilt (4).
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut engine_args = aemos_engine::EngineArgs::new(workers);
+    engine_args.tick = args.engine_tick;
+    let rules = Rules::start(RulesArgs {
+        firings_dir: args.store.data_dir.join("firings"),
+        engine: engine_args,
+    })?;
+
+    // 2. Storage: WAL replay completes before anything is served; durable batches feed the
+    // engine from here on.
     let url = args.store.object_store_url()?;
     let object_store = ObjectStoreConfig::from_url(&url)?;
     let mut storage_args = StorageArgs::new(
@@ -28,24 +41,34 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     storage_args.compaction_min_files = args.compaction_min_files;
     storage_args.wal_queue = args.wal_queue;
     storage_args.max_buffered_rows = args.max_buffered_rows;
+    storage_args.observer = Some(rules.observer());
     let storage = Storage::open(storage_args)
         .await
         .context("opening storage")?;
     let (stop_storage, storage_stopped) = watch::channel(false);
     let background = tokio::spawn(Arc::clone(&storage).run_background(storage_stopped));
 
-    // 2. Queries over storage.
+    // 3. Queries over storage.
     let queries = QueryEngine::new(QueryEngineArgs {
         source: Arc::clone(&storage) as _,
         object_store: Arc::clone(&storage.object_store().store),
         target_partitions: args.query_partitions,
     })?;
+    rules.register_tables(&queries)?;
 
-    // 3. HTTP.
+    // 4. Chains from the catalog, engine state from storage, the firing log reconciled.
+    let chains = rules
+        .restore(&storage, &queries)
+        .await
+        .context("rebuilding the rule engine")?;
+    info!(chains, workers, "rule engine ready");
+
+    // 5. HTTP.
     let state = AppState {
         storage: Arc::clone(&storage),
         queries,
         metrics: Metrics::new(),
+        rules: rules.clone(),
     };
     let app = router(RouterArgs {
         state,
@@ -64,6 +87,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!("shutting down: persisting the buffer");
     let _ = stop_storage.send(true);
     background.await?;
+    rules.engine.shutdown();
     info!("stopped");
     Ok(())
 }

@@ -50,6 +50,7 @@ pub struct Firing {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChainStatus {
     pub active: bool,
+    /// The values the chain read when last evaluated active, by name.
     pub values: Vec<(String, f64)>,
     pub firings: u64,
     /// Runtime evaluation errors (division by zero on a value, NaN), counted as they appear.
@@ -57,9 +58,37 @@ pub struct ChainStatus {
     pub last_error: Option<String>,
 }
 
-pub(crate) type StatusMap = Arc<Mutex<HashMap<String, ChainStatus>>>;
+/// A chain's status as the collector keeps it: slots, not names (names are built on demand).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RawStatus {
+    pub(crate) active: Option<Vec<(Slot, f64)>>,
+    pub(crate) firings: u64,
+    pub(crate) errors: u64,
+    pub(crate) last_error: Option<String>,
+}
+
+impl RawStatus {
+    pub(crate) fn named(&self, chain: &CompiledChain) -> ChainStatus {
+        ChainStatus {
+            active: self.active.is_some(),
+            values: self
+                .active
+                .iter()
+                .flatten()
+                .map(|(s, v)| (chain.name(*s), *v))
+                .collect(),
+            firings: self.firings,
+            errors: self.errors,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+pub(crate) type StatusMap = Arc<Mutex<HashMap<ChainNo, RawStatus>>>;
 
 type Updates = Vec<((ChainNo, Out), Diff)>;
+/// A firing about to be emitted: the chain, how it changed, the values by slot.
+type Pending = (Arc<CompiledChain>, FiringKind, Vec<(Slot, Val)>);
 
 pub(crate) enum Meta {
     Install(ChainNo, Arc<CompiledChain>),
@@ -141,7 +170,7 @@ impl Collector {
                         self.ticks.insert((next, no));
                     }
                 }
-                status.insert(chain.id().to_owned(), ChainStatus::default());
+                status.insert(no, RawStatus::default());
                 self.chains.insert(
                     no,
                     ChainState {
@@ -151,8 +180,8 @@ impl Collector {
                 );
             }
             Meta::Uninstall(no) => {
-                if let Some(state) = self.chains.remove(&no) {
-                    status.remove(state.chain.id());
+                if self.chains.remove(&no).is_some() {
+                    status.remove(&no);
                     self.ticks.retain(|(_, n)| *n != no);
                 }
             }
@@ -161,7 +190,7 @@ impl Collector {
 
     fn apply(&mut self, time: Time, mut updates: Updates) {
         updates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut consolidated: Vec<((ChainNo, Out), Diff)> = Vec::with_capacity(updates.len());
+        let mut consolidated: Updates = Vec::with_capacity(updates.len());
         for (record, diff) in updates {
             match consolidated.last_mut() {
                 Some((last, d)) if *last == record => *d += diff,
@@ -169,79 +198,78 @@ impl Collector {
             }
         }
         consolidated.retain(|(_, d)| *d != 0);
-        let mut i = 0;
-        while i < consolidated.len() {
-            let chain_no = consolidated[i].0 .0;
-            let end = consolidated[i..]
-                .iter()
-                .position(|((c, _), _)| *c != chain_no)
-                .map_or(consolidated.len(), |n| i + n);
-            self.apply_chain(time, chain_no, &consolidated[i..end]);
-            i = end;
+        let mut firings = Vec::new();
+        {
+            let status = Arc::clone(&self.status);
+            let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
+            for group in consolidated.chunk_by(|a, b| a.0 .0 == b.0 .0) {
+                let no = group[0].0 .0;
+                if let Some((chain, kind, values)) =
+                    self.apply_chain(no, group, status.get_mut(&no))
+                {
+                    if let Some(s) = status.get_mut(&no) {
+                        s.firings += 1;
+                    }
+                    firings.push((chain, kind, values));
+                }
+            }
+        }
+        for (chain, kind, values) in firings {
+            self.emit(chain, kind, time as i64, &values);
         }
     }
 
-    fn apply_chain(&mut self, time: Time, no: ChainNo, updates: &[((ChainNo, Out), Diff)]) {
-        let Some(state) = self.chains.get_mut(&no) else {
-            return;
-        };
+    /// Applies one chain's updates of a tick; returns the firing it makes, if any.
+    fn apply_chain(
+        &mut self,
+        no: ChainNo,
+        updates: &[((ChainNo, Out), Diff)],
+        status: Option<&mut RawStatus>,
+    ) -> Option<Pending> {
+        let state = self.chains.get_mut(&no)?;
         let mut added = None;
-        let mut removed = false;
+        let mut removed = None;
         let mut errors = Vec::new();
         for ((_, out), diff) in updates {
             match out {
                 Out::Active(values) if *diff > 0 => added = Some(values.clone()),
-                Out::Active(_) => removed = true,
+                Out::Active(values) => removed = Some(values.clone()),
                 Out::Failed { atom, err } if *diff > 0 => {
                     errors.push(format!("atom {atom}: {err}"))
                 }
                 Out::Failed { .. } => {}
             }
         }
-        let kind = match added {
-            Some(values) => match state.active.replace(values) {
+        let kind = match &added {
+            Some(values) => match state.active.replace(values.clone()) {
                 None => Some(FiringKind::Activated),
                 Some(_) if state.chain.every() => Some(FiringKind::Repeated),
                 Some(_) => None,
             },
-            None if removed => state.active.take().map(|_| FiringKind::Cleared),
+            None if removed.is_some() => state.active.take().map(|_| FiringKind::Cleared),
             None => None,
         };
-        let chain = Arc::clone(&state.chain);
-        let values = named_values(&chain, state.active.as_deref());
-        {
-            let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(s) = status.get_mut(chain.id()) {
-                s.active = state.active.is_some();
-                s.values.clone_from(&values);
-                s.errors += errors.len() as u64;
-                if let Some(e) = errors.pop() {
-                    s.last_error = Some(e);
-                }
+        if let Some(s) = status {
+            s.active = state
+                .active
+                .as_ref()
+                .map(|v| v.iter().map(|(slot, val)| (*slot, val.v.0)).collect());
+            s.errors += errors.len() as u64;
+            if let Some(e) = errors.pop() {
+                s.last_error = Some(e);
             }
         }
-        let Some(kind) = kind else { return };
-        if chain.schedule.is_some() {
-            return; // scheduled chains fire on their ticks only
+        let kind = kind?;
+        if state.chain.schedule.is_some() {
+            return None; // scheduled chains fire on their ticks only
         }
         // A clear reports the values the chain last held.
         let values = if kind == FiringKind::Cleared {
-            self.last_values(no, updates)
+            removed
         } else {
-            values
+            added
         };
-        self.emit(chain, kind, time as i64, values);
-    }
-
-    fn last_values(&self, no: ChainNo, updates: &[((ChainNo, Out), Diff)]) -> Vec<(String, f64)> {
-        let Some(state) = self.chains.get(&no) else {
-            return Vec::new();
-        };
-        let old = updates.iter().find_map(|((_, out), d)| match out {
-            Out::Active(v) if *d < 0 => Some(v.as_slice()),
-            _ => None,
-        });
-        named_values(&state.chain, old)
+        Some((Arc::clone(&state.chain), kind, values.unwrap_or_default()))
     }
 
     fn emit(
@@ -249,28 +277,20 @@ impl Collector {
         chain: Arc<CompiledChain>,
         kind: FiringKind,
         time_ms: i64,
-        values: Vec<(String, f64)>,
+        slots: &[(Slot, Val)],
     ) {
-        let by_slot: HashMap<&str, f64> = values.iter().map(|(n, v)| (n.as_str(), *v)).collect();
         let lookup = |s: Slot| {
-            chain
-                .names
-                .get(s as usize)
-                .and_then(|n| by_slot.get(n.as_str()).copied())
+            slots
+                .iter()
+                .find(|(slot, _)| *slot == s)
+                .map(|(_, v)| v.v.0)
         };
         let fields = chain
             .transforms
             .iter()
             .filter_map(|(name, e)| e.num(&lookup).ok().map(|v| (name.clone(), v)))
             .collect();
-        if let Some(s) = self
-            .status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(chain.id())
-        {
-            s.firings += 1;
-        }
+        let values = slots.iter().map(|(s, v)| (chain.name(*s), v.v.0)).collect();
         (self.sink)(Firing {
             chain,
             kind,
@@ -298,24 +318,18 @@ impl Collector {
                 }
             }
             if let Some(values) = active {
-                let values = named_values(&chain, Some(&values));
-                self.emit(chain, FiringKind::Scheduled, tick, values);
+                if let Some(s) = self
+                    .status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(&no)
+                {
+                    s.firings += 1;
+                }
+                self.emit(chain, FiringKind::Scheduled, tick, &values);
             }
         }
     }
-}
-
-fn named_values(chain: &CompiledChain, values: Option<&[(Slot, Val)]>) -> Vec<(String, f64)> {
-    values
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|(slot, val)| {
-            chain
-                .names
-                .get(*slot as usize)
-                .map(|n| (n.clone(), val.v.0))
-        })
-        .collect()
 }
 
 /// The first tick of `schedule` in `tz` strictly after `after_ms`.

@@ -14,7 +14,7 @@
 //! Every input is sharded by key hash across the workers, so a reading meets only the terms of
 //! its own key; a reading that does not change any atom's truth stops at the join.
 
-use crate::expr::{EvalError, Expr, Num, Slot};
+use crate::expr::{compare, CmpOp, EvalError, Expr, Num, Slot};
 use crate::parse::Agg;
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::AsCollection;
@@ -45,7 +45,35 @@ pub(crate) struct Term {
     pub slot: Slot,
     pub atom: u16,
     /// `None`: pass the value through to the chain's reduce.
-    pub pred: Option<Expr>,
+    pub pred: Option<Pred>,
+}
+
+/// A term's predicate over its one value: most are a comparison with a constant, kept
+/// without the expression tree's allocations.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) enum Pred {
+    Threshold(CmpOp, Num),
+    Expr(Expr),
+}
+
+impl Pred {
+    pub(crate) fn of(expr: &Expr, slot: Slot) -> Pred {
+        if let Expr::Cmp(op, a, b) = expr {
+            if let (Expr::Slot(s), Expr::Num(c)) = (a.as_ref(), b.as_ref()) {
+                if *s == slot {
+                    return Pred::Threshold(*op, *c);
+                }
+            }
+        }
+        Pred::Expr(expr.clone())
+    }
+
+    fn test(&self, slot: Slot, v: f64) -> Result<bool, EvalError> {
+        match self {
+            Pred::Threshold(op, c) => compare(*op, v, c.0),
+            Pred::Expr(e) => e.test(&|s| (s == slot).then_some(v)),
+        }
+    }
 }
 
 /// A row of `window specs`: aggregate the readings under a raw key into `value_key`.
@@ -221,7 +249,7 @@ fn evaluate_term(_key: &u64, val: &Val, term: &Term) -> Option<(ChainNo, Part)> 
         ));
     };
     let slot = term.slot;
-    match pred.test(&|s| (s == slot).then_some(val.v.0)) {
+    match pred.test(slot, val.v.0) {
         Ok(true) => Some((
             term.chain,
             Part::Sat {

@@ -283,7 +283,7 @@ fn arith(op: ArithOp, a: f64, b: f64) -> Eval<f64> {
     })
 }
 
-fn compare(op: CmpOp, a: f64, b: f64) -> Eval<bool> {
+pub(crate) fn compare(op: CmpOp, a: f64, b: f64) -> Eval<bool> {
     let a = finite(a)?;
     let b = finite(b)?;
     Ok(match op {

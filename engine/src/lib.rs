@@ -26,6 +26,7 @@ mod parse;
 mod plan;
 mod runtime;
 mod worker;
+pub mod workload;
 
 pub use collector::{ChainStatus, Firing, FiringKind};
 pub use error::{Error, Result};

@@ -33,15 +33,11 @@ pub struct Atom {
     pub kind: AtomKind,
 }
 
-/// A chain ready to install.
+/// A chain ready to install. Kept small: it lives as long as the chain is registered.
 #[derive(Debug)]
 pub struct CompiledChain {
     pub spec: ChainSpec,
     pub inputs: Vec<Input>,
-    /// Display name per slot, for the values of a firing.
-    pub names: Vec<String>,
-    /// All filters ANDed: what the oracle and scheduled evaluation read.
-    pub condition: Expr,
     pub atoms: Vec<Atom>,
     /// Disjunctive normal form: the chain is active when every atom of some clause holds.
     pub clauses: Vec<Vec<u16>>,
@@ -49,82 +45,116 @@ pub struct CompiledChain {
     pub schedule: Option<(cron::Schedule, Tz)>,
 }
 
+/// A chain's expressions lowered over one slot table.
+struct Lowered {
+    inputs: Vec<Input>,
+    /// All filters ANDed.
+    condition: Expr,
+    transforms: Vec<(String, Expr)>,
+}
+
+fn lower(spec: &ChainSpec) -> Result<Lowered> {
+    let mut lowering = Lowering::default();
+    let mut filters = Vec::new();
+    let mut transform_texts = Vec::new();
+    for (index, node) in spec.nodes.iter().enumerate() {
+        match node {
+            Node::Filter { sensor, condition } => {
+                if sensor.is_empty() {
+                    return Err(Error::invalid("filter: sensor is empty", Some(index)));
+                }
+                let site = Site {
+                    node: index,
+                    sensor,
+                };
+                filters.push(lowering.lower(condition, site, Ty::Bool)?);
+            }
+            Node::Transform { set } => transform_texts.push((index, set)),
+            Node::Action { .. } => check_action(node, index)?,
+        }
+    }
+    let Some(home) = home_sensor(spec) else {
+        return Err(Error::invalid(
+            "a chain needs at least one filter node",
+            None,
+        ));
+    };
+    if lowering.inputs.is_empty() {
+        let node = spec
+            .nodes
+            .iter()
+            .position(|n| matches!(n, Node::Filter { .. }));
+        return Err(Error::invalid("the condition references no variable", node));
+    }
+    let mut transforms = Vec::new();
+    for (index, set) in transform_texts {
+        for (name, text) in set {
+            if name.is_empty() {
+                return Err(Error::invalid(
+                    "transform: a field name is empty",
+                    Some(index),
+                ));
+            }
+            let site = Site {
+                node: index,
+                sensor: home,
+            };
+            transforms.push((name.clone(), lowering.lower(text, site, Ty::Num)?));
+        }
+    }
+    let condition = if filters.len() == 1 {
+        filters.remove(0)
+    } else {
+        Expr::And(filters)
+    };
+    Ok(Lowered {
+        inputs: lowering.inputs,
+        condition,
+        transforms,
+    })
+}
+
+/// The sensor of the first filter: bare variables in transforms belong to it.
+fn home_sensor(spec: &ChainSpec) -> Option<&str> {
+    spec.nodes.iter().find_map(|n| match n {
+        Node::Filter { sensor, .. } => Some(sensor.as_str()),
+        _ => None,
+    })
+}
+
 impl CompiledChain {
     /// Validates and compiles `spec`. Errors name the node and the column.
     pub fn compile(spec: ChainSpec) -> Result<CompiledChain> {
         check_id(&spec.id)?;
-        let mut lowering = Lowering::default();
-        let mut filters = Vec::new();
-        let mut transform_texts = Vec::new();
-        let mut home = None;
-        for (index, node) in spec.nodes.iter().enumerate() {
-            match node {
-                Node::Filter { sensor, condition } => {
-                    if sensor.is_empty() {
-                        return Err(Error::invalid("filter: sensor is empty", Some(index)));
-                    }
-                    home.get_or_insert(sensor.clone());
-                    let site = Site {
-                        node: index,
-                        sensor,
-                    };
-                    filters.push(lowering.lower(condition, site, Ty::Bool)?);
-                }
-                Node::Transform { set } => transform_texts.push((index, set)),
-                Node::Action { .. } => check_action(node, index)?,
-            }
-        }
-        let Some(home) = home else {
-            return Err(Error::invalid(
-                "a chain needs at least one filter node",
-                None,
-            ));
-        };
-        if lowering.inputs.is_empty() {
-            let node = spec
-                .nodes
-                .iter()
-                .position(|n| matches!(n, Node::Filter { .. }));
-            return Err(Error::invalid("the condition references no variable", node));
-        }
-        let mut transforms = Vec::new();
-        for (index, set) in transform_texts {
-            for (name, text) in set {
-                if name.is_empty() {
-                    return Err(Error::invalid(
-                        "transform: a field name is empty",
-                        Some(index),
-                    ));
-                }
-                let site = Site {
-                    node: index,
-                    sensor: &home,
-                };
-                transforms.push((name.clone(), lowering.lower(text, site, Ty::Num)?));
-            }
-        }
-        let condition = if filters.len() == 1 {
-            filters.remove(0)
-        } else {
-            Expr::And(filters)
-        };
+        let lowered = lower(&spec)?;
         let schedule = spec.schedule.as_ref().map(parse_schedule).transpose()?;
-        let (atoms, clauses) = normal_form(&condition, &lowering.inputs)?;
-        let names = lowering
-            .inputs
-            .iter()
-            .map(|i| i.display_name(&home))
-            .collect();
+        let (atoms, clauses) = normal_form(&lowered.condition, &lowered.inputs)?;
         Ok(CompiledChain {
             spec,
-            inputs: lowering.inputs,
-            names,
-            condition,
+            inputs: lowered.inputs,
             atoms,
             clauses,
-            transforms,
+            transforms: lowered.transforms,
             schedule,
         })
+    }
+
+    /// The whole condition as written (all filters ANDed), over the same slots: what a plain
+    /// re-evaluation reads. Lowered again on demand rather than kept.
+    pub fn condition(&self) -> Expr {
+        lower(&self.spec)
+            .map(|l| l.condition)
+            .unwrap_or(Expr::Bool(false))
+    }
+
+    /// The name a slot's value carries in firings: `temperature`, `sensor-b.temperature`,
+    /// `avg(temperature, 300s)`.
+    pub fn name(&self, slot: Slot) -> String {
+        let home = home_sensor(&self.spec).unwrap_or_default();
+        self.inputs
+            .get(slot as usize)
+            .map(|i| i.display_name(home))
+            .unwrap_or_default()
     }
 
     pub fn id(&self) -> &str {

@@ -1,5 +1,6 @@
 //! The handle the rest of aemos holds: chains are validated and compiled here, on the caller's
-//! side, then sent as commands through one bounded channel to worker 0, which sequences them.
+//! side, then sent as commands to worker 0, which sequences them: readings through one bounded
+//! channel, chain changes through another that worker 0 drains first.
 //! A full channel blocks the sender: that is the backpressure on ingestion.
 
 use crate::collector::{ChainStatus, Collector, Firing, StatusMap};
@@ -75,10 +76,13 @@ impl Reading {
 pub(crate) enum Command {
     /// Readings made durable together: one tick.
     Feed(Vec<Reading>),
-    /// Remove a chain, install one, or both in the same tick (a replacement).
+    /// Remove a chain, install one, or both in the same tick (a replacement); `done` is
+    /// answered once that tick is complete. Sent on the control channel, which worker 0 drains
+    /// first, so a registration does not wait behind queued readings.
     Swap {
         remove: Option<ChainNo>,
         install: Option<(ChainNo, Arc<CompiledChain>)>,
+        done: SyncSender<()>,
     },
     /// Close a tick at the clock's time (windows move, schedules come due).
     Advance,
@@ -117,7 +121,15 @@ impl EngineArgs {
     }
 }
 
-type Worker0Parts = (Receiver<Command>, Receiver<OutBatch>, Collector);
+pub(crate) struct Worker0Parts {
+    pub(crate) feeds: Receiver<Command>,
+    pub(crate) control: Receiver<Command>,
+    pub(crate) outputs: Receiver<OutBatch>,
+    pub(crate) collector: Collector,
+}
+
+/// Chain commands queued before registering blocks.
+const CONTROL_CAPACITY: usize = 1024;
 
 /// What the workers share with the handle.
 pub(crate) struct Shared {
@@ -144,7 +156,8 @@ struct Registry {
 
 /// The rule engine: timely workers in their own threads, and the handle to command them.
 pub struct Engine {
-    commands: Mutex<Option<SyncSender<Command>>>,
+    feeds: Mutex<Option<SyncSender<Command>>>,
+    control: Mutex<Option<SyncSender<Command>>>,
     shared: Arc<Shared>,
     registry: Mutex<Registry>,
     status: StatusMap,
@@ -155,7 +168,8 @@ impl Engine {
     /// Starts the workers. Every firing is handed to `sink`, on worker 0, in tick order; a
     /// sink that blocks holds the engine back (and through it, ingestion).
     pub fn start(args: EngineArgs, sink: impl FnMut(Firing) + Send + 'static) -> Result<Engine> {
-        let (command_tx, command_rx) = mpsc::sync_channel(args.command_capacity.max(1));
+        let (feed_tx, feed_rx) = mpsc::sync_channel(args.command_capacity.max(1));
+        let (control_tx, control_rx) = mpsc::sync_channel(CONTROL_CAPACITY);
         let (out_tx, out_rx) = mpsc::channel();
         let status: StatusMap = Arc::default();
         let metrics = Arc::new(EngineMetrics::default());
@@ -175,7 +189,12 @@ impl Engine {
             activator: Mutex::new(None),
             started: Condvar::new(),
             metrics,
-            worker0: Mutex::new(Some((command_rx, out_rx, collector))),
+            worker0: Mutex::new(Some(Worker0Parts {
+                feeds: feed_rx,
+                control: control_rx,
+                outputs: out_rx,
+                collector,
+            })),
         });
         let config = timely::Config::process(args.workers.max(1));
         let worker_shared = Arc::clone(&shared);
@@ -190,7 +209,8 @@ impl Engine {
         }
         drop(activator);
         Ok(Engine {
-            commands: Mutex::new(Some(command_tx)),
+            feeds: Mutex::new(Some(feed_tx)),
+            control: Mutex::new(Some(control_tx)),
             shared,
             registry: Mutex::default(),
             status,
@@ -199,8 +219,12 @@ impl Engine {
     }
 
     fn send(&self, command: Command) -> Result<()> {
-        let sender = self
-            .commands
+        let channel = if matches!(command, Command::Swap { .. }) {
+            &self.control
+        } else {
+            &self.feeds
+        };
+        let sender = channel
             .lock()
             .map_err(|_| Error::Stopped)?
             .clone()
@@ -218,7 +242,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Feeds readings made durable together; they form one tick. Blocks while the command
+    /// Feeds readings made durable together; they form one tick. Blocks while the feed
     /// channel is full.
     pub fn feed(&self, readings: Vec<Reading>) -> Result<()> {
         if readings.is_empty() {
@@ -232,21 +256,26 @@ impl Engine {
         self.send(Command::Advance)
     }
 
-    /// Blocks until everything sent before is processed and its firings handed to the sink.
+    /// Blocks until everything sent before (readings and chains) is processed and its firings
+    /// handed to the sink.
     pub fn sync(&self) -> Result<()> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(Command::Sync(tx))?;
         rx.recv().map_err(|_| Error::Stopped)
     }
 
-    /// Registers a new chain; it takes effect at the next tick.
+    /// Registers a new chain. Returns once it is in effect: the next reading fed is judged by
+    /// it. Chain commands overtake queued readings, so this does not wait behind ingestion.
     pub fn register(&self, spec: ChainSpec) -> Result<Arc<CompiledChain>> {
         let chain = Arc::new(CompiledChain::compile(spec)?);
         let mut registry = self.registry.lock().map_err(|_| Error::Stopped)?;
         if registry.by_id.contains_key(chain.id()) {
             return Err(Error::ChainExists(chain.id().to_owned()));
         }
-        self.install(&mut registry, None, chain)
+        let done = self.install(&mut registry, None, Arc::clone(&chain))?;
+        drop(registry);
+        done.recv().map_err(|_| Error::Stopped)?;
+        Ok(chain)
     }
 
     /// Replaces an existing chain in one tick.
@@ -257,7 +286,10 @@ impl Engine {
             return Err(Error::UnknownChain(chain.id().to_owned()));
         };
         let old = *old;
-        self.install(&mut registry, Some(old), chain)
+        let done = self.install(&mut registry, Some(old), Arc::clone(&chain))?;
+        drop(registry);
+        done.recv().map_err(|_| Error::Stopped)?;
+        Ok(chain)
     }
 
     /// Registers or replaces; `true` when the chain is new.
@@ -265,39 +297,51 @@ impl Engine {
         let chain = Arc::new(CompiledChain::compile(spec)?);
         let mut registry = self.registry.lock().map_err(|_| Error::Stopped)?;
         let old = registry.by_id.get(chain.id()).map(|(no, _)| *no);
-        Ok((self.install(&mut registry, old, chain)?, old.is_none()))
+        let done = self.install(&mut registry, old, Arc::clone(&chain))?;
+        drop(registry);
+        done.recv().map_err(|_| Error::Stopped)?;
+        Ok((chain, old.is_none()))
     }
 
+    /// Sends the swap under the registry lock (so chain commands keep the registry's order)
+    /// and returns what answers once its tick is complete.
     fn install(
         &self,
         registry: &mut Registry,
         old: Option<ChainNo>,
         chain: Arc<CompiledChain>,
-    ) -> Result<Arc<CompiledChain>> {
+    ) -> Result<Receiver<()>> {
         let no = registry.next;
-        self.send(Command::Swap {
-            remove: old,
-            install: Some((no, Arc::clone(&chain))),
-        })?;
+        let done = self.swap(old, Some((no, Arc::clone(&chain))))?;
         registry.next += 1;
-        registry
-            .by_id
-            .insert(chain.id().to_owned(), (no, Arc::clone(&chain)));
-        Ok(chain)
+        registry.by_id.insert(chain.id().to_owned(), (no, chain));
+        Ok(done)
     }
 
-    /// Removes a chain; its state goes without a clear.
+    fn swap(
+        &self,
+        remove: Option<ChainNo>,
+        install: Option<(ChainNo, Arc<CompiledChain>)>,
+    ) -> Result<Receiver<()>> {
+        let (done, wait) = mpsc::sync_channel(1);
+        self.send(Command::Swap {
+            remove,
+            install,
+            done,
+        })?;
+        Ok(wait)
+    }
+
+    /// Removes a chain; its state goes without a clear. Returns once it is out of effect.
     pub fn remove(&self, id: &str) -> Result<()> {
         let mut registry = self.registry.lock().map_err(|_| Error::Stopped)?;
         let Some((no, _)) = registry.by_id.get(id) else {
             return Err(Error::UnknownChain(id.to_owned()));
         };
-        self.send(Command::Swap {
-            remove: Some(*no),
-            install: None,
-        })?;
+        let done = self.swap(Some(*no), None)?;
         registry.by_id.remove(id);
-        Ok(())
+        drop(registry);
+        done.recv().map_err(|_| Error::Stopped)
     }
 
     pub fn chain(&self, id: &str) -> Option<Arc<CompiledChain>> {
@@ -325,7 +369,13 @@ impl Engine {
 
     /// The chain's state as of the last completed tick.
     pub fn status(&self, id: &str) -> Option<ChainStatus> {
-        self.status.lock().ok()?.get(id).cloned()
+        let (no, chain) = {
+            let registry = self.registry.lock().ok()?;
+            let (no, chain) = registry.by_id.get(id)?;
+            (*no, Arc::clone(chain))
+        };
+        let raw = self.status.lock().ok()?.get(&no).cloned()?;
+        Some(raw.named(&chain))
     }
 
     pub fn metrics(&self) -> &EngineMetrics {
@@ -334,8 +384,10 @@ impl Engine {
 
     /// Stops the workers and waits for them.
     pub fn shutdown(&self) {
-        if let Ok(mut c) = self.commands.lock() {
-            c.take();
+        for channel in [&self.feeds, &self.control] {
+            if let Ok(mut c) = channel.lock() {
+                c.take();
+            }
         }
         if let Ok(activator) = self.shared.activator.lock() {
             if let Some(a) = activator.as_ref() {

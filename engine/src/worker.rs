@@ -8,21 +8,23 @@
 //! reading its retraction at `time + window` when it inserts it.
 
 use crate::collector::{Collector, Meta};
-use crate::dataflow::{self, ChainNo, Inputs, OutBatch, Part, Plan, Term, Time, Val, WindowSpec};
+use crate::dataflow::{
+    self, ChainNo, Inputs, OutBatch, Part, Plan, Pred, Term, Time, Val, WindowSpec,
+};
 use crate::expr::Num;
 use crate::plan::{AtomKind, CompiledChain};
-use crate::runtime::{Clock, Command, Reading, Shared};
+use crate::runtime::{Clock, Command, Reading, Shared, Worker0Parts};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::TryRecvError;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::worker::Worker;
 
 /// Ticks that may be open (issued but not complete) before worker 0 stops taking commands.
-const MAX_IN_FLIGHT: usize = 32;
+const MAX_IN_FLIGHT: usize = 8;
 
 pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
     let probe = ProbeHandle::new();
@@ -52,9 +54,14 @@ pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
         return;
     }
     let activator = worker.sync_activator_for(wake_path.borrow().clone());
-    let (commands, outputs, collector) = match shared.take_worker0_parts() {
-        Some(parts) => parts,
-        None => return,
+    let Some(Worker0Parts {
+        feeds,
+        control,
+        outputs,
+        collector,
+    }) = shared.take_worker0_parts()
+    else {
+        return;
     };
     // The first tick is read from the clock before the handle is released to callers.
     let mut seq = Sequencer::new(
@@ -66,15 +73,17 @@ pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
     let _ = shared.activator.lock().map(|mut a| *a = Some(activator));
     shared.started.notify_all();
     loop {
-        let mut stop = false;
-        while seq.in_flight.len() < MAX_IN_FLIGHT {
-            match commands.try_recv() {
-                Ok(command) => seq.apply(command),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    stop = true;
-                    break;
+        // Chain commands first, and again before each feed: one sent before a feed is applied
+        // before it, and one sent later may overtake queued readings.
+        let mut stop = seq.drain(&control);
+        while !stop && seq.in_flight.len() < MAX_IN_FLIGHT {
+            match feeds.try_recv() {
+                Ok(command) => {
+                    stop = seq.drain(&control);
+                    seq.apply(command);
                 }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => stop = true,
             }
         }
         if stop {
@@ -129,10 +138,25 @@ impl Sequencer {
         }
     }
 
+    /// Applies every queued chain command; `true` once the handle is gone.
+    fn drain(&mut self, control: &Receiver<Command>) -> bool {
+        loop {
+            match control.try_recv() {
+                Ok(command) => self.apply(command),
+                Err(TryRecvError::Empty) => return false,
+                Err(TryRecvError::Disconnected) => return true,
+            }
+        }
+    }
+
     fn apply(&mut self, command: Command) {
         match command {
             Command::Feed(readings) => self.feed(&readings),
-            Command::Swap { remove, install } => {
+            Command::Swap {
+                remove,
+                install,
+                done,
+            } => {
                 if let Some(no) = remove {
                     if let Some(chain) = self.installed.remove(&no) {
                         self.rows(no, &chain, -1);
@@ -145,6 +169,9 @@ impl Sequencer {
                         .meta(self.epoch, Meta::Install(no, Arc::clone(&chain)));
                     self.installed.insert(no, chain);
                 }
+                self.close_tick();
+                self.syncs.push((self.epoch, done));
+                return;
             }
             Command::Advance => {}
             Command::Sync(reply) => {
@@ -215,7 +242,7 @@ impl Sequencer {
                         chain: no,
                         slot,
                         atom,
-                        pred: Some(a.expr.clone()),
+                        pred: Some(Pred::of(&a.expr, slot)),
                     };
                     self.inputs
                         .terms

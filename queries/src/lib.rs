@@ -12,8 +12,10 @@ mod engine;
 mod error;
 mod format;
 mod provider;
+mod snapshot;
 
 pub use engine::{QueryEngine, QueryEngineArgs, VariableStatistics, STORE_URL};
 pub use error::{Error, Result};
 pub use format::{encode, OutputFormat, ResultEncoder};
 pub use provider::{ReadingsSource, ReadingsTable, StaticSource, TimeRange};
+pub use snapshot::{SnapshotSource, SnapshotTable};

@@ -44,5 +44,6 @@ pub use persist::{
 pub use storage::{read_only_snapshot, PersistReport, ReadSnapshot, Storage, StorageArgs};
 pub use time::{MockClock, SystemClock, TimeProvider};
 pub use wal::{
-    read_unpersisted, ReplayReport, SegmentId, Wal, WalArgs, WalRecord, MAX_RECORD_BYTES,
+    read_unpersisted, DurableObserver, ReplayReport, SegmentId, Wal, WalArgs, WalRecord,
+    MAX_RECORD_BYTES,
 };

@@ -42,6 +42,8 @@ pub struct StorageArgs {
     /// the object store is unreachable): memory stays bounded.
     pub max_buffered_rows: usize,
     pub time: Arc<dyn TimeProvider>,
+    /// Told of every batch made durable (the rule engine's input).
+    pub observer: Option<Arc<dyn crate::wal::DurableObserver>>,
 }
 
 impl StorageArgs {
@@ -61,6 +63,7 @@ impl StorageArgs {
             wal_queue: 1024,
             max_buffered_rows: 30_000_000,
             time,
+            observer: None,
         }
     }
 }
@@ -118,6 +121,7 @@ impl Storage {
         let persist_notify = Arc::new(Notify::new());
         let wal_args = WalArgs {
             dir: args.data_dir.join("wal"),
+            observer: args.observer.clone(),
             persisted_through,
             buffer: Arc::clone(&buffer),
             queue: args.wal_queue,
@@ -169,6 +173,37 @@ impl Storage {
 
     pub fn replay_report(&self) -> &ReplayReport {
         &self.replay
+    }
+
+    /// Stores a document in the catalog (replacing one with the same key).
+    pub async fn put_document(&self, key: &str, value: serde_json::Value) -> Result<()> {
+        self.catalog
+            .commit(|state| {
+                state.documents.insert(key.to_owned(), value.clone());
+                true
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a document; `false` if there was none.
+    pub async fn remove_document(&self, key: &str) -> Result<bool> {
+        let committed = self
+            .catalog
+            .commit(|state| state.documents.remove(key).is_some())
+            .await?;
+        Ok(committed.is_some())
+    }
+
+    /// The documents whose key starts with `prefix`, from the newest catalog version.
+    pub async fn documents(&self, prefix: &str) -> Result<Vec<(String, serde_json::Value)>> {
+        let state = self.catalog.refresh().await?;
+        Ok(state
+            .documents
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     pub fn catalog(&self) -> &Catalog {

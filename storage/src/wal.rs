@@ -86,8 +86,16 @@ enum Request {
     },
 }
 
+/// Sees every group of batches once it is durable and in the buffer, in log order, on the WAL
+/// writer thread, before the writers are answered: a slow observer holds acknowledgements
+/// back (backpressure). Replayed records are not observed.
+pub trait DurableObserver: Send + Sync + 'static {
+    fn durable(&self, batches: &[RecordBatch]);
+}
+
 pub struct WalArgs {
     pub dir: PathBuf,
+    pub observer: Option<Arc<dyn DurableObserver>>,
     /// Segments up to and including this one are already persisted (from the catalog).
     pub persisted_through: Option<SegmentId>,
     pub buffer: Arc<Buffer>,
@@ -119,6 +127,7 @@ impl Wal {
     pub fn open(args: WalArgs) -> Result<(Self, ReplayReport)> {
         let WalArgs {
             dir,
+            observer,
             persisted_through,
             buffer,
             queue,
@@ -156,6 +165,7 @@ impl Wal {
             buffer,
             persist_notify,
             persist_rows,
+            observer,
             failed: None,
         };
         std::thread::Builder::new()
@@ -410,6 +420,7 @@ struct Writer {
     buffer: Arc<Buffer>,
     persist_notify: Arc<Notify>,
     persist_rows: usize,
+    observer: Option<Arc<dyn DurableObserver>>,
     failed: Option<String>,
 }
 
@@ -466,6 +477,11 @@ impl Writer {
                 let open_rows = self.buffer.insert(pending.iter().map(|(b, _)| b.clone()));
                 if open_rows >= self.persist_rows {
                     self.persist_notify.notify_one();
+                }
+                if let Some(observer) = &self.observer {
+                    let batches: Vec<RecordBatch> =
+                        pending.iter().map(|(b, _)| b.clone()).collect();
+                    observer.durable(&batches);
                 }
                 for (_, done) in pending.drain(..) {
                     let _ = done.send(Ok(()));

@@ -18,6 +18,13 @@ pub enum ApiError {
         rejected_count: usize,
     },
     NotFound(String),
+    Conflict(String),
+    /// A rule chain refused at registration: the node index and the column in its expression.
+    InvalidChain {
+        error: String,
+        node: Option<usize>,
+        position: Option<u64>,
+    },
     Overloaded {
         retry_after_secs: u64,
     },
@@ -31,7 +38,10 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::Rejected { .. } => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::Rejected { .. } | Self::InvalidChain { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -49,13 +59,37 @@ impl From<aemos_queries::Error> for ApiError {
     }
 }
 
+impl From<aemos_engine::Error> for ApiError {
+    fn from(e: aemos_engine::Error) -> Self {
+        match e {
+            aemos_engine::Error::InvalidChain {
+                message,
+                node,
+                position,
+            } => Self::InvalidChain {
+                error: message,
+                node,
+                position,
+            },
+            aemos_engine::Error::UnknownChain(_) => Self::NotFound(e.to_string()),
+            aemos_engine::Error::ChainExists(_) => Self::Conflict(e.to_string()),
+            aemos_engine::Error::Stopped | aemos_engine::Error::Start(_) => Self::internal(e),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         match self {
-            Self::BadRequest(error) | Self::NotFound(error) => {
+            Self::BadRequest(error) | Self::NotFound(error) | Self::Conflict(error) => {
                 (status, Json(json!({ "error": error }))).into_response()
             }
+            Self::InvalidChain { error, node, position } => (
+                status,
+                Json(json!({ "error": error, "node": node, "position": position })),
+            )
+                .into_response(),
             Self::Rejected {
                 error,
                 rejected,

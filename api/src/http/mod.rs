@@ -4,6 +4,7 @@ mod devices;
 mod error;
 mod health;
 mod query;
+mod rulechains;
 mod write;
 
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use aemos_queries::QueryEngine;
 use aemos_storage::Storage;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+
+use crate::rules::Rules;
 use axum::Router;
 
 pub use error::ApiError;
@@ -24,6 +27,7 @@ pub struct AppState {
     pub storage: Arc<Storage>,
     pub queries: QueryEngine,
     pub metrics: Metrics,
+    pub rules: Rules,
 }
 
 pub struct RouterArgs {
@@ -39,6 +43,16 @@ pub fn router(args: RouterArgs) -> Router {
             get(query::query_get).post(query::query_post),
         )
         .route("/api/v1/devices/{id}/statistics", get(devices::statistics))
+        .route(
+            "/api/v1/rulechains",
+            get(rulechains::list).post(rulechains::create),
+        )
+        .route(
+            "/api/v1/rulechains/{id}",
+            get(rulechains::get_one)
+                .put(rulechains::replace)
+                .delete(rulechains::remove),
+        )
         .route("/api/v1/health", get(health::health))
         .route("/api/v1/health/liveness", get(health::liveness))
         .route("/api/v1/health/readiness", get(health::readiness))

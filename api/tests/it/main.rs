@@ -3,5 +3,6 @@
 
 mod durability;
 mod router;
+mod rules;
 mod s3;
 mod server;

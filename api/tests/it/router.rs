@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use aemos_api::http::{router, AppState, RouterArgs};
 use aemos_api::metrics::Metrics;
+use aemos_api::rules::{Rules, RulesArgs};
 use aemos_queries::{QueryEngine, QueryEngineArgs};
 use aemos_storage::{MockClock, ObjectStoreConfig, Storage, StorageArgs};
 use axum::body::Body;
@@ -17,6 +18,7 @@ const T0: i64 = 1_768_905_000_000;
 struct App {
     router: Router,
     storage: Arc<Storage>,
+    rules: Rules,
     _dir: tempfile::TempDir,
 }
 
@@ -33,6 +35,12 @@ async fn app_with(max_body_bytes: usize, max_buffered_rows: usize) -> App {
         Arc::new(MockClock::new(T0)),
     );
     storage_args.max_buffered_rows = max_buffered_rows;
+    let rules = Rules::start(RulesArgs {
+        firings_dir: dir.path().join("firings"),
+        engine: aemos_engine::EngineArgs::new(2),
+    })
+    .unwrap();
+    storage_args.observer = Some(rules.observer());
     let storage = Storage::open(storage_args).await.unwrap();
     let queries = QueryEngine::new(QueryEngineArgs {
         source: Arc::clone(&storage) as _,
@@ -40,10 +48,13 @@ async fn app_with(max_body_bytes: usize, max_buffered_rows: usize) -> App {
         target_partitions: Some(2),
     })
     .unwrap();
+    rules.register_tables(&queries).unwrap();
+    rules.restore(&storage, &queries).await.unwrap();
     let state = AppState {
         storage: Arc::clone(&storage),
         queries,
         metrics: Metrics::new(),
+        rules: rules.clone(),
     };
     App {
         router: router(RouterArgs {
@@ -51,6 +62,7 @@ async fn app_with(max_body_bytes: usize, max_buffered_rows: usize) -> App {
             max_body_bytes,
         }),
         storage,
+        rules,
         _dir: dir,
     }
 }
@@ -314,4 +326,136 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+async fn send_json(app: &App, method: &str, uri: &str, body: Value) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let (status, body) = call(app, req).await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn hot_chain(threshold: f64) -> Value {
+    json!({
+        "id": "high-temp", "name": "High temperature alert",
+        "nodes": [
+            {"type": "filter", "sensor": "sensor-abc-123", "condition": format!("temperature > {threshold} AND humidity > 60")},
+            {"type": "transform", "set": {"temperature_f": "temperature * 9 / 5 + 32"}},
+            {"type": "action", "action": "notify", "device": "abc-123",
+             "state": {"name": "temperatureAlert", "value": "warning", "clear": "normal"}}
+        ]
+    })
+}
+
+/// Polls `rule_firings` until it has `n` rows (the firing log is written by its own thread).
+async fn firings(app: &App, n: usize) -> Value {
+    for _ in 0..200 {
+        let (_, rows) = query(app, "SELECT rule_chain, device, active, kind, \"values\" FROM rule_firings ORDER BY time, kind").await;
+        if rows.as_array().is_some_and(|r| r.len() >= n) {
+            return rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("rule_firings never reached {n} rows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_chain_fires_for_the_next_reading_and_is_recorded() {
+    let app = app(1 << 20).await;
+    let (status, v) = send_json(&app, "POST", "/api/v1/rulechains", hot_chain(25.0)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["status"]["active"], false);
+    let body = json!({"readings": [
+        {"sensor": "sensor-abc-123", "variable": "temperature", "value": 25.5},
+        {"sensor": "sensor-abc-123", "variable": "humidity", "value": 61}
+    ]});
+    let (status, _) = write(&app, "/api/v1/write", "application/json", body.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let rows = firings(&app, 1).await;
+    assert_eq!(rows[0]["rule_chain"], "high-temp");
+    assert_eq!(rows[0]["device"], "abc-123");
+    assert_eq!(rows[0]["active"], true);
+    let values: Value = serde_json::from_str(rows[0]["values"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        values,
+        json!({"temperature": 25.5, "humidity": 61.0, "temperature_f": 77.9})
+    );
+    let (_, v) = send_json(&app, "GET", "/api/v1/rulechains/high-temp", Value::Null).await;
+    assert_eq!(v["status"]["active"], true);
+    assert_eq!(v["status"]["firings"], 1);
+
+    // Replaced with a threshold the values do not meet: a fresh state, no firing.
+    let (status, _) = send_json(&app, "PUT", "/api/v1/rulechains/high-temp", hot_chain(30.0)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, v) = send_json(&app, "GET", "/api/v1/rulechains", Value::Null).await;
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["status"]["active"], false);
+    assert!(v[0]["nodes"][0]["condition"]
+        .as_str()
+        .unwrap()
+        .contains("30"));
+    // Stored in the catalog, so that it survives a restart.
+    let stored = app.storage.documents("rulechains/").await.unwrap();
+    assert_eq!(stored.len(), 1);
+
+    let (status, _) = send_json(&app, "DELETE", "/api/v1/rulechains/high-temp", Value::Null).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = send_json(&app, "DELETE", "/api/v1/rulechains/high-temp", Value::Null).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(app
+        .storage
+        .documents("rulechains/")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(app.rules.engine.chains().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_chain_is_refused_with_the_node_and_position_and_nothing_is_registered() {
+    let app = app(1 << 20).await;
+    let mut chain = hot_chain(25.0);
+    chain["nodes"][0]["condition"] = json!("temperature > 25 AND humidity > 'wet'");
+    let (status, v) = send_json(&app, "POST", "/api/v1/rulechains", chain).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(v["node"], 0);
+    assert_eq!(v["position"], 33);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot compare a number with a string"),
+        "{v}"
+    );
+
+    let mut chain = hot_chain(25.0);
+    chain["nodes"][1]["set"]["temperature_f"] = json!("temperature / 0");
+    let (status, v) = send_json(&app, "POST", "/api/v1/rulechains", chain).await;
+    assert_eq!(
+        (status, v["node"].clone()),
+        (StatusCode::BAD_REQUEST, json!(1))
+    );
+
+    let req = Request::post("/api/v1/rulechains")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            "{\"id\": \"x\", \"nodes\": [{\"type\": \"filter\"}]}",
+        ))
+        .unwrap();
+    let (status, body) = call(&app, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("missing field"));
+
+    let (status, _) = send_json(&app, "POST", "/api/v1/rulechains", hot_chain(25.0)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = send_json(&app, "POST", "/api/v1/rulechains", hot_chain(25.0)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = send_json(&app, "PUT", "/api/v1/rulechains/other-id", hot_chain(25.0)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(app.rules.engine.chains().len(), 1);
+    assert_eq!(app.storage.documents("rulechains/").await.unwrap().len(), 1);
 }

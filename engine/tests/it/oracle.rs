@@ -174,7 +174,7 @@ impl Oracle {
         let mut changes = Vec::new();
         for (id, (chain, active)) in &self.chains {
             let lookup = |s: aemos_engine::Slot| self.value(&chain.inputs[s as usize], at);
-            let now = chain.condition.test(&lookup) == Ok(true);
+            let now = chain.condition().test(&lookup) == Ok(true);
             if now != *active {
                 changes.push((id.clone(), now));
             }
@@ -300,6 +300,8 @@ fn run(workers: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                 engine.advance().unwrap();
             }
         }
+        // Chain commands may overtake queued readings and advances: keep the ops' order.
+        engine.sync().unwrap();
         // The oracle's tick mirrors worker 0's: data at the open tick, which then closes.
         oracle.tick(epoch, clock.now_ms(), op, compiled);
         epoch = (epoch + 1).max(clock.now_ms());

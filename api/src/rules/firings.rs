@@ -1,0 +1,263 @@
+//! The record of every firing: an append-only log, `{data-dir}/firings/firings.log`, one JSON
+//! object per line, written and fsynced in groups by its own thread before the firings go
+//! further; the recent rows are the `rule_firings` table.
+//!
+//! On start the log gives each chain's last recorded state; after the engine has rebuilt its
+//! state from storage, a chain whose state differs gets one firing to record the change it
+//! made while the server was down (see `rebuild.rs`), so no transition is missed or recorded
+//! twice across a restart.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use aemos_engine::{Firing, FiringKind};
+use aemos_queries::SnapshotSource;
+use arrow::array::{BooleanArray, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tracing::warn;
+
+/// Rows of `rule_firings` kept in memory; older firings stay in the log file only.
+pub const MAX_RECENT: usize = 100_000;
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FiringRecord {
+    pub time: i64,
+    pub chain: String,
+    pub device: String,
+    /// `activated`, `cleared`, `repeated`, `scheduled`, or `restored` variants of the first
+    /// two when recorded at start (see the module docs).
+    pub kind: String,
+    pub active: bool,
+    pub values: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub fields: Map<String, Value>,
+}
+
+fn to_map(pairs: &[(String, f64)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+        .collect()
+}
+
+impl FiringRecord {
+    pub fn from_firing(f: &Firing) -> Self {
+        let kind = match f.kind {
+            FiringKind::Activated => "activated",
+            FiringKind::Cleared => "cleared",
+            FiringKind::Repeated => "repeated",
+            FiringKind::Scheduled => "scheduled",
+        };
+        FiringRecord {
+            time: f.time_ms,
+            chain: f.chain.id().to_owned(),
+            device: f.chain.spec.device().to_owned(),
+            kind: kind.to_owned(),
+            active: f.kind.active(),
+            values: to_map(&f.values),
+            fields: to_map(&f.fields),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    file: File,
+    recent: VecDeque<FiringRecord>,
+    last_active: HashMap<String, bool>,
+}
+
+#[derive(Debug)]
+pub struct FiringLog {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+impl FiringLog {
+    /// Opens the log, reading what it holds; a torn last line (a crash mid-write) is cut off.
+    pub fn open(dir: &Path) -> std::io::Result<Arc<Self>> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("firings.log");
+        let mut recent = VecDeque::new();
+        let mut last_active = HashMap::new();
+        let mut good_len = 0u64;
+        if let Ok(file) = File::open(&path) {
+            let mut reader = BufReader::new(file);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                let n = reader.read_line(&mut line)?;
+                if n == 0 || !line.ends_with('\n') {
+                    break;
+                }
+                match serde_json::from_str::<FiringRecord>(&line) {
+                    Ok(r) => {
+                        last_active.insert(r.chain.clone(), r.active);
+                        recent.push_back(r);
+                        if recent.len() > MAX_RECENT {
+                            recent.pop_front();
+                        }
+                        good_len += n as u64;
+                    }
+                    Err(e) => {
+                        warn!(path = %path.display(), error = %e, "firing log: cutting off an unreadable tail");
+                        break;
+                    }
+                }
+            }
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        if file.metadata()?.len() > good_len {
+            file.set_len(good_len)?;
+            file.sync_all()?;
+        }
+        Ok(Arc::new(Self {
+            path,
+            inner: Mutex::new(Inner {
+                file,
+                recent,
+                last_active,
+            }),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends and syncs; only then are the records visible in `rule_firings`.
+    pub fn append(&self, records: &[FiringRecord]) -> std::io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(records.len() * 160);
+        for r in records {
+            serde_json::to_writer(&mut bytes, r).map_err(std::io::Error::other)?;
+            bytes.push(b'\n');
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.file.write_all(&bytes)?;
+        inner.file.sync_data()?;
+        for r in records {
+            inner.last_active.insert(r.chain.clone(), r.active);
+            inner.recent.push_back(r.clone());
+        }
+        while inner.recent.len() > MAX_RECENT {
+            inner.recent.pop_front();
+        }
+        Ok(())
+    }
+
+    /// The state the log last recorded for a chain.
+    pub fn last_active(&self, chain: &str) -> Option<bool> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_active
+            .get(chain)
+            .copied()
+    }
+
+    /// The most recent records, oldest first.
+    pub fn recent(&self, limit: usize) -> Vec<FiringRecord> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .recent
+            .iter()
+            .skip(inner.recent.len().saturating_sub(limit))
+            .cloned()
+            .collect()
+    }
+}
+
+/// `rule_firings(time, rule_chain, device, active, kind, values)`.
+pub fn rule_firings_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("rule_chain", DataType::Utf8, false),
+        Field::new("device", DataType::Utf8, false),
+        Field::new("active", DataType::Boolean, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("values", DataType::Utf8, false),
+    ]))
+}
+
+impl SnapshotSource for FiringLog {
+    fn schema(&self) -> SchemaRef {
+        rule_firings_schema()
+    }
+
+    fn batches(&self) -> Vec<RecordBatch> {
+        let rows = self.recent(MAX_RECENT);
+        if rows.is_empty() {
+            return Vec::new();
+        }
+        let values = |r: &FiringRecord| {
+            let mut all = r.values.clone();
+            all.extend(r.fields.clone());
+            Value::Object(all).to_string()
+        };
+        let columns: Vec<arrow::array::ArrayRef> = vec![
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.time))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.chain.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.device.as_str()),
+            )),
+            Arc::new(BooleanArray::from(
+                rows.iter().map(|r| r.active).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.kind.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(values))),
+        ];
+        match RecordBatch::try_new(rule_firings_schema(), columns) {
+            Ok(b) => vec![b],
+            Err(e) => {
+                warn!(error = %e, "rule_firings snapshot");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Records firings from the engine's sink: one thread, a group per fsync. The bounded channel
+/// in front of it holds the engine back if the disk cannot keep up.
+pub fn spawn_writer(
+    log: Arc<FiringLog>,
+    firings: std::sync::mpsc::Receiver<Firing>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("aemos-firings".into())
+        .spawn(move || {
+            let mut group = Vec::new();
+            while let Ok(first) = firings.recv() {
+                group.push(FiringRecord::from_firing(&first));
+                while group.len() < 4096 {
+                    match firings.try_recv() {
+                        Ok(f) => group.push(FiringRecord::from_firing(&f)),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = log.append(&group) {
+                    warn!(error = %e, path = %log.path().display(), "firing log append failed");
+                }
+                group.clear();
+            }
+        })
+}

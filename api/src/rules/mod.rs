@@ -1,0 +1,92 @@
+//! Rule chains in the server: the engine fed from the WAL, chains stored in the catalog,
+//! firings recorded, and the state rebuilt on start.
+//!
+//! Start order ([`Rules::start`], then storage with [`Rules::observer`], then
+//! [`Rules::restore`]): the engine starts with firings held back; chains come back from the
+//! catalog; latest values and windows are rebuilt from storage; the firing log is reconciled;
+//! only then are firings recorded, and only then does the server listen.
+
+mod feed;
+mod firings;
+mod rebuild;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use aemos_engine::{Engine, EngineArgs};
+use aemos_queries::{QueryEngine, SnapshotTable};
+use aemos_storage::{DurableObserver, Storage};
+use anyhow::Context;
+
+pub use feed::{readings_of, EngineFeed};
+pub use firings::{rule_firings_schema, spawn_writer, FiringLog, FiringRecord, MAX_RECENT};
+pub use rebuild::{chain_key, rebuild, restore_chains, CHAINS_PREFIX};
+
+/// Firings queued for the log before the engine is held back.
+const FIRING_QUEUE: usize = 4096;
+
+pub struct RulesArgs {
+    /// Where the firing log lives (`{data-dir}/firings`).
+    pub firings_dir: PathBuf,
+    pub engine: EngineArgs,
+}
+
+/// The rule engine and the record of its firings.
+#[derive(Clone)]
+pub struct Rules {
+    pub engine: Arc<Engine>,
+    pub firings: Arc<FiringLog>,
+    live: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rules").finish_non_exhaustive()
+    }
+}
+
+impl Rules {
+    /// Starts the engine and the firing writer; firings are dropped until [`Rules::restore`].
+    pub fn start(args: RulesArgs) -> anyhow::Result<Self> {
+        let firings = FiringLog::open(&args.firings_dir)
+            .with_context(|| format!("opening the firing log in {}", args.firings_dir.display()))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(FIRING_QUEUE);
+        spawn_writer(Arc::clone(&firings), rx)?;
+        let live = Arc::new(AtomicBool::new(false));
+        let sink_live = Arc::clone(&live);
+        let engine = Engine::start(args.engine, move |f| {
+            if sink_live.load(Ordering::Acquire) {
+                let _ = tx.send(f);
+            }
+        })?;
+        Ok(Self {
+            engine: Arc::new(engine),
+            firings,
+            live,
+        })
+    }
+
+    /// What storage calls with every durable group of readings.
+    pub fn observer(&self) -> Arc<dyn DurableObserver> {
+        Arc::new(EngineFeed::new(Arc::clone(&self.engine)))
+    }
+
+    /// Registers `rule_firings` with the query engine.
+    pub fn register_tables(&self, queries: &QueryEngine) -> anyhow::Result<()> {
+        let table = SnapshotTable::new(Arc::clone(&self.firings) as _);
+        queries
+            .context()
+            .register_table("rule_firings", Arc::new(table))?;
+        Ok(())
+    }
+
+    /// Restores chains, rebuilds the engine's state from storage, reconciles the firing log,
+    /// then lets firings through.
+    pub async fn restore(&self, storage: &Storage, queries: &QueryEngine) -> anyhow::Result<usize> {
+        let chains = restore_chains(storage, &self.engine).await?;
+        rebuild(queries, &self.engine, &self.firings, storage.now_ms()).await?;
+        self.live.store(true, Ordering::Release);
+        Ok(chains)
+    }
+}

@@ -1,0 +1,168 @@
+//! Start-up: chains come back from the catalog, the engine's state (latest values, window
+//! contents) is rebuilt from storage, and the firing log is reconciled with the rebuilt state,
+//! all before the server is ready.
+
+use std::sync::Arc;
+
+use aemos_engine::{ChainSpec, Engine, Input, Reading};
+use aemos_queries::QueryEngine;
+use aemos_storage::Storage;
+use anyhow::Context;
+use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::DataType;
+use tracing::{info, warn};
+
+use super::firings::{FiringLog, FiringRecord};
+
+/// Key prefix of rule chains among the catalog's documents.
+pub const CHAINS_PREFIX: &str = "rulechains/";
+
+pub fn chain_key(id: &str) -> String {
+    format!("{CHAINS_PREFIX}{id}")
+}
+
+/// Registers every chain stored in the catalog; a stored chain that no longer compiles is
+/// logged and skipped.
+pub async fn restore_chains(storage: &Storage, engine: &Engine) -> anyhow::Result<usize> {
+    let mut restored = 0;
+    for (key, doc) in storage.documents(CHAINS_PREFIX).await? {
+        let spec: ChainSpec = match serde_json::from_value(doc) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(%key, error = %e, "stored rule chain does not parse; skipped");
+                continue;
+            }
+        };
+        match engine.upsert(spec) {
+            Ok(_) => restored += 1,
+            Err(e) => warn!(%key, error = %e, "stored rule chain refused; skipped"),
+        }
+    }
+    Ok(restored)
+}
+
+fn columns(
+    b: &RecordBatch,
+) -> anyhow::Result<(StringArray, StringArray, Int64Array, Float64Array)> {
+    let cast = |i: usize, t: &DataType| arrow::compute::cast(b.column(i), t);
+    let s = cast(0, &DataType::Utf8)?;
+    let v = cast(1, &DataType::Utf8)?;
+    let t = cast(2, &DataType::Int64)?;
+    let x = cast(3, &DataType::Float64)?;
+    let get = |a: &dyn Array| a.to_data();
+    Ok((
+        StringArray::from(get(s.as_ref())),
+        StringArray::from(get(v.as_ref())),
+        Int64Array::from(get(t.as_ref())),
+        Float64Array::from(get(x.as_ref())),
+    ))
+}
+
+/// Feeds the result of `sql` (sensor, variable, time, value) to the engine, 10,000 per tick.
+async fn feed_query(
+    queries: &QueryEngine,
+    engine: &Arc<Engine>,
+    sql: &str,
+) -> anyhow::Result<usize> {
+    let (_, batches) = queries
+        .sql(sql)
+        .await
+        .with_context(|| format!("rebuild query {sql}"))?;
+    let mut readings = Vec::new();
+    let mut total = 0;
+    for b in &batches {
+        let (s, v, t, x) = columns(b)?;
+        for i in 0..b.num_rows() {
+            if x.is_null(i) {
+                continue;
+            }
+            readings.push(Reading::new(s.value(i), v.value(i), t.value(i), x.value(i)));
+            if readings.len() == 10_000 {
+                total += readings.len();
+                engine.feed(std::mem::take(&mut readings))?;
+            }
+        }
+    }
+    total += readings.len();
+    engine.feed(readings)?;
+    Ok(total)
+}
+
+/// Rebuilds latest values and window contents from storage (buffer and Parquet), waits for the
+/// engine to take them in, then reconciles the firing log with the engine's state.
+pub async fn rebuild(
+    queries: &QueryEngine,
+    engine: &Arc<Engine>,
+    firings: &FiringLog,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    let longest = engine
+        .chains()
+        .iter()
+        .flat_map(|c| c.inputs.clone())
+        .filter_map(|i| match i {
+            Input::Window { window_ms, .. } | Input::Recent { window_ms, .. } => Some(window_ms),
+            Input::Latest { .. } => None,
+        })
+        .max();
+    // Every reading within the longest window (they fill the windows, and the newest of each
+    // key is its latest value), and for the other keys their newest reading: each reading once.
+    let since = longest.map(|w| now_ms - w);
+    let older = since.map_or(String::new(), |t| {
+        format!(" HAVING max(time) < to_timestamp_millis({t})")
+    });
+    let latest = feed_query(
+        queries,
+        engine,
+        &format!(
+            "SELECT sensor, variable, max(time) AS time, last_value(value ORDER BY time) AS value \
+             FROM readings GROUP BY sensor, variable{older}"
+        ),
+    )
+    .await?;
+    let mut windowed = 0;
+    if let Some(t) = since {
+        let sql = format!(
+            "SELECT sensor, variable, time, value FROM readings \
+             WHERE time >= to_timestamp_millis({t}) ORDER BY time"
+        );
+        windowed = feed_query(queries, engine, &sql).await?;
+    }
+    let waiting = Arc::clone(engine);
+    tokio::task::spawn_blocking(move || waiting.sync()).await??;
+    let mut changes = Vec::new();
+    for chain in engine.chains() {
+        let Some(status) = engine.status(chain.id()) else {
+            continue;
+        };
+        if firings.last_active(chain.id()).unwrap_or(false) != status.active {
+            let values = status
+                .values
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+                .collect();
+            changes.push(FiringRecord {
+                time: now_ms,
+                chain: chain.id().to_owned(),
+                device: chain.spec.device().to_owned(),
+                kind: if status.active {
+                    "restored-activated"
+                } else {
+                    "restored-cleared"
+                }
+                .to_owned(),
+                active: status.active,
+                values,
+                fields: Default::default(),
+            });
+        }
+    }
+    firings.append(&changes)?;
+    info!(
+        latest,
+        windowed,
+        reconciled = changes.len(),
+        "engine state rebuilt"
+    );
+    Ok(())
+}
