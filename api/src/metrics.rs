@@ -13,6 +13,11 @@ pub struct Metrics {
     pub wal_queue_depth: IntGauge,
     pub buffered_rows: IntGauge,
     pub parquet_files: IntGauge,
+    pub rule_chains: IntGauge,
+    pub engine_readings: IntGauge,
+    pub engine_ticks: IntGauge,
+    pub engine_firings: IntGauge,
+    pub engine_eval_errors: IntGauge,
 }
 
 impl Metrics {
@@ -54,6 +59,14 @@ impl Metrics {
             ),
             buffered_rows: gauge("buffered_rows", "Readings in memory, not yet in Parquet"),
             parquet_files: gauge("parquet_files", "Parquet files in the catalog"),
+            rule_chains: gauge("rule_chains", "Registered rule chains"),
+            engine_readings: gauge("engine_readings_total", "Readings taken in by the rule engine"),
+            engine_ticks: gauge("engine_ticks_total", "Rule engine ticks"),
+            engine_firings: gauge("engine_firings_total", "Rule chain firings"),
+            engine_eval_errors: gauge(
+                "engine_eval_errors_total",
+                "Runtime evaluation errors of rule chains (division by zero on a value, NaN)",
+            ),
             registry,
         }
     }

@@ -87,6 +87,8 @@ impl RawStatus {
 pub(crate) type StatusMap = Arc<Mutex<HashMap<ChainNo, RawStatus>>>;
 
 type Updates = Vec<((ChainNo, Out), Diff)>;
+/// A key's latest value as of a tick (worker 0's `history::Latest::at`).
+pub(crate) type Lookup<'a> = &'a dyn Fn(u64, Time) -> Option<Val>;
 /// A firing about to be emitted: the chain, how it changed, the values by slot.
 type Pending = (Arc<CompiledChain>, FiringKind, Vec<(Slot, Val)>);
 
@@ -108,10 +110,15 @@ pub(crate) struct Collector {
     ticks: BTreeSet<(i64, ChainNo)>,
     sink: Box<dyn FnMut(Firing) + Send>,
     status: StatusMap,
+    metrics: Arc<crate::runtime::EngineMetrics>,
 }
 
 impl Collector {
-    pub(crate) fn new(sink: Box<dyn FnMut(Firing) + Send>, status: StatusMap) -> Self {
+    pub(crate) fn new(
+        sink: Box<dyn FnMut(Firing) + Send>,
+        status: StatusMap,
+        metrics: Arc<crate::runtime::EngineMetrics>,
+    ) -> Self {
         Collector {
             pending: BTreeMap::new(),
             meta: BTreeMap::new(),
@@ -119,6 +126,7 @@ impl Collector {
             ticks: BTreeSet::new(),
             sink,
             status,
+            metrics,
         }
     }
 
@@ -141,7 +149,7 @@ impl Collector {
     }
 
     /// Applies every tick before `frontier`, and scheduled ticks up to `now_ms`.
-    pub(crate) fn complete(&mut self, frontier: Time, now_ms: i64) {
+    pub(crate) fn complete(&mut self, frontier: Time, now_ms: i64, latest: Lookup<'_>) {
         loop {
             let next_meta = self.meta.first_key_value().map(|(t, _)| *t);
             let next_out = self.pending.first_key_value().map(|(t, _)| *t);
@@ -151,14 +159,14 @@ impl Collector {
             if time >= frontier {
                 break;
             }
-            self.fire_schedules_before(time as i64, now_ms);
+            self.fire_schedules_before(time as i64, now_ms, latest);
             for meta in self.meta.remove(&time).unwrap_or_default() {
                 self.apply_meta(meta, time);
             }
             let updates = self.pending.remove(&time).unwrap_or_default();
-            self.apply(time, updates);
+            self.apply(time, updates, latest);
         }
-        self.fire_schedules_before(frontier.min(i64::MAX as Time) as i64, now_ms);
+        self.fire_schedules_before(frontier.min(i64::MAX as Time) as i64, now_ms, latest);
     }
 
     fn apply_meta(&mut self, meta: Meta, time: Time) {
@@ -188,7 +196,7 @@ impl Collector {
         }
     }
 
-    fn apply(&mut self, time: Time, mut updates: Updates) {
+    fn apply(&mut self, time: Time, mut updates: Updates, latest: Lookup<'_>) {
         updates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut consolidated: Updates = Vec::with_capacity(updates.len());
         for (record, diff) in updates {
@@ -205,7 +213,7 @@ impl Collector {
             for group in consolidated.chunk_by(|a, b| a.0 .0 == b.0 .0) {
                 let no = group[0].0 .0;
                 if let Some((chain, kind, values)) =
-                    self.apply_chain(no, group, status.get_mut(&no))
+                    self.apply_chain(no, group, status.get_mut(&no), time, latest)
                 {
                     if let Some(s) = status.get_mut(&no) {
                         s.firings += 1;
@@ -225,6 +233,8 @@ impl Collector {
         no: ChainNo,
         updates: &[((ChainNo, Out), Diff)],
         status: Option<&mut RawStatus>,
+        time: Time,
+        latest: Lookup<'_>,
     ) -> Option<Pending> {
         let state = self.chains.get_mut(&no)?;
         let mut added = None;
@@ -250,11 +260,14 @@ impl Collector {
             None => None,
         };
         if let Some(s) = status {
-            s.active = state
-                .active
-                .as_ref()
-                .map(|v| v.iter().map(|(slot, val)| (*slot, val.v.0)).collect());
+            s.active = state.active.as_ref().map(|carried| {
+                let all = with_latest(&state.chain, carried, time, latest);
+                all.iter().map(|(slot, val)| (*slot, val.v.0)).collect()
+            });
             s.errors += errors.len() as u64;
+            self.metrics
+                .eval_errors
+                .fetch_add(errors.len() as u64, std::sync::atomic::Ordering::Relaxed);
             if let Some(e) = errors.pop() {
                 s.last_error = Some(e);
             }
@@ -263,13 +276,14 @@ impl Collector {
         if state.chain.schedule.is_some() {
             return None; // scheduled chains fire on their ticks only
         }
-        // A clear reports the values the chain last held.
-        let values = if kind == FiringKind::Cleared {
+        // The values as of this tick: for a clear, the ones that ended it.
+        let carried = if kind == FiringKind::Cleared {
             removed
         } else {
             added
         };
-        Some((Arc::clone(&state.chain), kind, values.unwrap_or_default()))
+        let values = with_latest(&state.chain, &carried.unwrap_or_default(), time, latest);
+        Some((Arc::clone(&state.chain), kind, values))
     }
 
     fn emit(
@@ -301,7 +315,7 @@ impl Collector {
     }
 
     /// Fires scheduled chains whose tick is before `before` (and not in the future).
-    fn fire_schedules_before(&mut self, before: i64, now_ms: i64) {
+    fn fire_schedules_before(&mut self, before: i64, now_ms: i64, latest: Lookup<'_>) {
         while let Some(&(tick, no)) = self.ticks.first() {
             if tick >= before || tick > now_ms {
                 break;
@@ -317,7 +331,8 @@ impl Collector {
                     self.ticks.insert((next, no));
                 }
             }
-            if let Some(values) = active {
+            if let Some(carried) = active {
+                let values = with_latest(&chain, &carried, tick.max(0) as Time, latest);
                 if let Some(s) = self
                     .status
                     .lock()
@@ -330,6 +345,30 @@ impl Collector {
             }
         }
     }
+}
+
+/// The values a chain read at `time`: those carried through the dataflow (window aggregates,
+/// `"on": "every"` chains, several-slot atoms) and the latest values of its other slots, read
+/// back from worker 0.
+fn with_latest(
+    chain: &CompiledChain,
+    carried: &[(Slot, Val)],
+    time: Time,
+    latest: Lookup<'_>,
+) -> Vec<(Slot, Val)> {
+    let mut values = carried.to_vec();
+    for (slot, input) in chain.inputs.iter().enumerate() {
+        let slot = slot as Slot;
+        if matches!(input, crate::parse::Input::Latest { .. })
+            && !carried.iter().any(|(s, _)| *s == slot)
+        {
+            if let Some(v) = latest(chain.value_key(slot), time) {
+                values.push((slot, v));
+            }
+        }
+    }
+    values.sort_unstable_by_key(|(s, _)| *s);
+    values
 }
 
 /// The first tick of `schedule` in `tz` strictly after `after_ms`.

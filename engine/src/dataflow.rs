@@ -46,6 +46,10 @@ pub(crate) struct Term {
     pub atom: u16,
     /// `None`: pass the value through to the chain's reduce.
     pub pred: Option<Pred>,
+    /// Whether a satisfied atom carries its value on (`"on": "every"` chains, window slots).
+    /// Without it, a reading that keeps the atom true consolidates away at the join and costs
+    /// nothing downstream; the firing reads latest values back from worker 0 instead.
+    pub carry: bool,
 }
 
 /// A term's predicate over its one value: most are a comparison with a constant, kept
@@ -95,9 +99,19 @@ pub(crate) struct Plan {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) enum Part {
     Def(Plan),
-    Sat { atom: u16, slot: Slot, val: Val },
-    Value { slot: Slot, val: Val },
-    Failed { atom: u16, err: EvalError },
+    Sat {
+        atom: u16,
+        slot: Slot,
+        val: Option<Val>,
+    },
+    Value {
+        slot: Slot,
+        val: Val,
+    },
+    Failed {
+        atom: u16,
+        err: EvalError,
+    },
 }
 
 /// The output per chain: present while the chain is active, with the values it read.
@@ -185,7 +199,7 @@ pub(crate) fn build<'s>(
                 Part::Sat {
                     atom,
                     slot: NO_SLOT,
-                    val: Val { v: Num(0.0), t: 0 },
+                    val: None,
                 },
             )
         });
@@ -255,7 +269,7 @@ fn evaluate_term(_key: &u64, val: &Val, term: &Term) -> Option<(ChainNo, Part)> 
             Part::Sat {
                 atom: term.atom,
                 slot,
-                val: *val,
+                val: term.carry.then_some(*val),
             },
         )),
         Ok(false) | Err(EvalError::Missing) => None,
@@ -286,7 +300,7 @@ fn evaluate_chain(_chain: &ChainNo, input: &[(&Part, Diff)], output: &mut Vec<(O
         match part {
             Part::Sat { atom, slot, val } => {
                 satisfied |= 1 << atom;
-                if *slot != NO_SLOT {
+                if let Some(val) = val {
                     values.push((*slot, *val));
                 }
             }

@@ -20,6 +20,7 @@ mod collector;
 mod dataflow;
 mod error;
 pub mod expr;
+mod history;
 pub mod keys;
 pub mod model;
 mod parse;

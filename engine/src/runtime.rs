@@ -96,6 +96,8 @@ pub struct EngineMetrics {
     pub readings: AtomicU64,
     pub ticks: AtomicU64,
     pub firings: AtomicU64,
+    /// Runtime evaluation errors (division by zero on a value, NaN), over all chains.
+    pub eval_errors: AtomicU64,
     /// The dataflow's frontier: every tick before it is complete.
     pub frontier: AtomicI64,
 }
@@ -181,7 +183,11 @@ impl Engine {
                 sink(f)
             }
         };
-        let collector = Collector::new(Box::new(counting_sink), Arc::clone(&status));
+        let collector = Collector::new(
+            Box::new(counting_sink),
+            Arc::clone(&status),
+            Arc::clone(&metrics),
+        );
         let shared = Arc::new(Shared {
             clock: args.clock,
             tick: args.tick,
@@ -380,6 +386,11 @@ impl Engine {
 
     pub fn metrics(&self) -> &EngineMetrics {
         &self.shared.metrics
+    }
+
+    /// Registered chains.
+    pub fn chain_count(&self) -> usize {
+        self.registry.lock().map_or(0, |r| r.by_id.len())
     }
 
     /// Stops the workers and waits for them.

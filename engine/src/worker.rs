@@ -12,6 +12,8 @@ use crate::dataflow::{
     self, ChainNo, Inputs, OutBatch, Part, Plan, Pred, Term, Time, Val, WindowSpec,
 };
 use crate::expr::Num;
+use crate::history::Latest;
+use crate::parse::Input;
 use crate::plan::{AtomKind, CompiledChain};
 use crate::runtime::{Clock, Command, Reading, Shared, Worker0Parts};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -104,7 +106,7 @@ struct Sequencer {
     inputs: Inputs,
     epoch: Time,
     clock: Arc<dyn Clock>,
-    latest: HashMap<u64, Val>,
+    latest: Latest,
     /// Per raw key, the windows over it (window length -> number of specs).
     windows: HashMap<u64, BTreeMap<i64, usize>>,
     installed: HashMap<ChainNo, Arc<CompiledChain>>,
@@ -128,7 +130,7 @@ impl Sequencer {
             inputs,
             epoch,
             clock,
-            latest: HashMap::new(),
+            latest: Latest::default(),
             windows: HashMap::new(),
             installed: HashMap::new(),
             in_flight: VecDeque::new(),
@@ -199,17 +201,11 @@ impl Sequencer {
                 v: Num(r.value),
                 t: r.time_ms,
             };
-            match self.latest.get_mut(&r.key) {
-                Some(old) if old.t > r.time_ms || *old == val => {}
-                Some(old) => {
-                    self.inputs.latest.update((r.key, *old), -1);
-                    self.inputs.latest.update((r.key, val), 1);
-                    *old = val;
+            if let Some(old) = self.latest.upsert(r.key, val, self.epoch) {
+                if let Some(old) = old {
+                    self.inputs.latest.update((r.key, old), -1);
                 }
-                None => {
-                    self.inputs.latest.update((r.key, val), 1);
-                    self.latest.insert(r.key, val);
-                }
+                self.inputs.latest.update((r.key, val), 1);
             }
             for raw in [r.key, r.sensor] {
                 let Some(longest) = self.windows.get(&raw).and_then(|w| w.keys().next_back())
@@ -238,11 +234,14 @@ impl Sequencer {
             let atom = atom as u16;
             match a.kind {
                 AtomKind::Term(slot) => {
+                    let carry = chain.every()
+                        || !matches!(chain.inputs[slot as usize], Input::Latest { .. });
                     let term = Term {
                         chain: no,
                         slot,
                         atom,
                         pred: Some(Pred::of(&a.expr, slot)),
+                        carry,
                     };
                     self.inputs
                         .terms
@@ -261,12 +260,16 @@ impl Sequencer {
                 slot,
                 atom: u16::MAX,
                 pred: None,
+                carry: true,
             };
             self.inputs
                 .terms
                 .update((chain.value_key(slot), term), diff);
         }
         for (slot, input) in chain.inputs.iter().enumerate() {
+            if let Input::Latest { .. } = input {
+                self.latest.watch(chain.value_key(slot as u16), diff);
+            }
             let Some(raw) = chain.raw_key(slot as u16) else {
                 continue;
             };
@@ -305,7 +308,12 @@ impl Sequencer {
         let frontier = probe
             .with_frontier(|f| f.first().copied())
             .unwrap_or(Time::MAX);
-        self.collector.complete(frontier, self.clock.now_ms());
+        let latest = &self.latest;
+        self.collector
+            .complete(frontier, self.clock.now_ms(), &|key, tick| {
+                latest.at(key, tick)
+            });
+        self.latest.forget_before(frontier);
         while self.in_flight.front().is_some_and(|t| *t < frontier) {
             self.in_flight.pop_front();
         }

@@ -19,6 +19,11 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
         "components": {
             "wal": { "status": "ok", "queueDepth": depth, "queueCapacity": capacity },
             "buffer": { "status": "ok", "rows": storage.buffered_rows() },
+            "engine": {
+                "status": "ok",
+                "chains": state.rules.engine.chain_count(),
+                "frontier": state.rules.engine.metrics().frontier.load(std::sync::atomic::Ordering::Relaxed),
+            },
             "objectStore": {
                 "status": "ok",
                 "url": storage.object_store().url,
@@ -45,6 +50,15 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
     m.buffered_rows.set(state.storage.buffered_rows() as i64);
     m.parquet_files
         .set(state.storage.catalog().snapshot().files.len() as i64);
+    let engine = &state.rules.engine;
+    let em = engine.metrics();
+    let load =
+        |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed) as i64;
+    m.rule_chains.set(engine.chain_count() as i64);
+    m.engine_readings.set(load(&em.readings));
+    m.engine_ticks.set(load(&em.ticks));
+    m.engine_firings.set(load(&em.firings));
+    m.engine_eval_errors.set(load(&em.eval_errors));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         m.render(),

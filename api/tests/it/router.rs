@@ -387,6 +387,19 @@ async fn a_registered_chain_fires_for_the_next_reading_and_is_recorded() {
     let (_, v) = send_json(&app, "GET", "/api/v1/rulechains/high-temp", Value::Null).await;
     assert_eq!(v["status"]["active"], true);
     assert_eq!(v["status"]["firings"], 1);
+    let (_, metrics) = call(
+        &app,
+        Request::get("/api/v1/metrics/prometheus")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metrics.contains("aemos_rule_chains 1"), "{metrics}");
+    assert!(
+        metrics.contains("aemos_engine_firings_total 1"),
+        "{metrics}"
+    );
 
     // Replaced with a threshold the values do not meet: a fresh state, no firing.
     let (status, _) = send_json(&app, "PUT", "/api/v1/rulechains/high-temp", hot_chain(30.0)).await;

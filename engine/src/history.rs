@@ -1,0 +1,79 @@
+//! Worker 0's latest value per key, and what the watched keys held before each change of a
+//! tick that is not complete yet: worker 0 runs ahead of the dataflow, so when a tick's firings
+//! are built, the values the firing reports are read back as of that tick.
+//!
+//! One hash lookup per reading applies it and notes the undo entry (in a per-key vector whose
+//! capacity is kept, so the steady state allocates nothing); one more, when its tick is
+//! complete, forgets it.
+
+use crate::dataflow::{Time, Val};
+use std::collections::{HashMap, VecDeque};
+
+#[derive(Default)]
+struct Entry {
+    val: Option<Val>,
+    /// `(tick, value before that tick's first change)`, oldest first; watched keys only.
+    undo: Vec<(Time, Option<Val>)>,
+    /// Chain slots that read this key as a latest value.
+    watchers: u32,
+}
+
+#[derive(Default)]
+pub(crate) struct Latest {
+    entries: HashMap<u64, Entry>,
+    /// The watched keys changed in each incomplete tick, to forget their undo entries later.
+    touched: VecDeque<(Time, Vec<u64>)>,
+}
+
+impl Latest {
+    /// Applies a reading at `tick`. Returns the value it replaces (`Some(None)` for a first
+    /// value), or `None` when the reading is older than the latest one, or the same.
+    pub(crate) fn upsert(&mut self, key: u64, val: Val, tick: Time) -> Option<Option<Val>> {
+        let entry = self.entries.entry(key).or_default();
+        let old = entry.val;
+        if old.is_some_and(|o| o.t > val.t || o == val) {
+            return None;
+        }
+        entry.val = Some(val);
+        if entry.watchers > 0 && entry.undo.last().is_none_or(|(t, _)| *t != tick) {
+            entry.undo.push((tick, old));
+            match self.touched.back_mut() {
+                Some((t, keys)) if *t == tick => keys.push(key),
+                _ => self.touched.push_back((tick, vec![key])),
+            }
+        }
+        Some(old)
+    }
+
+    /// The value of a watched key as of `tick` (not before the oldest incomplete tick).
+    pub(crate) fn at(&self, key: u64, tick: Time) -> Option<Val> {
+        let entry = self.entries.get(&key)?;
+        match entry.undo.iter().find(|(t, _)| *t > tick) {
+            Some((_, before)) => *before,
+            None => entry.val,
+        }
+    }
+
+    /// Forgets the changes of ticks before `frontier`: nobody asks about them any more.
+    pub(crate) fn forget_before(&mut self, frontier: Time) {
+        while self.touched.front().is_some_and(|(t, _)| *t < frontier) {
+            let Some((_, keys)) = self.touched.pop_front() else {
+                break;
+            };
+            for key in keys {
+                if let Some(e) = self.entries.get_mut(&key) {
+                    e.undo.retain(|(t, _)| *t >= frontier);
+                }
+            }
+        }
+    }
+
+    /// Counts a chain slot reading `key` in (`diff` 1) or out (-1).
+    pub(crate) fn watch(&mut self, key: u64, diff: isize) {
+        let e = self.entries.entry(key).or_default();
+        e.watchers = e.watchers.saturating_add_signed(diff as i32);
+        if e.watchers == 0 {
+            e.undo = Vec::new();
+        }
+    }
+}
