@@ -77,7 +77,7 @@ pub(crate) enum Command {
     /// Readings made durable together: one tick.
     Feed(Vec<Reading>),
     /// Remove a chain, install one, or both in the same tick (a replacement); `done` is
-    /// answered once that tick is complete. Sent on the control channel, which worker 0 drains
+    /// answered once worker 0 has sequenced it: every feed after it is judged by the change. Sent on the control channel, which worker 0 drains
     /// first, so a registration does not wait behind queued readings.
     Swap {
         remove: Option<ChainNo>,
@@ -270,8 +270,10 @@ impl Engine {
         rx.recv().map_err(|_| Error::Stopped)
     }
 
-    /// Registers a new chain. Returns once it is in effect: the next reading fed is judged by
-    /// it. Chain commands overtake queued readings, so this does not wait behind ingestion.
+    /// Registers a new chain. Returns once it is in effect: worker 0 has sequenced it, so every
+    /// reading fed from now on is judged by it (its state appears in `status` once its tick
+    /// is complete). Chain commands overtake queued readings, so this does not wait behind
+    /// ingestion.
     pub fn register(&self, spec: ChainSpec) -> Result<Arc<CompiledChain>> {
         let chain = Arc::new(CompiledChain::compile(spec)?);
         let mut registry = self.registry.lock().map_err(|_| Error::Stopped)?;
@@ -310,7 +312,7 @@ impl Engine {
     }
 
     /// Sends the swap under the registry lock (so chain commands keep the registry's order)
-    /// and returns what answers once its tick is complete.
+    /// and returns what answers once worker 0 has sequenced it.
     fn install(
         &self,
         registry: &mut Registry,

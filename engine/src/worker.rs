@@ -172,7 +172,8 @@ impl Sequencer {
                     self.installed.insert(no, chain);
                 }
                 self.close_tick();
-                self.syncs.push((self.epoch, done));
+                // In effect from here: every feed sequenced after this is judged by it.
+                let _ = done.send(());
                 return;
             }
             Command::Advance => {}
