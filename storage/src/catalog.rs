@@ -71,10 +71,6 @@ pub struct CatalogState {
     /// Unique per commit: lets a writer check that the version it wrote is still its own.
     #[serde(default)]
     pub commit_id: String,
-    /// Documents the upper layers keep here so that every server sharing the object store sees
-    /// them (rule chains, under `rulechains/{id}`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub documents: BTreeMap<String, serde_json::Value>,
 }
 
 impl CatalogState {

@@ -49,6 +49,18 @@ pub fn catalog_version(path: &Path) -> Option<u64> {
     path.filename()?.strip_suffix(".json")?.parse().ok()
 }
 
+/// `{prefix}/documents/{namespace}/{name}.json`: documents the upper layers keep beside the
+/// data (rule chains), one object each; `name` is percent-encoded where a path needs it.
+pub fn document_path(prefix: &Path, namespace: &str, name: &str) -> Path {
+    document_dir(prefix, namespace).join(format!("{name}.json").as_str())
+}
+
+pub fn document_dir(prefix: &Path, namespace: &str) -> Path {
+    prefix.clone().join(DOCUMENTS_DIR).join(namespace)
+}
+
+const DOCUMENTS_DIR: &str = "documents";
+
 pub fn parquet_path(prefix: &Path, table: &str, partition: HourPartition, file_id: u64) -> Path {
     let mut path = prefix.clone().join(table);
     for part in partition.key().split('/') {

@@ -1,6 +1,6 @@
 //! `/api/v1/rulechains`: register (POST, 201), replace or create (PUT, 200 or 201), remove
 //! (DELETE, 204), list and get (with each chain's state). A chain is validated and compiled
-//! before anything is stored; it is stored in the catalog before the engine takes it, so a
+//! before anything is stored; it is stored (one object per chain) before the engine takes it, so a
 //! registered chain survives a restart.
 
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
-use crate::rules::chain_key;
+use crate::rules::CHAINS;
 
 fn parse(body: &[u8]) -> Result<ChainSpec, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("rule chain: {e}")))
@@ -72,8 +72,9 @@ pub(super) async fn create(
     state
         .storage
         .put_document(
-            &chain_key(&spec.id),
-            serde_json::to_value(&spec).map_err(ApiError::internal)?,
+            CHAINS,
+            &spec.id,
+            &serde_json::to_value(&spec).map_err(ApiError::internal)?,
         )
         .await
         .map_err(ApiError::internal)?;
@@ -98,8 +99,9 @@ pub(super) async fn replace(
     state
         .storage
         .put_document(
-            &chain_key(&id),
-            serde_json::to_value(&spec).map_err(ApiError::internal)?,
+            CHAINS,
+            &id,
+            &serde_json::to_value(&spec).map_err(ApiError::internal)?,
         )
         .await
         .map_err(ApiError::internal)?;
@@ -120,7 +122,7 @@ pub(super) async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let stored = state
         .storage
-        .remove_document(&chain_key(&id))
+        .remove_document(CHAINS, &id)
         .await
         .map_err(ApiError::internal)?;
     let engine = &state.rules.engine;

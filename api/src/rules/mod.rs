@@ -1,9 +1,9 @@
-//! Rule chains in the server: the engine fed from the WAL, chains stored in the catalog,
+//! Rule chains in the server: the engine fed from the WAL, chains stored beside the data,
 //! firings recorded, and the state rebuilt on start.
 //!
 //! Start order ([`Rules::start`], then storage with [`Rules::observer`], then
-//! [`Rules::restore`]): the engine starts with firings held back; chains come back from the
-//! catalog; latest values and windows are rebuilt from storage; the firing log is reconciled;
+//! [`Rules::restore`]): the engine starts with firings held back; chains come back from
+//! storage; latest values and windows are rebuilt from storage; the firing log is reconciled;
 //! only then are firings recorded, and only then does the server listen.
 
 mod feed;
@@ -21,7 +21,7 @@ use anyhow::Context;
 
 pub use feed::{readings_of, EngineFeed};
 pub use firings::{rule_firings_schema, spawn_writer, FiringLog, FiringRecord, MAX_RECENT};
-pub use rebuild::{chain_key, rebuild, restore_chains, CHAINS_PREFIX};
+pub use rebuild::{rebuild, restore_chains, CHAINS};
 
 /// Firings queued for the log before the engine is held back.
 const FIRING_QUEUE: usize = 4096;

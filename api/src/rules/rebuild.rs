@@ -1,4 +1,4 @@
-//! Start-up: chains come back from the catalog, the engine's state (latest values, window
+//! Start-up: chains come back from storage, the engine's state (latest values, window
 //! contents) is rebuilt from storage, and the firing log is reconciled with the rebuilt state,
 //! all before the server is ready.
 
@@ -14,28 +14,24 @@ use tracing::{info, warn};
 
 use super::firings::{FiringLog, FiringRecord};
 
-/// Key prefix of rule chains among the catalog's documents.
-pub const CHAINS_PREFIX: &str = "rulechains/";
+/// The storage namespace of rule chains: `{prefix}/documents/rulechains/{id}.json`.
+pub const CHAINS: &str = "rulechains";
 
-pub fn chain_key(id: &str) -> String {
-    format!("{CHAINS_PREFIX}{id}")
-}
-
-/// Registers every chain stored in the catalog; a stored chain that no longer compiles is
-/// logged and skipped.
+/// Registers every stored chain; a stored chain that no longer compiles is logged and skipped.
 pub async fn restore_chains(storage: &Storage, engine: &Engine) -> anyhow::Result<usize> {
     let mut restored = 0;
-    for (key, doc) in storage.documents(CHAINS_PREFIX).await? {
+    for doc in storage.documents(CHAINS).await? {
         let spec: ChainSpec = match serde_json::from_value(doc) {
             Ok(s) => s,
             Err(e) => {
-                warn!(%key, error = %e, "stored rule chain does not parse; skipped");
+                warn!(error = %e, "stored rule chain does not parse; skipped");
                 continue;
             }
         };
+        let id = spec.id.clone();
         match engine.upsert(spec) {
             Ok(_) => restored += 1,
-            Err(e) => warn!(%key, error = %e, "stored rule chain refused; skipped"),
+            Err(e) => warn!(%id, error = %e, "stored rule chain refused; skipped"),
         }
     }
     Ok(restored)

@@ -411,8 +411,8 @@ async fn a_registered_chain_fires_for_the_next_reading_and_is_recorded() {
         .as_str()
         .unwrap()
         .contains("30"));
-    // Stored in the catalog, so that it survives a restart.
-    let stored = app.storage.documents("rulechains/").await.unwrap();
+    // Stored beside the data, so that it survives a restart.
+    let stored = app.storage.documents("rulechains").await.unwrap();
     assert_eq!(stored.len(), 1);
 
     let (status, _) = send_json(&app, "DELETE", "/api/v1/rulechains/high-temp", Value::Null).await;
@@ -470,5 +470,5 @@ async fn a_bad_chain_is_refused_with_the_node_and_position_and_nothing_is_regist
     let (status, _) = send_json(&app, "PUT", "/api/v1/rulechains/other-id", hot_chain(25.0)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(app.rules.engine.chains().len(), 1);
-    assert_eq!(app.storage.documents("rulechains/").await.unwrap().len(), 1);
+    assert_eq!(app.storage.documents("rulechains").await.unwrap().len(), 1);
 }
