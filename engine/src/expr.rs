@@ -149,39 +149,8 @@ impl Expr {
             Expr::Not(e) => Value::Bool(!e.test(input)?),
             Expr::Arith(op, a, b) => Value::Num(arith(*op, a.num(input)?, b.num(input)?)?),
             Expr::Cmp(op, a, b) => Value::Bool(compare(*op, a.num(input)?, b.num(input)?)?),
-            Expr::And(terms) => {
-                // A false term decides, even when another term is missing or failing.
-                let mut first_error = None;
-                for t in terms {
-                    match t.test(input) {
-                        Ok(false) => return Ok(Value::Bool(false)),
-                        Ok(true) => {}
-                        Err(e) => {
-                            first_error.get_or_insert(e);
-                        }
-                    }
-                }
-                match first_error {
-                    Some(e) => return Err(e),
-                    None => Value::Bool(true),
-                }
-            }
-            Expr::Or(terms) => {
-                let mut first_error = None;
-                for t in terms {
-                    match t.test(input) {
-                        Ok(true) => return Ok(Value::Bool(true)),
-                        Ok(false) => {}
-                        Err(e) => {
-                            first_error.get_or_insert(e);
-                        }
-                    }
-                }
-                match first_error {
-                    Some(e) => return Err(e),
-                    None => Value::Bool(false),
-                }
-            }
+            Expr::And(terms) => connective(terms, false, input)?,
+            Expr::Or(terms) => connective(terms, true, input)?,
             Expr::Between {
                 expr,
                 low,
@@ -261,6 +230,25 @@ impl Expr {
                 list.iter().for_each(|e| e.slots(out));
             }
         }
+    }
+}
+
+/// Kleene AND (`decisive` false) or OR (`decisive` true): a term with the decisive value wins
+/// even when another term is missing or failing; otherwise the first error, if any.
+fn connective(terms: &[Expr], decisive: bool, input: &dyn Fn(Slot) -> Option<f64>) -> Eval<Value> {
+    let mut first_error = None;
+    for t in terms {
+        match t.test(input) {
+            Ok(b) if b == decisive => return Ok(Value::Bool(decisive)),
+            Ok(_) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(Value::Bool(!decisive)),
     }
 }
 

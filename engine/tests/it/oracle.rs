@@ -6,14 +6,11 @@
 //! `no_data`, runtime division by zero), random readings (late ones included), registration,
 //! replacement and removal mid-stream, and one to three workers.
 
-use crate::support::{spec, T0};
-use aemos_engine::{
-    Agg, Clock, CompiledChain, Engine, EngineArgs, Firing, FiringKind, Input, ManualClock, Reading,
-};
+use crate::support::{spec, Harness, T0};
+use aemos_engine::{Agg, Clock, CompiledChain, FiringKind, Input, Reading};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 const SENSORS: [&str; 3] = ["s0", "s1", "s2"];
 const VARS: [&str; 2] = ["a", "b"];
@@ -251,16 +248,8 @@ impl Oracle {
 }
 
 fn run(workers: usize, ops: &[Op]) -> Result<(), TestCaseError> {
-    let clock = Arc::new(ManualClock::new(T0));
-    let fired: Arc<Mutex<Vec<Firing>>> = Arc::default();
-    let sink = Arc::clone(&fired);
-    let args = EngineArgs {
-        workers,
-        clock: Arc::clone(&clock) as _,
-        command_capacity: 8,
-        tick: Duration::from_secs(3600),
-    };
-    let engine = Engine::start(args, move |f| sink.lock().unwrap().push(f)).unwrap();
+    let h = Harness::new(workers);
+    let (engine, clock) = (&h.engine, &h.clock);
     let mut oracle = Oracle::default();
     let mut epoch = T0;
     for op in ops {
@@ -308,9 +297,8 @@ fn run(workers: usize, ops: &[Op]) -> Result<(), TestCaseError> {
     }
     engine.sync().unwrap();
     oracle.expiries_before(epoch);
-    let mut got: Vec<(String, i64, bool)> = fired
-        .lock()
-        .unwrap()
+    let mut got: Vec<(String, i64, bool)> = h
+        .take_firings()
         .iter()
         .filter(|f| matches!(f.kind, FiringKind::Activated | FiringKind::Cleared))
         .map(|f| {
