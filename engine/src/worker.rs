@@ -26,7 +26,7 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::worker::Worker;
 
 /// Ticks that may be open (issued but not complete) before worker 0 stops taking commands.
-const MAX_IN_FLIGHT: usize = 8;
+const MAX_IN_FLIGHT: usize = 3;
 
 pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
     let probe = ProbeHandle::new();
