@@ -18,6 +18,7 @@
 //! {data-dir}/writer-id                                          this writer's id in the catalog
 //! {prefix}/catalog/{version:020}.json                           catalog versions
 //! {prefix}/readings/{yyyy-mm-dd}/{hh}/{file_id:020}.parquet     persisted readings
+//! {prefix}/documents/{namespace}/{name}.json                    documents of upper layers (rule chains)
 //! ```
 //!
 //! Background maintenance compacts partitions with many small files, drops files older than the

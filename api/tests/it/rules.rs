@@ -1,6 +1,6 @@
 //! Rule chains end to end against the real binary: chains applied with `aemos chains apply`,
 //! readings over HTTP, firings in `rule_firings`; then SIGKILL and restart: the chains come back
-//! from the catalog, the engine's state (latest values, a window) is rebuilt from storage before
+//! from storage, the engine's state (latest values, a window) is rebuilt from storage before
 //! the server listens, nothing is recorded twice, and the next reading clears as it should.
 
 use std::process::Command;
