@@ -20,7 +20,7 @@ impl EngineFeed {
 }
 
 /// The readings of a batch in the storage schema.
-pub fn readings_of(batch: &RecordBatch, out: &mut Vec<Reading>) {
+fn readings_of(batch: &RecordBatch, out: &mut Vec<Reading>) {
     let col = |i: usize| batch.column(i).as_any();
     let (Some(time), Some(sensor), Some(variable), Some(value)) = (
         col(TIME_IDX).downcast_ref::<TimestampMillisecondArray>(),

@@ -19,7 +19,7 @@ use aemos_queries::{QueryEngine, SnapshotTable};
 use aemos_storage::{DurableObserver, Storage};
 use anyhow::Context;
 
-pub use feed::{readings_of, EngineFeed};
+pub use feed::EngineFeed;
 pub use firings::{rule_firings_schema, spawn_writer, FiringLog, FiringRecord, MAX_RECENT};
 pub use rebuild::{rebuild, restore_chains, CHAINS};
 

@@ -92,12 +92,12 @@ pub async fn rebuild(
     firings: &FiringLog,
     now_ms: i64,
 ) -> anyhow::Result<()> {
-    let longest = engine
-        .chains()
+    let chains = engine.chains();
+    let longest = chains
         .iter()
-        .flat_map(|c| c.inputs.clone())
+        .flat_map(|c| c.inputs.iter())
         .filter_map(|i| match i {
-            Input::Window { window_ms, .. } | Input::Recent { window_ms, .. } => Some(window_ms),
+            Input::Window { window_ms, .. } | Input::Recent { window_ms, .. } => Some(*window_ms),
             Input::Latest { .. } => None,
         })
         .max();
@@ -127,7 +127,7 @@ pub async fn rebuild(
     let waiting = Arc::clone(engine);
     tokio::task::spawn_blocking(move || waiting.sync()).await??;
     let mut changes = Vec::new();
-    for chain in engine.chains() {
+    for chain in &chains {
         let Some(status) = engine.status(chain.id()) else {
             continue;
         };
