@@ -44,6 +44,19 @@ pub struct ChainsApplyArgs {
 }
 
 /// Durations written `500ms`, `10s`, `5m`, `1h`, `7d`.
+/// An address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+fn parse_optional_addr(text: &str) -> Result<OptionalAddr, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(OptionalAddr(None));
+    }
+    text.parse()
+        .map(|a| OptionalAddr(Some(a)))
+        .map_err(|e| format!("{text:?}: {e} (an address such as 127.0.0.1:1884, or `off`)"))
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("{text:?} is not a duration like 500ms, 10s, 5m, 1h, 7d: {e}"))
@@ -77,6 +90,18 @@ pub struct ServeArgs {
     /// HTTP API address (port 0 picks a free port).
     #[arg(long, env = "AEMOS_HTTP_ADDR", default_value = "127.0.0.1:3000")]
     pub http_addr: SocketAddr,
+    /// MQTT 3.1.1 listener of the embedded broker (port 0 picks a free port).
+    #[arg(long, env = "AEMOS_MQTT_ADDR", default_value = "127.0.0.1:1883")]
+    pub mqtt_addr: SocketAddr,
+    /// MQTT 5 listener of the embedded broker, or `off`.
+    #[arg(long, env = "AEMOS_MQTT5_ADDR", default_value = "127.0.0.1:1884", value_parser = parse_optional_addr)]
+    pub mqtt5_addr: OptionalAddr,
+    /// Largest MQTT publish; a larger one closes the publisher's connection.
+    #[arg(long, env = "AEMOS_MQTT_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
+    pub mqtt_max_payload_bytes: usize,
+    /// CoAP (UDP) address (port 0 picks a free port).
+    #[arg(long, env = "AEMOS_COAP_ADDR", default_value = "127.0.0.1:5683")]
+    pub coap_addr: SocketAddr,
     #[command(flatten)]
     pub store: StoreArgs,
     /// How often the buffer is persisted to Parquet.

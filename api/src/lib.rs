@@ -12,6 +12,7 @@ pub mod chains_command;
 pub mod cli;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod rules;
 pub mod serve;
 pub mod sql_command;

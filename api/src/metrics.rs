@@ -1,6 +1,6 @@
 //! Prometheus metrics of the write and query paths.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -18,6 +18,12 @@ pub struct Metrics {
     pub engine_ticks: IntGauge,
     pub engine_firings: IntGauge,
     pub engine_eval_errors: IntGauge,
+    pub notifications: IntGauge,
+    pub notifications_dropped: IntGaugeVec,
+    pub socketio_missed: IntGauge,
+    pub coap_observers: IntGauge,
+    pub coap_readings: IntGauge,
+    pub coap_malformed: IntGauge,
 }
 
 impl Metrics {
@@ -67,6 +73,26 @@ impl Metrics {
                 "engine_eval_errors_total",
                 "Runtime evaluation errors of rule chains (division by zero on a value, NaN)",
             ),
+            notifications: gauge("notifications_total", "Notifications handed to the channels"),
+            notifications_dropped: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "notifications_dropped_total",
+                        "Notifications dropped (oldest first) because a channel's queue was full",
+                    ),
+                    &["channel"],
+                )
+                .expect("valid metric");
+                registry.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            socketio_missed: gauge(
+                "socketio_missed_total",
+                "Socket.IO events a socket missed because its buffer was full",
+            ),
+            coap_observers: gauge("coap_observers", "Registered CoAP observers"),
+            coap_readings: gauge("coap_readings_total", "Readings from CoAP made durable"),
+            coap_malformed: gauge("coap_malformed_total", "CoAP datagrams that were not CoAP messages"),
             registry,
         }
     }

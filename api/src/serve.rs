@@ -9,10 +9,35 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
+use aemos_ingest::coap::{CoapArgs, CoapServer};
+use aemos_ingest::mqtt::{MqttArgs, MqttBroker, MqttMetrics};
+use aemos_storage::DurableObserver;
+use arrow::array::RecordBatch;
+
 use crate::cli::ServeArgs;
-use crate::http::{router, AppState, RouterArgs};
+use crate::http::{router, AppState, Edge, RouterArgs};
 use crate::metrics::Metrics;
+use crate::notify::channels::SocketIoChannel;
+use crate::notify::datastream::Datastream;
+use crate::notify::socketio::{socket_io, Subscriptions};
+use crate::notify::{Notifier, REPLAY_PER_DEVICE};
 use crate::rules::{Rules, RulesArgs};
+
+/// Events a Socket.IO socket may have waiting before it misses some.
+const SOCKET_BUFFER: usize = 1024;
+/// Items a channel's queue holds before dropping the oldest.
+const CHANNEL_QUEUE: usize = 65_536;
+
+/// Every durable group of readings goes to each of these, in order.
+struct Observers(Vec<Arc<dyn DurableObserver>>);
+
+impl DurableObserver for Observers {
+    fn durable(&self, batches: &[RecordBatch]) {
+        for o in &self.0 {
+            o.durable(batches);
+        }
+    }
+}
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // 1. The rule engine, its firings held back until its state is rebuilt (4).
@@ -21,10 +46,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut engine_args = aemos_engine::EngineArgs::new(workers);
     engine_args.tick = args.engine_tick;
+    let notifier = Notifier::new(REPLAY_PER_DEVICE);
     let rules = Rules::start(RulesArgs {
         firings_dir: args.store.data_dir.join("firings"),
         engine: engine_args,
+        notifier: Arc::clone(&notifier),
     })?;
+    let metrics = Metrics::new();
+
+    // Socket.IO: its rooms watch devices; durable readings of watched devices become
+    // throttled `datastream` events.
+    let subscriptions = Arc::new(Subscriptions::default());
+    let (socket_io_layer, io) = socket_io(Arc::clone(&subscriptions), SOCKET_BUFFER);
+    let datastream = Datastream::start(io.clone(), subscriptions, CHANNEL_QUEUE);
+    let socketio = Arc::new(SocketIoChannel::start(io, CHANNEL_QUEUE));
+    notifier.add_channel(Arc::clone(&socketio) as _);
 
     // 2. Storage: WAL replay completes before anything is served; durable batches feed the
     // engine from here on.
@@ -41,7 +77,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     storage_args.compaction_min_files = args.compaction_min_files;
     storage_args.wal_queue = args.wal_queue;
     storage_args.max_buffered_rows = args.max_buffered_rows;
-    storage_args.observer = Some(rules.observer());
+    storage_args.observer = Some(Arc::new(Observers(vec![rules.observer(), datastream])));
     let storage = Storage::open(storage_args)
         .await
         .context("opening storage")?;
@@ -55,6 +91,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         target_partitions: args.query_partitions,
     })?;
     rules.register_tables(&queries)?;
+    notifier.register_table(&queries)?;
 
     // 4. Chains from the catalog, engine state from storage, the firing log reconciled.
     let chains = rules
@@ -63,16 +100,42 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("rebuilding the rule engine")?;
     info!(chains, workers, "rule engine ready");
 
-    // 5. HTTP.
+    // 5. The device edge: MQTT broker and CoAP server, both ways.
+    let mut mqtt_args = MqttArgs::new(args.mqtt_addr);
+    mqtt_args.v5_addr = args.mqtt5_addr.0;
+    mqtt_args.max_payload_bytes = args.mqtt_max_payload_bytes;
+    let mqtt = MqttBroker::start(
+        mqtt_args,
+        Arc::clone(&storage),
+        MqttMetrics::new(&metrics.registry)?,
+    )
+    .await
+    .context("starting the MQTT broker")?;
+    info!(mqtt_addr = %mqtt.v4_addr, mqtt5_addr = ?mqtt.v5_addr, "mqtt listening");
+    notifier.add_channel(Arc::new(mqtt.publisher.clone()));
+    let coap = CoapServer::start(CoapArgs::new(args.coap_addr), Arc::clone(&storage))
+        .await
+        .context("starting the CoAP server")?;
+    info!(coap_addr = %coap.addr, "coap listening");
+    notifier.add_channel(Arc::new(coap.clone()));
+
+    // 6. HTTP and Socket.IO.
     let state = AppState {
         storage: Arc::clone(&storage),
         queries,
-        metrics: Metrics::new(),
+        metrics,
         rules: rules.clone(),
+        notifier,
+        edge: Edge {
+            mqtt: Some(mqtt.publisher.clone()),
+            coap: Some(coap),
+            socketio: Some(socketio),
+        },
     };
     let app = router(RouterArgs {
         state,
         max_body_bytes: args.max_body_bytes,
+        socket_io: Some(socket_io_layer),
     });
     let listener = TcpListener::bind(args.http_addr)
         .await

@@ -6,12 +6,22 @@
 //! reason. Whether a batch with rejections is refused whole or stored in part is the caller's
 //! choice. A body that cannot be read at all (not JSON, not an Arrow stream, a mistyped column)
 //! is an [`Error`].
+//!
+//! The device-facing servers live here too: the embedded MQTT broker ([`mqtt`]) and the CoAP
+//! server ([`coap`]) take telemetry in through [`decode_device_payload`] and the WAL, and carry
+//! notifications out to subscribers and observers through drop-oldest queues ([`queue`]).
 
 mod arrow_ipc;
+pub mod coap;
 mod collect;
+mod device_payload;
 mod json;
 mod line_protocol;
+pub mod mqtt;
+pub mod queue;
 pub mod validate;
+
+pub use device_payload::decode_device_payload;
 
 pub use collect::{Decoded, Location, Rejection, MAX_LISTED_REJECTIONS};
 pub use line_protocol::Precision;
@@ -25,6 +35,9 @@ pub enum Error {
     ContentType(String),
     #[error("{0}")]
     Parameter(String),
+    /// A protocol server (MQTT broker, CoAP) could not start.
+    #[error("{0}")]
+    Edge(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

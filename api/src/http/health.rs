@@ -59,6 +59,26 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
     m.engine_ticks.set(load(&em.ticks));
     m.engine_firings.set(load(&em.firings));
     m.engine_eval_errors.set(load(&em.eval_errors));
+    m.notifications.set(state.notifier.delivered() as i64);
+    let edge = &state.edge;
+    let dropped = |channel: &str, n: u64| {
+        m.notifications_dropped
+            .with_label_values(&[channel])
+            .set(n as i64)
+    };
+    if let Some(mqtt) = &edge.mqtt {
+        dropped("mqtt", mqtt.dropped());
+    }
+    if let Some(coap) = &edge.coap {
+        dropped("coap", coap.dropped());
+        m.coap_observers.set(coap.observers() as i64);
+        m.coap_readings.set(load(&coap.stats.readings));
+        m.coap_malformed.set(load(&coap.stats.malformed));
+    }
+    if let Some(sio) = &edge.socketio {
+        dropped("socketio", sio.dropped());
+        m.socketio_missed.set(load(&sio.missed));
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         m.render(),

@@ -3,6 +3,7 @@
 mod devices;
 mod error;
 mod health;
+mod notifications;
 mod query;
 mod rulechains;
 mod write;
@@ -14,12 +15,23 @@ use aemos_storage::Storage;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
-use crate::rules::Rules;
 use axum::Router;
+use socketioxide::layer::SocketIoLayer;
 
 pub use error::ApiError;
 
 use crate::metrics::Metrics;
+use crate::notify::channels::SocketIoChannel;
+use crate::notify::Notifier;
+use crate::rules::Rules;
+
+/// The protocol servers beside HTTP, when running (not in router tests).
+#[derive(Debug, Clone, Default)]
+pub struct Edge {
+    pub mqtt: Option<aemos_ingest::mqtt::MqttPublisher>,
+    pub coap: Option<aemos_ingest::coap::CoapServer>,
+    pub socketio: Option<Arc<SocketIoChannel>>,
+}
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -28,21 +40,29 @@ pub struct AppState {
     pub queries: QueryEngine,
     pub metrics: Metrics,
     pub rules: Rules,
+    pub notifier: Arc<Notifier>,
+    pub edge: Edge,
 }
 
 pub struct RouterArgs {
     pub state: AppState,
     pub max_body_bytes: usize,
+    /// Socket.IO at `/socket.io/`.
+    pub socket_io: Option<SocketIoLayer>,
 }
 
 pub fn router(args: RouterArgs) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/api/v1/write", post(write::write))
         .route(
             "/api/v1/query",
             get(query::query_get).post(query::query_post),
         )
         .route("/api/v1/devices/{id}/statistics", get(devices::statistics))
+        .route(
+            "/api/v1/devices/{id}/notifications",
+            get(notifications::replay),
+        )
         .route(
             "/api/v1/rulechains",
             get(rulechains::list).post(rulechains::create),
@@ -58,5 +78,9 @@ pub fn router(args: RouterArgs) -> Router {
         .route("/api/v1/health/readiness", get(health::readiness))
         .route("/api/v1/metrics/prometheus", get(health::prometheus))
         .layer(DefaultBodyLimit::max(args.max_body_bytes))
-        .with_state(args.state)
+        .with_state(args.state);
+    match args.socket_io {
+        Some(layer) => router.layer(layer),
+        None => router,
+    }
 }

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tracing::warn;
 
+use crate::notify::{notify_targets, Notifier, NotifyTarget};
+
 /// Rows of `rule_firings` kept in memory; older firings stay in the log file only.
 pub const MAX_RECENT: usize = 100_000;
 
@@ -37,6 +39,9 @@ pub struct FiringRecord {
     pub values: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub fields: Map<String, Value>,
+    /// The device states this firing changes: its notifications (see `notify`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifyTarget>,
 }
 
 fn to_map(pairs: &[(String, f64)]) -> Map<String, Value> {
@@ -54,6 +59,7 @@ impl FiringRecord {
             FiringKind::Repeated => "repeated",
             FiringKind::Scheduled => "scheduled",
         };
+        let repeated = matches!(f.kind, FiringKind::Repeated | FiringKind::Scheduled);
         FiringRecord {
             time: f.time_ms,
             chain: f.chain.id().to_owned(),
@@ -62,7 +68,15 @@ impl FiringRecord {
             active: f.kind.active(),
             values: to_map(&f.values),
             fields: to_map(&f.fields),
+            notify: notify_targets(&f.chain.spec, f.kind.active(), repeated),
         }
+    }
+
+    /// The values read and the fields computed, in one object.
+    pub fn all_values(&self) -> Map<String, Value> {
+        let mut all = self.values.clone();
+        all.extend(self.fields.clone());
+        all
     }
 }
 
@@ -77,11 +91,13 @@ struct Inner {
 pub struct FiringLog {
     path: PathBuf,
     inner: Mutex<Inner>,
+    notifier: Arc<Notifier>,
 }
 
 impl FiringLog {
-    /// Opens the log, reading what it holds; a torn last line (a crash mid-write) is cut off.
-    pub fn open(dir: &Path) -> std::io::Result<Arc<Self>> {
+    /// Opens the log, reading what it holds (the notifier numbers its notifications again);
+    /// a torn last line (a crash mid-write) is cut off.
+    pub fn open(dir: &Path, notifier: Arc<Notifier>) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("firings.log");
         let mut recent = VecDeque::new();
@@ -98,6 +114,7 @@ impl FiringLog {
                 }
                 match serde_json::from_str::<FiringRecord>(&line) {
                     Ok(r) => {
+                        notifier.record(std::slice::from_ref(&r), false);
                         last_active.insert(r.chain.clone(), r.active);
                         recent.push_back(r);
                         if recent.len() > MAX_RECENT {
@@ -124,6 +141,7 @@ impl FiringLog {
                 recent,
                 last_active,
             }),
+            notifier,
         }))
     }
 
@@ -131,7 +149,8 @@ impl FiringLog {
         &self.path
     }
 
-    /// Appends and syncs; only then are the records visible in `rule_firings`.
+    /// Appends and syncs; only then are the records visible in `rule_firings` and their
+    /// notifications delivered.
     pub fn append(&self, records: &[FiringRecord]) -> std::io::Result<()> {
         if records.is_empty() {
             return Ok(());
@@ -151,6 +170,8 @@ impl FiringLog {
         while inner.recent.len() > MAX_RECENT {
             inner.recent.pop_front();
         }
+        // Numbered under the log's lock, so seqs follow the log's order.
+        self.notifier.record(records, true);
         Ok(())
     }
 
@@ -202,11 +223,7 @@ impl SnapshotSource for FiringLog {
         if rows.is_empty() {
             return Vec::new();
         }
-        let values = |r: &FiringRecord| {
-            let mut all = r.values.clone();
-            all.extend(r.fields.clone());
-            Value::Object(all).to_string()
-        };
+        let values = |r: &FiringRecord| Value::Object(r.all_values()).to_string();
         let columns: Vec<arrow::array::ArrayRef> = vec![
             Arc::new(
                 TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.time))

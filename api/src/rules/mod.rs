@@ -19,6 +19,8 @@ use aemos_queries::{QueryEngine, SnapshotTable};
 use aemos_storage::{DurableObserver, Storage};
 use anyhow::Context;
 
+use crate::notify::Notifier;
+
 pub use feed::EngineFeed;
 pub use firings::{rule_firings_schema, spawn_writer, FiringLog, FiringRecord, MAX_RECENT};
 pub use rebuild::{rebuild, restore_chains, CHAINS};
@@ -30,6 +32,8 @@ pub struct RulesArgs {
     /// Where the firing log lives (`{data-dir}/firings`).
     pub firings_dir: PathBuf,
     pub engine: EngineArgs,
+    /// Numbers and delivers the notifications of recorded firings.
+    pub notifier: Arc<Notifier>,
 }
 
 /// The rule engine and the record of its firings.
@@ -49,7 +53,7 @@ impl std::fmt::Debug for Rules {
 impl Rules {
     /// Starts the engine and the firing writer; firings are dropped until [`Rules::restore`].
     pub fn start(args: RulesArgs) -> anyhow::Result<Self> {
-        let firings = FiringLog::open(&args.firings_dir)
+        let firings = FiringLog::open(&args.firings_dir, args.notifier)
             .with_context(|| format!("opening the firing log in {}", args.firings_dir.display()))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(FIRING_QUEUE);
         spawn_writer(Arc::clone(&firings), rx)?;

@@ -13,6 +13,7 @@ use arrow::datatypes::DataType;
 use tracing::{info, warn};
 
 use super::firings::{FiringLog, FiringRecord};
+use crate::notify::notify_targets;
 
 /// The storage namespace of rule chains: `{prefix}/documents/rulechains/{id}.json`.
 pub const CHAINS: &str = "rulechains";
@@ -150,6 +151,7 @@ pub async fn rebuild(
                 active: status.active,
                 values,
                 fields: Default::default(),
+                notify: notify_targets(&chain.spec, status.active, false),
             });
         }
     }

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use aemos_api::http::{router, AppState, RouterArgs};
+use aemos_api::http::{router, AppState, Edge, RouterArgs};
 use aemos_api::metrics::Metrics;
+use aemos_api::notify::{Notifier, REPLAY_PER_DEVICE};
 use aemos_api::rules::{Rules, RulesArgs};
 use aemos_queries::{QueryEngine, QueryEngineArgs};
 use aemos_storage::{MockClock, ObjectStoreConfig, Storage, StorageArgs};
@@ -35,9 +36,11 @@ async fn app_with(max_body_bytes: usize, max_buffered_rows: usize) -> App {
         Arc::new(MockClock::new(T0)),
     );
     storage_args.max_buffered_rows = max_buffered_rows;
+    let notifier = Notifier::new(REPLAY_PER_DEVICE);
     let rules = Rules::start(RulesArgs {
         firings_dir: dir.path().join("firings"),
         engine: aemos_engine::EngineArgs::new(2),
+        notifier: Arc::clone(&notifier),
     })
     .unwrap();
     storage_args.observer = Some(rules.observer());
@@ -49,17 +52,21 @@ async fn app_with(max_body_bytes: usize, max_buffered_rows: usize) -> App {
     })
     .unwrap();
     rules.register_tables(&queries).unwrap();
+    notifier.register_table(&queries).unwrap();
     rules.restore(&storage, &queries).await.unwrap();
     let state = AppState {
         storage: Arc::clone(&storage),
         queries,
         metrics: Metrics::new(),
         rules: rules.clone(),
+        notifier,
+        edge: Edge::default(),
     };
     App {
         router: router(RouterArgs {
             state,
             max_body_bytes,
+            socket_io: None,
         }),
         storage,
         rules,

@@ -1,0 +1,103 @@
+//! `datastream` events: durable readings of watched devices, at most one per sensor variable
+//! per second, emitted to the device's Socket.IO room.
+//!
+//! The WAL writer calls [`Datastream::durable`] with every group commit; when no socket is
+//! subscribed it returns at once, else it keeps the readings of watched devices that pass the
+//! throttle and queues them for an emitting task (drop-oldest).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use aemos_ingest::queue::DropOldest;
+use aemos_storage::schema::{DEVICE_IDX, SENSOR_IDX, TIME_IDX, VALUE_IDX, VARIABLE_IDX};
+use aemos_storage::DurableObserver;
+use arrow::array::{Array, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use serde_json::{json, Value};
+use socketioxide::SocketIo;
+
+use super::channels::device_room;
+use super::rfc3339_ms;
+use super::socketio::Subscriptions;
+
+/// At most one event per sensor variable per this many milliseconds.
+const THROTTLE_MS: u128 = 1000;
+
+pub struct Datastream {
+    subscriptions: Arc<Subscriptions>,
+    started: Instant,
+    last: Mutex<HashMap<(String, String), u128>>,
+    queue: Arc<DropOldest<(String, Value)>>,
+}
+
+impl Datastream {
+    /// Starts the emitting task on the current runtime.
+    pub fn start(io: SocketIo, subscriptions: Arc<Subscriptions>, capacity: usize) -> Arc<Self> {
+        let queue = DropOldest::new(capacity);
+        let q = Arc::clone(&queue);
+        tokio::spawn(async move {
+            let mut items = Vec::new();
+            while q.next_all(&mut items).await {
+                for (device, event) in items.drain(..) {
+                    let _ = io.to(device_room(&device)).emit("datastream", &event).await;
+                }
+            }
+        });
+        Arc::new(Self {
+            subscriptions,
+            started: Instant::now(),
+            last: Mutex::new(HashMap::new()),
+            queue,
+        })
+    }
+
+    fn take(&self, batch: &RecordBatch, now: u128) {
+        let col = |i: usize| batch.column(i).as_any();
+        let (Some(time), Some(device), Some(sensor), Some(variable), Some(value)) = (
+            col(TIME_IDX).downcast_ref::<TimestampMillisecondArray>(),
+            col(DEVICE_IDX).downcast_ref::<StringArray>(),
+            col(SENSOR_IDX).downcast_ref::<StringArray>(),
+            col(VARIABLE_IDX).downcast_ref::<StringArray>(),
+            col(VALUE_IDX).downcast_ref::<Float64Array>(),
+        ) else {
+            return;
+        };
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..batch.num_rows() {
+            let d = device.value(i);
+            if value.is_null(i) || !self.subscriptions.watched(d) {
+                continue;
+            }
+            let key = (sensor.value(i).to_owned(), variable.value(i).to_owned());
+            match last.get(&key) {
+                Some(at) if now.saturating_sub(*at) < THROTTLE_MS => continue,
+                _ => {}
+            }
+            last.insert(key, now);
+            let event = json!({
+                "device": d,
+                "sensor": sensor.value(i),
+                "variable": variable.value(i),
+                "value": value.value(i),
+                "time": rfc3339_ms(time.value(i)),
+            });
+            self.queue.push((d.to_owned(), event));
+        }
+        // Keys of sensors that went quiet are forgotten once they could pass again.
+        if last.len() > 100_000 {
+            last.retain(|_, at| now.saturating_sub(*at) < THROTTLE_MS);
+        }
+    }
+}
+
+impl DurableObserver for Datastream {
+    fn durable(&self, batches: &[RecordBatch]) {
+        if self.subscriptions.is_empty() {
+            return;
+        }
+        let now = self.started.elapsed().as_millis();
+        for b in batches {
+            self.take(b, now);
+        }
+    }
+}

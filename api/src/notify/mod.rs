@@ -1,0 +1,230 @@
+//! Notifications: firings become notification objects with a per-device `seq`, kept for
+//! replay and delivered to every channel (MQTT, CoAP, Socket.IO) at once.
+//!
+//! Notifications are derived from the firing log, not stored apart: each durable firing record
+//! names the device states it changes ([`NotifyTarget`]), and the [`Notifier`] numbers them per
+//! device in log order. Reading the log on start numbers them the same way again, so `seq`
+//! keeps increasing across restarts and the replay buffer (the last notifications of each
+//! device) comes back with it. Delivery never blocks the firing writer: each channel takes a
+//! notification into its own bounded queue ([`channels`]), dropping its oldest when full.
+
+pub mod channels;
+pub mod datastream;
+pub mod socketio;
+mod notification;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use aemos_queries::SnapshotSource;
+use arrow::array::{RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use bytes::Bytes;
+use tracing::warn;
+
+pub use notification::{
+    notify_targets, rfc3339_ms, Metadata, Notification, NotifyTarget, DEVICE_STATE_CHANGE,
+};
+
+use crate::rules::FiringRecord;
+
+/// Notifications kept per device for replay.
+pub const REPLAY_PER_DEVICE: usize = 1000;
+
+/// A way out to clients. `deliver` must not block: queue and return.
+pub trait NotificationChannel: Send + Sync {
+    fn deliver(&self, notification: &Arc<Notification>, json: &Bytes);
+}
+
+#[derive(Debug, Default)]
+struct DeviceLog {
+    last_seq: u64,
+    recent: VecDeque<Arc<Notification>>,
+}
+
+pub struct Notifier {
+    devices: Mutex<HashMap<String, DeviceLog>>,
+    channels: RwLock<Vec<Arc<dyn NotificationChannel>>>,
+    replay_per_device: usize,
+    delivered: AtomicU64,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier").finish_non_exhaustive()
+    }
+}
+
+/// What a replay request gets.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub notifications: Vec<Arc<Notification>>,
+    /// The newest seq of the device (0: none yet).
+    pub last_seq: u64,
+    /// The oldest seq still kept; a client whose `since_seq` is below `oldest_seq - 1` missed
+    /// notifications that are no longer kept.
+    pub oldest_seq: Option<u64>,
+}
+
+impl Notifier {
+    pub fn new(replay_per_device: usize) -> Arc<Self> {
+        Arc::new(Self {
+            devices: Mutex::new(HashMap::new()),
+            channels: RwLock::new(Vec::new()),
+            replay_per_device: replay_per_device.max(1),
+            delivered: AtomicU64::new(0),
+        })
+    }
+
+    pub fn add_channel(&self, channel: Arc<dyn NotificationChannel>) {
+        self.channels
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(channel);
+    }
+
+    /// Numbers and keeps the notifications of durable firing records, in order; delivers
+    /// them when `deliver` (the log read on start is only numbered and kept).
+    pub fn record(&self, records: &[FiringRecord], deliver: bool) {
+        let mut fresh = Vec::new();
+        {
+            let mut devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+            for r in records {
+                for target in &r.notify {
+                    let log = devices.entry(target.device.clone()).or_default();
+                    log.last_seq += 1;
+                    let n = Arc::new(Notification {
+                        kind: DEVICE_STATE_CHANGE.to_owned(),
+                        device_uuid: target.device.clone(),
+                        rule_chain_id: r.chain.clone(),
+                        metadata: Metadata {
+                            state_name: target.state.clone(),
+                            new_value: target.new.clone(),
+                            old_value: target.old.clone(),
+                            values: r.all_values(),
+                        },
+                        timestamp: rfc3339_ms(r.time),
+                        seq: log.last_seq,
+                        time_ms: r.time,
+                    });
+                    log.recent.push_back(Arc::clone(&n));
+                    if log.recent.len() > self.replay_per_device {
+                        log.recent.pop_front();
+                    }
+                    if deliver {
+                        fresh.push(n);
+                    }
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        for n in fresh {
+            let json = match serde_json::to_vec(&*n) {
+                Ok(v) => Bytes::from(v),
+                Err(e) => {
+                    warn!(error = %e, "encoding a notification");
+                    continue;
+                }
+            };
+            for c in channels.iter() {
+                c.deliver(&n, &json);
+            }
+            self.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Notifications of `device` with `seq > since_seq`, oldest first, at most `limit`.
+    pub fn since(&self, device: &str, since_seq: u64, limit: usize) -> Replay {
+        let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(log) = devices.get(device) else {
+            return Replay {
+                notifications: Vec::new(),
+                last_seq: 0,
+                oldest_seq: None,
+            };
+        };
+        Replay {
+            notifications: log
+                .recent
+                .iter()
+                .filter(|n| n.seq > since_seq)
+                .take(limit)
+                .cloned()
+                .collect(),
+            last_seq: log.last_seq,
+            oldest_seq: log.recent.front().map(|n| n.seq),
+        }
+    }
+
+    /// Registers the `notifications` table with the query engine.
+    pub fn register_table(self: &Arc<Self>, queries: &aemos_queries::QueryEngine) -> anyhow::Result<()> {
+        let table = aemos_queries::SnapshotTable::new(Arc::clone(self) as _);
+        queries
+            .context()
+            .register_table("notifications", Arc::new(table))?;
+        Ok(())
+    }
+
+    /// Notifications handed to the channels since start.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+}
+
+/// `notifications(time, device, seq, type, payload)`.
+pub fn notifications_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("device", DataType::Utf8, false),
+        Field::new("seq", DataType::UInt64, false),
+        Field::new("type", DataType::Utf8, false),
+        Field::new("payload", DataType::Utf8, false),
+    ]))
+}
+
+impl SnapshotSource for Notifier {
+    fn schema(&self) -> SchemaRef {
+        notifications_schema()
+    }
+
+    fn batches(&self) -> Vec<RecordBatch> {
+        let rows: Vec<Arc<Notification>> = {
+            let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+            devices.values().flat_map(|d| d.recent.iter().cloned()).collect()
+        };
+        if rows.is_empty() {
+            return Vec::new();
+        }
+        let payloads: Vec<String> = rows
+            .iter()
+            .map(|n| serde_json::to_string(&**n).unwrap_or_default())
+            .collect();
+        let columns: Vec<arrow::array::ArrayRef> = vec![
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(rows.iter().map(|n| n.time_ms))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|n| n.device_uuid.as_str()),
+            )),
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|n| n.seq))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|n| n.kind.as_str()))),
+            Arc::new(StringArray::from_iter_values(payloads)),
+        ];
+        match RecordBatch::try_new(notifications_schema(), columns) {
+            Ok(b) => vec![b],
+            Err(e) => {
+                warn!(error = %e, "notifications snapshot");
+                Vec::new()
+            }
+        }
+    }
+}

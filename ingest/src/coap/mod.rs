@@ -1,0 +1,365 @@
+//! The CoAP server over UDP (`coap-lite` messages): telemetry in, notifications out.
+//!
+//! - `POST /telemetry/{device}` (dev mode) with a JSON body as for MQTT answers `2.04 Changed`
+//!   once the readings are durable, `4.00` with the reason otherwise, `5.03` when overloaded.
+//!   `POST /telemetry?token=T` needs a device registry and answers `4.01` until there is one.
+//! - `GET /devices/{device}/notifications` with Observe (RFC 7641) registers an observer
+//!   ([`observers`]); each notification is then sent to it as a confirmable `2.05` with an
+//!   increasing Observe number. Without Observe, the GET answers the last notification.
+//!
+//! Confirmable requests are deduplicated by endpoint and message id for the exchange
+//! lifetime, so a retransmitted POST is answered again, not stored twice.
+
+mod dedup;
+mod observers;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aemos_storage::Storage;
+use bytes::Bytes;
+use coap_lite::{
+    create_notification, CoapRequest, ContentFormat, MessageType, ObserveOption, Packet,
+    RequestType, ResponseType,
+};
+use serde_json::json;
+use tokio::net::UdpSocket;
+use tracing::{debug, warn};
+
+use crate::queue::DropOldest;
+use crate::validate::check_device;
+use crate::{decode_device_payload, DecodeArgs};
+use dedup::Dedup;
+use observers::Observers;
+
+#[derive(Debug, Clone)]
+pub struct CoapArgs {
+    /// UDP address; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// `/telemetry/{device}` without a token is accepted (dev mode).
+    pub allow_unauthenticated: bool,
+    /// How long an observation lasts without being renewed.
+    pub observe_lifetime: Duration,
+    pub max_observers: usize,
+    /// Notifications waiting to be sent before the oldest is dropped.
+    pub notify_queue: usize,
+}
+
+impl CoapArgs {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            allow_unauthenticated: true,
+            observe_lifetime: Duration::from_secs(24 * 3600),
+            max_observers: 100_000,
+            notify_queue: 65_536,
+        }
+    }
+}
+
+/// Counters of the CoAP edge.
+#[derive(Debug, Default)]
+pub struct CoapStats {
+    pub requests: AtomicU64,
+    pub malformed: AtomicU64,
+    pub readings: AtomicU64,
+    pub notifications: AtomicU64,
+}
+
+struct Shared {
+    socket: UdpSocket,
+    storage: Arc<Storage>,
+    args: CoapArgs,
+    observers: Mutex<Observers>,
+    /// The last notification per device, answered to a plain GET and to a new observer.
+    last: Mutex<HashMap<String, (u32, Bytes)>>,
+    dedup: Mutex<Dedup>,
+    message_id: AtomicU16,
+    stats: Arc<CoapStats>,
+}
+
+/// The running server.
+#[derive(Clone)]
+pub struct CoapServer {
+    pub addr: SocketAddr,
+    pub stats: Arc<CoapStats>,
+    queue: Arc<DropOldest<(String, Bytes)>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for CoapServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoapServer").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl CoapServer {
+    /// Binds and starts the receive loop and the notification sender on the current runtime.
+    pub async fn start(args: CoapArgs, storage: Arc<Storage>) -> crate::Result<Self> {
+        let socket = UdpSocket::bind(args.addr)
+            .await
+            .map_err(|e| crate::Error::Edge(format!("binding coap {}: {e}", args.addr)))?;
+        let addr = socket
+            .local_addr()
+            .map_err(|e| crate::Error::Edge(format!("coap address: {e}")))?;
+        let stats = Arc::new(CoapStats::default());
+        let shared = Arc::new(Shared {
+            socket,
+            storage,
+            observers: Mutex::new(Observers::new(args.observe_lifetime, args.max_observers)),
+            last: Mutex::new(HashMap::new()),
+            dedup: Mutex::new(Dedup::new(Duration::from_secs(247), 65_536)),
+            message_id: AtomicU16::new(rand_start()),
+            stats: Arc::clone(&stats),
+            args,
+        });
+        let queue = DropOldest::new(shared.args.notify_queue);
+        tokio::spawn(receive_loop(Arc::clone(&shared)));
+        tokio::spawn(notify_loop(Arc::clone(&shared), Arc::clone(&queue)));
+        Ok(Self {
+            addr,
+            stats,
+            queue,
+            shared,
+        })
+    }
+
+    /// Queues a notification for a device's observers; never blocks.
+    pub fn notify(&self, device: String, payload: Bytes) {
+        self.queue.push((device, payload));
+    }
+
+    pub fn observers(&self) -> usize {
+        lock(&self.shared.observers).len()
+    }
+
+    /// Notifications dropped because the sender fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.queue.dropped()
+    }
+}
+
+fn rand_start() -> u16 {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        & 0xffff) as u16
+}
+
+async fn receive_loop(shared: Arc<Shared>) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (len, src) = match shared.socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP port unreachable from a gone observer surfaces here on Linux.
+                debug!(error = %e, "coap: receive");
+                continue;
+            }
+        };
+        shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let packet = match Packet::from_bytes(&buf[..len]) {
+            Ok(p) => p,
+            Err(e) => {
+                shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                debug!(%src, error = ?e, "coap: malformed message");
+                continue;
+            }
+        };
+        let message_id = packet.header.message_id;
+        match packet.header.get_type() {
+            MessageType::Acknowledgement => {
+                lock(&shared.observers).acknowledged(src, message_id);
+                continue;
+            }
+            MessageType::Reset => {
+                lock(&shared.observers).reset(src, message_id);
+                continue;
+            }
+            MessageType::Confirmable => {
+                let cached = lock(&shared.dedup).seen(src, message_id, Instant::now());
+                match cached {
+                    dedup::Seen::New => {}
+                    dedup::Seen::Answered(bytes) => {
+                        let _ = shared.socket.send_to(&bytes, src).await;
+                        continue;
+                    }
+                    dedup::Seen::InProgress => continue,
+                }
+            }
+            MessageType::NonConfirmable => {}
+        }
+        let request = CoapRequest::from_packet(packet, src);
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move { handle(shared, request).await });
+    }
+}
+
+async fn handle(shared: Arc<Shared>, mut request: CoapRequest<SocketAddr>) {
+    let Some(src) = request.source else { return };
+    let confirmable = request.message.header.get_type() == MessageType::Confirmable;
+    let message_id = request.message.header.message_id;
+    let path = request.get_path();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (status, body) = match (*request.get_method(), segments.as_slice()) {
+        (RequestType::Post, ["telemetry", device]) => post_telemetry(&shared, Some(device), &request).await,
+        (RequestType::Post, ["telemetry"]) => post_telemetry(&shared, None, &request).await,
+        (RequestType::Get, ["devices", device, "notifications"]) => {
+            get_notifications(&shared, device, &mut request)
+        }
+        (_, ["telemetry", ..]) | (_, ["devices", _, "notifications"]) => (
+            ResponseType::MethodNotAllowed,
+            Bytes::from_static(b"{\"error\":\"method not allowed\"}"),
+        ),
+        _ => (
+            ResponseType::NotFound,
+            Bytes::from(json!({"error": format!("no resource {path:?}: use /telemetry/{{device}} or /devices/{{device}}/notifications")}).to_string()),
+        ),
+    };
+    let Some(response) = request.response.as_mut() else { return };
+    response.set_status(status);
+    response.message.set_content_format(ContentFormat::ApplicationJSON);
+    response.message.payload = body.to_vec();
+    let bytes = match response.message.to_bytes() {
+        Ok(b) => b,
+        Err(e) => {
+            warn!(error = ?e, "coap: encoding a response");
+            return;
+        }
+    };
+    if confirmable {
+        lock(&shared.dedup).answered(src, message_id, bytes.clone(), Instant::now());
+    }
+    let _ = shared.socket.send_to(&bytes, src).await;
+}
+
+fn error_body(reason: impl std::fmt::Display) -> Bytes {
+    Bytes::from(json!({ "error": reason.to_string() }).to_string())
+}
+
+async fn post_telemetry(
+    shared: &Shared,
+    device: Option<&str>,
+    request: &CoapRequest<SocketAddr>,
+) -> (ResponseType, Bytes) {
+    let Some(device) = device else {
+        return (
+            ResponseType::Unauthorized,
+            error_body("device tokens need a registered device; use /telemetry/{device} in dev mode"),
+        );
+    };
+    if !shared.args.allow_unauthenticated {
+        return (ResponseType::Unauthorized, error_body("a device token is required (?token=T)"));
+    }
+    if let Err(reason) = check_device(device) {
+        return (ResponseType::BadRequest, error_body(format!("device: {reason}")));
+    }
+    if let Err(e) = shared.storage.check_admission() {
+        return (ResponseType::ServiceUnavailable, error_body(e));
+    }
+    let args = DecodeArgs::new(shared.storage.now_ms());
+    let decoded = match decode_device_payload(device, &request.message.payload, &args) {
+        Ok(d) => d,
+        Err(e) => return (ResponseType::BadRequest, error_body(e)),
+    };
+    if decoded.rejected_count > 0 {
+        let body = json!({
+            "error": format!("{} of {} readings rejected; nothing was stored", decoded.rejected_count, decoded.rejected_count + decoded.accepted()),
+            "rejected": decoded.rejected,
+        });
+        return (ResponseType::BadRequest, Bytes::from(body.to_string()));
+    }
+    let accepted = decoded.accepted();
+    match shared.storage.write(decoded.batch).await {
+        Ok(()) => {
+            shared.stats.readings.fetch_add(accepted as u64, Ordering::Relaxed);
+            (ResponseType::Changed, Bytes::from(json!({ "accepted": accepted }).to_string()))
+        }
+        Err(e @ (aemos_storage::Error::Overloaded { .. } | aemos_storage::Error::WalQueueFull { .. })) => {
+            (ResponseType::ServiceUnavailable, error_body(e))
+        }
+        Err(e) => (ResponseType::InternalServerError, error_body(e)),
+    }
+}
+
+fn get_notifications(
+    shared: &Shared,
+    device: &str,
+    request: &mut CoapRequest<SocketAddr>,
+) -> (ResponseType, Bytes) {
+    if let Err(reason) = check_device(device) {
+        return (ResponseType::BadRequest, error_body(format!("device: {reason}")));
+    }
+    let Some(src) = request.source else {
+        return (ResponseType::BadRequest, error_body("no source"));
+    };
+    let token = request.message.get_token().to_vec();
+    let (sequence, last) = lock(&shared.last)
+        .get(device)
+        .cloned()
+        .unwrap_or((0, Bytes::from_static(b"{}")));
+    match request.get_observe_flag() {
+        Some(Ok(ObserveOption::Register)) => {
+            if lock(&shared.observers).register(device, src, &token, Instant::now()) {
+                if let Some(r) = request.response.as_mut() {
+                    r.message.set_observe_value(sequence);
+                }
+            }
+            // A full registry answers without Observe: the client knows it is not observing.
+        }
+        Some(Ok(ObserveOption::Deregister)) => {
+            lock(&shared.observers).deregister(device, src, &token);
+        }
+        Some(Err(_)) => return (ResponseType::BadOption, error_body("Observe must be 0 or 1")),
+        None => {}
+    }
+    (ResponseType::Content, last)
+}
+
+async fn notify_loop(shared: Arc<Shared>, queue: Arc<DropOldest<(String, Bytes)>>) {
+    let mut items = Vec::new();
+    let mut last_sweep = Instant::now();
+    while queue.next_all(&mut items).await {
+        let now = Instant::now();
+        if now.duration_since(last_sweep) > Duration::from_secs(60) {
+            lock(&shared.observers).expire(now);
+            last_sweep = now;
+        }
+        for (device, payload) in items.drain(..) {
+            let sequence = {
+                let mut last = lock(&shared.last);
+                let entry = last.entry(device.clone()).or_insert((0, Bytes::new()));
+                entry.0 = (entry.0 + 1) & 0x00ff_ffff;
+                entry.1 = payload.clone();
+                entry.0
+            };
+            let targets = lock(&shared.observers).notify(&device, now, || {
+                shared.message_id.fetch_add(1, Ordering::Relaxed)
+            });
+            for (observer, message_id) in targets {
+                let mut packet = create_notification(
+                    message_id,
+                    observer.token.clone(),
+                    sequence,
+                    payload.to_vec(),
+                    true,
+                );
+                packet.set_content_format(ContentFormat::ApplicationJSON);
+                match packet.to_bytes() {
+                    Ok(bytes) => {
+                        let _ = shared.socket.send_to(&bytes, observer.endpoint).await;
+                        shared.stats.notifications.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => warn!(error = ?e, "coap: encoding a notification"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The ingest link: drains the router, decodes, writes, reports refusals.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aemos_storage::Storage;
+use arrow::array::RecordBatch;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::Notification;
+use serde_json::json;
+use tracing::{error, warn};
+
+use super::{device_of_telemetry, errors_topic, MqttMetrics, TELEMETRY_FILTER};
+use crate::validate::check_device;
+use crate::{decode_device_payload, DecodeArgs};
+
+/// Writes in flight at once: enough for publishes to share group commits.
+const MAX_IN_FLIGHT: usize = 4;
+/// Readings gathered into one write at most.
+const MAX_BATCH_ROWS: usize = 65_536;
+
+pub(super) async fn run(
+    mut tx: LinkTx,
+    mut rx: LinkRx,
+    storage: Arc<Storage>,
+    metrics: MqttMetrics,
+) {
+    if let Err(e) = tx.subscribe(TELEMETRY_FILTER) {
+        error!(error = %e, "mqtt: subscribing the ingest link failed");
+        return;
+    }
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            next = rx.next(), if in_flight.len() < MAX_IN_FLIGHT => {
+                let first = match next {
+                    Ok(n) => n,
+                    Err(e) => {
+                        error!(error = %e, "mqtt: the ingest link closed");
+                        break;
+                    }
+                };
+                let received = Instant::now();
+                let mut batches = Vec::new();
+                let mut rows = 0;
+                let mut woken = false;
+                let mut notification = first;
+                loop {
+                    match notification {
+                        Some(Notification::Forward(forward)) => {
+                            let publish = forward.publish;
+                            rows += take_publish(&mut tx, &storage, &metrics, &publish.topic, &publish.payload, &mut batches);
+                        }
+                        Some(Notification::Unschedule) if !woken => {
+                            woken = true;
+                        }
+                        _ => {}
+                    }
+                    if rows >= MAX_BATCH_ROWS {
+                        break;
+                    }
+                    match rx.next().now_or_never() {
+                        Some(Ok(n @ Some(_))) => notification = n,
+                        _ => break,
+                    }
+                }
+                if woken {
+                    // The router paused this link when its buffer filled; ask for more.
+                    if let Err(e) = rx.wake().await {
+                        error!(error = %e, "mqtt: waking the router failed");
+                        break;
+                    }
+                }
+                if !batches.is_empty() {
+                    in_flight.push(write(Arc::clone(&storage), batches, rows, received, metrics.clone()));
+                }
+            }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+/// Decodes one publish into `batches`; returns its reading count (0 when refused).
+fn take_publish(
+    tx: &mut LinkTx,
+    storage: &Storage,
+    metrics: &MqttMetrics,
+    topic: &[u8],
+    payload: &[u8],
+    batches: &mut Vec<RecordBatch>,
+) -> usize {
+    metrics.publishes.inc();
+    let topic = String::from_utf8_lossy(topic);
+    let Some(device) = device_of_telemetry(&topic) else {
+        // The link only subscribes to telemetry; anything else is the router's business.
+        return 0;
+    };
+    if let Err(reason) = check_device(device) {
+        metrics.rejected_publishes.inc();
+        warn!(%topic, %reason, "mqtt: refused a publish");
+        return 0;
+    }
+    let refuse = |tx: &mut LinkTx, body: serde_json::Value| {
+        metrics.rejected_publishes.inc();
+        let _ = tx.try_publish(errors_topic(device), body.to_string());
+    };
+    match decode_device_payload(device, payload, &DecodeArgs::new(storage.now_ms())) {
+        Ok(decoded) if decoded.rejected_count == 0 => {
+            let rows = decoded.accepted();
+            if rows > 0 {
+                batches.push(decoded.batch);
+            }
+            rows
+        }
+        Ok(decoded) => {
+            refuse(
+                tx,
+                json!({
+                    "topic": topic,
+                    "error": format!("{} of {} readings rejected; nothing was stored", decoded.rejected_count, decoded.rejected_count + decoded.accepted()),
+                    "rejected": decoded.rejected,
+                }),
+            );
+            0
+        }
+        Err(e) => {
+            refuse(tx, json!({"topic": topic, "error": e.to_string()}));
+            0
+        }
+    }
+}
+
+/// Writes the gathered readings, waiting out overload: the broker has acknowledged them.
+async fn write(
+    storage: Arc<Storage>,
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    received: Instant,
+    metrics: MqttMetrics,
+) {
+    let batch = if batches.len() == 1 {
+        batches.into_iter().next().expect("one batch")
+    } else {
+        match arrow::compute::concat_batches(&batches[0].schema(), &batches) {
+            Ok(b) => b,
+            Err(e) => {
+                error!(error = %e, rows, "mqtt: concatenating readings failed");
+                metrics.lost_readings.inc_by(rows as u64);
+                return;
+            }
+        }
+    };
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        match storage.write(batch.clone()).await {
+            Ok(()) => {
+                metrics.readings.inc_by(rows as u64);
+                metrics
+                    .durable_window
+                    .observe(received.elapsed().as_secs_f64());
+                return;
+            }
+            Err(aemos_storage::Error::Overloaded { .. } | aemos_storage::Error::WalQueueFull { .. }) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => {
+                error!(error = %e, rows, "mqtt: acknowledged readings could not be written");
+                metrics.lost_readings.inc_by(rows as u64);
+                return;
+            }
+        }
+    }
+}

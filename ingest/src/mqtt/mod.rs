@@ -1,0 +1,181 @@
+//! The embedded MQTT broker (`rumqttd`, MQTT 3.1.1 and 5), read through its in-process link.
+//!
+//! Devices publish to `aemos/devices/{device}/telemetry`. The broker's router acknowledges a
+//! QoS 1 publish when it appends it to its in-memory commit log, before aemos sees it; the
+//! ingest link ([`ingest`]) then drains everything the router has queued, decodes each publish
+//! ([`crate::decode_device_payload`]), concatenates the valid ones into one batch and writes it
+//! through the WAL, with a few writes in flight so that publishes share group commits. The
+//! time from the link's receipt to durability is the `mqtt_durable_window_seconds` histogram.
+//! A refused publish stores nothing and its reason goes to `aemos/devices/{device}/errors`.
+//!
+//! Notifications go the other way through a second link ([`publisher`]), retained, from a
+//! thread fed by a drop-oldest queue, so a stalled router never holds up the fan-out.
+
+mod config;
+mod ingest;
+mod publisher;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aemos_storage::Storage;
+use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
+
+pub use publisher::MqttPublisher;
+
+/// Telemetry topics: `aemos/devices/{device}/telemetry`.
+pub const TELEMETRY_FILTER: &str = "aemos/devices/+/telemetry";
+
+pub fn telemetry_topic(device: &str) -> String {
+    format!("aemos/devices/{device}/telemetry")
+}
+
+pub fn errors_topic(device: &str) -> String {
+    format!("aemos/devices/{device}/errors")
+}
+
+pub fn notifications_topic(device: &str) -> String {
+    format!("aemos/devices/{device}/notifications")
+}
+
+/// The device of a telemetry topic, if it is one.
+pub fn device_of_telemetry(topic: &str) -> Option<&str> {
+    topic
+        .strip_prefix("aemos/devices/")?
+        .strip_suffix("/telemetry")
+        .filter(|d| !d.is_empty() && !d.contains('/'))
+}
+
+#[derive(Debug, Clone)]
+pub struct MqttArgs {
+    /// MQTT 3.1.1 listener; port 0 picks a free port.
+    pub v4_addr: SocketAddr,
+    /// MQTT 5 listener, if any.
+    pub v5_addr: Option<SocketAddr>,
+    /// Largest accepted publish; larger ones close the publisher's connection.
+    pub max_payload_bytes: usize,
+    pub max_connections: usize,
+    /// Bytes of the router's commit log per topic (two segments of half of it); a consumer
+    /// that falls this far behind loses the oldest publishes (counted as cursor jumps).
+    pub log_bytes_per_topic: usize,
+    /// Notifications waiting for the broker before the oldest is dropped.
+    pub notify_queue: usize,
+}
+
+impl MqttArgs {
+    pub fn new(v4_addr: SocketAddr) -> Self {
+        Self {
+            v4_addr,
+            v5_addr: None,
+            max_payload_bytes: 256 * 1024,
+            max_connections: 10_000,
+            log_bytes_per_topic: 8 * 1024 * 1024,
+            notify_queue: 65_536,
+        }
+    }
+}
+
+/// Counters of the MQTT edge, registered in the server's Prometheus registry.
+#[derive(Debug, Clone)]
+pub struct MqttMetrics {
+    pub publishes: IntCounter,
+    pub readings: IntCounter,
+    pub rejected_publishes: IntCounter,
+    pub lost_readings: IntCounter,
+    pub notifications: IntCounter,
+    pub durable_window: Histogram,
+}
+
+impl MqttMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let durable_window = Histogram::with_opts(
+            HistogramOpts::new(
+                "mqtt_durable_window_seconds",
+                "From the ingest link's receipt of a publish (already acknowledged by the broker) to its WAL sync",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+            ]),
+        )?;
+        registry.register(Box::new(durable_window.clone()))?;
+        Ok(Self {
+            publishes: counter("mqtt_publishes_total", "Telemetry publishes received")?,
+            readings: counter("mqtt_readings_total", "Readings from MQTT made durable")?,
+            rejected_publishes: counter(
+                "mqtt_rejected_publishes_total",
+                "Telemetry publishes refused (bad topic or payload), reported on the errors topic",
+            )?,
+            lost_readings: counter(
+                "mqtt_lost_readings_total",
+                "Acknowledged readings that could not be written (storage failure)",
+            )?,
+            notifications: counter(
+                "mqtt_notifications_total",
+                "Notifications published to the broker",
+            )?,
+            durable_window,
+        })
+    }
+}
+
+/// The running broker: its addresses and the notification publisher.
+#[derive(Debug)]
+pub struct MqttBroker {
+    pub v4_addr: SocketAddr,
+    pub v5_addr: Option<SocketAddr>,
+    pub publisher: MqttPublisher,
+}
+
+impl MqttBroker {
+    /// Starts the broker's threads, the ingest link on the current runtime and the publisher;
+    /// returns once the listeners accept connections.
+    pub async fn start(
+        args: MqttArgs,
+        storage: Arc<Storage>,
+        metrics: MqttMetrics,
+    ) -> crate::Result<Self> {
+        let v4_addr = config::resolve(args.v4_addr)?;
+        let v5_addr = args.v5_addr.map(config::resolve).transpose()?;
+        let mut broker = rumqttd::Broker::new(config::broker_config(&args, v4_addr, v5_addr));
+        let link_error = |e: rumqttd::local::LinkError| crate::Error::Edge(format!("mqtt link: {e}"));
+        let (ingest_tx, ingest_rx) = broker.link("aemos-ingest").map_err(link_error)?;
+        let (notify_tx, notify_rx) = broker.link("aemos-notify").map_err(link_error)?;
+        std::thread::Builder::new()
+            .name("aemos-mqtt".into())
+            .spawn(move || {
+                if let Err(e) = broker.start() {
+                    tracing::error!(error = %e, "mqtt broker stopped");
+                }
+            })
+            .map_err(|e| crate::Error::Edge(format!("starting the mqtt broker: {e}")))?;
+        tokio::spawn(ingest::run(ingest_tx, ingest_rx, storage, metrics.clone()));
+        let publisher = MqttPublisher::start(notify_tx, notify_rx, args.notify_queue, metrics)?;
+        for addr in std::iter::once(v4_addr).chain(v5_addr) {
+            config::wait_listening(addr, Duration::from_secs(10)).await?;
+        }
+        Ok(Self {
+            v4_addr,
+            v5_addr,
+            publisher,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telemetry_topics() {
+        assert_eq!(device_of_telemetry("aemos/devices/d-1/telemetry"), Some("d-1"));
+        assert_eq!(device_of_telemetry("aemos/devices//telemetry"), None);
+        assert_eq!(device_of_telemetry("aemos/devices/a/b/telemetry"), None);
+        assert_eq!(device_of_telemetry("aemos/devices/a/errors"), None);
+    }
+}
