@@ -48,7 +48,7 @@ pub struct SocketIoChannel {
 impl SocketIoChannel {
     /// Starts the emitting task on the current runtime.
     pub fn start(io: SocketIo, capacity: usize) -> Self {
-        let queue = DropOldest::new(capacity);
+        let queue: Arc<DropOldest<Arc<Notification>>> = DropOldest::new(capacity);
         let missed = Arc::new(AtomicU64::new(0));
         let (q, m) = (Arc::clone(&queue), Arc::clone(&missed));
         tokio::spawn(async move {

@@ -33,7 +33,7 @@ pub struct Datastream {
 impl Datastream {
     /// Starts the emitting task on the current runtime.
     pub fn start(io: SocketIo, subscriptions: Arc<Subscriptions>, capacity: usize) -> Arc<Self> {
-        let queue = DropOldest::new(capacity);
+        let queue: Arc<DropOldest<(String, Value)>> = DropOldest::new(capacity);
         let q = Arc::clone(&queue);
         tokio::spawn(async move {
             let mut items = Vec::new();

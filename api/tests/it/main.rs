@@ -2,6 +2,8 @@
 //! (durability across SIGKILL, `aemos sql`, S3 through a real S3-compatible server).
 
 mod durability;
+mod edge;
+mod edge_abuse;
 mod router;
 mod rules;
 mod s3;

@@ -9,6 +9,16 @@ use std::time::Duration;
 pub(crate) struct TestServer {
     pub(crate) child: Child,
     pub(crate) url: String,
+    /// The MQTT 3.1.1 listener, `host:port`.
+    pub(crate) mqtt_addr: String,
+    /// The CoAP (UDP) address, `host:port`.
+    pub(crate) coap_addr: String,
+}
+
+/// The value of `key=` in a log line.
+fn field(line: &str, key: &str) -> Option<String> {
+    let rest = line.split(&format!("{key}=")).nth(1)?;
+    Some(rest.split_whitespace().next().unwrap_or_default().to_string())
 }
 
 impl TestServer {
@@ -16,8 +26,9 @@ impl TestServer {
     pub(crate) fn start(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_aemos"));
         cmd.arg("serve")
-            .arg("--http-addr")
-            .arg("127.0.0.1:0")
+            .args(["--http-addr", "127.0.0.1:0"])
+            .args(["--mqtt-addr", "127.0.0.1:0", "--mqtt5-addr", "127.0.0.1:0"])
+            .args(["--coap-addr", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -32,16 +43,17 @@ impl TestServer {
         let (tx, rx) = mpsc::channel();
         // Keep draining stderr for the server's whole life, so logging never blocks it.
         std::thread::spawn(move || {
-            let mut sent = false;
+            let (mut mqtt, mut coap, mut sent) = (String::new(), String::new(), false);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent {
-                    if let Some(rest) = line.split("http_addr=").nth(1) {
-                        let addr = rest
-                            .split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_string();
-                        let _ = tx.send(addr);
+                    if let Some(a) = field(&line, "mqtt_addr") {
+                        mqtt = a;
+                    }
+                    if let Some(a) = field(&line, "coap_addr") {
+                        coap = a;
+                    }
+                    if let Some(http) = field(&line, "http_addr") {
+                        let _ = tx.send((http, mqtt.clone(), coap.clone()));
                         sent = true;
                     }
                 }
@@ -50,12 +62,14 @@ impl TestServer {
                 }
             }
         });
-        let addr = rx
+        let (http, mqtt_addr, coap_addr) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("aemos did not report its address in time");
         Self {
             child,
-            url: format!("http://{addr}"),
+            url: format!("http://{http}"),
+            mqtt_addr,
+            coap_addr,
         }
     }
 

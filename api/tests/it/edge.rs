@@ -1,0 +1,262 @@
+//! The device edge end to end, with clients nobody here wrote: a rule registered over HTTP,
+//! readings sent over MQTT (rumqttc) and CoAP (the `coap` crate), and the notification
+//! received over MQTT, CoAP Observe and Socket.IO (npm's socket.io-client 4.x, run by node).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+
+use crate::server::TestServer;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+pub(crate) async fn create_chain(client: &reqwest::Client, server: &TestServer, chain: Value) {
+    let r = client
+        .post(format!("{}/api/v1/rulechains", server.url))
+        .json(&chain)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
+pub(crate) fn hot_chain(device: &str) -> Value {
+    json!({"id": format!("hot-{device}"), "nodes": [
+        {"type": "filter", "sensor": device, "condition": "temperature > 25"},
+        {"type": "action", "action": "notify", "device": device,
+         "state": {"name": "alert", "value": "hot", "clear": "normal"}}]})
+}
+
+/// An MQTT client on the server's broker, its event loop driven by a task that forwards
+/// publishes.
+pub(crate) async fn mqtt_client(
+    server: &TestServer,
+    id: &str,
+) -> (AsyncClient, tokio::sync::mpsc::UnboundedReceiver<(String, Value)>) {
+    let (host, port) = server.mqtt_addr.rsplit_once(':').unwrap();
+    let mut options = MqttOptions::new(id, host, port.parse().unwrap());
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, eventloop) = AsyncClient::new(options, 100);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(drive(eventloop, tx));
+    (client, rx)
+}
+
+async fn drive(mut eventloop: EventLoop, tx: tokio::sync::mpsc::UnboundedSender<(String, Value)>) {
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let body = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                if tx.send((p.topic.clone(), body)).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+pub(crate) async fn next_on(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+    topic: &str,
+) -> Value {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let (t, v) = rx.recv().await.expect("mqtt client running");
+            if t == topic {
+                return v;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("nothing on {topic} within {WAIT:?}"))
+}
+
+/// `node sio-listen.js`: the stock Socket.IO client, its events as JSON lines.
+pub(crate) struct SocketIoListener {
+    child: Child,
+    events: mpsc::Receiver<Value>,
+    /// Events received while waiting for another name, kept in order.
+    skipped: std::cell::RefCell<std::collections::VecDeque<Value>>,
+}
+
+impl SocketIoListener {
+    pub(crate) fn start(server: &TestServer, devices: &str) -> Self {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/sio-listen.js");
+        let mut child = Command::new("node")
+            .arg(script)
+            .arg(&server.url)
+            .arg(devices)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node and api/tests/clients installed (npm ci --prefix api/tests/clients)");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Self {
+            child,
+            events,
+            skipped: Default::default(),
+        }
+    }
+
+    /// The next event named `name`; events of other names stay for their own `next`.
+    pub(crate) fn next(&self, name: &str) -> Value {
+        let mut skipped = self.skipped.borrow_mut();
+        if let Some(i) = skipped.iter().position(|e| e["event"] == name) {
+            return skipped.remove(i).expect("present")["data"].clone();
+        }
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let e = self
+                .events
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no Socket.IO {name} event within {WAIT:?}"));
+            if e["event"] == name {
+                return e["data"].clone();
+            }
+            skipped.push_back(e);
+        }
+    }
+}
+
+impl Drop for SocketIoListener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn coap_url(server: &TestServer, path: &str) -> String {
+    format!("coap://{}{path}", server.coap_addr)
+}
+
+async fn coap_post(server: &TestServer, path: &str, body: &str) -> (String, Value) {
+    let r = coap::UdpCoAPClient::post_with_timeout(
+        &coap_url(server, path),
+        body.as_bytes().to_vec(),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("coap answer");
+    let status = format!("{:?}", r.get_status());
+    (status, serde_json::from_slice(&r.message.payload).unwrap_or(Value::Null))
+}
+
+fn assert_notification(n: &Value, device: &str, new: &str, seq: u64) {
+    assert_eq!(n["type"], "device-state-change", "{n}");
+    assert_eq!(n["deviceUuid"], device, "{n}");
+    assert_eq!(n["ruleChainId"], format!("hot-{device}"), "{n}");
+    assert_eq!(n["metadata"]["stateName"], "alert", "{n}");
+    assert_eq!(n["metadata"]["newValue"], new, "{n}");
+    assert_eq!(n["seq"], seq, "{n}");
+    assert!(n["timestamp"].as_str().unwrap().ends_with('Z'), "{n}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_reaches_mqtt_coap_and_socketio() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--workers", "2"], &[]);
+    let http = reqwest::Client::new();
+    create_chain(&http, &server, hot_chain("d-1")).await;
+
+    let sio = SocketIoListener::start(&server, "d-1");
+    assert_eq!(sio.next("subscribed")["rooms"], json!(["device-uuid-d-1"]));
+    assert!(sio.next("refused")["error"].as_str().unwrap().contains("not a device room"));
+
+    let (mqtt, mut inbox) = mqtt_client(&server, "watcher").await;
+    mqtt.subscribe("aemos/devices/d-1/notifications", QoS::AtLeastOnce).await.unwrap();
+    mqtt.subscribe("aemos/devices/d-1/errors", QoS::AtLeastOnce).await.unwrap();
+
+    let (coap_tx, mut coap_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let observer = coap::UdpCoAPClient::new_udp(server.coap_addr.as_str()).await.unwrap();
+    let _observation = observer
+        .observe("/devices/d-1/notifications", move |packet| {
+            if let Ok(v) = serde_json::from_slice::<Value>(&packet.payload) {
+                if v.get("seq").is_some() {
+                    let _ = coap_tx.send(v);
+                }
+            }
+        })
+        .await
+        .unwrap();
+
+    // A device publishes over MQTT: the chain becomes active.
+    let (device, _device_inbox) = mqtt_client(&server, "d-1").await;
+    device
+        .publish("aemos/devices/d-1/telemetry", QoS::AtLeastOnce, false, r#"{"temperature": 30, "humidity": 40}"#)
+        .await
+        .unwrap();
+    let over_mqtt = next_on(&mut inbox, "aemos/devices/d-1/notifications").await;
+    assert_notification(&over_mqtt, "d-1", "hot", 1);
+    assert_eq!(over_mqtt["metadata"]["oldValue"], "normal");
+    assert_eq!(over_mqtt["metadata"]["values"]["temperature"], 30.0);
+    assert_notification(&sio.next("device-state-change"), "d-1", "hot", 1);
+    let over_coap = tokio::time::timeout(WAIT, coap_rx.recv()).await.expect("coap notification").unwrap();
+    assert_notification(&over_coap, "d-1", "hot", 1);
+    let ds = sio.next("datastream");
+    assert_eq!((ds["sensor"].as_str(), ds["device"].as_str()), (Some("d-1"), Some("d-1")));
+
+    // The same device over CoAP: the chain clears.
+    let (status, body) = coap_post(&server, "/telemetry/d-1", r#"{"temperature": 20}"#).await;
+    assert_eq!(status, "Changed", "{body}");
+    assert_eq!(body["accepted"], 1);
+    assert_notification(&next_on(&mut inbox, "aemos/devices/d-1/notifications").await, "d-1", "normal", 2);
+    assert_notification(&sio.next("device-state-change"), "d-1", "normal", 2);
+    let over_coap = tokio::time::timeout(WAIT, coap_rx.recv()).await.expect("coap notification").unwrap();
+    assert_notification(&over_coap, "d-1", "normal", 2);
+
+    // A bad publish is refused on the errors topic and stores nothing.
+    device
+        .publish("aemos/devices/d-1/telemetry", QoS::AtLeastOnce, false, r#"{"temperature": "hot"}"#)
+        .await
+        .unwrap();
+    let error = next_on(&mut inbox, "aemos/devices/d-1/errors").await;
+    assert!(error["rejected"][0]["reason"].as_str().unwrap().contains("temperature"), "{error}");
+    // A bad CoAP body gets 4.00 with the reason.
+    let (status, body) = coap_post(&server, "/telemetry/d-1", "{not json").await;
+    assert_eq!(status, "BadRequest", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("malformed JSON"), "{body}");
+
+    // Replay and SQL.
+    let replay: Value = http
+        .get(format!("{}/api/v1/devices/d-1/notifications?since_seq=1", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replay["lastSeq"], 2, "{replay}");
+    assert_eq!(replay["notifications"].as_array().unwrap().len(), 1, "{replay}");
+    assert_notification(&replay["notifications"][0], "d-1", "normal", 2);
+    let rows = server
+        .sql(&http, "SELECT seq, type FROM notifications WHERE device = 'd-1' ORDER BY seq")
+        .await;
+    assert_eq!(rows, json!([{"seq": 1, "type": "device-state-change"}, {"seq": 2, "type": "device-state-change"}]));
+    let rows = server
+        .sql(&http, "SELECT value FROM readings WHERE device = 'd-1' AND variable = 'temperature' ORDER BY time")
+        .await;
+    assert_eq!(rows, json!([{"value": 30.0}, {"value": 20.0}]));
+
+    // The retained state greets a late MQTT subscriber.
+    let (late, mut late_inbox) = mqtt_client(&server, "late").await;
+    late.subscribe("aemos/devices/d-1/notifications", QoS::AtLeastOnce).await.unwrap();
+    assert_notification(&next_on(&mut late_inbox, "aemos/devices/d-1/notifications").await, "d-1", "normal", 2);
+}
