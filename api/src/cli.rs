@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run one SQL query against a data directory or object store, without a server.
     Sql(SqlArgs),
     /// Manage the rule chains of a running server.

@@ -14,7 +14,11 @@ use crate::json::{WireReading, WireValue};
 use crate::{DecodeArgs, Decoded, Error};
 
 /// Decodes one device payload; `device` is already validated by the caller.
-pub fn decode_device_payload(device: &str, body: &[u8], args: &DecodeArgs) -> Result<Decoded, Error> {
+pub fn decode_device_payload(
+    device: &str,
+    body: &[u8],
+    args: &DecodeArgs,
+) -> Result<Decoded, Error> {
     let text = std::str::from_utf8(body).map_err(|e| Error::Body {
         line: None,
         reason: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
@@ -46,8 +50,9 @@ pub fn decode_device_payload(device: &str, body: &[u8], args: &DecodeArgs) -> Re
         _ => {
             return Err(Error::Body {
                 line: Some(1),
-                reason: "expected a reading object, an array of them, or {\"variable\": value, ...}"
-                    .into(),
+                reason:
+                    "expected a reading object, an array of them, or {\"variable\": value, ...}"
+                        .into(),
             })
         }
     }
@@ -81,7 +86,10 @@ fn shorthand(device: &str, object: &serde_json::Map<String, Value>, out: &mut Co
         let value = match serde_json::from_value::<WireValue>(value.clone()) {
             Ok(WireValue(v)) => v,
             Err(_) => {
-                out.reject(at, format!("`{variable}`: expected a number or a boolean, got {value}"));
+                out.reject(
+                    at,
+                    format!("`{variable}`: expected a number or a boolean, got {value}"),
+                );
                 continue;
             }
         };

@@ -15,8 +15,8 @@ use aemos_ingest::coap::CoapServer;
 use aemos_ingest::mqtt::{notifications_topic, MqttPublisher};
 use aemos_ingest::queue::DropOldest;
 use bytes::Bytes;
-use socketioxide::SocketIo;
 use socketioxide::BroadcastError;
+use socketioxide::SocketIo;
 
 use super::{Notification, NotificationChannel, DEVICE_STATE_CHANGE};
 

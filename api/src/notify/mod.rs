@@ -10,8 +10,8 @@
 
 pub mod channels;
 pub mod datastream;
-pub mod socketio;
 mod notification;
+pub mod socketio;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -161,7 +161,10 @@ impl Notifier {
     }
 
     /// Registers the `notifications` table with the query engine.
-    pub fn register_table(self: &Arc<Self>, queries: &aemos_queries::QueryEngine) -> anyhow::Result<()> {
+    pub fn register_table(
+        self: &Arc<Self>,
+        queries: &aemos_queries::QueryEngine,
+    ) -> anyhow::Result<()> {
         let table = aemos_queries::SnapshotTable::new(Arc::clone(self) as _);
         queries
             .context()
@@ -198,7 +201,10 @@ impl SnapshotSource for Notifier {
     fn batches(&self) -> Vec<RecordBatch> {
         let rows: Vec<Arc<Notification>> = {
             let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
-            devices.values().flat_map(|d| d.recent.iter().cloned()).collect()
+            devices
+                .values()
+                .flat_map(|d| d.recent.iter().cloned())
+                .collect()
         };
         if rows.is_empty() {
             return Vec::new();
@@ -216,7 +222,9 @@ impl SnapshotSource for Notifier {
                 rows.iter().map(|n| n.device_uuid.as_str()),
             )),
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|n| n.seq))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|n| n.kind.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|n| n.kind.as_str()),
+            )),
             Arc::new(StringArray::from_iter_values(payloads)),
         ];
         match RecordBatch::try_new(notifications_schema(), columns) {

@@ -36,7 +36,11 @@ pub fn notify_targets(spec: &ChainSpec, active: bool, repeated: bool) -> Vec<Not
             let device = device.as_deref().unwrap_or(chain_device).to_owned();
             let (name, on, off) = match state {
                 Some(s) => (s.name.clone(), s.value.clone(), s.clear.clone()),
-                None => (spec.id.clone(), "active".to_owned(), Some("inactive".to_owned())),
+                None => (
+                    spec.id.clone(),
+                    "active".to_owned(),
+                    Some("inactive".to_owned()),
+                ),
             };
             let (new, old) = match (active, repeated) {
                 (true, true) => (on.clone(), on),
@@ -107,17 +111,33 @@ mod tests {
         let with = spec(r#", "state": {"name": "alert", "value": "warning", "clear": "normal"}"#);
         let on = notify_targets(&with, true, false);
         assert_eq!(on.len(), 1, "command actions notify nothing");
-        assert_eq!((on[0].new.as_str(), on[0].old.as_str()), ("warning", "normal"));
+        assert_eq!(
+            (on[0].new.as_str(), on[0].old.as_str()),
+            ("warning", "normal")
+        );
         let off = notify_targets(&with, false, false);
-        assert_eq!((off[0].new.as_str(), off[0].old.as_str()), ("normal", "warning"));
+        assert_eq!(
+            (off[0].new.as_str(), off[0].old.as_str()),
+            ("normal", "warning")
+        );
         let again = notify_targets(&with, true, true);
-        assert_eq!((again[0].new.as_str(), again[0].old.as_str()), ("warning", "warning"));
+        assert_eq!(
+            (again[0].new.as_str(), again[0].old.as_str()),
+            ("warning", "warning")
+        );
 
         let without = spec(r#", "state": {"name": "alert", "value": "warning"}"#);
         assert!(notify_targets(&without, false, false).is_empty());
 
         let bare = spec("");
         let on = notify_targets(&bare, true, false);
-        assert_eq!((on[0].state.as_str(), on[0].new.as_str(), on[0].device.as_str()), ("c", "active", "d"));
+        assert_eq!(
+            (
+                on[0].state.as_str(),
+                on[0].new.as_str(),
+                on[0].device.as_str()
+            ),
+            ("c", "active", "d")
+        );
     }
 }

@@ -73,7 +73,9 @@ pub fn rooms_of(payload: &Value) -> Result<Vec<String>, String> {
                         .ok_or_else(|| format!("`{what}` must hold strings, found {i}"))
                 })
                 .collect(),
-            other => Err(format!("`{what}` must be a string or an array of strings, found {other}")),
+            other => Err(format!(
+                "`{what}` must be a string or an array of strings, found {other}"
+            )),
         }
     };
     let rooms = match payload {
@@ -93,16 +95,22 @@ pub fn rooms_of(payload: &Value) -> Result<Vec<String>, String> {
         other => list(other, "subscribe")?,
     };
     for room in &rooms {
-        let device = device_of_room(room)
-            .ok_or_else(|| format!("room {room:?} is not a device room (device-uuid-{{device}})"))?;
+        let device = device_of_room(room).ok_or_else(|| {
+            format!("room {room:?} is not a device room (device-uuid-{{device}})")
+        })?;
         check_device(device).map_err(|e| format!("room {room:?}: {e}"))?;
     }
     Ok(rooms)
 }
 
 /// Builds the layer for the router and the handle used to emit.
-pub fn socket_io(subscriptions: Arc<Subscriptions>, max_buffer: usize) -> (SocketIoLayer, SocketIo) {
-    let (layer, io) = SocketIo::builder().max_buffer_size(max_buffer).build_layer();
+pub fn socket_io(
+    subscriptions: Arc<Subscriptions>,
+    max_buffer: usize,
+) -> (SocketIoLayer, SocketIo) {
+    let (layer, io) = SocketIo::builder()
+        .max_buffer_size(max_buffer)
+        .build_layer();
     io.ns("/", move |socket: SocketRef| {
         let subs = Arc::clone(&subscriptions);
         async move {
@@ -178,11 +186,24 @@ mod tests {
 
     #[test]
     fn subscribe_payloads() {
-        assert_eq!(rooms_of(&json!({"rooms": ["device-uuid-a"]})).unwrap(), vec!["device-uuid-a"]);
-        assert_eq!(rooms_of(&json!({"devices": ["a", "b"]})).unwrap(), vec!["device-uuid-a", "device-uuid-b"]);
-        assert_eq!(rooms_of(&json!("device-uuid-a")).unwrap(), vec!["device-uuid-a"]);
-        assert!(rooms_of(&json!({"rooms": ["lobby"]})).unwrap_err().contains("not a device room"));
-        assert!(rooms_of(&json!({"rooms": [1]})).unwrap_err().contains("strings"));
+        assert_eq!(
+            rooms_of(&json!({"rooms": ["device-uuid-a"]})).unwrap(),
+            vec!["device-uuid-a"]
+        );
+        assert_eq!(
+            rooms_of(&json!({"devices": ["a", "b"]})).unwrap(),
+            vec!["device-uuid-a", "device-uuid-b"]
+        );
+        assert_eq!(
+            rooms_of(&json!("device-uuid-a")).unwrap(),
+            vec!["device-uuid-a"]
+        );
+        assert!(rooms_of(&json!({"rooms": ["lobby"]}))
+            .unwrap_err()
+            .contains("not a device room"));
+        assert!(rooms_of(&json!({"rooms": [1]}))
+            .unwrap_err()
+            .contains("strings"));
         assert!(rooms_of(&json!({})).is_err());
         assert!(rooms_of(&json!({"devices": ["bad device"]})).is_err());
     }

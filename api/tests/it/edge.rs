@@ -36,7 +36,10 @@ pub(crate) fn hot_chain(device: &str) -> Value {
 pub(crate) async fn mqtt_client(
     server: &TestServer,
     id: &str,
-) -> (AsyncClient, tokio::sync::mpsc::UnboundedReceiver<(String, Value)>) {
+) -> (
+    AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+) {
     let (host, port) = server.mqtt_addr.rsplit_once(':').unwrap();
     let mut options = MqttOptions::new(id, host, port.parse().unwrap());
     options.set_keep_alive(Duration::from_secs(30));
@@ -156,7 +159,10 @@ async fn coap_post(server: &TestServer, path: &str, body: &str) -> (String, Valu
     .await
     .expect("coap answer");
     let status = format!("{:?}", r.get_status());
-    (status, serde_json::from_slice(&r.message.payload).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&r.message.payload).unwrap_or(Value::Null),
+    )
 }
 
 fn assert_notification(n: &Value, device: &str, new: &str, seq: u64) {
@@ -178,14 +184,23 @@ async fn a_firing_reaches_mqtt_coap_and_socketio() {
 
     let sio = SocketIoListener::start(&server, "d-1");
     assert_eq!(sio.next("subscribed")["rooms"], json!(["device-uuid-d-1"]));
-    assert!(sio.next("refused")["error"].as_str().unwrap().contains("not a device room"));
+    assert!(sio.next("refused")["error"]
+        .as_str()
+        .unwrap()
+        .contains("not a device room"));
 
     let (mqtt, mut inbox) = mqtt_client(&server, "watcher").await;
-    mqtt.subscribe("aemos/devices/d-1/notifications", QoS::AtLeastOnce).await.unwrap();
-    mqtt.subscribe("aemos/devices/d-1/errors", QoS::AtLeastOnce).await.unwrap();
+    mqtt.subscribe("aemos/devices/d-1/notifications", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    mqtt.subscribe("aemos/devices/d-1/errors", QoS::AtLeastOnce)
+        .await
+        .unwrap();
 
     let (coap_tx, mut coap_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let observer = coap::UdpCoAPClient::new_udp(server.coap_addr.as_str()).await.unwrap();
+    let observer = coap::UdpCoAPClient::new_udp(server.coap_addr.as_str())
+        .await
+        .unwrap();
     let _observation = observer
         .observe("/devices/d-1/notifications", move |packet| {
             if let Ok(v) = serde_json::from_slice::<Value>(&packet.payload) {
@@ -200,7 +215,12 @@ async fn a_firing_reaches_mqtt_coap_and_socketio() {
     // A device publishes over MQTT: the chain becomes active.
     let (device, _device_inbox) = mqtt_client(&server, "d-1").await;
     device
-        .publish("aemos/devices/d-1/telemetry", QoS::AtLeastOnce, false, r#"{"temperature": 30, "humidity": 40}"#)
+        .publish(
+            "aemos/devices/d-1/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"temperature": 30, "humidity": 40}"#,
+        )
         .await
         .unwrap();
     let over_mqtt = next_on(&mut inbox, "aemos/devices/d-1/notifications").await;
@@ -208,35 +228,66 @@ async fn a_firing_reaches_mqtt_coap_and_socketio() {
     assert_eq!(over_mqtt["metadata"]["oldValue"], "normal");
     assert_eq!(over_mqtt["metadata"]["values"]["temperature"], 30.0);
     assert_notification(&sio.next("device-state-change"), "d-1", "hot", 1);
-    let over_coap = tokio::time::timeout(WAIT, coap_rx.recv()).await.expect("coap notification").unwrap();
+    let over_coap = tokio::time::timeout(WAIT, coap_rx.recv())
+        .await
+        .expect("coap notification")
+        .unwrap();
     assert_notification(&over_coap, "d-1", "hot", 1);
     let ds = sio.next("datastream");
-    assert_eq!((ds["sensor"].as_str(), ds["device"].as_str()), (Some("d-1"), Some("d-1")));
+    assert_eq!(
+        (ds["sensor"].as_str(), ds["device"].as_str()),
+        (Some("d-1"), Some("d-1"))
+    );
 
     // The same device over CoAP: the chain clears.
     let (status, body) = coap_post(&server, "/telemetry/d-1", r#"{"temperature": 20}"#).await;
     assert_eq!(status, "Changed", "{body}");
     assert_eq!(body["accepted"], 1);
-    assert_notification(&next_on(&mut inbox, "aemos/devices/d-1/notifications").await, "d-1", "normal", 2);
+    assert_notification(
+        &next_on(&mut inbox, "aemos/devices/d-1/notifications").await,
+        "d-1",
+        "normal",
+        2,
+    );
     assert_notification(&sio.next("device-state-change"), "d-1", "normal", 2);
-    let over_coap = tokio::time::timeout(WAIT, coap_rx.recv()).await.expect("coap notification").unwrap();
+    let over_coap = tokio::time::timeout(WAIT, coap_rx.recv())
+        .await
+        .expect("coap notification")
+        .unwrap();
     assert_notification(&over_coap, "d-1", "normal", 2);
 
     // A bad publish is refused on the errors topic and stores nothing.
     device
-        .publish("aemos/devices/d-1/telemetry", QoS::AtLeastOnce, false, r#"{"temperature": "hot"}"#)
+        .publish(
+            "aemos/devices/d-1/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"temperature": "hot"}"#,
+        )
         .await
         .unwrap();
     let error = next_on(&mut inbox, "aemos/devices/d-1/errors").await;
-    assert!(error["rejected"][0]["reason"].as_str().unwrap().contains("temperature"), "{error}");
+    assert!(
+        error["rejected"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("temperature"),
+        "{error}"
+    );
     // A bad CoAP body gets 4.00 with the reason.
     let (status, body) = coap_post(&server, "/telemetry/d-1", "{not json").await;
     assert_eq!(status, "BadRequest", "{body}");
-    assert!(body["error"].as_str().unwrap().contains("malformed JSON"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("malformed JSON"),
+        "{body}"
+    );
 
     // Replay and SQL.
     let replay: Value = http
-        .get(format!("{}/api/v1/devices/d-1/notifications?since_seq=1", server.url))
+        .get(format!(
+            "{}/api/v1/devices/d-1/notifications?since_seq=1",
+            server.url
+        ))
         .send()
         .await
         .unwrap()
@@ -244,12 +295,22 @@ async fn a_firing_reaches_mqtt_coap_and_socketio() {
         .await
         .unwrap();
     assert_eq!(replay["lastSeq"], 2, "{replay}");
-    assert_eq!(replay["notifications"].as_array().unwrap().len(), 1, "{replay}");
+    assert_eq!(
+        replay["notifications"].as_array().unwrap().len(),
+        1,
+        "{replay}"
+    );
     assert_notification(&replay["notifications"][0], "d-1", "normal", 2);
     let rows = server
-        .sql(&http, "SELECT seq, type FROM notifications WHERE device = 'd-1' ORDER BY seq")
+        .sql(
+            &http,
+            "SELECT seq, type FROM notifications WHERE device = 'd-1' ORDER BY seq",
+        )
         .await;
-    assert_eq!(rows, json!([{"seq": 1, "type": "device-state-change"}, {"seq": 2, "type": "device-state-change"}]));
+    assert_eq!(
+        rows,
+        json!([{"seq": 1, "type": "device-state-change"}, {"seq": 2, "type": "device-state-change"}])
+    );
     let rows = server
         .sql(&http, "SELECT value FROM readings WHERE device = 'd-1' AND variable = 'temperature' ORDER BY time")
         .await;
@@ -257,6 +318,13 @@ async fn a_firing_reaches_mqtt_coap_and_socketio() {
 
     // The retained state greets a late MQTT subscriber.
     let (late, mut late_inbox) = mqtt_client(&server, "late").await;
-    late.subscribe("aemos/devices/d-1/notifications", QoS::AtLeastOnce).await.unwrap();
-    assert_notification(&next_on(&mut late_inbox, "aemos/devices/d-1/notifications").await, "d-1", "normal", 2);
+    late.subscribe("aemos/devices/d-1/notifications", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_notification(
+        &next_on(&mut late_inbox, "aemos/devices/d-1/notifications").await,
+        "d-1",
+        "normal",
+        2,
+    );
 }

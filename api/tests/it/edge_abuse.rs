@@ -75,14 +75,20 @@ fn raw_connect(addr: &str, client_id: &str) -> TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abuse_leaves_the_edge_serving_with_flat_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), &["--workers", "2", "--mqtt-max-payload-bytes", "4096"], &[]);
+    let server = TestServer::start(
+        dir.path(),
+        &["--workers", "2", "--mqtt-max-payload-bytes", "4096"],
+        &[],
+    );
     let http = reqwest::Client::new();
     create_chain(&http, &server, hot_chain("d-9")).await;
     let pid = server.child.id();
 
     // A subscriber that never reads its socket, on the device that will be flooded.
     let mut stalled = raw_connect(&server.mqtt_addr, "stalled");
-    stalled.write_all(&subscribe_packet("aemos/devices/d-9/#")).unwrap();
+    stalled
+        .write_all(&subscribe_packet("aemos/devices/d-9/#"))
+        .unwrap();
 
     // Garbage where a CONNECT should be; a CONNECT with a bad protocol level; a packet with an
     // invalid remaining length. Each closes its own connection only.
@@ -108,14 +114,33 @@ async fn abuse_leaves_the_edge_serving_with_flat_memory() {
 
     let (device, _) = mqtt_client(&server, "d-9").await;
     let (watcher, mut inbox) = mqtt_client(&server, "watcher-9").await;
-    watcher.subscribe("aemos/devices/d-9/notifications", QoS::AtLeastOnce).await.unwrap();
-    watcher.subscribe("aemos/devices/d-9/errors", QoS::AtLeastOnce).await.unwrap();
+    watcher
+        .subscribe("aemos/devices/d-9/notifications", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    watcher
+        .subscribe("aemos/devices/d-9/errors", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     // Unknown topics are routed by the broker and ignored by aemos.
-    device.publish("somewhere/else", QoS::AtLeastOnce, false, "{}").await.unwrap();
-    device.publish("aemos/devices/d-9/unknown", QoS::AtLeastOnce, false, "x").await.unwrap();
+    device
+        .publish("somewhere/else", QoS::AtLeastOnce, false, "{}")
+        .await
+        .unwrap();
+    device
+        .publish("aemos/devices/d-9/unknown", QoS::AtLeastOnce, false, "x")
+        .await
+        .unwrap();
     // An oversized publish closes only that client's connection.
     let (big, _) = mqtt_client(&server, "big").await;
-    big.publish("aemos/devices/d-9/telemetry", QoS::AtLeastOnce, false, vec![b' '; 10_000]).await.unwrap();
+    big.publish(
+        "aemos/devices/d-9/telemetry",
+        QoS::AtLeastOnce,
+        false,
+        vec![b' '; 10_000],
+    )
+    .await
+    .unwrap();
 
     // Garbage datagrams on the CoAP port.
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -128,7 +153,12 @@ async fn abuse_leaves_the_edge_serving_with_flat_memory() {
     for i in 0..100 {
         let t = if i % 2 == 0 { 30 } else { 20 };
         device
-            .publish("aemos/devices/d-9/telemetry", QoS::AtLeastOnce, false, json!({"temperature": t}).to_string())
+            .publish(
+                "aemos/devices/d-9/telemetry",
+                QoS::AtLeastOnce,
+                false,
+                json!({"temperature": t}).to_string(),
+            )
             .await
             .unwrap();
         let n = next_on(&mut inbox, "aemos/devices/d-9/notifications").await;
@@ -154,10 +184,19 @@ async fn abuse_leaves_the_edge_serving_with_flat_memory() {
     );
 
     // Still serving: HTTP, MQTT, CoAP.
-    let r = http.get(format!("{}/api/v1/health", server.url)).send().await.unwrap();
+    let r = http
+        .get(format!("{}/api/v1/health", server.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     device
-        .publish("aemos/devices/d-9/telemetry", QoS::AtLeastOnce, false, r#"{"temperature": 31}"#)
+        .publish(
+            "aemos/devices/d-9/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"temperature": 31}"#,
+        )
         .await
         .unwrap();
     let n = next_on(&mut inbox, "aemos/devices/d-9/notifications").await;
@@ -178,6 +217,9 @@ async fn abuse_leaves_the_edge_serving_with_flat_memory() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("aemos_coap_malformed_total 3"), "{metrics}");
+    assert!(
+        metrics.contains("aemos_coap_malformed_total 3"),
+        "{metrics}"
+    );
     drop(stalled);
 }

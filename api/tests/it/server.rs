@@ -18,7 +18,12 @@ pub(crate) struct TestServer {
 /// The value of `key=` in a log line.
 fn field(line: &str, key: &str) -> Option<String> {
     let rest = line.split(&format!("{key}=")).nth(1)?;
-    Some(rest.split_whitespace().next().unwrap_or_default().to_string())
+    Some(
+        rest.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    )
 }
 
 impl TestServer {

@@ -97,7 +97,11 @@ async fn main() -> anyhow::Result<()> {
                 while !stop.load(Ordering::Relaxed) {
                     let body = bodies[round % bodies.len()].clone();
                     round += 1;
-                    if client.publish_bytes(topic.as_str(), QoS::AtLeastOnce, false, body).await.is_err() {
+                    if client
+                        .publish_bytes(topic.as_str(), QoS::AtLeastOnce, false, body)
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                     sent.fetch_add(batch as u64, Ordering::Relaxed);
@@ -141,7 +145,10 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .text()
         .await?;
-    for line in text.lines().filter(|l| l.starts_with("aemos_mqtt_durable_window_seconds")) {
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("aemos_mqtt_durable_window_seconds"))
+    {
         println!("{line}");
     }
     Ok(())

@@ -74,24 +74,40 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let url = args.url.trim_end_matches('/').to_owned();
     let run = now_ms() % 1_000_000;
-    let devices: Vec<String> = (0..args.devices).map(|i| format!("nb{run}-{i:04}")).collect();
+    let devices: Vec<String> = (0..args.devices)
+        .map(|i| format!("nb{run}-{i:04}"))
+        .collect();
     for d in &devices {
         let chain = json!({"id": format!("hot-{d}"), "nodes": [
             {"type": "filter", "sensor": d, "condition": "temperature > 25"},
             {"type": "action", "action": "notify", "device": d,
              "state": {"name": "alert", "value": "hot", "clear": "normal"}}]});
-        let r = http.post(format!("{url}/api/v1/rulechains")).json(&chain).send().await?;
-        anyhow::ensure!(r.status().is_success(), "registering a chain: {}", r.text().await?);
+        let r = http
+            .post(format!("{url}/api/v1/rulechains"))
+            .json(&chain)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            r.status().is_success(),
+            "registering a chain: {}",
+            r.text().await?
+        );
     }
-    let sent: Sent = Arc::new(Mutex::new(devices.iter().map(|d| (d.clone(), Vec::new())).collect()));
+    let sent: Sent = Arc::new(Mutex::new(
+        devices.iter().map(|d| (d.clone(), Vec::new())).collect(),
+    ));
 
     // Subscribers.
     let mqtt_latencies = Arc::new(Mutex::new(Vec::new()));
-    let (host, port) = args.mqtt.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--mqtt host:port"))?;
+    let (host, port) = args
+        .mqtt
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("--mqtt host:port"))?;
     let mut options = MqttOptions::new(format!("notifybench-{run}"), host, port.parse()?);
     options.set_max_packet_size(1 << 20, 1 << 20);
     let (mqtt, mut eventloop) = AsyncClient::new(options, 1000);
-    mqtt.subscribe("aemos/devices/+/notifications", QoS::AtLeastOnce).await?;
+    mqtt.subscribe("aemos/devices/+/notifications", QoS::AtLeastOnce)
+        .await?;
     {
         let (sent, lat) = (Arc::clone(&sent), Arc::clone(&mqtt_latencies));
         tokio::spawn(async move {
@@ -114,7 +130,9 @@ async fn main() -> anyhow::Result<()> {
         None => ("sio-listen.js", String::new()),
     };
     let mut node = Command::new("node");
-    node.arg(format!("{}/{script}", args.clients)).arg(&url).arg(devices.join(","));
+    node.arg(format!("{}/{script}", args.clients))
+        .arg(&url)
+        .arg(devices.join(","));
     if !extra.is_empty() {
         node.arg(&extra);
     }
@@ -122,10 +140,16 @@ async fn main() -> anyhow::Result<()> {
     let stdout = child.stdout.take().expect("piped");
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     {
-        let (sent, lat, deliveries) = (Arc::clone(&sent), Arc::clone(&sio_latencies), Arc::clone(&deliveries));
+        let (sent, lat, deliveries) = (
+            Arc::clone(&sent),
+            Arc::clone(&sio_latencies),
+            Arc::clone(&deliveries),
+        );
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
                 if v["event"] == "subscribed" || v.get("connected").is_some() {
                     let _ = ready_tx.send(());
                 } else if v["event"] == "device-state-change" {
@@ -142,8 +166,15 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Start every device on the normal side.
-    let start: Vec<Value> = devices.iter().map(|d| json!({"sensor": d, "variable": "temperature", "value": 20.0})).collect();
-    http.post(format!("{url}/api/v1/write")).json(&start).send().await?.error_for_status()?;
+    let start: Vec<Value> = devices
+        .iter()
+        .map(|d| json!({"sensor": d, "variable": "temperature", "value": 20.0}))
+        .collect();
+    http.post(format!("{url}/api/v1/write"))
+        .json(&start)
+        .send()
+        .await?
+        .error_for_status()?;
 
     // Load: a batch every 10 ms.
     let per_tick = (args.rate / 100).max(1);
@@ -168,7 +199,9 @@ async fn main() -> anyhow::Result<()> {
             hot[i] = !hot[i];
             flipped.push(i);
             let v = if hot[i] { 30.0 } else { 20.0 };
-            batch.push(json!({"sensor": devices[i], "variable": "temperature", "value": v, "time": t}));
+            batch.push(
+                json!({"sensor": devices[i], "variable": "temperature", "value": v, "time": t}),
+            );
         }
         while batch.len() < per_tick {
             let i = next_filler % devices.len();
@@ -177,8 +210,14 @@ async fn main() -> anyhow::Result<()> {
                 continue;
             }
             // Same side as the device's state: no crossing.
-            let v = if hot[i] { 26.0 + (next_filler % 7) as f64 } else { 18.0 + (next_filler % 7) as f64 };
-            batch.push(json!({"sensor": devices[i], "variable": "temperature", "value": v, "time": t}));
+            let v = if hot[i] {
+                26.0 + (next_filler % 7) as f64
+            } else {
+                18.0 + (next_filler % 7) as f64
+            };
+            batch.push(
+                json!({"sensor": devices[i], "variable": "temperature", "value": v, "time": t}),
+            );
         }
         {
             let mut s = sent.lock().unwrap();
@@ -187,7 +226,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         written += batch.len();
-        http.post(format!("{url}/api/v1/write")).json(&batch).send().await?.error_for_status()?;
+        http.post(format!("{url}/api/v1/write"))
+            .json(&batch)
+            .send()
+            .await?
+            .error_for_status()?;
     }
     let elapsed = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -57,7 +57,13 @@ impl Dedup {
         }
     }
 
-    pub(super) fn answered(&mut self, from: SocketAddr, message_id: u16, bytes: Vec<u8>, now: Instant) {
+    pub(super) fn answered(
+        &mut self,
+        from: SocketAddr,
+        message_id: u16,
+        bytes: Vec<u8>,
+        now: Instant,
+    ) {
         if let Some(slot) = self.answers.get_mut(&(from, message_id)) {
             *slot = Some(bytes);
         }

@@ -92,7 +92,9 @@ pub struct CoapServer {
 
 impl std::fmt::Debug for CoapServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CoapServer").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("CoapServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -223,9 +225,13 @@ async fn handle(shared: Arc<Shared>, mut request: CoapRequest<SocketAddr>) {
             Bytes::from(json!({"error": format!("no resource {path:?}: use /telemetry/{{device}} or /devices/{{device}}/notifications")}).to_string()),
         ),
     };
-    let Some(response) = request.response.as_mut() else { return };
+    let Some(response) = request.response.as_mut() else {
+        return;
+    };
     response.set_status(status);
-    response.message.set_content_format(ContentFormat::ApplicationJSON);
+    response
+        .message
+        .set_content_format(ContentFormat::ApplicationJSON);
     response.message.payload = body.to_vec();
     let bytes = match response.message.to_bytes() {
         Ok(b) => b,
@@ -252,14 +258,22 @@ async fn post_telemetry(
     let Some(device) = device else {
         return (
             ResponseType::Unauthorized,
-            error_body("device tokens need a registered device; use /telemetry/{device} in dev mode"),
+            error_body(
+                "device tokens need a registered device; use /telemetry/{device} in dev mode",
+            ),
         );
     };
     if !shared.args.allow_unauthenticated {
-        return (ResponseType::Unauthorized, error_body("a device token is required (?token=T)"));
+        return (
+            ResponseType::Unauthorized,
+            error_body("a device token is required (?token=T)"),
+        );
     }
     if let Err(reason) = check_device(device) {
-        return (ResponseType::BadRequest, error_body(format!("device: {reason}")));
+        return (
+            ResponseType::BadRequest,
+            error_body(format!("device: {reason}")),
+        );
     }
     if let Err(e) = shared.storage.check_admission() {
         return (ResponseType::ServiceUnavailable, error_body(e));
@@ -279,12 +293,19 @@ async fn post_telemetry(
     let accepted = decoded.accepted();
     match shared.storage.write(decoded.batch).await {
         Ok(()) => {
-            shared.stats.readings.fetch_add(accepted as u64, Ordering::Relaxed);
-            (ResponseType::Changed, Bytes::from(json!({ "accepted": accepted }).to_string()))
+            shared
+                .stats
+                .readings
+                .fetch_add(accepted as u64, Ordering::Relaxed);
+            (
+                ResponseType::Changed,
+                Bytes::from(json!({ "accepted": accepted }).to_string()),
+            )
         }
-        Err(e @ (aemos_storage::Error::Overloaded { .. } | aemos_storage::Error::WalQueueFull { .. })) => {
-            (ResponseType::ServiceUnavailable, error_body(e))
-        }
+        Err(
+            e @ (aemos_storage::Error::Overloaded { .. }
+            | aemos_storage::Error::WalQueueFull { .. }),
+        ) => (ResponseType::ServiceUnavailable, error_body(e)),
         Err(e) => (ResponseType::InternalServerError, error_body(e)),
     }
 }
@@ -295,7 +316,10 @@ fn get_notifications(
     request: &mut CoapRequest<SocketAddr>,
 ) -> (ResponseType, Bytes) {
     if let Err(reason) = check_device(device) {
-        return (ResponseType::BadRequest, error_body(format!("device: {reason}")));
+        return (
+            ResponseType::BadRequest,
+            error_body(format!("device: {reason}")),
+        );
     }
     let Some(src) = request.source else {
         return (ResponseType::BadRequest, error_body("no source"));
@@ -306,18 +330,24 @@ fn get_notifications(
         .cloned()
         .unwrap_or((0, Bytes::from_static(b"{}")));
     match request.get_observe_flag() {
-        Some(Ok(ObserveOption::Register)) => {
-            if lock(&shared.observers).register(device, src, &token, Instant::now()) {
-                if let Some(r) = request.response.as_mut() {
-                    r.message.set_observe_value(sequence);
-                }
+        // A full registry answers without Observe: the client knows it is not observing.
+        Some(Ok(ObserveOption::Register))
+            if lock(&shared.observers).register(device, src, &token, Instant::now()) =>
+        {
+            if let Some(r) = request.response.as_mut() {
+                r.message.set_observe_value(sequence);
             }
-            // A full registry answers without Observe: the client knows it is not observing.
         }
+        Some(Ok(ObserveOption::Register)) => {}
         Some(Ok(ObserveOption::Deregister)) => {
             lock(&shared.observers).deregister(device, src, &token);
         }
-        Some(Err(_)) => return (ResponseType::BadOption, error_body("Observe must be 0 or 1")),
+        Some(Err(_)) => {
+            return (
+                ResponseType::BadOption,
+                error_body("Observe must be 0 or 1"),
+            )
+        }
         None => {}
     }
     (ResponseType::Content, last)

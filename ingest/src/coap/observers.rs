@@ -47,9 +47,18 @@ impl Observers {
     }
 
     /// Adds or renews (same endpoint and token); `false` when the registry is full.
-    pub(super) fn register(&mut self, device: &str, endpoint: SocketAddr, token: &[u8], now: Instant) -> bool {
+    pub(super) fn register(
+        &mut self,
+        device: &str,
+        endpoint: SocketAddr,
+        token: &[u8],
+        now: Instant,
+    ) -> bool {
         let list = self.by_device.entry(device.to_owned()).or_default();
-        if let Some(o) = list.iter_mut().find(|o| o.endpoint == endpoint && o.token == token) {
+        if let Some(o) = list
+            .iter_mut()
+            .find(|o| o.endpoint == endpoint && o.token == token)
+        {
             o.registered = now;
             o.unacked = 0;
             return true;
@@ -83,7 +92,9 @@ impl Observers {
 
     /// An RST for a notification: the observer is gone.
     pub(super) fn reset(&mut self, endpoint: SocketAddr, message_id: u16) {
-        self.remove_where(None, |o| o.endpoint == endpoint && o.last_message == Some(message_id));
+        self.remove_where(None, |o| {
+            o.endpoint == endpoint && o.last_message == Some(message_id)
+        });
     }
 
     /// The observers to notify of a device's change, each given the message id to use;

@@ -163,7 +163,9 @@ async fn write(
                     .observe(received.elapsed().as_secs_f64());
                 return;
             }
-            Err(aemos_storage::Error::Overloaded { .. } | aemos_storage::Error::WalQueueFull { .. }) => {
+            Err(
+                aemos_storage::Error::Overloaded { .. } | aemos_storage::Error::WalQueueFull { .. },
+            ) => {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(200));
             }

@@ -143,7 +143,8 @@ impl MqttBroker {
         let v4_addr = config::resolve(args.v4_addr)?;
         let v5_addr = args.v5_addr.map(config::resolve).transpose()?;
         let mut broker = rumqttd::Broker::new(config::broker_config(&args, v4_addr, v5_addr));
-        let link_error = |e: rumqttd::local::LinkError| crate::Error::Edge(format!("mqtt link: {e}"));
+        let link_error =
+            |e: rumqttd::local::LinkError| crate::Error::Edge(format!("mqtt link: {e}"));
         let (ingest_tx, ingest_rx) = broker.link("aemos-ingest").map_err(link_error)?;
         let (notify_tx, notify_rx) = broker.link("aemos-notify").map_err(link_error)?;
         std::thread::Builder::new()
@@ -173,7 +174,10 @@ mod tests {
 
     #[test]
     fn telemetry_topics() {
-        assert_eq!(device_of_telemetry("aemos/devices/d-1/telemetry"), Some("d-1"));
+        assert_eq!(
+            device_of_telemetry("aemos/devices/d-1/telemetry"),
+            Some("d-1")
+        );
         assert_eq!(device_of_telemetry("aemos/devices//telemetry"), None);
         assert_eq!(device_of_telemetry("aemos/devices/a/b/telemetry"), None);
         assert_eq!(device_of_telemetry("aemos/devices/a/errors"), None);

@@ -26,7 +26,8 @@ impl MqttPublisher {
     ) -> crate::Result<Self> {
         let queue = DropOldest::new(capacity);
         let consumer = Arc::clone(&queue);
-        let spawn_error = |e: std::io::Error| crate::Error::Edge(format!("starting the mqtt publisher: {e}"));
+        let spawn_error =
+            |e: std::io::Error| crate::Error::Edge(format!("starting the mqtt publisher: {e}"));
         std::thread::Builder::new()
             .name("aemos-mqtt-notify".into())
             .spawn(move || {
@@ -35,7 +36,11 @@ impl MqttPublisher {
                     for (topic, payload) in items.drain(..) {
                         // The retained copy is what a device that subscribes later gets first.
                         let publish = Publish::new(Bytes::from(topic), payload, true);
-                        let sent = futures::executor::block_on(tx.send(Packet::Publish(publish, None)));
+                        // `send` is the link's only way to set `retain`; it never awaits (it
+                        // blocks on the router's bounded channel), and this is our own thread.
+                        #[allow(clippy::disallowed_methods)]
+                        let sent =
+                            futures::executor::block_on(tx.send(Packet::Publish(publish, None)));
                         if let Err(e) = sent {
                             error!(error = %e, "mqtt: the notification link closed");
                             return;
