@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// Largest MQTT publish; a larger one closes the publisher's connection.
     #[arg(long, env = "AEMOS_MQTT_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
     pub mqtt_max_payload_bytes: usize,
+    /// Telemetry the broker holds for aemos (bytes); beyond it the oldest publishes are
+    /// dropped and counted (they were acknowledged on receipt).
+    #[arg(long, env = "AEMOS_MQTT_BACKLOG_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub mqtt_backlog_bytes: usize,
     /// CoAP (UDP) address (port 0 picks a free port).
     #[arg(long, env = "AEMOS_COAP_ADDR", default_value = "127.0.0.1:5683")]
     pub coap_addr: SocketAddr,

@@ -104,6 +104,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut mqtt_args = MqttArgs::new(args.mqtt_addr);
     mqtt_args.v5_addr = args.mqtt5_addr.0;
     mqtt_args.max_payload_bytes = args.mqtt_max_payload_bytes;
+    mqtt_args.backlog_bytes = args.mqtt_backlog_bytes;
     let mqtt = MqttBroker::start(
         mqtt_args,
         Arc::clone(&storage),

@@ -291,3 +291,46 @@ fn content_types_map_to_formats() {
     );
     assert!(Format::from_content_type(Some("image/png"), p).is_err());
 }
+
+fn device(body: &str) -> Decoded {
+    aemos_ingest::decode_device_payload("d-1", body.as_bytes(), &args()).expect("decodable body")
+}
+
+#[test]
+fn device_payloads_shorthand_object_and_array() {
+    let d = device(r#"{"temperature": 25.5, "on": true}"#);
+    assert_eq!(
+        rows(&d),
+        vec![
+            (NOW, "d-1".into(), "d-1".into(), "on".into(), 1.0),
+            (NOW, "d-1".into(), "d-1".into(), "temperature".into(), 25.5),
+        ]
+    );
+    let d = device(r#"{"sensor": "s-2", "variable": "humidity", "value": 40, "time": 1000}"#);
+    assert_eq!(rows(&d), vec![(1000, "d-1".into(), "s-2".into(), "humidity".into(), 40.0)]);
+    let d = device(r#"[{"variable": "t", "value": 1}, {"sensor": "s-3", "variable": "t", "value": 2}]"#);
+    assert_eq!(
+        rows(&d)
+            .iter()
+            .map(|r| (r.2.as_str(), r.4))
+            .collect::<Vec<_>>(),
+        vec![("d-1", 1.0), ("s-3", 2.0)]
+    );
+}
+
+#[test]
+fn device_payloads_refuse_with_reasons() {
+    let d = device(r#"{"temperature": "hot", "humidity": 40}"#);
+    assert_eq!(d.rejected_count, 1);
+    assert!(d.rejected[0].reason.contains("`temperature`"), "{:?}", d.rejected);
+    let d = device(r#"[{"device": "other", "variable": "t", "value": 1}, {"variable": "t"}]"#);
+    assert_eq!(d.rejected_count, 2);
+    assert!(d.rejected[0].reason.contains("not the publishing device"), "{:?}", d.rejected);
+    assert!(d.rejected[1].reason.contains("missing field `value`"), "{:?}", d.rejected);
+    let d = device(r#"{"temperature": null}"#);
+    assert_eq!(d.rejected_count, 1, "{:?}", d.rejected);
+    for bad in ["{not json", "42", "", "\u{0}"] {
+        let e = aemos_ingest::decode_device_payload("d-1", bad.as_bytes(), &args()).unwrap_err();
+        assert!(matches!(e, Error::Body { .. }), "{bad:?}: {e}");
+    }
+}

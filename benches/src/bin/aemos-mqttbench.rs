@@ -35,6 +35,9 @@ struct Args {
     inflight: u16,
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// Readings per second in all (0: as fast as the broker acknowledges).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
 }
 
 /// A counter of the server's Prometheus text.
@@ -89,12 +92,21 @@ async fn main() -> anyhow::Result<()> {
         options.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(options, args.inflight as usize);
         let (stop, sent, batch) = (Arc::clone(&stop), Arc::clone(&sent), args.batch);
+        // Publishes per second of this client, when paced.
+        let per_client = args.rate as f64 / args.publishers as f64 / args.batch as f64;
         let bodies: Vec<bytes::Bytes> = (0..8).map(|r| payload(p, batch, r)).collect();
         tasks.push(tokio::spawn(async move {
             let topic = format!("aemos/devices/mq-{p:04}/telemetry");
             let publisher = tokio::spawn(async move {
                 let mut round = 0;
+                let start = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
+                    if per_client > 0.0 {
+                        let due = Duration::from_secs_f64(round as f64 / per_client);
+                        if let Some(wait) = due.checked_sub(start.elapsed()) {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
                     let body = bodies[round % bodies.len()].clone();
                     round += 1;
                     if client
@@ -147,7 +159,10 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     for line in text
         .lines()
-        .filter(|l| l.starts_with("aemos_mqtt_durable_window_seconds"))
+        .filter(|l| {
+            l.starts_with("aemos_mqtt_durable_window_seconds")
+                || l.starts_with("aemos_mqtt_dropped")
+        })
     {
         println!("{line}");
     }

@@ -67,7 +67,12 @@ pub struct CoapStats {
     pub malformed: AtomicU64,
     pub readings: AtomicU64,
     pub notifications: AtomicU64,
+    /// Requests answered 5.03 because too many were in flight.
+    pub refused: AtomicU64,
 }
+
+/// Requests handled at once.
+const MAX_IN_FLIGHT: usize = 4096;
 
 struct Shared {
     socket: UdpSocket,
@@ -79,6 +84,8 @@ struct Shared {
     dedup: Mutex<Dedup>,
     message_id: AtomicU16,
     stats: Arc<CoapStats>,
+    /// Requests being handled (most wait for a group commit); beyond it 5.03 at once.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// The running server.
@@ -120,6 +127,7 @@ impl CoapServer {
             dedup: Mutex::new(Dedup::new(Duration::from_secs(247), 65_536)),
             message_id: AtomicU16::new(rand_start()),
             stats: Arc::clone(&stats),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             args,
         });
         let queue = DropOldest::new(shared.args.notify_queue);
@@ -199,8 +207,28 @@ async fn receive_loop(shared: Arc<Shared>) {
             MessageType::NonConfirmable => {}
         }
         let request = CoapRequest::from_packet(packet, src);
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move { handle(shared, request).await });
+        match Arc::clone(&shared.in_flight).try_acquire_owned() {
+            Ok(permit) => {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    handle(shared, request).await;
+                    drop(permit);
+                });
+            }
+            // Too many requests waiting for the WAL: refuse this one now, not later.
+            Err(_) => {
+                let mut request = request;
+                let body = error_body("too many requests in flight; retry later");
+                if let Some(r) = request.response.as_mut() {
+                    r.set_status(ResponseType::ServiceUnavailable);
+                    r.message.payload = body.to_vec();
+                    if let Ok(bytes) = r.message.to_bytes() {
+                        let _ = shared.socket.send_to(&bytes, src).await;
+                    }
+                }
+                shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 

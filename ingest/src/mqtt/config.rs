@@ -4,16 +4,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 
-use super::MqttArgs;
+use super::{MqttArgs, TELEMETRY_FILTER};
 
-/// Port 0 becomes a free port, chosen here so that it can be logged and given to rumqttd
-/// (which binds inside its own threads and does not report the address).
+/// Commit log of every other filter (device subscriptions: notifications, errors, commands).
+const OTHER_SEGMENT_BYTES: usize = 1024 * 1024;
+
+/// Checks that the address can be bound, and turns port 0 into a free port, here: rumqttd
+/// binds inside its own threads and reports neither the port nor a failure to bind.
 pub(super) fn resolve(addr: SocketAddr) -> crate::Result<SocketAddr> {
-    if addr.port() != 0 {
-        return Ok(addr);
-    }
     let probe = std::net::TcpListener::bind(addr)
         .map_err(|e| crate::Error::Edge(format!("binding {addr}: {e}")))?;
     probe
@@ -60,15 +60,18 @@ pub(super) fn broker_config(
     v4_addr: SocketAddr,
     v5_addr: Option<SocketAddr>,
 ) -> Config {
-    let segment = (args.log_bytes_per_topic / 2).max(args.max_payload_bytes * 2);
+    let telemetry = SegmentConfig {
+        max_segment_size: (args.backlog_bytes / 2).max(args.max_payload_bytes * 2),
+        max_segment_count: 2,
+    };
     Config {
         id: 0,
         router: RouterConfig {
             max_connections: args.max_connections + 16,
             max_outgoing_packet_count: 200,
-            max_segment_size: segment,
+            max_segment_size: OTHER_SEGMENT_BYTES.max(args.max_payload_bytes * 2),
             max_segment_count: 2,
-            custom_segment: None,
+            custom_segment: Some(HashMap::from([(TELEMETRY_FILTER.to_owned(), telemetry)])),
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },

@@ -32,6 +32,9 @@ pub(super) async fn run(
         return;
     }
     let mut in_flight = FuturesUnordered::new();
+    // Offsets in the router's log of the telemetry filter are consecutive; a gap is what the
+    // router dropped because this link fell too far behind.
+    let mut last_offset: Option<u64> = None;
     loop {
         tokio::select! {
             next = rx.next(), if in_flight.len() < MAX_IN_FLIGHT => {
@@ -50,6 +53,14 @@ pub(super) async fn run(
                 loop {
                     match notification {
                         Some(Notification::Forward(forward)) => {
+                            if let Some((_, offset)) = forward.cursor {
+                                if let Some(prev) = last_offset {
+                                    if offset > prev + 1 {
+                                        metrics.dropped_publishes.inc_by(offset - prev - 1);
+                                    }
+                                }
+                                last_offset = Some(offset);
+                            }
                             let publish = forward.publish;
                             rows += take_publish(&mut tx, &storage, &metrics, &publish.topic, &publish.payload, &mut batches);
                         }

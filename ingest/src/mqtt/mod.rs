@@ -56,9 +56,10 @@ pub struct MqttArgs {
     /// Largest accepted publish; larger ones close the publisher's connection.
     pub max_payload_bytes: usize,
     pub max_connections: usize,
-    /// Bytes of the router's commit log per topic (two segments of half of it); a consumer
-    /// that falls this far behind loses the oldest publishes (counted as cursor jumps).
-    pub log_bytes_per_topic: usize,
+    /// Bytes of telemetry the router keeps for the ingest link (its commit log for the
+    /// telemetry filter, two segments of half of it). If aemos falls this far behind, the
+    /// router drops the oldest publishes: counted in `mqtt_dropped_publishes_total`.
+    pub backlog_bytes: usize,
     /// Notifications waiting for the broker before the oldest is dropped.
     pub notify_queue: usize,
 }
@@ -70,7 +71,7 @@ impl MqttArgs {
             v5_addr: None,
             max_payload_bytes: 256 * 1024,
             max_connections: 10_000,
-            log_bytes_per_topic: 8 * 1024 * 1024,
+            backlog_bytes: 256 * 1024 * 1024,
             notify_queue: 65_536,
         }
     }
@@ -83,6 +84,7 @@ pub struct MqttMetrics {
     pub readings: IntCounter,
     pub rejected_publishes: IntCounter,
     pub lost_readings: IntCounter,
+    pub dropped_publishes: IntCounter,
     pub notifications: IntCounter,
     pub durable_window: Histogram,
 }
@@ -114,6 +116,10 @@ impl MqttMetrics {
             lost_readings: counter(
                 "mqtt_lost_readings_total",
                 "Acknowledged readings that could not be written (storage failure)",
+            )?,
+            dropped_publishes: counter(
+                "mqtt_dropped_publishes_total",
+                "Acknowledged telemetry publishes the broker dropped before aemos read them (backlog full)",
             )?,
             notifications: counter(
                 "mqtt_notifications_total",
