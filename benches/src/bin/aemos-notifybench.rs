@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +47,9 @@ struct Args {
     /// Instead of latency: this many Socket.IO clients, each subscribed to every device.
     #[arg(long)]
     sio_clients: Option<usize>,
+    /// Node processes the clients are spread over.
+    #[arg(long, default_value_t = 1)]
+    sio_procs: usize,
     /// Folder with node_modules/socket.io-client and the scripts.
     #[arg(long, default_value = "api/tests/clients")]
     clients: String,
@@ -124,26 +128,32 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     let sio_latencies = Arc::new(Mutex::new(Vec::new()));
-    let deliveries = Arc::new(Mutex::new(Vec::<(Instant, u64)>::new()));
-    let (script, extra) = match args.sio_clients {
-        Some(n) => ("sio-count.js", n.to_string()),
-        None => ("sio-listen.js", String::new()),
-    };
-    let mut node = Command::new("node");
-    node.arg(format!("{}/{script}", args.clients))
-        .arg(&url)
-        .arg(devices.join(","));
-    if !extra.is_empty() {
-        node.arg(&extra);
-    }
-    let mut child = node.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
-    let stdout = child.stdout.take().expect("piped");
+    let procs = if args.sio_clients.is_some() { args.sio_procs.max(1) } else { 1 };
+    // The latest count of each node process.
+    let counts: Arc<Vec<AtomicU64>> = Arc::new((0..procs).map(|_| AtomicU64::new(0)).collect());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    {
-        let (sent, lat, deliveries) = (
+    let mut children = Vec::new();
+    for p in 0..procs {
+        let mut node = Command::new("node");
+        match args.sio_clients {
+            Some(n) => node
+                .arg(format!("{}/sio-count.js", args.clients))
+                .arg(&url)
+                .arg(devices.join(","))
+                .arg((n / procs + usize::from(p < n % procs)).to_string()),
+            None => node
+                .arg(format!("{}/sio-listen.js", args.clients))
+                .arg(&url)
+                .arg(devices.join(",")),
+        };
+        let mut child = node.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+        let stdout = child.stdout.take().expect("piped");
+        children.push(child);
+        let (sent, lat, counts, ready_tx) = (
             Arc::clone(&sent),
             Arc::clone(&sio_latencies),
-            Arc::clone(&deliveries),
+            Arc::clone(&counts),
+            ready_tx.clone(),
         );
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -157,12 +167,15 @@ async fn main() -> anyhow::Result<()> {
                         lat.lock().unwrap().push(l);
                     }
                 } else if let Some(n) = v["events"].as_u64() {
-                    deliveries.lock().unwrap().push((Instant::now(), n));
+                    counts[p].store(n, Ordering::Relaxed);
                 }
             }
         });
     }
-    tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(120))).await??;
+    tokio::task::spawn_blocking(move || {
+        (0..procs).try_for_each(|_| ready_rx.recv_timeout(Duration::from_secs(300)))
+    })
+    .await??;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Start every device on the normal side.
@@ -233,8 +246,18 @@ async fn main() -> anyhow::Result<()> {
             .error_for_status()?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let _ = child.kill();
+    // Clients may lag behind the server: wait until their counts stop moving.
+    let total = || counts.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>();
+    let (mut last_total, mut last_move) = (total(), Instant::now());
+    while last_move.elapsed() < Duration::from_secs(3) && started.elapsed().as_secs() < args.seconds + 300 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if total() != last_total {
+            (last_total, last_move) = (total(), Instant::now());
+        }
+    }
+    for mut child in children {
+        let _ = child.kill();
+    }
     let flips: usize = sent.lock().unwrap().values().map(Vec::len).sum();
     println!(
         "devices={} readings_per_sec={:.0} flips={} seconds={elapsed:.1}",
@@ -257,18 +280,14 @@ async fn main() -> anyhow::Result<()> {
     match args.sio_clients {
         None => report("socketio", &sio_latencies),
         Some(n) => {
-            let d = deliveries.lock().unwrap();
-            // The busiest stretch between the first and the last count that moved.
-            let moving: Vec<_> = d.windows(2).filter(|w| w[1].1 > w[0].1).collect();
-            if let (Some(first), Some(last)) = (moving.first(), moving.last()) {
-                let events = last[1].1 - first[0].1;
-                let secs = last[1].0.duration_since(first[0].0).as_secs_f64();
-                println!(
-                    "socketio_clients={n} deliveries={events} deliveries_per_sec={:.0} notifications_per_sec={:.0}",
-                    events as f64 / secs,
-                    flips as f64 / elapsed
-                );
-            }
+            // From the first reading written to the last event counted, as the clients saw it.
+            let secs = last_move.duration_since(started).as_secs_f64() - 1.0;
+            println!(
+                "socketio_clients={n} procs={procs} deliveries={last_total} expected={} deliveries_per_sec={:.0} notifications_per_sec={:.0}",
+                flips * n,
+                last_total as f64 / secs,
+                flips as f64 / elapsed
+            );
         }
     }
     Ok(())
