@@ -307,8 +307,13 @@ fn device_payloads_shorthand_object_and_array() {
         ]
     );
     let d = device(r#"{"sensor": "s-2", "variable": "humidity", "value": 40, "time": 1000}"#);
-    assert_eq!(rows(&d), vec![(1000, "d-1".into(), "s-2".into(), "humidity".into(), 40.0)]);
-    let d = device(r#"[{"variable": "t", "value": 1}, {"sensor": "s-3", "variable": "t", "value": 2}]"#);
+    assert_eq!(
+        rows(&d),
+        vec![(1000, "d-1".into(), "s-2".into(), "humidity".into(), 40.0)]
+    );
+    let d = device(
+        r#"[{"variable": "t", "value": 1}, {"sensor": "s-3", "variable": "t", "value": 2}]"#,
+    );
     assert_eq!(
         rows(&d)
             .iter()
@@ -322,11 +327,23 @@ fn device_payloads_shorthand_object_and_array() {
 fn device_payloads_refuse_with_reasons() {
     let d = device(r#"{"temperature": "hot", "humidity": 40}"#);
     assert_eq!(d.rejected_count, 1);
-    assert!(d.rejected[0].reason.contains("`temperature`"), "{:?}", d.rejected);
+    assert!(
+        d.rejected[0].reason.contains("`temperature`"),
+        "{:?}",
+        d.rejected
+    );
     let d = device(r#"[{"device": "other", "variable": "t", "value": 1}, {"variable": "t"}]"#);
     assert_eq!(d.rejected_count, 2);
-    assert!(d.rejected[0].reason.contains("not the publishing device"), "{:?}", d.rejected);
-    assert!(d.rejected[1].reason.contains("missing field `value`"), "{:?}", d.rejected);
+    assert!(
+        d.rejected[0].reason.contains("not the publishing device"),
+        "{:?}",
+        d.rejected
+    );
+    assert!(
+        d.rejected[1].reason.contains("missing field `value`"),
+        "{:?}",
+        d.rejected
+    );
     let d = device(r#"{"temperature": null}"#);
     assert_eq!(d.rejected_count, 1, "{:?}", d.rejected);
     for bad in ["{not json", "42", "", "\u{0}"] {

@@ -101,3 +101,36 @@ impl DurableObserver for Datastream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aemos_storage::schema::ReadingsBuilder;
+
+    #[tokio::test]
+    async fn one_event_per_sensor_variable_per_second_for_watched_devices_only() {
+        let (_layer, io) = SocketIo::new_layer();
+        let subs = Arc::new(Subscriptions::default());
+        // A current-thread runtime: the emitting task cannot drain the queue before the
+        // test yields, and it never does.
+        let ds = Datastream::start(io, Arc::clone(&subs), 100);
+        let mut b = ReadingsBuilder::with_capacity(4);
+        b.push(1, "d", "s", "t", 1.0);
+        b.push(2, "d", "s", "t", 2.0);
+        b.push(3, "d", "s", "h", 3.0);
+        b.push(4, "other", "o", "t", 4.0);
+        let batch = b.finish();
+        ds.durable(std::slice::from_ref(&batch));
+        assert_eq!(ds.queue.len(), 0, "nobody watches");
+        subs.add("d");
+        ds.take(&batch, 10_000);
+        // `s.t` once, `s.h` once; `other` is not watched.
+        assert_eq!(ds.queue.len(), 2);
+        ds.take(&batch, 10_500);
+        assert_eq!(ds.queue.len(), 2, "throttled within the second");
+        ds.take(&batch, 11_000);
+        assert_eq!(ds.queue.len(), 4);
+        subs.remove("d");
+        assert!(subs.is_empty());
+    }
+}

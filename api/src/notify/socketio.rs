@@ -37,13 +37,13 @@ impl Subscriptions {
             .contains_key(device)
     }
 
-    fn add(&self, device: &str) {
+    pub(crate) fn add(&self, device: &str) {
         let mut devices = self.devices.write().unwrap_or_else(|e| e.into_inner());
         *devices.entry(device.to_owned()).or_default() += 1;
         self.total.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn remove(&self, device: &str) {
+    pub(crate) fn remove(&self, device: &str) {
         let mut devices = self.devices.write().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = devices.get_mut(device) {
             *n -= 1;

@@ -157,13 +157,9 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .text()
         .await?;
-    for line in text
-        .lines()
-        .filter(|l| {
-            l.starts_with("aemos_mqtt_durable_window_seconds")
-                || l.starts_with("aemos_mqtt_dropped")
-        })
-    {
+    for line in text.lines().filter(|l| {
+        l.starts_with("aemos_mqtt_durable_window_seconds") || l.starts_with("aemos_mqtt_dropped")
+    }) {
         println!("{line}");
     }
     Ok(())

@@ -128,7 +128,11 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     let sio_latencies = Arc::new(Mutex::new(Vec::new()));
-    let procs = if args.sio_clients.is_some() { args.sio_procs.max(1) } else { 1 };
+    let procs = if args.sio_clients.is_some() {
+        args.sio_procs.max(1)
+    } else {
+        1
+    };
     // The latest count of each node process.
     let counts: Arc<Vec<AtomicU64>> = Arc::new((0..procs).map(|_| AtomicU64::new(0)).collect());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -247,9 +251,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     // Clients may lag behind the server: wait until their counts stop moving.
-    let total = || counts.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>();
+    let total = || {
+        counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
     let (mut last_total, mut last_move) = (total(), Instant::now());
-    while last_move.elapsed() < Duration::from_secs(3) && started.elapsed().as_secs() < args.seconds + 300 {
+    while last_move.elapsed() < Duration::from_secs(3)
+        && started.elapsed().as_secs() < args.seconds + 300
+    {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if total() != last_total {
             (last_total, last_move) = (total(), Instant::now());
