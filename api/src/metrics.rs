@@ -21,6 +21,7 @@ pub struct Metrics {
     pub notifications: IntGauge,
     pub notifications_dropped: IntGaugeVec,
     pub socketio_missed: IntGauge,
+    pub socketio_subscriptions: IntGauge,
     pub coap_observers: IntGauge,
     pub coap_readings: IntGauge,
     pub coap_malformed: IntGauge,
@@ -89,6 +90,10 @@ impl Metrics {
             socketio_missed: gauge(
                 "socketio_missed_total",
                 "Socket.IO events a socket missed because its buffer was full",
+            ),
+            socketio_subscriptions: gauge(
+                "socketio_subscriptions",
+                "Subscriptions of Socket.IO sockets to device rooms",
             ),
             coap_observers: gauge("coap_observers", "Registered CoAP observers"),
             coap_readings: gauge("coap_readings_total", "Readings from CoAP made durable"),

@@ -59,7 +59,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // throttled `datastream` events.
     let subscriptions = Arc::new(Subscriptions::default());
     let (socket_io_layer, io) = socket_io(Arc::clone(&subscriptions), SOCKET_BUFFER);
-    let datastream = Datastream::start(io.clone(), subscriptions, CHANNEL_QUEUE);
+    let datastream = Datastream::start(io.clone(), Arc::clone(&subscriptions), CHANNEL_QUEUE);
     let socketio = Arc::new(SocketIoChannel::start(io, CHANNEL_QUEUE));
     notifier.add_channel(Arc::clone(&socketio) as _);
 
@@ -132,6 +132,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             mqtt: Some(mqtt.publisher.clone()),
             coap: Some(coap),
             socketio: Some(socketio),
+            subscriptions: Some(subscriptions),
         },
     };
     let app = router(RouterArgs {

@@ -79,6 +79,9 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
         dropped("socketio", sio.dropped());
         m.socketio_missed.set(load(&sio.missed));
     }
+    if let Some(subs) = &edge.subscriptions {
+        m.socketio_subscriptions.set(subs.total() as i64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         m.render(),

@@ -31,6 +31,7 @@ pub struct Edge {
     pub mqtt: Option<aemos_ingest::mqtt::MqttPublisher>,
     pub coap: Option<aemos_ingest::coap::CoapServer>,
     pub socketio: Option<Arc<SocketIoChannel>>,
+    pub subscriptions: Option<Arc<crate::notify::socketio::Subscriptions>>,
 }
 
 /// What every handler can reach.

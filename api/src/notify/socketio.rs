@@ -27,7 +27,12 @@ pub struct Subscriptions {
 
 impl Subscriptions {
     pub fn is_empty(&self) -> bool {
-        self.total.load(Ordering::Relaxed) == 0
+        self.total() == 0
+    }
+
+    /// Subscriptions of sockets to device rooms.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
     }
 
     pub fn watched(&self, device: &str) -> bool {

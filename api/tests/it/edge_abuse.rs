@@ -9,7 +9,7 @@ use std::time::Duration;
 use rumqttc::QoS;
 use serde_json::json;
 
-use crate::edge::{create_chain, hot_chain, mqtt_client, next_on};
+use crate::edge::{create_chain, hot_chain, mqtt_client, next_on, SocketIoListener};
 use crate::server::TestServer;
 
 fn rss_kib(pid: u32) -> u64 {
@@ -72,6 +72,45 @@ fn raw_connect(addr: &str, client_id: &str) -> TcpStream {
     s
 }
 
+/// A masked WebSocket text frame (client to server), payload under 126 bytes.
+fn ws_text(payload: &str) -> Vec<u8> {
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut out = vec![0x81, 0x80 | payload.len() as u8];
+    out.extend(mask);
+    out.extend(payload.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// A Socket.IO client over a raw WebSocket that subscribes to `device` and never reads again.
+fn stalled_socketio(http_url: &str, device: &str) -> TcpStream {
+    let addr = http_url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.write_all(&ws_text("40")).unwrap();
+    s.write_all(&ws_text(&format!(
+        r#"42["subscribe",{{"devices":["{device}"]}}]"#
+    )))
+    .unwrap();
+    s
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abuse_leaves_the_edge_serving_with_flat_memory() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,11 +123,42 @@ async fn abuse_leaves_the_edge_serving_with_flat_memory() {
     create_chain(&http, &server, hot_chain("d-9")).await;
     let pid = server.child.id();
 
-    // A subscriber that never reads its socket, on the device that will be flooded.
+    // Subscribers that never read their sockets, on the device that will be flooded: one over
+    // MQTT, one over Socket.IO; and a stock Socket.IO client that reads.
     let mut stalled = raw_connect(&server.mqtt_addr, "stalled");
     stalled
         .write_all(&subscribe_packet("aemos/devices/d-9/#"))
         .unwrap();
+    let stalled_sio = stalled_socketio(&server.url, "d-9");
+    let sio = SocketIoListener::start(&server, "d-9");
+    sio.next("subscribed");
+    let metric = |name: &'static str| {
+        let (http, url) = (http.clone(), server.url.clone());
+        async move {
+            let text = http
+                .get(format!("{url}/api/v1/metrics/prometheus"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+        }
+    };
+    for _ in 0..100 {
+        if metric("aemos_socketio_subscriptions").await == "2" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        metric("aemos_socketio_subscriptions").await,
+        "2",
+        "both sockets subscribed"
+    );
 
     // Garbage where a CONNECT should be; a CONNECT with a bad protocol level; a packet with an
     // invalid remaining length. Each closes its own connection only.
@@ -163,6 +233,7 @@ async fn abuse_leaves_the_edge_serving_with_flat_memory() {
             .unwrap();
         let n = next_on(&mut inbox, "aemos/devices/d-9/notifications").await;
         assert_eq!(n["seq"], i + 1, "{n}");
+        assert_eq!(sio.next("device-state-change")["seq"], i + 1);
     }
 
     // 1,000 connect/disconnect cycles, memory measured after a warm-up.
@@ -209,17 +280,7 @@ async fn abuse_leaves_the_edge_serving_with_flat_memory() {
     .expect("coap still answers");
     let last: serde_json::Value = serde_json::from_slice(&r.message.payload).unwrap();
     assert_eq!(last["seq"], 101, "{last}");
-    let metrics = http
-        .get(format!("{}/api/v1/metrics/prometheus", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("aemos_coap_malformed_total 3"),
-        "{metrics}"
-    );
+    assert_eq!(metric("aemos_coap_malformed_total").await, "3");
     drop(stalled);
+    drop(stalled_sio);
 }
