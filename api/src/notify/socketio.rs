@@ -108,6 +108,34 @@ pub fn rooms_of(payload: &Value) -> Result<Vec<String>, String> {
     Ok(rooms)
 }
 
+/// Joins (or leaves) the rooms a payload names, keeping the device counts; the answer is
+/// `{"rooms": [...]}` or `{"error": "..."}`.
+fn change_rooms(socket: &SocketRef, subs: &Subscriptions, payload: &Value, join: bool) -> Value {
+    let rooms = match rooms_of(payload) {
+        Ok(rooms) => rooms,
+        Err(error) => return json!({ "error": error }),
+    };
+    let joined = socket.rooms();
+    for room in &rooms {
+        // Count a device once per socket: only rooms whose membership changes.
+        if joined.iter().any(|r| r == room.as_str()) != join {
+            if let Some(d) = device_of_room(room) {
+                if join {
+                    subs.add(d);
+                } else {
+                    subs.remove(d);
+                }
+            }
+        }
+    }
+    if join {
+        socket.join(rooms.clone());
+    } else {
+        socket.leave(rooms.clone());
+    }
+    json!({ "rooms": rooms })
+}
+
 /// Builds the layer for the router and the handle used to emit.
 pub fn socket_io(
     subscriptions: Arc<Subscriptions>,
@@ -116,71 +144,31 @@ pub fn socket_io(
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(max_buffer)
         .build_layer();
+    // Handlers are registered in the connect callback itself, before its future runs, so an
+    // event that follows the connection at once is not missed.
     io.ns("/", move |socket: SocketRef| {
-        let subs = Arc::clone(&subscriptions);
-        async move {
-            let on_sub = Arc::clone(&subs);
+        for (event, join) in [("subscribe", true), ("unsubscribe", false)] {
+            let subs = Arc::clone(&subscriptions);
             socket.on(
-                "subscribe",
+                event,
                 move |socket: SocketRef, Data(payload): Data<Value>, ack: AckSender| {
-                    let subs = Arc::clone(&on_sub);
+                    let answer = change_rooms(&socket, &subs, &payload, join);
                     async move {
-                        let answer = match rooms_of(&payload) {
-                            Ok(rooms) => {
-                                let joined = socket.rooms();
-                                for room in &rooms {
-                                    if !joined.iter().any(|r| r == room.as_str()) {
-                                        if let Some(d) = device_of_room(room) {
-                                            subs.add(d);
-                                        }
-                                    }
-                                }
-                                socket.join(rooms.clone());
-                                json!({ "rooms": rooms })
-                            }
-                            Err(error) => json!({ "error": error }),
-                        };
                         let _ = ack.send(&answer);
                     }
                 },
             );
-            let on_unsub = Arc::clone(&subs);
-            socket.on(
-                "unsubscribe",
-                move |socket: SocketRef, Data(payload): Data<Value>, ack: AckSender| {
-                    let subs = Arc::clone(&on_unsub);
-                    async move {
-                        let answer = match rooms_of(&payload) {
-                            Ok(rooms) => {
-                                let joined = socket.rooms();
-                                for room in &rooms {
-                                    if joined.iter().any(|r| r == room.as_str()) {
-                                        if let Some(d) = device_of_room(room) {
-                                            subs.remove(d);
-                                        }
-                                    }
-                                }
-                                socket.leave(rooms.clone());
-                                json!({ "rooms": rooms })
-                            }
-                            Err(error) => json!({ "error": error }),
-                        };
-                        let _ = ack.send(&answer);
-                    }
-                },
-            );
-            let on_gone = Arc::clone(&subs);
-            socket.on_disconnect(move |socket: SocketRef| {
-                let subs = Arc::clone(&on_gone);
-                async move {
-                    for room in socket.rooms() {
-                        if let Some(d) = device_of_room(&room) {
-                            subs.remove(d);
-                        }
-                    }
-                }
-            });
         }
+        let subs = Arc::clone(&subscriptions);
+        socket.on_disconnect(move |socket: SocketRef| {
+            for room in socket.rooms() {
+                if let Some(d) = device_of_room(&room) {
+                    subs.remove(d);
+                }
+            }
+            async {}
+        });
+        async {}
     });
     (layer, io)
 }

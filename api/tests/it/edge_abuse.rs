@@ -81,6 +81,28 @@ fn ws_text(payload: &str) -> Vec<u8> {
     out
 }
 
+/// One unmasked server text frame.
+fn read_ws_text(s: &mut TcpStream) -> String {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).unwrap();
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).unwrap();
+            u16::from_be_bytes(l) as usize
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            s.read_exact(&mut l).unwrap();
+            u64::from_be_bytes(l) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    String::from_utf8_lossy(&payload).into_owned()
+}
+
 /// A Socket.IO client over a raw WebSocket that subscribes to `device` and never reads again.
 fn stalled_socketio(http_url: &str, device: &str) -> TcpStream {
     let addr = http_url.trim_start_matches("http://");
@@ -104,6 +126,8 @@ fn stalled_socketio(http_url: &str, device: &str) -> TcpStream {
         String::from_utf8_lossy(&head)
     );
     s.write_all(&ws_text("40")).unwrap();
+    // Wait for the namespace's CONNECT answer (`40{"sid":...}`), as a real client does.
+    while !read_ws_text(&mut s).starts_with("40") {}
     s.write_all(&ws_text(&format!(
         r#"42["subscribe",{{"devices":["{device}"]}}]"#
     )))

@@ -40,14 +40,19 @@ struct Args {
     rate: u64,
 }
 
-/// A counter of the server's Prometheus text.
-async fn scrape(client: &reqwest::Client, url: &str, name: &str) -> anyhow::Result<f64> {
-    let text = client
+/// The server's Prometheus text.
+async fn metrics(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    Ok(client
         .get(format!("{url}/api/v1/metrics/prometheus"))
         .send()
         .await?
         .text()
-        .await?;
+        .await?)
+}
+
+/// A counter of the server's Prometheus text.
+async fn scrape(client: &reqwest::Client, url: &str, name: &str) -> anyhow::Result<f64> {
+    let text = metrics(client, url).await?;
     Ok(text
         .lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
@@ -151,12 +156,7 @@ async fn main() -> anyhow::Result<()> {
         durable / elapsed,
     );
     // The receipt-to-durable window, as the server measured it.
-    let text = http
-        .get(format!("{url}/api/v1/metrics/prometheus"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let text = metrics(&http, &url).await?;
     for line in text.lines().filter(|l| {
         l.starts_with("aemos_mqtt_durable_window_seconds") || l.starts_with("aemos_mqtt_dropped")
     }) {
