@@ -114,11 +114,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await
     .context("starting the MQTT broker")?;
     info!(mqtt_addr = %mqtt.v4_addr, mqtt5_addr = ?mqtt.v5_addr, "mqtt listening");
+    // The broker keeps nothing across restarts: retain each device's last state again.
+    let retained = notifier.redeliver_latest(&mqtt.publisher);
     notifier.add_channel(Arc::new(mqtt.publisher.clone()));
     let coap = CoapServer::start(CoapArgs::new(args.coap_addr), Arc::clone(&storage))
         .await
         .context("starting the CoAP server")?;
-    info!(coap_addr = %coap.addr, "coap listening");
+    info!(coap_addr = %coap.addr, retained, "coap listening");
+    notifier.redeliver_latest(&coap);
     notifier.add_channel(Arc::new(coap.clone()));
 
     // 6. HTTP and Socket.IO.

@@ -137,6 +137,26 @@ impl Notifier {
         }
     }
 
+    /// Hands each device's newest notification to `channel` again: a broker or server started
+    /// after the firing log was read gets the last state per device (MQTT retains it, CoAP
+    /// answers it to a plain GET).
+    pub fn redeliver_latest(&self, channel: &dyn NotificationChannel) -> usize {
+        let latest: Vec<Arc<Notification>> = {
+            let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+            devices
+                .values()
+                .filter_map(|d| d.recent.back().cloned())
+                .collect()
+        };
+        for n in &latest {
+            match serde_json::to_vec(&**n) {
+                Ok(json) => channel.deliver(n, &Bytes::from(json)),
+                Err(e) => warn!(error = %e, "encoding a notification"),
+            }
+        }
+        latest.len()
+    }
+
     /// Notifications of `device` with `seq > since_seq`, oldest first, at most `limit`.
     pub fn since(&self, device: &str, since_seq: u64, limit: usize) -> Replay {
         let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());

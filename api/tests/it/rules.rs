@@ -138,6 +138,29 @@ async fn chains_and_engine_state_survive_sigkill() {
         2,
         "nothing recorded twice"
     );
+    // The notification state came back from the firing log: retained again on MQTT, the last
+    // one on CoAP, and numbered on from where it was.
+    let (mqtt, mut inbox) = crate::edge::mqtt_client(&server, "after-restart").await;
+    mqtt.subscribe("aemos/devices/d-1/notifications", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let retained = crate::edge::next_on(&mut inbox, "aemos/devices/d-1/notifications").await;
+    assert_eq!(
+        (
+            retained["seq"].as_u64(),
+            retained["metadata"]["newValue"].as_str()
+        ),
+        (Some(1), Some("hot")),
+        "{retained}"
+    );
+    let last = coap::UdpCoAPClient::get_with_timeout(
+        &format!("coap://{}/devices/d-1/notifications", server.coap_addr),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let last: Value = serde_json::from_slice(&last.message.payload).unwrap();
+    assert_eq!(last["seq"], 1, "{last}");
 
     // The rebuilt latest values are the ones the next reading is judged against.
     write(
@@ -150,5 +173,14 @@ async fn chains_and_engine_state_survive_sigkill() {
     assert_eq!(
         rows[2],
         json!({"rule_chain": "hot", "active": false, "kind": "cleared"})
+    );
+    let cleared = crate::edge::next_on(&mut inbox, "aemos/devices/d-1/notifications").await;
+    assert_eq!(
+        (
+            cleared["seq"].as_u64(),
+            cleared["metadata"]["newValue"].as_str()
+        ),
+        (Some(2), Some("normal")),
+        "{cleared}"
     );
 }
