@@ -328,3 +328,45 @@ async fn a_firing_reaches_mqtt_coap_and_socketio() {
         2,
     );
 }
+
+/// A confirmable POST sent twice with one message id (a retransmission) is answered twice
+/// and stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retransmitted_coap_post_is_stored_once() {
+    use coap_lite::{CoapRequest, MessageType, Packet, RequestType};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--workers", "2"], &[]);
+    let http = reqwest::Client::new();
+    let mut request: CoapRequest<std::net::SocketAddr> = CoapRequest::new();
+    request.set_method(RequestType::Post);
+    request.set_path("/telemetry/d-5");
+    request.message.header.set_type(MessageType::Confirmable);
+    request.message.header.message_id = 777;
+    request.message.set_token(vec![1, 2, 3, 4]);
+    request.message.payload = br#"{"temperature": 21.5}"#.to_vec();
+    let bytes = request.message.to_bytes().unwrap();
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        udp.send_to(&bytes, &server.coap_addr).await.unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, _) = tokio::time::timeout(WAIT, udp.recv_from(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let answer = Packet::from_bytes(&buf[..n]).unwrap();
+        assert_eq!(answer.header.get_type(), MessageType::Acknowledgement);
+        assert_eq!(answer.header.message_id, 777);
+        answers.push((answer.header.code.to_string(), answer.payload));
+    }
+    assert_eq!(answers[0], answers[1], "the same answer twice");
+    assert_eq!(answers[0].0, "2.04");
+    let rows = server
+        .sql(
+            &http,
+            "SELECT count(*) AS n FROM readings WHERE device = 'd-5'",
+        )
+        .await;
+    assert_eq!(rows, json!([{"n": 1}]));
+}

@@ -215,14 +215,24 @@ async fn receive_loop(shared: Arc<Shared>) {
                     drop(permit);
                 });
             }
-            // Too many requests waiting for the WAL: refuse this one now, not later.
+            // Too many requests waiting for the WAL: refuse this one now, not later (and
+            // answer a retransmission of it the same way).
             Err(_) => {
                 let mut request = request;
+                let confirmable = request.message.header.get_type() == MessageType::Confirmable;
                 let body = error_body("too many requests in flight; retry later");
                 if let Some(r) = request.response.as_mut() {
                     r.set_status(ResponseType::ServiceUnavailable);
                     r.message.payload = body.to_vec();
                     if let Ok(bytes) = r.message.to_bytes() {
+                        if confirmable {
+                            lock(&shared.dedup).answered(
+                                src,
+                                message_id,
+                                bytes.clone(),
+                                Instant::now(),
+                            );
+                        }
                         let _ = shared.socket.send_to(&bytes, src).await;
                     }
                 }
