@@ -173,7 +173,7 @@ impl Collector {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         match meta {
             Meta::Install(no, chain) => {
-                if let Some((schedule, tz)) = &chain.schedule {
+                if let Some((schedule, tz)) = chain.schedule.as_deref() {
                     if let Some(next) = next_tick(schedule, tz, time as i64) {
                         self.ticks.insert((next, no));
                     }
@@ -326,7 +326,7 @@ impl Collector {
             };
             let chain = Arc::clone(&state.chain);
             let active = state.active.clone();
-            if let Some((schedule, tz)) = &chain.schedule {
+            if let Some((schedule, tz)) = chain.schedule.as_deref() {
                 if let Some(next) = next_tick(schedule, tz, tick) {
                     self.ticks.insert((next, no));
                 }

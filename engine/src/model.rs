@@ -16,7 +16,7 @@ pub struct ChainSpec {
     #[serde(default)]
     pub on: Trigger,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<Schedule>,
+    pub schedule: Option<Box<Schedule>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,10 +52,12 @@ pub enum Node {
         action: ActionKind,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         device: Option<String>,
+        // The optional parts are boxed so that every node (filters too) stays small: a chain
+        // lives in memory as long as it is registered.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        state: Option<StateSpec>,
+        state: Option<Box<StateSpec>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        command: Option<serde_json::Value>,
+        command: Option<Box<serde_json::Value>>,
     },
 }
 

@@ -42,7 +42,8 @@ pub struct CompiledChain {
     /// Disjunctive normal form: the chain is active when every atom of some clause holds.
     pub clauses: Vec<Vec<u16>>,
     pub transforms: Vec<(String, Expr)>,
-    pub schedule: Option<(cron::Schedule, Tz)>,
+    /// Boxed: a parsed cron schedule is a few hundred bytes, and most chains have none.
+    pub schedule: Option<Box<(cron::Schedule, Tz)>>,
 }
 
 /// A chain's expressions lowered over one slot table.
@@ -127,7 +128,11 @@ impl CompiledChain {
     pub fn compile(spec: ChainSpec) -> Result<CompiledChain> {
         check_id(&spec.id)?;
         let lowered = lower(&spec)?;
-        let schedule = spec.schedule.as_ref().map(parse_schedule).transpose()?;
+        let schedule = spec
+            .schedule
+            .as_ref()
+            .map(|s| parse_schedule(s).map(Box::new))
+            .transpose()?;
         let (atoms, clauses) = normal_form(&lowered.condition, &lowered.inputs)?;
         Ok(CompiledChain {
             spec,
