@@ -115,14 +115,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .context("starting the MQTT broker")?;
     info!(mqtt_addr = %mqtt.v4_addr, mqtt5_addr = ?mqtt.v5_addr, "mqtt listening");
     // The broker keeps nothing across restarts: retain each device's last state again.
-    let retained = notifier.redeliver_latest(&mqtt.publisher);
-    notifier.add_channel(Arc::new(mqtt.publisher.clone()));
+    let retained = notifier.add_channel_with_latest(Arc::new(mqtt.publisher.clone()));
     let coap = CoapServer::start(CoapArgs::new(args.coap_addr), Arc::clone(&storage))
         .await
         .context("starting the CoAP server")?;
     info!(coap_addr = %coap.addr, retained, "coap listening");
-    notifier.redeliver_latest(&coap);
-    notifier.add_channel(Arc::new(coap.clone()));
+    notifier.add_channel_with_latest(Arc::new(coap.clone()));
 
     // 6. HTTP and Socket.IO.
     let state = AppState {

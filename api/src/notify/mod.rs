@@ -137,24 +137,25 @@ impl Notifier {
         }
     }
 
-    /// Hands each device's newest notification to `channel` again: a broker or server started
-    /// after the firing log was read gets the last state per device (MQTT retains it, CoAP
-    /// answers it to a plain GET).
-    pub fn redeliver_latest(&self, channel: &dyn NotificationChannel) -> usize {
-        let latest: Vec<Arc<Notification>> = {
-            let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
-            devices
-                .values()
-                .filter_map(|d| d.recent.back().cloned())
-                .collect()
-        };
-        for n in &latest {
+    /// Adds a channel started after the firing log was read, first handing it each device's
+    /// newest notification (MQTT retains it, CoAP answers it to a plain GET). Done under the
+    /// devices' lock, so a notification numbered meanwhile reaches the channel after the state
+    /// it follows, never before it.
+    pub fn add_channel_with_latest(&self, channel: Arc<dyn NotificationChannel>) -> usize {
+        let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        let mut handed = 0;
+        for n in devices.values().filter_map(|d| d.recent.back()) {
             match serde_json::to_vec(&**n) {
-                Ok(json) => channel.deliver(n, &Bytes::from(json)),
+                Ok(json) => {
+                    channel.deliver(n, &Bytes::from(json));
+                    handed += 1;
+                }
                 Err(e) => warn!(error = %e, "encoding a notification"),
             }
         }
-        latest.len()
+        self.add_channel(channel);
+        drop(devices);
+        handed
     }
 
     /// Notifications of `device` with `seq > since_seq`, oldest first, at most `limit`.
