@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::expr::{ArithOp, CmpOp, Expr, Func, Num, Slot};
+use crate::name::Name;
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{
     self, BinaryOperator, FunctionArg, FunctionArgExpr, FunctionArguments, Spanned, UnaryOperator,
@@ -25,17 +26,17 @@ pub enum Agg {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Input {
     /// The latest value of a sensor's variable.
-    Latest { sensor: String, variable: String },
+    Latest { sensor: Name, variable: Name },
     /// An aggregate of the variable's readings whose time is within `window_ms` of now.
     Window {
-        sensor: String,
-        variable: String,
+        sensor: Name,
+        variable: Name,
         agg: Agg,
         window_ms: i64,
     },
     /// The number of readings of any variable of the sensor within `window_ms` of now; absent
     /// (not zero) when there are none. `no_data('d')` is true exactly when it is absent.
-    Recent { sensor: String, window_ms: i64 },
+    Recent { sensor: Name, window_ms: i64 },
 }
 
 impl Input {
@@ -170,16 +171,16 @@ impl Lowering {
         Ok(match e {
             ast::Expr::Identifier(id) => {
                 let input = Input::Latest {
-                    sensor: site.sensor.to_owned(),
-                    variable: id.value.clone(),
+                    sensor: Name::new(site.sensor),
+                    variable: Name::new(&id.value),
                 };
                 (Expr::Slot(self.slot(input, site, e)?), Ty::Num)
             }
             ast::Expr::CompoundIdentifier(parts) => match parts.as_slice() {
                 [sensor, variable] => {
                     let input = Input::Latest {
-                        sensor: sensor.value.clone(),
-                        variable: variable.value.clone(),
+                        sensor: Name::new(&sensor.value),
+                        variable: Name::new(&variable.value),
                     };
                     (Expr::Slot(self.slot(input, site, e)?), Ty::Num)
                 }
@@ -393,9 +394,9 @@ impl Lowering {
                 ));
             };
             let (sensor, variable) = match var {
-                ast::Expr::Identifier(id) => (site.sensor.to_owned(), id.value.clone()),
+                ast::Expr::Identifier(id) => (Name::new(site.sensor), Name::new(&id.value)),
                 ast::Expr::CompoundIdentifier(p) if p.len() == 2 => {
-                    (p[0].value.clone(), p[1].value.clone())
+                    (Name::new(&p[0].value), Name::new(&p[1].value))
                 }
                 _ => {
                     return Err(Error::at(
@@ -429,7 +430,7 @@ impl Lowering {
             let window_ms = window_arg(window, site)?;
             let slot = self.slot(
                 Input::Recent {
-                    sensor: site.sensor.to_owned(),
+                    sensor: Name::new(site.sensor),
                     window_ms,
                 },
                 site,
