@@ -25,6 +25,9 @@ pub struct Metrics {
     pub coap_observers: IntGauge,
     pub coap_readings: IntGauge,
     pub coap_malformed: IntGauge,
+    pub coap_requests: IntGauge,
+    pub coap_refused: IntGauge,
+    pub coap_notifications: IntGauge,
 }
 
 impl Metrics {
@@ -98,6 +101,12 @@ impl Metrics {
             coap_observers: gauge("coap_observers", "Registered CoAP observers"),
             coap_readings: gauge("coap_readings_total", "Readings from CoAP made durable"),
             coap_malformed: gauge("coap_malformed_total", "CoAP datagrams that were not CoAP messages"),
+            coap_requests: gauge("coap_datagrams_total", "CoAP datagrams received"),
+            coap_refused: gauge(
+                "coap_refused_total",
+                "CoAP requests answered 5.03 because too many were in flight",
+            ),
+            coap_notifications: gauge("coap_notifications_total", "Observe notifications sent"),
             registry,
         }
     }

@@ -74,6 +74,9 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
         m.coap_observers.set(coap.observers() as i64);
         m.coap_readings.set(load(&coap.stats.readings));
         m.coap_malformed.set(load(&coap.stats.malformed));
+        m.coap_requests.set(load(&coap.stats.requests));
+        m.coap_refused.set(load(&coap.stats.refused));
+        m.coap_notifications.set(load(&coap.stats.notifications));
     }
     if let Some(sio) = &edge.socketio {
         dropped("socketio", sio.dropped());

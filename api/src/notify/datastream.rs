@@ -26,7 +26,8 @@ const THROTTLE_MS: u128 = 1000;
 pub struct Datastream {
     subscriptions: Arc<Subscriptions>,
     started: Instant,
-    last: Mutex<HashMap<(String, String), u128>>,
+    /// When each `(sensor, variable)` last went out, by the engine's key of the pair.
+    last: Mutex<HashMap<u64, u128>>,
     queue: Arc<DropOldest<(String, Value)>>,
 }
 
@@ -68,7 +69,7 @@ impl Datastream {
             if value.is_null(i) || !self.subscriptions.watched(d) {
                 continue;
             }
-            let key = (sensor.value(i).to_owned(), variable.value(i).to_owned());
+            let key = aemos_engine::keys::key_of(sensor.value(i), variable.value(i));
             match last.get(&key) {
                 Some(at) if now.saturating_sub(*at) < THROTTLE_MS => continue,
                 _ => {}

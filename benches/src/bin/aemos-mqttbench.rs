@@ -101,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
         let per_client = args.rate as f64 / args.publishers as f64 / args.batch as f64;
         let bodies: Vec<bytes::Bytes> = (0..8).map(|r| payload(p, batch, r)).collect();
         tasks.push(tokio::spawn(async move {
-            let topic = format!("aemos/devices/mq-{p:04}/telemetry");
+            let topic = aemos_ingest::mqtt::telemetry_topic(&format!("mq-{p:04}"));
             let publisher = tokio::spawn(async move {
                 let mut round = 0;
                 let start = Instant::now();
