@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::provider::{ReadingsSource, ReadingsTable};
+use crate::rollup::RollupRule;
 
 /// The URL under which the object store is registered with DataFusion.
 pub const STORE_URL: &str = "aemos://store";
@@ -59,6 +60,7 @@ impl QueryEngine {
         ctx.register_object_store(url.as_ref(), args.object_store);
         ctx.register_table("readings", Arc::new(ReadingsTable::new(args.source, url)))
             .map_err(Error::from_datafusion)?;
+        ctx.add_optimizer_rule(Arc::new(RollupRule));
         Ok(Self { ctx })
     }
 

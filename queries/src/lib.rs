@@ -5,17 +5,22 @@
 //! drops the files whose time range cannot match the query's `time` filters, hands the rest to
 //! DataFusion's Parquet scan (with the filters as a predicate, so row groups and pages are
 //! pruned by their statistics) and the buffered batches to an in-memory scan, and unions them.
-//! Filters are reported `Inexact`, so DataFusion applies them again on top. Results leave
+//! Filters are reported `Inexact`, so DataFusion applies them again on top. Aggregations over
+//! all time that the files' summaries answer exactly (min, max, sum, avg, count per device,
+//! sensor or variable) are rewritten by [`RollupRule`] to read the summaries instead of every
+//! row. Results leave
 //! through [`ResultEncoder`] in the format the client asked for.
 
 mod engine;
 mod error;
 mod format;
 mod provider;
+mod rollup;
 mod snapshot;
 
 pub use engine::{QueryEngine, QueryEngineArgs, VariableStatistics, STORE_URL};
 pub use error::{Error, Result};
 pub use format::{encode, OutputFormat, ResultEncoder};
 pub use provider::{ReadingsSource, ReadingsTable, StaticSource, TimeRange};
+pub use rollup::{RollupRule, RollupTable};
 pub use snapshot::{SnapshotSource, SnapshotTable};

@@ -50,7 +50,7 @@ impl ReadingsSource for StaticSource {
 
 /// The table as SQL sees it: the storage schema with `Utf8View` strings, which is what
 /// DataFusion's Parquet reader produces natively (no per-query cast of every string read).
-fn table_schema() -> SchemaRef {
+pub(crate) fn table_schema() -> SchemaRef {
     static SCHEMA: std::sync::LazyLock<SchemaRef> = std::sync::LazyLock::new(|| {
         let fields: Vec<Field> = readings_schema()
             .fields()
@@ -214,78 +214,123 @@ impl TableProvider for ReadingsTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = table_schema();
         let snapshot = self.source.snapshot();
         let range = TimeRange::from_filters(filters);
-        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-
         let files: Vec<&ParquetFile> = snapshot
             .files
             .iter()
             .filter(|f| range.overlaps(f))
             .collect();
-        if !files.is_empty() {
-            let mut source = ParquetSource::new(Arc::clone(&schema));
-            if let Some(predicate) = conjunction(filters.iter().cloned()) {
-                let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
-                source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
-            }
-            // Every file is sorted by (sensor, variable, time). Alone in its group a file keeps
-            // that order, which DataFusion can use (sorted aggregation, merge instead of sort);
-            // past a few files per core, files are spread over fewer groups instead.
-            let target = state.config().target_partitions().max(1);
-            let ordered = files.len() <= target * FILES_PER_PARTITION_FOR_ORDER;
-            let group_count = if ordered { files.len() } else { target };
-            let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); group_count];
-            for (i, file) in files.iter().enumerate() {
-                groups[i % group_count]
-                    .push(PartitionedFile::new(file.path.clone(), file.size_bytes));
-            }
-            let mut builder = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
-                .with_file_groups(groups.into_iter().map(FileGroup::new).collect());
-            if ordered {
-                let sort = [SENSOR, VARIABLE, TIME]
-                    .iter()
-                    .map(|name| Ok(PhysicalSortExpr::new_default(col(name, &schema)?)))
-                    .collect::<Result<Vec<_>>>()?;
-                builder =
-                    builder.with_output_ordering(LexOrdering::new(sort).into_iter().collect());
-            }
-            let config = builder
-                .with_projection_indices(projection.cloned())?
-                .build();
-            inputs.push(DataSourceExec::from_data_source(config));
-        }
-
-        let batches: Vec<_> = snapshot
-            .batches
-            .into_iter()
-            .filter(|b| b.num_rows() > 0)
-            .collect();
-        if !batches.is_empty() {
-            let target = state.config().target_partitions().max(1).min(batches.len());
-            let mut partitions = vec![Vec::new(); target];
-            for (i, batch) in batches.iter().enumerate() {
-                partitions[i % target].push(buffered_for_table(batch, projection)?);
-            }
-            let projected = match projection {
-                Some(p) => Arc::new(schema.project(p)?),
-                None => Arc::clone(&schema),
-            };
-            inputs.push(MemorySourceConfig::try_new_exec(
-                &partitions,
-                projected,
-                None,
-            )?);
-        }
-
-        if inputs.is_empty() {
-            let projected = match projection {
-                Some(p) => Arc::new(schema.project(p)?),
-                None => schema,
-            };
-            return Ok(Arc::new(EmptyExec::new(projected)));
-        }
-        UnionExec::try_new(inputs)
+        let inputs = scan_rows(
+            state,
+            &self.store_url,
+            &files,
+            snapshot.batches,
+            projection,
+            filters,
+        )?;
+        union_or_empty(inputs, projected_schema(&table_schema(), projection)?)
     }
+}
+
+impl ReadingsTable {
+    pub(crate) fn source(&self) -> &Arc<dyn ReadingsSource> {
+        &self.source
+    }
+
+    pub(crate) fn store_url(&self) -> &ObjectStoreUrl {
+        &self.store_url
+    }
+}
+
+pub(crate) fn projected_schema(schema: &SchemaRef, projection: Option<&Vec<usize>>) -> Result<SchemaRef> {
+    Ok(match projection {
+        Some(p) => Arc::new(schema.project(p)?),
+        None => Arc::clone(schema),
+    })
+}
+
+pub(crate) fn union_or_empty(
+    inputs: Vec<Arc<dyn ExecutionPlan>>,
+    schema: SchemaRef,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if inputs.is_empty() {
+        return Ok(Arc::new(EmptyExec::new(schema)));
+    }
+    UnionExec::try_new(inputs)
+}
+
+/// The plans reading `files` and the buffered `batches` row by row, in the table's schema.
+pub(crate) fn scan_rows(
+    state: &dyn Session,
+    store_url: &ObjectStoreUrl,
+    files: &[&ParquetFile],
+    batches: Vec<RecordBatch>,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+) -> Result<Vec<Arc<dyn ExecutionPlan>>> {
+    let schema = table_schema();
+    let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+    if !files.is_empty() {
+        // Every file is sorted by (sensor, variable, time). Alone in its group a file keeps
+        // that order, which DataFusion can use (sorted aggregation, merge instead of sort);
+        // past a few files per core, files are spread over fewer groups instead.
+        let target = state.config().target_partitions().max(1);
+        let ordered = files.len() <= target * FILES_PER_PARTITION_FOR_ORDER;
+        let group_count = if ordered { files.len() } else { target };
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); group_count];
+        for (i, file) in files.iter().enumerate() {
+            groups[i % group_count].push(PartitionedFile::new(file.path.clone(), file.size_bytes));
+        }
+        let sort = if ordered {
+            let sort = [SENSOR, VARIABLE, TIME]
+                .iter()
+                .map(|name| Ok(PhysicalSortExpr::new_default(col(name, &schema)?)))
+                .collect::<Result<Vec<_>>>()?;
+            LexOrdering::new(sort)
+        } else {
+            None
+        };
+        inputs.push(scan_parquet(state, store_url, &schema, groups, sort, projection, filters)?);
+    }
+
+    let batches: Vec<_> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+    if !batches.is_empty() {
+        let target = state.config().target_partitions().max(1).min(batches.len());
+        let mut partitions = vec![Vec::new(); target];
+        for (i, batch) in batches.iter().enumerate() {
+            partitions[i % target].push(buffered_for_table(batch, projection)?);
+        }
+        inputs.push(MemorySourceConfig::try_new_exec(
+            &partitions,
+            projected_schema(&schema, projection)?,
+            None,
+        )?);
+    }
+    Ok(inputs)
+}
+
+/// A Parquet scan of `groups` (one partition each) read as `schema`, with the filters as a
+/// pruning predicate.
+pub(crate) fn scan_parquet(
+    state: &dyn Session,
+    store_url: &ObjectStoreUrl,
+    schema: &SchemaRef,
+    groups: Vec<Vec<PartitionedFile>>,
+    ordering: Option<LexOrdering>,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut source = ParquetSource::new(Arc::clone(schema));
+    if let Some(predicate) = conjunction(filters.iter().cloned()) {
+        let df_schema = DFSchema::try_from(Arc::clone(schema))?;
+        source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+    }
+    let mut builder = FileScanConfigBuilder::new(store_url.clone(), Arc::new(source))
+        .with_file_groups(groups.into_iter().map(FileGroup::new).collect());
+    if let Some(ordering) = ordering {
+        builder = builder.with_output_ordering(vec![ordering]);
+    }
+    let config = builder.with_projection_indices(projection.cloned())?.build();
+    Ok(DataSourceExec::from_data_source(config))
 }

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use aemos_queries::{QueryEngine, QueryEngineArgs};
+use aemos_queries::{QueryEngine, QueryEngineArgs, StaticSource};
 use aemos_storage::schema::ReadingsBuilder;
 use aemos_storage::{MockClock, ObjectStoreConfig, Storage, StorageArgs};
 
@@ -179,5 +179,61 @@ async fn writes_are_refused_by_the_sql_endpoint() {
     ] {
         let e = engine.sql(sql).await.unwrap_err();
         assert!(e.is_user_error(), "{sql}: {e}");
+    }
+}
+
+/// Aggregations that the files' summaries answer give the same results as reading every row:
+/// with every file summarized, and with one file written before summaries existed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summaries_answer_aggregates_like_the_rows_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (storage, engine) = fixture(dir.path()).await;
+    let mut legacy = storage.read_snapshot();
+    assert!(legacy.files.len() >= 2);
+    assert!(legacy.files.iter().all(|f| f.summary.is_some()));
+    legacy.files[0].summary = None;
+    let legacy = QueryEngine::new(QueryEngineArgs {
+        source: Arc::new(StaticSource(legacy)),
+        object_store: Arc::clone(&storage.object_store().store),
+        target_partitions: Some(2),
+    })
+    .unwrap();
+    // `{c}` is `true` (summaries can answer) or a time bound (rows must be read).
+    let queries = [
+        "SELECT sensor, max(value) AS m FROM readings WHERE {c} GROUP BY sensor ORDER BY m DESC LIMIT 2",
+        "SELECT device, sensor, variable, count(*) AS n, count(value) AS nv, min(value) AS lo, \
+         max(value) AS hi, round(sum(value), 6) AS s, round(avg(value), 6) AS a \
+         FROM readings WHERE {c} GROUP BY device, sensor, variable ORDER BY 1, 2, 3",
+        "SELECT variable, count(*) AS n, min(value) AS lo FROM readings \
+         WHERE device = 'device-0' AND {c} GROUP BY variable ORDER BY 1",
+        "SELECT count(*) AS n, max(value) AS hi, round(avg(value), 6) AS a FROM readings WHERE {c}",
+        "SELECT count(*) AS n, max(value) AS hi FROM readings WHERE sensor = 'nope' AND {c}",
+        "SELECT variable, max(value) AS hi FROM readings \
+         WHERE sensor IN ('sensor-1', 'sensor-2') AND {c} GROUP BY variable ORDER BY 1",
+    ];
+    let all_time = "time > '1970-01-01T00:00:00Z'";
+    for engine in [&engine, &legacy] {
+        for template in queries {
+            let summarized = template.replace("{c}", "true");
+            let rows = template.replace("{c}", all_time);
+            let expected = render(engine, &rows).await;
+            assert!(!expected.starts_with("error"), "{rows}: {expected}");
+            assert_eq!(render(engine, &summarized).await, expected, "{summarized}");
+            let plan = render(engine, &format!("EXPLAIN {summarized}")).await;
+            assert!(plan.contains("readings_summary"), "{summarized}:\n{plan}");
+            let plan = render(engine, &format!("EXPLAIN {rows}")).await;
+            assert!(!plan.contains("readings_summary"), "{rows}:\n{plan}");
+        }
+    }
+    // Shapes the summaries cannot answer keep reading rows.
+    for sql in [
+        "SELECT sensor, count(DISTINCT value) FROM readings GROUP BY sensor",
+        "SELECT sensor, max(value) FROM readings WHERE value > 30 GROUP BY sensor",
+        "SELECT date_bin(INTERVAL '1 hour', time), max(value) FROM readings GROUP BY 1",
+        "SELECT sensor, median(value) FROM readings GROUP BY sensor",
+        "SELECT sensor, max(value * 2) FROM readings GROUP BY sensor",
+    ] {
+        let plan = render(&engine, &format!("EXPLAIN {sql}")).await;
+        assert!(!plan.contains("readings_summary"), "{sql}:\n{plan}");
     }
 }

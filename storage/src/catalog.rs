@@ -45,6 +45,17 @@ pub struct ParquetFile {
     pub max_time: i64,
     pub rows: u64,
     pub size_bytes: u64,
+    /// The file's per-key summary ([`crate::summary`]); absent for files written before
+    /// summaries existed, which queries then read row by row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<SummaryFile>,
+}
+
+/// A summary object beside a Parquet file: written with it, removed with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummaryFile {
+    pub path: String,
+    pub size_bytes: u64,
 }
 
 /// A file removed from the catalog, deleted from the object store after a grace period so that
@@ -83,6 +94,12 @@ impl CatalogState {
         let mut removed = 0;
         for path in paths {
             if let Some(file) = self.files.remove(path) {
+                if let Some(summary) = file.summary {
+                    self.tombstones.push(Tombstone {
+                        path: summary.path,
+                        removed_at: now_ms,
+                    });
+                }
                 self.tombstones.push(Tombstone {
                     path: file.path,
                     removed_at: now_ms,

@@ -6,7 +6,8 @@
 //! the batches into the in-memory [`Buffer`] and acknowledges. From then on the rows are visible
 //! to queries ([`Storage::read_snapshot`]). Every `persist_interval`, or when the buffer reaches
 //! `persist_rows`, the WAL rotates and the sealed generation is sorted by
-//! `(sensor, variable, time)`, split by hour and written as Parquet; the files are recorded in
+//! `(sensor, variable, time)`, split by hour and written as Parquet, each file with a summary
+//! (rows, min, max and sum per key, [`summary`]); the files are recorded in
 //! the [`Catalog`] together with the WAL segment they cover, and only then are the rows dropped
 //! from the buffer and the segments deleted. On start the catalog tells which segments are
 //! already persisted; the rest are replayed into the buffer.
@@ -18,6 +19,7 @@
 //! {data-dir}/writer-id                                          this writer's id in the catalog
 //! {prefix}/catalog/{version:020}.json                           catalog versions
 //! {prefix}/readings/{yyyy-mm-dd}/{hh}/{file_id:020}.parquet     persisted readings
+//! {prefix}/readings_summary/{yyyy-mm-dd}/{hh}/{file_id:020}.parquet  per-key summary of that file
 //! {prefix}/documents/{namespace}/{name}.json                    documents of upper layers (rule chains)
 //! ```
 //!
@@ -32,11 +34,12 @@ pub mod paths;
 mod persist;
 pub mod schema;
 mod storage;
+pub mod summary;
 mod time;
 mod wal;
 
 pub use buffer::{Buffer, Generation};
-pub use catalog::{Catalog, CatalogState, FileId, ParquetFile, Tombstone};
+pub use catalog::{Catalog, CatalogState, FileId, ParquetFile, SummaryFile, Tombstone};
 pub use error::{Error, Result};
 pub use object_store_config::ObjectStoreConfig;
 pub use persist::{

@@ -3,6 +3,7 @@
 //! ```text
 //! {prefix}/catalog/{version:020}.json
 //! {prefix}/readings/{yyyy-mm-dd}/{hh}/{file_id:020}.parquet
+//! {prefix}/readings_summary/{yyyy-mm-dd}/{hh}/{file_id:020}.parquet
 //! ```
 
 use chrono::{DateTime, Utc};
@@ -10,6 +11,8 @@ use object_store::path::Path;
 
 pub const CATALOG_DIR: &str = "catalog";
 pub const READINGS_TABLE: &str = "readings";
+/// Where the summaries of the `readings` files live, under the same partition and file id.
+pub const READINGS_SUMMARY_DIR: &str = "readings_summary";
 
 /// An hour of time: the unit of partitioning for persisted files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

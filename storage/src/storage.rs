@@ -12,10 +12,13 @@ use tokio::sync::{watch, Mutex, Notify};
 use tracing::{debug, info, warn};
 
 use crate::buffer::{Buffer, Generation};
-use crate::catalog::{Catalog, FileId, ParquetFile};
+use crate::catalog::{Catalog, FileId, ParquetFile, SummaryFile};
 use crate::error::{Error, Result};
 use crate::object_store_config::ObjectStoreConfig;
-use crate::paths::{document_dir, document_path, parquet_path, HourPartition, READINGS_TABLE};
+use crate::paths::{
+    document_dir, document_path, parquet_path, HourPartition, READINGS_SUMMARY_DIR, READINGS_TABLE,
+};
+use crate::summary::{encode_summary, summarize};
 use crate::persist::{decode_parquet, encode_parquet, sort_and_split, SortedPartition};
 use crate::time::TimeProvider;
 use crate::wal::{ReplayReport, Wal, WalArgs, WalRecord};
@@ -341,18 +344,20 @@ impl Storage {
             max_time,
         } = part;
         let rows = batch.num_rows() as u64;
-        let bytes = tokio::task::spawn_blocking(move || encode_parquet(&batch))
-            .await
-            .expect("encode task")?;
+        let (bytes, summary) = tokio::task::spawn_blocking(move || -> Result<_> {
+            Ok((encode_parquet(&batch)?, encode_summary(&summarize(&batch)?)?))
+        })
+        .await
+        .expect("encode task")?;
         let mut id = self
             .next_file_id
             .load(Ordering::SeqCst)
             .max(self.catalog.snapshot().next_file_id);
+        let prefix = &self.object_store.prefix;
+        let store = &self.object_store.store;
         loop {
-            let path = parquet_path(&self.object_store.prefix, READINGS_TABLE, partition, id);
-            let put = self
-                .object_store
-                .store
+            let path = parquet_path(prefix, READINGS_TABLE, partition, id);
+            let put = store
                 .put_opts(
                     &path,
                     PutPayload::from(bytes.clone()),
@@ -362,6 +367,12 @@ impl Storage {
             match put {
                 Ok(_) => {
                     self.next_file_id.fetch_max(id + 1, Ordering::SeqCst);
+                    // The id is ours now (the conditional put above), so is the summary's key.
+                    let summary_path = parquet_path(prefix, READINGS_SUMMARY_DIR, partition, id);
+                    let size_bytes = summary.len() as u64;
+                    store
+                        .put(&summary_path, PutPayload::from(summary))
+                        .await?;
                     return Ok(ParquetFile {
                         id: FileId(id),
                         table: READINGS_TABLE.to_string(),
@@ -371,6 +382,10 @@ impl Storage {
                         max_time,
                         rows,
                         size_bytes: bytes.len() as u64,
+                        summary: Some(SummaryFile {
+                            path: summary_path.to_string(),
+                            size_bytes,
+                        }),
                     });
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => id += 1,
@@ -450,12 +465,13 @@ impl Storage {
             })
             .await?;
         if committed.is_none() {
+            let mut orphans: Vec<String> = Vec::new();
             for file in &written {
-                let _ = self
-                    .object_store
-                    .store
-                    .delete(&file.path.as_str().into())
-                    .await;
+                orphans.push(file.path.clone());
+                orphans.extend(file.summary.as_ref().map(|s| s.path.clone()));
+            }
+            for path in &orphans {
+                let _ = self.object_store.store.delete(&path.as_str().into()).await;
             }
             return Ok(0);
         }

@@ -112,6 +112,7 @@ fn file(id: u64) -> ParquetFile {
         max_time: 0,
         rows: 1,
         size_bytes: 1,
+        summary: None,
     }
 }
 

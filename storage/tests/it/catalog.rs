@@ -13,6 +13,7 @@ fn file(id: u64) -> ParquetFile {
         max_time: 1,
         rows: 1,
         size_bytes: 1,
+        summary: None,
     }
 }
 

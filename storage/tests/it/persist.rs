@@ -62,12 +62,35 @@ async fn compaction_merges_a_partition_and_keeps_every_row() {
     assert_eq!(snapshot.files.len(), 1);
     assert_eq!(snapshot.files[0].rows, 600);
     assert_eq!(snapshot.files[0].partition, HourPartition::of(T0).0);
-    // Replaced files are deleted only after the grace period.
+    // The merged file has its own summary, covering all its rows.
+    let summary = snapshot.files[0].summary.as_ref().expect("summary");
+    let bytes = storage
+        .object_store()
+        .store
+        .get(&summary.path.as_str().into())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let summary_rows: i64 = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| {
+            let b = b.unwrap();
+            let rows = b.column_by_name(aemos_storage::summary::ROWS).unwrap();
+            arrow::compute::sum(rows.as_any().downcast_ref::<arrow::array::Int64Array>().unwrap())
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(summary_rows, 600);
+    // Replaced files and their summaries are deleted only after the grace period.
     let tombstones = storage.catalog().snapshot().tombstones.clone();
-    assert_eq!(tombstones.len(), 6);
+    assert_eq!(tombstones.len(), 12);
     assert_eq!(storage.collect_garbage().await.unwrap(), 0);
     clock.set(T0 + 61_000);
-    assert_eq!(storage.collect_garbage().await.unwrap(), 6);
+    assert_eq!(storage.collect_garbage().await.unwrap(), 12);
     for t in tombstones {
         let gone = storage
             .object_store()
