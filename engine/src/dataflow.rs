@@ -52,12 +52,13 @@ pub(crate) struct Term {
     pub carry: bool,
 }
 
-/// A term's predicate over its one value: most are a comparison with a constant, kept
-/// without the expression tree's allocations.
+/// An atom's predicate: most are a comparison of one slot with a constant, kept without the
+/// expression tree's allocations; the rest keep their tree boxed (16 bytes either way, which
+/// matters in every term row of the arrangements).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) enum Pred {
     Threshold(CmpOp, Num),
-    Expr(Expr),
+    Expr(Box<Expr>),
 }
 
 impl Pred {
@@ -69,7 +70,7 @@ impl Pred {
                 }
             }
         }
-        Pred::Expr(expr.clone())
+        Pred::Expr(Box::new(expr.clone()))
     }
 
     fn test(&self, slot: Slot, v: f64) -> Result<bool, EvalError> {

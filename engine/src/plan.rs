@@ -8,6 +8,7 @@
 //!   reduce, which evaluates it;
 //! - an `Absent` atom is `no_data('d')`: true while its slot has no value.
 
+use crate::dataflow::Pred;
 use crate::error::{Error, Result};
 use crate::expr::{CmpOp, Expr, Slot};
 use crate::keys::{raw_key, value_key};
@@ -29,8 +30,27 @@ pub enum AtomKind {
 
 #[derive(Clone, Debug)]
 pub struct Atom {
-    pub expr: Expr,
+    /// A threshold on the kind's slot, or the expression (always for joined atoms).
+    pub(crate) pred: Pred,
     pub kind: AtomKind,
+}
+
+impl Atom {
+    fn new(expr: Expr, kind: AtomKind) -> Self {
+        let pred = match kind {
+            AtomKind::Term(slot) | AtomKind::Absent(slot) => Pred::of(&expr, slot),
+            AtomKind::Joined => Pred::Expr(Box::new(expr)),
+        };
+        Atom { pred, kind }
+    }
+
+    /// The expression of a joined atom (evaluated in the chain's reduce).
+    pub(crate) fn joined_expr(&self) -> Option<&Expr> {
+        match (&self.pred, self.kind) {
+            (Pred::Expr(e), AtomKind::Joined) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// A chain ready to install. Kept small: it lives as long as the chain is registered.
@@ -134,9 +154,11 @@ impl CompiledChain {
             .map(|s| parse_schedule(s).map(Box::new))
             .transpose()?;
         let (atoms, clauses) = normal_form(&lowered.condition, &lowered.inputs)?;
+        let mut inputs = lowered.inputs;
+        inputs.shrink_to_fit();
         Ok(CompiledChain {
             spec,
-            inputs: lowered.inputs,
+            inputs,
             atoms,
             clauses,
             transforms: lowered.transforms,
@@ -174,8 +196,8 @@ impl CompiledChain {
     /// and of transforms.
     pub fn passthrough_slots(&self) -> Vec<Slot> {
         let mut slots = Vec::new();
-        for atom in self.atoms.iter().filter(|a| a.kind == AtomKind::Joined) {
-            atom.expr.slots(&mut slots);
+        for expr in self.atoms.iter().filter_map(Atom::joined_expr) {
+            expr.slots(&mut slots);
         }
         for (_, e) in &self.transforms {
             e.slots(&mut slots);
@@ -343,7 +365,7 @@ fn dnf(e: &Expr) -> Result<Vec<Vec<Expr>>> {
 }
 
 fn normal_form(condition: &Expr, inputs: &[Input]) -> Result<(Vec<Atom>, Vec<Vec<u16>>)> {
-    let mut atoms: Vec<Atom> = Vec::new();
+    let mut atoms: Vec<(Expr, AtomKind)> = Vec::new();
     let mut clauses = Vec::new();
     'clauses: for clause in dnf(&push_not(condition, false))? {
         let mut ids = Vec::new();
@@ -370,7 +392,7 @@ fn normal_form(condition: &Expr, inputs: &[Input]) -> Result<(Vec<Atom>, Vec<Vec
                 [s] => AtomKind::Term(*s),
                 _ => AtomKind::Joined,
             };
-            let id = match atoms.iter().position(|a| a.expr == expr) {
+            let id = match atoms.iter().position(|(e, _)| *e == expr) {
                 Some(i) => i,
                 None => {
                     if atoms.len() == MAX_ATOMS {
@@ -379,7 +401,7 @@ fn normal_form(condition: &Expr, inputs: &[Input]) -> Result<(Vec<Atom>, Vec<Vec
                             None,
                         ));
                     }
-                    atoms.push(Atom { expr, kind });
+                    atoms.push((expr, kind));
                     atoms.len() - 1
                 }
             };
@@ -389,8 +411,15 @@ fn normal_form(condition: &Expr, inputs: &[Input]) -> Result<(Vec<Atom>, Vec<Vec
         }
         ids.sort_unstable();
         if !clauses.contains(&ids) {
+            ids.shrink_to_fit();
             clauses.push(ids);
         }
     }
+    // Exact sizes: a compiled chain lives as long as it is registered.
+    let atoms = atoms
+        .into_iter()
+        .map(|(expr, kind)| Atom::new(expr, kind))
+        .collect();
+    clauses.shrink_to_fit();
     Ok((atoms, clauses))
 }

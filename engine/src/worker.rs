@@ -9,7 +9,7 @@
 
 use crate::collector::{Collector, Meta};
 use crate::dataflow::{
-    self, ChainNo, Inputs, OutBatch, Part, Plan, Pred, Term, Time, Val, WindowSpec,
+    self, ChainNo, Inputs, OutBatch, Part, Plan, Term, Time, Val, WindowSpec,
 };
 use crate::expr::Num;
 use crate::history::Latest;
@@ -241,7 +241,7 @@ impl Sequencer {
                         chain: no,
                         slot,
                         atom,
-                        pred: Some(Pred::of(&a.expr, slot)),
+                        pred: Some(a.pred.clone()),
                         carry,
                     };
                     self.inputs
@@ -252,7 +252,7 @@ impl Sequencer {
                     .inputs
                     .absent
                     .update((chain.value_key(slot), (no, atom)), diff),
-                AtomKind::Joined => joined.push((atom, a.expr.clone())),
+                AtomKind::Joined => joined.extend(a.joined_expr().map(|e| (atom, e.clone()))),
             }
         }
         for slot in chain.passthrough_slots() {
