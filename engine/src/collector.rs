@@ -10,7 +10,8 @@
 use crate::dataflow::{ChainNo, Diff, Out, OutBatch, Time, Val};
 use crate::expr::Slot;
 use crate::plan::CompiledChain;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 /// How a chain's state changed.
@@ -84,7 +85,7 @@ impl RawStatus {
     }
 }
 
-pub(crate) type StatusMap = Arc<Mutex<HashMap<ChainNo, RawStatus>>>;
+pub(crate) type StatusMap = Arc<Mutex<FxHashMap<ChainNo, RawStatus>>>;
 
 type Updates = Vec<((ChainNo, Out), Diff)>;
 /// A key's latest value as of a tick (worker 0's `history::Latest::at`).
@@ -105,7 +106,7 @@ struct ChainState {
 pub(crate) struct Collector {
     pending: BTreeMap<Time, Updates>,
     meta: BTreeMap<Time, Vec<Meta>>,
-    chains: HashMap<ChainNo, ChainState>,
+    chains: FxHashMap<ChainNo, ChainState>,
     /// Next tick of each scheduled chain.
     ticks: BTreeSet<(i64, ChainNo)>,
     sink: Box<dyn FnMut(Firing) + Send>,
@@ -122,7 +123,7 @@ impl Collector {
         Collector {
             pending: BTreeMap::new(),
             meta: BTreeMap::new(),
-            chains: HashMap::new(),
+            chains: FxHashMap::default(),
             ticks: BTreeSet::new(),
             sink,
             status,
@@ -259,11 +260,15 @@ impl Collector {
             None if removed.is_some() => state.active.take().map(|_| FiringKind::Cleared),
             None => None,
         };
+        // The values now active, read once for the status and for an activation's firing.
+        let active = state
+            .active
+            .as_ref()
+            .map(|carried| with_latest(&state.chain, carried, time, latest));
         if let Some(s) = status {
-            s.active = state.active.as_ref().map(|carried| {
-                let all = with_latest(&state.chain, carried, time, latest);
-                all.iter().map(|(slot, val)| (*slot, val.v.0)).collect()
-            });
+            s.active = active
+                .as_ref()
+                .map(|all| all.iter().map(|(slot, val)| (*slot, val.v.0)).collect());
             s.errors += errors.len() as u64;
             self.metrics
                 .eval_errors
@@ -277,12 +282,12 @@ impl Collector {
             return None; // scheduled chains fire on their ticks only
         }
         // The values as of this tick: for a clear, the ones that ended it.
-        let carried = if kind == FiringKind::Cleared {
-            removed
-        } else {
-            added
+        let values = match kind {
+            FiringKind::Cleared => {
+                with_latest(&state.chain, &removed.unwrap_or_default(), time, latest)
+            }
+            _ => active.unwrap_or_default(),
         };
-        let values = with_latest(&state.chain, &carried.unwrap_or_default(), time, latest);
         Some((Arc::clone(&state.chain), kind, values))
     }
 

@@ -16,7 +16,8 @@ use crate::history::Latest;
 use crate::parse::Input;
 use crate::plan::{AtomKind, CompiledChain};
 use crate::runtime::{Clock, Command, Reading, Shared, Worker0Parts};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -92,6 +93,10 @@ pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
             break;
         }
         worker.step_or_park(Some(seq.park_for(shared.tick)));
+        // A chain command that arrived during the step goes in before the collector's work.
+        if seq.drain(&control) {
+            break;
+        }
         while let Ok(batch) = outputs.try_recv() {
             seq.collector.receive(batch);
         }
@@ -108,8 +113,8 @@ struct Sequencer {
     clock: Arc<dyn Clock>,
     latest: Latest,
     /// Per raw key, the windows over it (window length -> number of specs).
-    windows: HashMap<u64, BTreeMap<i64, usize>>,
-    installed: HashMap<ChainNo, Arc<CompiledChain>>,
+    windows: FxHashMap<u64, BTreeMap<i64, usize>>,
+    installed: FxHashMap<ChainNo, Arc<CompiledChain>>,
     in_flight: VecDeque<Time>,
     syncs: Vec<(Time, std::sync::mpsc::SyncSender<()>)>,
     collector: Collector,
@@ -131,8 +136,8 @@ impl Sequencer {
             epoch,
             clock,
             latest: Latest::default(),
-            windows: HashMap::new(),
-            installed: HashMap::new(),
+            windows: FxHashMap::default(),
+            installed: FxHashMap::default(),
             in_flight: VecDeque::new(),
             syncs: Vec::new(),
             collector,
