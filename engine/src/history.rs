@@ -6,10 +6,14 @@
 //! notes the new one (in a per-key vector whose capacity is kept, so the steady state allocates
 //! nothing). Completing ticks only moves a frontier: entries older than it are never asked
 //! about again (a lookup at a tick skips entries at or before it) and go at the key's next
-//! write. (Forgetting them eagerly, a second lookup per reading, cost worker 0 about 4%.) Only keys that chains read keep undo entries; which ones is a table of
-//! counters by hash (see `watch`), so chains on silent sensors add nothing to the map every
-//! reading looks up (a map entry per watched key cost 23 to 25% with 100,000 idle chains,
-//! tracking every key cost 20% without them).
+//! write. (Forgetting them eagerly, a second lookup per reading, cost worker 0 about 4%.)
+//!
+//! Which keys chains read is a table of counters by hash (see `watch`), so chains on silent
+//! sensors add nothing to the map every reading looks up (a map entry per watched key cost 23
+//! to 25% with 100,000 idle chains, tracking every key cost 20% without them). Only readings of
+//! watched keys enter the dataflow: the others are kept here, and a key's latest value enters
+//! when a chain starts reading it ([`Latest::admit`]), so a reading that no chain reads costs
+//! one lookup and nothing else. Only watched keys keep undo entries.
 
 use crate::dataflow::{Time, Val};
 use rustc_hash::FxHashMap;
@@ -17,28 +21,35 @@ use rustc_hash::FxHashMap;
 #[derive(Default)]
 struct Entry {
     val: Option<Val>,
+    /// Whether `val` is in the dataflow's `latest` collection (then every change goes there).
+    admitted: bool,
     /// `(tick, value before that tick's first change)`, oldest first.
     undo: Vec<(Time, Option<Val>)>,
 }
 
-/// Slots of the watch counters: 2^18 `u16`s, 512 KiB, indexed by a key's top bits.
-const WATCH_BITS: u32 = 18;
+/// Slots of the watch counters: 2^22 bytes, 4 MiB, indexed by a key's top bits. 275,000
+/// watched keys (110,000 chains) mark 6% of them; with 2^20 slots they marked a fifth, and the
+/// readings of unwatched keys that went into the dataflow with them cost a third of what
+/// 100,000 idle chains cost.
+const WATCH_BITS: u32 = 22;
 
 pub(crate) struct Latest {
     /// Keys are hashes already: a multiply (Fx) spreads them, SipHash would only cost.
     entries: FxHashMap<u64, Entry>,
     /// How many chain slots read keys hashing to each counter. A key shares its counter with
-    /// others (a false positive only records an undo entry nobody reads); a counter stays far
-    /// smaller than a map of every key chains read, so silent sensors' chains cost readings
-    /// nothing.
-    watch: Vec<u16>,
+    /// others (a false positive only sends a reading into the dataflow that no term joins, and
+    /// records an undo entry nobody reads); a counter stays far smaller than a map of every key
+    /// chains read, so silent sensors' chains cost readings nothing.
+    watch: Vec<u8>,
     /// Ticks before this one are complete: their undo entries can go.
     complete_before: Time,
 }
 
 impl Latest {
-    /// Applies a reading at `tick`. Returns the value it replaces (`Some(None)` for a first
-    /// value), or `None` when the reading is older than the latest one, or the same.
+    /// Applies a reading at `tick`. Returns what the dataflow's `latest` collection must do:
+    /// `Some(Some(old))` replace `old`, `Some(None)` insert (a first value, or a key chains
+    /// started reading), `None` nothing (a reading older than the latest one or the same, or
+    /// of a key no chain reads).
     pub(crate) fn upsert(&mut self, key: u64, val: Val, tick: Time) -> Option<Option<Val>> {
         let entry = self.entries.entry(key).or_default();
         let old = entry.val;
@@ -60,7 +71,14 @@ impl Latest {
         if watched && entry.undo.last().is_none_or(|(t, _)| *t != tick) {
             entry.undo.push((tick, old));
         }
-        Some(old)
+        if entry.admitted {
+            Some(old)
+        } else if watched {
+            entry.admitted = true;
+            Some(None)
+        } else {
+            None
+        }
     }
 
     /// The value of a key as of `tick` (not before the oldest incomplete tick).
@@ -77,10 +95,25 @@ impl Latest {
         self.complete_before = self.complete_before.max(frontier);
     }
 
+    /// A key a chain starts reading: its latest value, if it has one that the dataflow does
+    /// not have yet (the caller inserts it, at the chain's tick).
+    pub(crate) fn admit(&mut self, key: u64) -> Option<Val> {
+        let entry = self.entries.get_mut(&key)?;
+        if entry.admitted {
+            return None;
+        }
+        entry.admitted = entry.val.is_some();
+        entry.val
+    }
+
     /// Counts a chain slot reading `key` in (`diff` 1) or out (-1).
     pub(crate) fn watch(&mut self, key: u64, diff: isize) {
         let n = &mut self.watch[watch_slot(key)];
-        *n = n.saturating_add_signed(diff as i16);
+        // A counter that reached its maximum stays there: its keys stay watched (a false
+        // positive) rather than ever being unwatched while a chain reads them.
+        if *n != u8::MAX {
+            *n = n.saturating_add_signed(diff.clamp(-1, 1) as i8);
+        }
     }
 }
 

@@ -274,7 +274,13 @@ impl Sequencer {
         }
         for (slot, input) in chain.inputs.iter().enumerate() {
             if let Input::Latest { .. } = input {
-                self.latest.watch(chain.value_key(slot as u16), diff);
+                let key = chain.value_key(slot as u16);
+                self.latest.watch(key, diff);
+                if diff > 0 {
+                    if let Some(val) = self.latest.admit(key) {
+                        self.inputs.latest.update((key, val), 1);
+                    }
+                }
             }
             let Some(raw) = chain.raw_key(slot as u16) else {
                 continue;

@@ -28,6 +28,28 @@ fn and_waits_for_every_variable_then_fires_on_change_only() {
 }
 
 #[test]
+fn a_chain_on_a_sensor_nobody_read_sees_its_latest_values_at_once() {
+    for workers in [1, 2] {
+        let h = Harness::new(workers);
+        // Readings of keys no chain reads stay out of the dataflow...
+        h.feed(&[("s-1", "temperature", 30.0), ("s-1", "humidity", 10.0)]);
+        h.feed(&[("s-1", "temperature", 31.0)]);
+        // ...until a chain reads them: it is judged on the latest values at registration.
+        h.register(filter("hot", "s-1", "temperature > 25 AND humidity < 20"));
+        assert_eq!(h.take(), fired("hot", Activated));
+        let status = h.engine.status("hot").unwrap();
+        let mut values = status.values.clone();
+        values.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            values,
+            vec![("humidity".to_owned(), 10.0), ("temperature".to_owned(), 31.0)]
+        );
+        h.feed(&[("s-1", "temperature", 20.0)]);
+        assert_eq!(h.take(), fired("hot", Cleared));
+    }
+}
+
+#[test]
 fn a_flip_inside_one_tick_fires_nothing() {
     let h = Harness::new(2);
     h.register(filter("hot", "s-1", "temperature > 25"));
