@@ -7,8 +7,9 @@
 //!     reduce per value key: avg/min/max/count ───────────┘
 //!  values ⋈ terms (value key -> chain, atom, predicate)  -> satisfied atoms, passthrough values, errors
 //!  absent terms ▷ (antijoin) keys with a window value    -> satisfied no_data atoms
-//!  defs (chain -> clauses, joined atoms)
+//!  marks (chain -> always: a clause with no atom)
 //!  concat, reduce per chain: some clause has all its atoms  -> active(chain, values)  [firings]
+//!                            (clauses and joined atoms read from the shared `Plans` table)
 //! ```
 //!
 //! Every input is sharded by key hash across the workers, so a reading meets only the terms of
@@ -18,7 +19,9 @@ use crate::expr::{compare, CmpOp, EvalError, Expr, Num, Slot};
 use crate::parse::Agg;
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::AsCollection;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, RwLock};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::Scope;
@@ -96,10 +99,21 @@ pub(crate) struct Plan {
     pub joined: Vec<(u16, Expr)>,
 }
 
-/// What reaches a chain's reduce. `Def` sorts first.
+/// Every installed chain's plan, by number, shared by the workers' `Chains` reduces.
+///
+/// Plans are not rows of the reduce's input: the input's arrangement changes every tick (atoms
+/// flip), and differential merges its batches again and again as it does, so plans there were
+/// copied over and over, idle chains' included (a third of what 100,000 idle chains cost). A
+/// chain number is never reused, so a plan never changes; worker 0 inserts it before the
+/// chain's first rows are flushed, and removes it once the chain's removal tick is complete.
+pub(crate) type Plans = Arc<RwLock<FxHashMap<ChainNo, Plan>>>;
+
+/// What reaches a chain's reduce.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) enum Part {
-    Def(Plan),
+    /// The chain has a clause without atoms (a part of the condition that is constant and
+    /// true): the reduce must run even when no atom holds.
+    Always,
     Sat {
         atom: u16,
         slot: Slot,
@@ -129,7 +143,7 @@ pub(crate) struct Inputs {
     pub(crate) window_specs: InputSession<Time, (u64, WindowSpec), Diff>,
     pub(crate) terms: InputSession<Time, (u64, Term), Diff>,
     pub(crate) absent: InputSession<Time, (u64, (ChainNo, u16)), Diff>,
-    pub(crate) defs: InputSession<Time, (ChainNo, Part), Diff>,
+    pub(crate) marks: InputSession<Time, (ChainNo, Part), Diff>,
 }
 
 impl Inputs {
@@ -139,7 +153,7 @@ impl Inputs {
         self.window_specs.advance_to(time);
         self.terms.advance_to(time);
         self.absent.advance_to(time);
-        self.defs.advance_to(time);
+        self.marks.advance_to(time);
     }
 
     pub(crate) fn flush(&mut self) {
@@ -148,7 +162,7 @@ impl Inputs {
         self.window_specs.flush();
         self.terms.flush();
         self.absent.flush();
-        self.defs.flush();
+        self.marks.flush();
     }
 }
 
@@ -159,6 +173,7 @@ pub(crate) type OutBatch = Vec<((ChainNo, Out), Time, Diff)>;
 pub(crate) fn build<'s>(
     scope: Scope<'s, Time>,
     probe: &ProbeHandle<Time>,
+    plans: Plans,
     output: impl Fn(OutBatch) + 'static,
 ) -> Inputs {
     let (latest_in, latest) = scope.new_collection::<(u64, Val), Diff>();
@@ -166,7 +181,7 @@ pub(crate) fn build<'s>(
     let (window_specs_in, window_specs) = scope.new_collection::<(u64, WindowSpec), Diff>();
     let (terms_in, terms) = scope.new_collection::<(u64, Term), Diff>();
     let (absent_in, absent) = scope.new_collection::<(u64, (ChainNo, u16)), Diff>();
-    let (defs_in, defs) = scope.new_collection::<(ChainNo, Part), Diff>();
+    let (marks_in, marks) = scope.new_collection::<(ChainNo, Part), Diff>();
 
     // Each windowed reading, once per distinct spec over its key (chains share specs), leaves
     // the window at t + w.
@@ -205,9 +220,15 @@ pub(crate) fn build<'s>(
             )
         });
 
-    defs.concat(parts)
+    marks
+        .concat(parts)
         .concat(absent_parts)
-        .reduce_named("Chains", evaluate_chain)
+        .reduce_named("Chains", move |chain, input, output| {
+            let plans = plans.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(plan) = plans.get(chain) {
+                evaluate_chain(plan, input, output);
+            }
+        })
         .inspect_batch(move |_time, batch| output(batch.to_vec()))
         .probe_with(probe);
 
@@ -217,7 +238,7 @@ pub(crate) fn build<'s>(
         window_specs: window_specs_in,
         terms: terms_in,
         absent: absent_in,
-        defs: defs_in,
+        marks: marks_in,
     }
 }
 
@@ -284,17 +305,11 @@ fn evaluate_term(_key: &u64, val: &Val, term: &Term) -> Option<(ChainNo, Part)> 
     }
 }
 
-fn evaluate_chain(_chain: &ChainNo, input: &[(&Part, Diff)], output: &mut Vec<(Out, Diff)>) {
-    let Some((Part::Def(plan), d)) = input.first() else {
-        return;
-    };
-    if *d <= 0 {
-        return;
-    }
+fn evaluate_chain(plan: &Plan, input: &[(&Part, Diff)], output: &mut Vec<(Out, Diff)>) {
     let mut satisfied = 0u64;
     let mut values: Vec<(Slot, Val)> = Vec::new();
     let mut failures: Vec<(u16, EvalError)> = Vec::new();
-    for (part, diff) in &input[1..] {
+    for (part, diff) in input {
         if *diff <= 0 {
             continue;
         }
@@ -307,7 +322,7 @@ fn evaluate_chain(_chain: &ChainNo, input: &[(&Part, Diff)], output: &mut Vec<(O
             }
             Part::Value { slot, val } => values.push((*slot, *val)),
             Part::Failed { atom, err } => failures.push((*atom, *err)),
-            Part::Def(_) => {}
+            Part::Always => {}
         }
     }
     values.sort_unstable();

@@ -141,6 +141,8 @@ pub(crate) struct Shared {
     pub(crate) activator: Mutex<Option<SyncActivator>>,
     pub(crate) started: Condvar,
     pub(crate) metrics: Arc<EngineMetrics>,
+    /// Installed chains' plans, read by every worker's `Chains` reduce.
+    pub(crate) plans: crate::dataflow::Plans,
     worker0: Mutex<Option<Worker0Parts>>,
 }
 
@@ -195,6 +197,7 @@ impl Engine {
             activator: Mutex::new(None),
             started: Condvar::new(),
             metrics,
+            plans: Default::default(),
             worker0: Mutex::new(Some(Worker0Parts {
                 feeds: feed_rx,
                 control: control_rx,

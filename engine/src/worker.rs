@@ -47,7 +47,7 @@ pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
             drop(capability);
             |_output| {}
         });
-        dataflow::build(scope, &probe, move |batch: OutBatch| {
+        dataflow::build(scope, &probe, Arc::clone(&shared.plans), move |batch: OutBatch| {
             let _ = out.send(batch);
         })
     });
@@ -116,6 +116,8 @@ struct Sequencer {
     windows: FxHashMap<u64, BTreeMap<i64, usize>>,
     installed: FxHashMap<ChainNo, Arc<CompiledChain>>,
     in_flight: VecDeque<Time>,
+    /// Removed chains and their removal ticks: their plans go once those are complete.
+    retired: Vec<(Time, ChainNo)>,
     syncs: Vec<(Time, std::sync::mpsc::SyncSender<()>)>,
     collector: Collector,
     shared: Arc<Shared>,
@@ -139,6 +141,7 @@ impl Sequencer {
             windows: FxHashMap::default(),
             installed: FxHashMap::default(),
             in_flight: VecDeque::new(),
+            retired: Vec::new(),
             syncs: Vec::new(),
             collector,
             shared,
@@ -308,11 +311,20 @@ impl Sequencer {
                 self.windows.remove(&raw);
             }
         }
-        let plan = Plan {
-            clauses: chain.clauses.clone(),
-            joined,
-        };
-        self.inputs.defs.update((no, Part::Def(plan)), diff);
+        if chain.clauses.iter().any(Vec::is_empty) {
+            self.inputs.marks.update((no, Part::Always), diff);
+        }
+        if diff > 0 {
+            // Before the chain's rows are flushed: no worker meets them without the plan.
+            let plan = Plan {
+                clauses: chain.clauses.clone(),
+                joined,
+            };
+            let mut plans = self.shared.plans.write().unwrap_or_else(|e| e.into_inner());
+            plans.insert(no, plan);
+        } else {
+            self.retired.push((self.epoch, no));
+        }
     }
 
     /// Processes what the probe shows complete.
@@ -326,6 +338,17 @@ impl Sequencer {
                 latest.at(key, tick)
             });
         self.latest.forget_before(frontier);
+        if self.retired.first().is_some_and(|(t, _)| *t < frontier) {
+            // Removal ticks complete: no reduce evaluates those chains any more.
+            let mut plans = self.shared.plans.write().unwrap_or_else(|e| e.into_inner());
+            self.retired.retain(|(t, no)| {
+                let done = *t < frontier;
+                if done {
+                    plans.remove(no);
+                }
+                !done
+            });
+        }
         while self.in_flight.front().is_some_and(|t| *t < frontier) {
             self.in_flight.pop_front();
         }

@@ -50,6 +50,18 @@ fn a_chain_on_a_sensor_nobody_read_sees_its_latest_values_at_once() {
 }
 
 #[test]
+fn a_clause_that_is_constant_and_true_keeps_the_chain_active_without_readings() {
+    let h = Harness::new(2);
+    h.register(filter("always", "s-9", "temperature > 100 OR 1 < 2"));
+    assert_eq!(h.take(), fired("always", Activated));
+    h.feed(&[("s-9", "temperature", 120.0), ("s-9", "temperature", 20.0)]);
+    assert_eq!(h.take(), vec![]);
+    h.engine.remove("always").unwrap();
+    h.register(filter("always", "s-9", "temperature > 100 OR 1 < 2"));
+    assert_eq!(h.take(), fired("always", Activated), "a new install fires again");
+}
+
+#[test]
 fn a_flip_inside_one_tick_fires_nothing() {
     let h = Harness::new(2);
     h.register(filter("hot", "s-1", "temperature > 25"));
