@@ -179,7 +179,6 @@ impl Collector {
                         self.ticks.insert((next, no));
                     }
                 }
-                status.insert(no, RawStatus::default());
                 self.chains.insert(
                     no,
                     ChainState {
@@ -214,11 +213,9 @@ impl Collector {
             for group in consolidated.chunk_by(|a, b| a.0 .0 == b.0 .0) {
                 let no = group[0].0 .0;
                 if let Some((chain, kind, values)) =
-                    self.apply_chain(no, group, status.get_mut(&no), time, latest)
+                    self.apply_chain(no, group, &mut status, time, latest)
                 {
-                    if let Some(s) = status.get_mut(&no) {
-                        s.firings += 1;
-                    }
+                    status.entry(no).or_default().firings += 1;
                     firings.push((chain, kind, values));
                 }
             }
@@ -233,7 +230,7 @@ impl Collector {
         &mut self,
         no: ChainNo,
         updates: &[((ChainNo, Out), Diff)],
-        status: Option<&mut RawStatus>,
+        status: &mut FxHashMap<ChainNo, RawStatus>,
         time: Time,
         latest: Lookup<'_>,
     ) -> Option<Pending> {
@@ -265,6 +262,13 @@ impl Collector {
             .active
             .as_ref()
             .map(|carried| with_latest(&state.chain, carried, time, latest));
+        // A chain's status entry appears with its first activation, firing or error: most
+        // chains are inactive, and an entry each cost 90 bytes per chain.
+        let status = match status.get_mut(&no) {
+            Some(s) => Some(s),
+            None if active.is_some() || !errors.is_empty() => Some(status.entry(no).or_default()),
+            None => None,
+        };
         if let Some(s) = status {
             s.active = active
                 .as_ref()
@@ -338,14 +342,12 @@ impl Collector {
             }
             if let Some(carried) = active {
                 let values = with_latest(&chain, &carried, tick.max(0) as Time, latest);
-                if let Some(s) = self
-                    .status
+                self.status
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .get_mut(&no)
-                {
-                    s.firings += 1;
-                }
+                    .entry(no)
+                    .or_default()
+                    .firings += 1;
                 self.emit(chain, FiringKind::Scheduled, tick, &values);
             }
         }

@@ -385,7 +385,8 @@ impl Engine {
             let (no, chain) = registry.by_id.get(id)?;
             (*no, Arc::clone(chain))
         };
-        let raw = self.status.lock().ok()?.get(&no).cloned()?;
+        // No entry yet: the chain has not been active, fired or failed.
+        let raw = self.status.lock().ok()?.get(&no).cloned().unwrap_or_default();
         Some(raw.named(&chain))
     }
 
