@@ -13,6 +13,7 @@ use crate::plan::CompiledChain;
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// How a chain's state changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -103,8 +104,17 @@ struct ChainState {
     active: Option<Vec<(Slot, Val)>>,
 }
 
+/// A tick whose updates are being applied, in slices.
+struct Applying {
+    time: Time,
+    /// Consolidated, sorted by chain.
+    updates: Updates,
+    next: usize,
+}
+
 pub(crate) struct Collector {
     pending: BTreeMap<Time, Updates>,
+    applying: Option<Applying>,
     meta: BTreeMap<Time, Vec<Meta>>,
     chains: FxHashMap<ChainNo, ChainState>,
     /// Next tick of each scheduled chain.
@@ -122,6 +132,7 @@ impl Collector {
     ) -> Self {
         Collector {
             pending: BTreeMap::new(),
+            applying: None,
             meta: BTreeMap::new(),
             chains: FxHashMap::default(),
             ticks: BTreeSet::new(),
@@ -149,9 +160,26 @@ impl Collector {
         self.ticks.first().map(|(t, _)| *t)
     }
 
-    /// Applies every tick before `frontier`, and scheduled ticks up to `now_ms`.
-    pub(crate) fn complete(&mut self, frontier: Time, now_ms: i64, latest: Lookup<'_>) {
+    /// Applies the ticks before `frontier`, and scheduled ticks up to `now_ms`, until
+    /// `deadline`: returns the tick before which everything is applied (`frontier` when caught
+    /// up). Worker 0 takes chain commands between slices, so a tick with many firings does not
+    /// hold up a registration.
+    pub(crate) fn complete(
+        &mut self,
+        frontier: Time,
+        now_ms: i64,
+        latest: Lookup<'_>,
+        deadline: Instant,
+    ) -> Time {
         loop {
+            if let Some(applying) = self.applying.take() {
+                let time = applying.time;
+                if let Some(rest) = self.apply_slice(applying, latest, deadline) {
+                    self.applying = Some(rest);
+                    return time;
+                }
+                continue;
+            }
             let next_meta = self.meta.first_key_value().map(|(t, _)| *t);
             let next_out = self.pending.first_key_value().map(|(t, _)| *t);
             let Some(time) = next_meta.into_iter().chain(next_out).min() else {
@@ -160,14 +188,22 @@ impl Collector {
             if time >= frontier {
                 break;
             }
+            if Instant::now() >= deadline {
+                return time;
+            }
             self.fire_schedules_before(time as i64, now_ms, latest);
             for meta in self.meta.remove(&time).unwrap_or_default() {
                 self.apply_meta(meta, time);
             }
-            let updates = self.pending.remove(&time).unwrap_or_default();
-            self.apply(time, updates, latest);
+            let updates = consolidate(self.pending.remove(&time).unwrap_or_default());
+            self.applying = Some(Applying {
+                time,
+                updates,
+                next: 0,
+            });
         }
         self.fire_schedules_before(frontier.min(i64::MAX as Time) as i64, now_ms, latest);
+        frontier
     }
 
     fn apply_meta(&mut self, meta: Meta, time: Time) {
@@ -196,21 +232,24 @@ impl Collector {
         }
     }
 
-    fn apply(&mut self, time: Time, mut updates: Updates, latest: Lookup<'_>) {
-        updates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut consolidated: Updates = Vec::with_capacity(updates.len());
-        for (record, diff) in updates {
-            match consolidated.last_mut() {
-                Some((last, d)) if *last == record => *d += diff,
-                _ => consolidated.push((record, diff)),
-            }
-        }
-        consolidated.retain(|(_, d)| *d != 0);
+    /// Applies a tick's updates chain by chain until `deadline`; returns the rest, if any.
+    fn apply_slice(
+        &mut self,
+        mut applying: Applying,
+        latest: Lookup<'_>,
+        deadline: Instant,
+    ) -> Option<Applying> {
+        let time = applying.time;
         let mut firings = Vec::new();
         {
             let status = Arc::clone(&self.status);
             let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
-            for group in consolidated.chunk_by(|a, b| a.0 .0 == b.0 .0) {
+            let rest = &applying.updates[applying.next..];
+            for (i, group) in rest.chunk_by(|a, b| a.0 .0 == b.0 .0).enumerate() {
+                if i % 64 == 63 && Instant::now() >= deadline {
+                    break;
+                }
+                applying.next += group.len();
                 let no = group[0].0 .0;
                 if let Some((chain, kind, values)) =
                     self.apply_chain(no, group, &mut status, time, latest)
@@ -223,6 +262,7 @@ impl Collector {
         for (chain, kind, values) in firings {
             self.emit(chain, kind, time as i64, &values);
         }
+        (applying.next < applying.updates.len()).then_some(applying)
     }
 
     /// Applies one chain's updates of a tick; returns the firing it makes, if any.
@@ -376,6 +416,20 @@ fn with_latest(
     }
     values.sort_unstable_by_key(|(s, _)| *s);
     values
+}
+
+/// Sorted by chain, equal records summed, zeros dropped.
+fn consolidate(mut updates: Updates) -> Updates {
+    updates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut consolidated: Updates = Vec::with_capacity(updates.len());
+    for (record, diff) in updates {
+        match consolidated.last_mut() {
+            Some((last, d)) if *last == record => *d += diff,
+            _ => consolidated.push((record, diff)),
+        }
+    }
+    consolidated.retain(|(_, d)| *d != 0);
+    consolidated
 }
 
 /// The first tick of `schedule` in `tz` strictly after `after_ms`.

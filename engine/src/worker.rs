@@ -22,10 +22,12 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::worker::Worker;
 
+/// Worker 0 builds firings for at most this long before it looks at chain commands again.
+const COLLECTOR_SLICE: Duration = Duration::from_millis(2);
 /// Ticks that may be open (issued but not complete) before worker 0 stops taking commands.
 const MAX_IN_FLIGHT: usize = 3;
 
@@ -116,6 +118,8 @@ struct Sequencer {
     windows: FxHashMap<u64, BTreeMap<i64, usize>>,
     installed: FxHashMap<ChainNo, Arc<CompiledChain>>,
     in_flight: VecDeque<Time>,
+    /// Whether complete ticks wait for the collector's next slice.
+    collector_behind: bool,
     /// Removed chains and their removal ticks: their plans go once those are complete.
     retired: Vec<(Time, ChainNo)>,
     syncs: Vec<(Time, std::sync::mpsc::SyncSender<()>)>,
@@ -142,6 +146,7 @@ impl Sequencer {
             installed: FxHashMap::default(),
             in_flight: VecDeque::new(),
             retired: Vec::new(),
+            collector_behind: false,
             syncs: Vec::new(),
             collector,
             shared,
@@ -333,11 +338,16 @@ impl Sequencer {
             .with_frontier(|f| f.first().copied())
             .unwrap_or(Time::MAX);
         let latest = &self.latest;
-        self.collector
-            .complete(frontier, self.clock.now_ms(), &|key, tick| {
-                latest.at(key, tick)
-            });
-        self.latest.forget_before(frontier);
+        let applied = self.collector.complete(
+            frontier,
+            self.clock.now_ms(),
+            &|key, tick| latest.at(key, tick),
+            Instant::now() + COLLECTOR_SLICE,
+        );
+        self.collector_behind = applied < frontier;
+        // What the collector has not applied yet still reads undo entries, counts as in
+        // flight (so feeds wait for it: its backlog is bounded) and holds back syncs.
+        self.latest.forget_before(applied);
         if self.retired.first().is_some_and(|(t, _)| *t < frontier) {
             // Removal ticks complete: no reduce evaluates those chains any more.
             let mut plans = self.shared.plans.write().unwrap_or_else(|e| e.into_inner());
@@ -349,11 +359,11 @@ impl Sequencer {
                 !done
             });
         }
-        while self.in_flight.front().is_some_and(|t| *t < frontier) {
+        while self.in_flight.front().is_some_and(|t| *t < applied) {
             self.in_flight.pop_front();
         }
         self.syncs.retain(|(epoch, reply)| {
-            if *epoch <= frontier {
+            if *epoch <= applied {
                 let _ = reply.send(());
                 false
             } else {
@@ -380,6 +390,9 @@ impl Sequencer {
     }
 
     fn park_for(&self, tick: Duration) -> Duration {
+        if self.collector_behind {
+            return Duration::ZERO;
+        }
         if !self.in_flight.is_empty() {
             return tick;
         }
