@@ -386,7 +386,13 @@ impl Engine {
             (*no, Arc::clone(chain))
         };
         // No entry yet: the chain has not been active, fired or failed.
-        let raw = self.status.lock().ok()?.get(&no).cloned().unwrap_or_default();
+        let raw = self
+            .status
+            .lock()
+            .ok()?
+            .get(&no)
+            .cloned()
+            .unwrap_or_default();
         Some(raw.named(&chain))
     }
 

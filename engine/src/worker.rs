@@ -8,9 +8,7 @@
 //! reading its retraction at `time + window` when it inserts it.
 
 use crate::collector::{Collector, Meta};
-use crate::dataflow::{
-    self, ChainNo, Inputs, OutBatch, Part, Plan, Term, Time, Val, WindowSpec,
-};
+use crate::dataflow::{self, ChainNo, Inputs, OutBatch, Part, Plan, Term, Time, Val, WindowSpec};
 use crate::expr::Num;
 use crate::history::Latest;
 use crate::parse::Input;
@@ -49,9 +47,14 @@ pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
             drop(capability);
             |_output| {}
         });
-        dataflow::build(scope, &probe, Arc::clone(&shared.plans), move |batch: OutBatch| {
-            let _ = out.send(batch);
-        })
+        dataflow::build(
+            scope,
+            &probe,
+            Arc::clone(&shared.plans),
+            move |batch: OutBatch| {
+                let _ = out.send(batch);
+            },
+        )
     });
     if worker.index() != 0 {
         drop(inputs);

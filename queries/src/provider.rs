@@ -51,18 +51,22 @@ impl ReadingsSource for StaticSource {
 /// The table as SQL sees it: the storage schema with `Utf8View` strings, which is what
 /// DataFusion's Parquet reader produces natively (no per-query cast of every string read).
 pub(crate) fn table_schema() -> SchemaRef {
-    static SCHEMA: std::sync::LazyLock<SchemaRef> = std::sync::LazyLock::new(|| {
-        let fields: Vec<Field> = readings_schema()
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
-                _ => f.as_ref().clone(),
-            })
-            .collect();
-        Arc::new(Schema::new(fields))
-    });
+    static SCHEMA: std::sync::LazyLock<SchemaRef> =
+        std::sync::LazyLock::new(|| with_string_views(&readings_schema()));
     Arc::clone(&SCHEMA)
+}
+
+/// `schema` with its `Utf8` columns as `Utf8View`.
+pub(crate) fn with_string_views(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
 }
 
 /// A buffered batch, projected, with its strings as views (no string bytes are copied).
@@ -243,7 +247,10 @@ impl ReadingsTable {
     }
 }
 
-pub(crate) fn projected_schema(schema: &SchemaRef, projection: Option<&Vec<usize>>) -> Result<SchemaRef> {
+pub(crate) fn projected_schema(
+    schema: &SchemaRef,
+    projection: Option<&Vec<usize>>,
+) -> Result<SchemaRef> {
     Ok(match projection {
         Some(p) => Arc::new(schema.project(p)?),
         None => Arc::clone(schema),
@@ -291,7 +298,9 @@ pub(crate) fn scan_rows(
         } else {
             None
         };
-        inputs.push(scan_parquet(state, store_url, &schema, groups, sort, projection, filters)?);
+        inputs.push(scan_parquet(
+            state, store_url, &schema, groups, sort, projection, filters,
+        )?);
     }
 
     let batches: Vec<_> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
@@ -331,6 +340,8 @@ pub(crate) fn scan_parquet(
     if let Some(ordering) = ordering {
         builder = builder.with_output_ordering(vec![ordering]);
     }
-    let config = builder.with_projection_indices(projection.cloned())?.build();
+    let config = builder
+        .with_projection_indices(projection.cloned())?
+        .build();
     Ok(DataSourceExec::from_data_source(config))
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use aemos_storage::schema::{DEVICE, SENSOR, VALUE, VARIABLE};
 use aemos_storage::summary::{summary_schema, MAX_VALUE, MIN_VALUE, ROWS, SUM_VALUE};
 use aemos_storage::ParquetFile;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::Transformed;
@@ -40,8 +40,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::coalesce;
 
 use crate::provider::{
-    projected_schema, scan_parquet, scan_rows, table_schema, union_or_empty, ReadingsSource,
-    ReadingsTable,
+    projected_schema, scan_parquet, scan_rows, table_schema, union_or_empty, with_string_views,
+    ReadingsSource, ReadingsTable,
 };
 
 /// The columns a summary is keyed by; filters and groups on anything else need the rows.
@@ -50,17 +50,8 @@ const DIMENSIONS: [&str; 3] = [DEVICE, SENSOR, VARIABLE];
 /// Summaries as SQL sees them: the storage's summary schema with `Utf8View` strings, like
 /// the `readings` table.
 fn rollup_schema() -> SchemaRef {
-    static SCHEMA: std::sync::LazyLock<SchemaRef> = std::sync::LazyLock::new(|| {
-        let fields: Vec<Field> = summary_schema()
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
-                _ => f.as_ref().clone(),
-            })
-            .collect();
-        Arc::new(Schema::new(fields))
-    });
+    static SCHEMA: std::sync::LazyLock<SchemaRef> =
+        std::sync::LazyLock::new(|| with_string_views(&summary_schema()));
     Arc::clone(&SCHEMA)
 }
 
@@ -203,16 +194,14 @@ enum Measure {
 }
 
 fn measure_of(expr: &Expr) -> Option<Measure> {
-    let Expr::AggregateFunction(AggregateFunction { func, params }) = expr.clone().unalias()
-    else {
+    let Expr::AggregateFunction(AggregateFunction { func, params }) = expr.clone().unalias() else {
         return None;
     };
     if params.distinct || params.filter.is_some() || !params.order_by.is_empty() {
         return None;
     }
     let on_value = matches!(params.args.as_slice(), [Expr::Column(c)] if c.name == VALUE);
-    let count_star =
-        matches!(params.args.as_slice(), [Expr::Literal(v, _)] if !v.is_null());
+    let count_star = matches!(params.args.as_slice(), [Expr::Literal(v, _)] if !v.is_null());
     match func.name() {
         "min" if on_value => Some(Measure::Min),
         "max" if on_value => Some(Measure::Max),

@@ -18,8 +18,8 @@ use crate::object_store_config::ObjectStoreConfig;
 use crate::paths::{
     document_dir, document_path, parquet_path, HourPartition, READINGS_SUMMARY_DIR, READINGS_TABLE,
 };
-use crate::summary::{encode_summary, summarize};
 use crate::persist::{decode_parquet, encode_parquet, sort_and_split, SortedPartition};
+use crate::summary::{encode_summary, summarize};
 use crate::time::TimeProvider;
 use crate::wal::{ReplayReport, Wal, WalArgs, WalRecord};
 
@@ -345,7 +345,10 @@ impl Storage {
         } = part;
         let rows = batch.num_rows() as u64;
         let (bytes, summary) = tokio::task::spawn_blocking(move || -> Result<_> {
-            Ok((encode_parquet(&batch)?, encode_summary(&summarize(&batch)?)?))
+            Ok((
+                encode_parquet(&batch)?,
+                encode_summary(&summarize(&batch)?)?,
+            ))
         })
         .await
         .expect("encode task")?;
@@ -370,9 +373,7 @@ impl Storage {
                     // The id is ours now (the conditional put above), so is the summary's key.
                     let summary_path = parquet_path(prefix, READINGS_SUMMARY_DIR, partition, id);
                     let size_bytes = summary.len() as u64;
-                    store
-                        .put(&summary_path, PutPayload::from(summary))
-                        .await?;
+                    store.put(&summary_path, PutPayload::from(summary)).await?;
                     return Ok(ParquetFile {
                         id: FileId(id),
                         table: READINGS_TABLE.to_string(),

@@ -11,10 +11,8 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::{
-    ArrayRef, AsArray, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, Float64Type};
+use arrow::array::{ArrayRef, AsArray, Float64Builder, Int64Builder, RecordBatch, StringBuilder};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -79,7 +77,10 @@ pub fn summarize(batch: &RecordBatch) -> Result<RecordBatch> {
     let devices = batch.column(DEVICE_IDX).as_string::<i32>();
     let sensors = batch.column(SENSOR_IDX).as_string::<i32>();
     let variables = batch.column(VARIABLE_IDX).as_string::<i32>();
-    let values = batch.column(VALUE_IDX).as_primitive::<Float64Type>().values();
+    let values = batch
+        .column(VALUE_IDX)
+        .as_primitive::<Float64Type>()
+        .values();
     let n = batch.num_rows();
 
     let mut out = SummaryBuilder::default();
@@ -191,9 +192,25 @@ mod tests {
         b.push(6, "d1", "s2", "t", 0.5);
         let parts = sort_and_split(&[b.finish()]).unwrap();
         let summary = summarize(&parts[0].batch).unwrap();
-        let col = |i: usize| summary.column(i).as_any().downcast_ref::<StringArray>().unwrap();
-        let rows = summary.column(3).as_any().downcast_ref::<Int64Array>().unwrap();
-        let f = |i: usize| summary.column(i).as_any().downcast_ref::<Float64Array>().unwrap();
+        let col = |i: usize| {
+            summary
+                .column(i)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+        };
+        let rows = summary
+            .column(3)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        let f = |i: usize| {
+            summary
+                .column(i)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap()
+        };
         let got: Vec<(&str, &str, &str, i64, f64, f64, f64)> = (0..summary.num_rows())
             .map(|r| {
                 (
@@ -216,6 +233,6 @@ mod tests {
                 ("d1", "s2", "t", 1, 0.5, 0.5, 0.5),
             ]
         );
-        assert!(encode_summary(&summary).unwrap().len() > 0);
+        assert!(!encode_summary(&summary).unwrap().is_empty());
     }
 }

@@ -151,7 +151,9 @@ async fn main() -> anyhow::Result<()> {
         return Err(anyhow::anyhow!(
             "the summaries' top 10 differs from the rows' top 10:\n{}\n{}",
             answer("top10_sensors_by_max").cloned().unwrap_or_default(),
-            answer("top10_sensors_by_max_rows").cloned().unwrap_or_default()
+            answer("top10_sensors_by_max_rows")
+                .cloned()
+                .unwrap_or_default()
         ));
     }
     Ok(())

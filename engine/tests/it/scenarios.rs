@@ -42,7 +42,10 @@ fn a_chain_on_a_sensor_nobody_read_sees_its_latest_values_at_once() {
         values.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             values,
-            vec![("humidity".to_owned(), 10.0), ("temperature".to_owned(), 31.0)]
+            vec![
+                ("humidity".to_owned(), 10.0),
+                ("temperature".to_owned(), 31.0)
+            ]
         );
         h.feed(&[("s-1", "temperature", 20.0)]);
         assert_eq!(h.take(), fired("hot", Cleared));
@@ -58,7 +61,11 @@ fn a_clause_that_is_constant_and_true_keeps_the_chain_active_without_readings() 
     assert_eq!(h.take(), vec![]);
     h.engine.remove("always").unwrap();
     h.register(filter("always", "s-9", "temperature > 100 OR 1 < 2"));
-    assert_eq!(h.take(), fired("always", Activated), "a new install fires again");
+    assert_eq!(
+        h.take(),
+        fired("always", Activated),
+        "a new install fires again"
+    );
 }
 
 #[test]

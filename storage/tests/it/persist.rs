@@ -73,17 +73,22 @@ async fn compaction_merges_a_partition_and_keeps_every_row() {
         .bytes()
         .await
         .unwrap();
-    let summary_rows: i64 = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .unwrap()
-        .build()
-        .unwrap()
-        .map(|b| {
-            let b = b.unwrap();
-            let rows = b.column_by_name(aemos_storage::summary::ROWS).unwrap();
-            arrow::compute::sum(rows.as_any().downcast_ref::<arrow::array::Int64Array>().unwrap())
+    let summary_rows: i64 =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| {
+                let b = b.unwrap();
+                let rows = b.column_by_name(aemos_storage::summary::ROWS).unwrap();
+                arrow::compute::sum(
+                    rows.as_any()
+                        .downcast_ref::<arrow::array::Int64Array>()
+                        .unwrap(),
+                )
                 .unwrap()
-        })
-        .sum();
+            })
+            .sum();
     assert_eq!(summary_rows, 600);
     // Replaced files and their summaries are deleted only after the grace period.
     let tombstones = storage.catalog().snapshot().tombstones.clone();
