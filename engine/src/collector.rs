@@ -189,6 +189,8 @@ impl Collector {
                 break;
             }
             if Instant::now() >= deadline {
+                // Due schedules before `time` fire now: the caller forgets what came before it.
+                self.fire_schedules_before(time as i64, now_ms, latest);
                 return time;
             }
             self.fire_schedules_before(time as i64, now_ms, latest);

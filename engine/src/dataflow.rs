@@ -104,8 +104,8 @@ pub(crate) struct Plan {
 /// Plans are not rows of the reduce's input: the input's arrangement changes every tick (atoms
 /// flip), and differential merges its batches again and again as it does, so plans there were
 /// copied over and over, idle chains' included (a third of what 100,000 idle chains cost). A
-/// chain number is never reused, so a plan never changes; worker 0 inserts it before the
-/// chain's first rows are flushed, and removes it once the chain's removal tick is complete.
+/// chain number is never reused, so a plan never changes; worker 0 inserts it before it closes
+/// the chain's install tick, and removes it once the chain's removal tick is complete.
 pub(crate) type Plans = Arc<RwLock<FxHashMap<ChainNo, Plan>>>;
 
 /// What reaches a chain's reduce.

@@ -4,19 +4,20 @@
 //!
 //! One hash lookup per reading applies it, drops the key's undo entries of complete ticks and
 //! notes the new one (in a per-key vector whose capacity is kept, so the steady state allocates
-//! nothing). Completing ticks only moves a frontier: entries older than it are never asked
-//! about again (a lookup at a tick skips entries at or before it) and go at the key's next
-//! write. (Forgetting them eagerly, a second lookup per reading, cost worker 0 about 4%.)
+//! nothing). The collector applying ticks only moves a frontier: entries older than it are
+//! never asked about again (a lookup at a tick skips entries at or before it; the collector
+//! fires due schedules before it reports a tick applied) and go at the key's next write. (Forgetting them eagerly, a second lookup per reading, cost worker 0 about 4%.)
 //!
 //! Which keys chains read is a table of counters by hash (see `watch`), so chains on silent
 //! sensors add nothing to the map every reading looks up (a map entry per watched key cost 23
-//! to 25% with 100,000 idle chains, tracking every key cost 20% without them). Only readings of
-//! watched keys enter the dataflow: the others are kept here, and a key's latest value enters
-//! when a chain starts reading it ([`Latest::admit`]), so a reading that no chain reads costs
-//! one lookup and nothing else. Only watched keys keep undo entries.
+//! to 25% with 100,000 idle chains, tracking every key cost 20% without them). Readings of a key
+//! enter the dataflow once the key is admitted: when a chain starts reading it
+//! ([`Latest::admit`]) or a reading arrives while its counter is set (a key sharing a counter
+//! with a watched one is admitted too). A key stays admitted. Readings of keys never admitted
+//! are kept here only, so a reading that no chain ever read costs one lookup and nothing else.
 
 use crate::dataflow::{Time, Val};
-use rustc_hash::FxHashMap;
+use std::collections::HashMap;
 
 #[derive(Default)]
 struct Entry {
@@ -34,8 +35,10 @@ struct Entry {
 const WATCH_BITS: u32 = 22;
 
 pub(crate) struct Latest {
-    /// Keys are hashes already: a multiply (Fx) spreads them, SipHash would only cost.
-    entries: FxHashMap<u64, Entry>,
+    /// Keys are hashes of names that clients choose, and public: the map's hasher is seeded
+    /// per process (foldhash; SipHash cost worker 0 12%, an unseeded multiply would let
+    /// crafted names pile into one bucket).
+    entries: HashMap<u64, Entry, foldhash::fast::RandomState>,
     /// How many chain slots read keys hashing to each counter. A key shares its counter with
     /// others (a false positive only sends a reading into the dataflow that no term joins, and
     /// records an undo entry nobody reads); a counter stays far smaller than a map of every key
@@ -68,7 +71,9 @@ impl Latest {
             entry.undo.drain(..done);
         }
         let watched = self.watch[watch_slot(key)] > 0;
-        if watched && entry.undo.last().is_none_or(|(t, _)| *t != tick) {
+        // Admitted keys keep undo entries even once no chain watches them: a removed chain's
+        // firings of earlier ticks may still be built, and read the values as of those ticks.
+        if (watched || entry.admitted) && entry.undo.last().is_none_or(|(t, _)| *t != tick) {
             entry.undo.push((tick, old));
         }
         if entry.admitted {
@@ -81,7 +86,8 @@ impl Latest {
         }
     }
 
-    /// The value of a key as of `tick` (not before the oldest incomplete tick).
+    /// The value of a key as of `tick` (not before the collector's oldest unapplied tick, the
+    /// frontier given to `forget_before`).
     pub(crate) fn at(&self, key: u64, tick: Time) -> Option<Val> {
         let entry = self.entries.get(&key)?;
         match entry.undo.iter().find(|(t, _)| *t > tick) {
@@ -120,7 +126,7 @@ impl Latest {
 impl Default for Latest {
     fn default() -> Self {
         Latest {
-            entries: FxHashMap::default(),
+            entries: HashMap::default(),
             watch: resident_zeros(1 << WATCH_BITS),
             complete_before: 0,
         }

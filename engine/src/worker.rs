@@ -15,7 +15,7 @@ use crate::parse::Input;
 use crate::plan::{AtomKind, CompiledChain};
 use crate::runtime::{Clock, Command, Reading, Shared, Worker0Parts};
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -118,7 +118,7 @@ struct Sequencer {
     clock: Arc<dyn Clock>,
     latest: Latest,
     /// Per raw key, the windows over it (window length -> number of specs).
-    windows: FxHashMap<u64, BTreeMap<i64, usize>>,
+    windows: HashMap<u64, BTreeMap<i64, usize>, foldhash::fast::RandomState>,
     installed: FxHashMap<ChainNo, Arc<CompiledChain>>,
     in_flight: VecDeque<Time>,
     /// Whether complete ticks wait for the collector's next slice.
@@ -145,7 +145,7 @@ impl Sequencer {
             epoch,
             clock,
             latest: Latest::default(),
-            windows: FxHashMap::default(),
+            windows: HashMap::default(),
             installed: FxHashMap::default(),
             in_flight: VecDeque::new(),
             retired: Vec::new(),
@@ -323,7 +323,8 @@ impl Sequencer {
             self.inputs.marks.update((no, Part::Always), diff);
         }
         if diff > 0 {
-            // Before the chain's rows are flushed: no worker meets them without the plan.
+            // Before this tick closes: the rows may reach the workers earlier (an input flushes
+            // when its buffer fills), but no reduce evaluates this tick before it is closed.
             let plan = Plan {
                 clauses: chain.clauses.clone(),
                 joined,

@@ -232,6 +232,8 @@ async fn summaries_answer_aggregates_like_the_rows_do() {
         "SELECT date_bin(INTERVAL '1 hour', time), max(value) FROM readings GROUP BY 1",
         "SELECT sensor, median(value) FROM readings GROUP BY sensor",
         "SELECT sensor, max(value * 2) FROM readings GROUP BY sensor",
+        "SELECT count(*) FROM readings WHERE random() < 0.5",
+        "SELECT sensor, count(*) FROM readings WHERE sensor = 'sensor-1' AND random() < 0.5 GROUP BY sensor",
     ] {
         let plan = render(&engine, &format!("EXPLAIN {sql}")).await;
         assert!(!plan.contains("readings_summary"), "{sql}:\n{plan}");

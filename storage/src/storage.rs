@@ -373,7 +373,11 @@ impl Storage {
                     // The id is ours now (the conditional put above), so is the summary's key.
                     let summary_path = parquet_path(prefix, READINGS_SUMMARY_DIR, partition, id);
                     let size_bytes = summary.len() as u64;
-                    store.put(&summary_path, PutPayload::from(summary)).await?;
+                    if let Err(e) = store.put(&summary_path, PutPayload::from(summary)).await {
+                        // Not in the catalog: nothing would ever delete the data file.
+                        let _ = store.delete(&path).await;
+                        return Err(e.into());
+                    }
                     return Ok(ParquetFile {
                         id: FileId(id),
                         table: READINGS_TABLE.to_string(),
