@@ -306,10 +306,7 @@ impl Storage {
         let parts = tokio::task::spawn_blocking(move || sort_and_split(&batches))
             .await
             .expect("sort task")?;
-        let mut files = Vec::with_capacity(parts.len());
-        for part in parts {
-            files.push(self.write_file(part).await?);
-        }
+        let files = self.write_files(parts).await?;
         let bytes = files.iter().map(|f| f.size_bytes).sum();
         let count = files.len();
         let through = generation.through;
@@ -332,6 +329,34 @@ impl Storage {
         self.buffer.release(through);
         self.wal.remove_through(through)?;
         Ok((count, bytes))
+    }
+
+    /// Writes every part; if one fails, deletes the ones written before it (they are in no
+    /// catalog, so nothing else would) and returns the error.
+    async fn write_files(&self, parts: Vec<SortedPartition>) -> Result<Vec<ParquetFile>> {
+        let mut written = Vec::with_capacity(parts.len());
+        for part in parts {
+            match self.write_file(part).await {
+                Ok(file) => written.push(file),
+                Err(e) => {
+                    self.delete_uncommitted(&written).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// Best-effort deletion of files (and their summaries) that no catalog version names.
+    async fn delete_uncommitted(&self, files: &[ParquetFile]) {
+        let mut paths: Vec<String> = Vec::new();
+        for file in files {
+            paths.push(file.path.clone());
+            paths.extend(file.summary.as_ref().map(|s| s.path.clone()));
+        }
+        for path in &paths {
+            let _ = self.object_store.store.delete(&path.as_str().into()).await;
+        }
     }
 
     /// Encodes and uploads one file under a fresh id (conditional put: ids are never reused,
@@ -448,11 +473,8 @@ impl Storage {
         let parts = tokio::task::spawn_blocking(move || sort_and_split(&batches))
             .await
             .expect("sort task")?;
-        let mut written = Vec::new();
-        for part in parts {
-            debug_assert_eq!(part.partition, partition);
-            written.push(self.write_file(part).await?);
-        }
+        debug_assert!(parts.iter().all(|p| p.partition == partition));
+        let written = self.write_files(parts).await?;
         let ids: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
         let now = self.now_ms();
         let committed = self
@@ -470,14 +492,7 @@ impl Storage {
             })
             .await?;
         if committed.is_none() {
-            let mut orphans: Vec<String> = Vec::new();
-            for file in &written {
-                orphans.push(file.path.clone());
-                orphans.extend(file.summary.as_ref().map(|s| s.path.clone()));
-            }
-            for path in &orphans {
-                let _ = self.object_store.store.delete(&path.as_str().into()).await;
-            }
+            self.delete_uncommitted(&written).await;
             return Ok(0);
         }
         info!(partition = partition.key(), files = ids.len(), "compacted");

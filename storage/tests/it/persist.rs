@@ -190,3 +190,33 @@ async fn writes_are_refused_when_too_much_waits_for_persistence() {
     storage.persist().await.unwrap();
     storage.write(batch(T0, 1, "c")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_summary_upload_leaves_no_file_behind_and_loses_no_row() {
+    use futures::TryStreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = crate::helpers::open(dir.path()).await;
+    storage.write(batch(T0, 100, "a")).await.unwrap();
+    // A plain file where the summaries' directory would go: every summary upload fails (even
+    // for root), after its data file was uploaded.
+    let blocker = dir.path().join("objects").join("readings_summary");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    assert!(storage.persist().await.is_err());
+    let store = &storage.object_store().store;
+    let left: Vec<_> = store
+        .list(Some(&"readings".into()))
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "orphaned: {left:?}");
+    let snapshot = storage.read_snapshot();
+    assert!(snapshot.files.is_empty());
+    assert_eq!(rows(&snapshot.batches), 100, "the rows stay queryable");
+    // Once uploads work again, the same rows are persisted, once.
+    std::fs::remove_file(&blocker).unwrap();
+    assert_eq!(storage.persist().await.unwrap().rows, 100);
+    let snapshot = storage.read_snapshot();
+    assert_eq!(rows(&snapshot.batches), 0);
+    assert_eq!(snapshot.files.iter().map(|f| f.rows).sum::<u64>(), 100);
+}
