@@ -188,12 +188,12 @@ impl Collector {
             if time >= frontier {
                 break;
             }
+            // Due schedules before `time` fire first, even when the slice ends here: the caller
+            // forgets what came before it.
+            self.fire_schedules_before(time as i64, now_ms, latest);
             if Instant::now() >= deadline {
-                // Due schedules before `time` fire now: the caller forgets what came before it.
-                self.fire_schedules_before(time as i64, now_ms, latest);
                 return time;
             }
-            self.fire_schedules_before(time as i64, now_ms, latest);
             for meta in self.meta.remove(&time).unwrap_or_default() {
                 self.apply_meta(meta, time);
             }
@@ -305,7 +305,8 @@ impl Collector {
             .as_ref()
             .map(|carried| with_latest(&state.chain, carried, time, latest));
         // A chain's status entry appears with its first activation, firing or error: most
-        // chains are inactive, and an entry each cost 90 bytes per chain.
+        // chains are inactive (at 10,000 chains: 2,033-2,114 bytes per chain with an entry
+        // each, 1,935-1,967 without).
         let status = match status.get_mut(&no) {
             Some(s) => Some(s),
             None if active.is_some() || !errors.is_empty() => Some(status.entry(no).or_default()),

