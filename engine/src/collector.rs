@@ -142,6 +142,14 @@ impl Collector {
         }
     }
 
+    /// Counts an error against a chain, with its message: one found at install (see `keys`).
+    pub(crate) fn error(&self, no: ChainNo, message: String) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let s = status.entry(no).or_default();
+        s.errors += 1;
+        s.last_error = Some(message);
+    }
+
     pub(crate) fn meta(&mut self, time: Time, meta: Meta) {
         self.meta.entry(time).or_default().push(meta);
     }

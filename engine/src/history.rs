@@ -17,17 +17,39 @@
 //! ([`Latest::admit`]) or a reading arrives while its counter is set (a key sharing a counter
 //! with a watched one is admitted too). A key stays admitted. Readings of keys never admitted
 //! are kept here only, so a reading that no chain ever read costs one lookup and nothing else.
+//!
+//! Each key is owned by the first identity seen under it (see `keys`): its entry keeps that
+//! identity's check, and a key chains read before any reading of it keeps its owner in a side
+//! map until the first reading creates the entry (`owners`). The same lookup that applies a
+//! reading compares the check, so the check costs readings nothing but a comparison.
 
 use crate::dataflow::{Time, Val};
-use std::collections::HashMap;
+use crate::keys::Id;
+use std::collections::{hash_map, HashMap};
+
+/// Something arrived under a key another identity owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Collision;
 
 #[derive(Default)]
 struct Entry {
+    /// The check of the identity that owns the key.
+    check: u64,
     val: Option<Val>,
     /// Whether `val` is in the dataflow's `latest` collection (then every change goes there).
     admitted: bool,
     /// `(tick, value before that tick's first change)`, oldest first.
     undo: Vec<(Time, Option<Val>)>,
+}
+
+/// The entry a key's first reading creates, owned by whoever claimed the key first.
+#[cold]
+#[inline(never)]
+fn first_entry(owners: &mut HashMap<u64, u64, foldhash::fast::RandomState>, id: Id) -> Entry {
+    Entry {
+        check: owners.remove(&id.key).unwrap_or(id.check),
+        ..Entry::default()
+    }
 }
 
 /// Slots of the watch counters: 2^22 bytes, 4 MiB, indexed by a key's top bits. 275,000
@@ -37,10 +59,15 @@ struct Entry {
 const WATCH_BITS: u32 = 22;
 
 pub(crate) struct Latest {
-    /// Keys are hashes of names that clients choose, and public: the map's hasher is seeded
-    /// per process (foldhash; this map's lookups with SipHash were 12% of the engine bench's
-    /// profile, and an unseeded multiply would let crafted names pile into one bucket).
+    /// Keys are keyed hashes of names that clients choose; the map's hasher is seeded per
+    /// process all the same (foldhash; this map's lookups with SipHash were 12% of the engine
+    /// bench's profile, and an unseeded multiply would let names that share low bits pile into
+    /// one bucket).
     entries: HashMap<u64, Entry, foldhash::fast::RandomState>,
+    /// Owners (checks) of keys that chains claimed before any reading created their entry:
+    /// silent sensors' keys, and window and `no_data` value keys, which readings never have.
+    /// Kept for the life of the process, like entries.
+    owners: HashMap<u64, u64, foldhash::fast::RandomState>,
     /// How many chain slots read keys hashing to each counter. A key shares its counter with
     /// others (a false positive only sends a reading into the dataflow that no term joins, and
     /// records an undo entry nobody reads); a counter stays far smaller than a map of every key
@@ -54,12 +81,25 @@ impl Latest {
     /// Applies a reading at `tick`. Returns what the dataflow's `latest` collection must do:
     /// `Some(Some(old))` replace `old`, `Some(None)` insert (a first value, or a key chains
     /// started reading), `None` nothing (a reading older than the latest one or the same, or
-    /// of a key no chain reads).
-    pub(crate) fn upsert(&mut self, key: u64, val: Val, tick: Time) -> Option<Option<Val>> {
-        let entry = self.entries.entry(key).or_default();
+    /// of a key no chain reads); `Err` if another identity owns the key (the reading is left
+    /// out).
+    #[inline]
+    pub(crate) fn upsert(
+        &mut self,
+        id: Id,
+        val: Val,
+        tick: Time,
+    ) -> Result<Option<Option<Val>>, Collision> {
+        let entry = match self.entries.entry(id.key) {
+            hash_map::Entry::Occupied(e) => e.into_mut(),
+            hash_map::Entry::Vacant(e) => e.insert(first_entry(&mut self.owners, id)),
+        };
+        if entry.check != id.check {
+            return Err(Collision);
+        }
         let old = entry.val;
         if old.is_some_and(|o| o.t > val.t || o == val) {
-            return None;
+            return Ok(None);
         }
         entry.val = Some(val);
         if entry
@@ -72,20 +112,45 @@ impl Latest {
                 .partition_point(|(t, _)| *t < self.complete_before);
             entry.undo.drain(..done);
         }
-        let watched = self.watch[watch_slot(key)] > 0;
+        let watched = self.watch[watch_slot(id.key)] > 0;
         // Admitted keys keep undo entries even once no chain watches them: a removed chain's
         // firings of earlier ticks may still be built, and read the values as of those ticks.
         if (watched || entry.admitted) && entry.undo.last().is_none_or(|(t, _)| *t != tick) {
             entry.undo.push((tick, old));
         }
-        if entry.admitted {
+        Ok(if entry.admitted {
             Some(old)
         } else if watched {
             entry.admitted = true;
             Some(None)
         } else {
             None
+        })
+    }
+
+    /// The check of the identity that owns `key`, if any does.
+    fn owner(&self, key: u64) -> Option<u64> {
+        match self.entries.get(&key) {
+            Some(e) => Some(e.check),
+            None => self.owners.get(&key).copied(),
         }
+    }
+
+    /// Claims the keys of a chain's identities for them: all of them, or none when one is owned
+    /// by another identity or two of them share a key (`Err` with the index of the second).
+    pub(crate) fn claim(&mut self, ids: &[Id]) -> Result<(), usize> {
+        for (i, id) in ids.iter().enumerate() {
+            let other = |o: &Id| o.key == id.key && o.check != id.check;
+            if self.owner(id.key).is_some_and(|c| c != id.check) || ids[..i].iter().any(other) {
+                return Err(i);
+            }
+        }
+        for id in ids {
+            if !self.entries.contains_key(&id.key) {
+                self.owners.entry(id.key).or_insert(id.check);
+            }
+        }
+        Ok(())
     }
 
     /// The value of a key as of `tick` (not before the collector's oldest unapplied tick, the
@@ -129,6 +194,7 @@ impl Default for Latest {
     fn default() -> Self {
         Latest {
             entries: HashMap::default(),
+            owners: HashMap::default(),
             watch: resident_zeros(1 << WATCH_BITS),
             complete_before: 0,
         }
@@ -146,4 +212,43 @@ fn resident_zeros(len: usize) -> Vec<u8> {
 
 fn watch_slot(key: u64) -> usize {
     (key >> (64 - WATCH_BITS)) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expr::Num;
+
+    fn id(key: u64, check: u64) -> Id {
+        Id { key, check }
+    }
+
+    fn val(v: f64) -> Val {
+        Val { v: Num(v), t: 1 }
+    }
+
+    #[test]
+    fn a_key_belongs_to_the_first_identity_seen_under_it() {
+        let mut latest = Latest::default();
+        // Chains claim keys no reading has created yet.
+        assert_eq!(latest.claim(&[id(1, 10)]), Ok(()));
+        assert_eq!(latest.claim(&[id(1, 10), id(2, 20)]), Ok(()));
+        assert_eq!(latest.claim(&[id(3, 30), id(1, 11)]), Err(1));
+        assert_eq!(latest.owner(3), None, "a refused chain claims nothing");
+        assert_eq!(
+            latest.claim(&[id(5, 50), id(5, 51)]),
+            Err(1),
+            "within one chain"
+        );
+        // The first reading of a claimed key finds its owner.
+        assert_eq!(latest.upsert(id(1, 11), val(1.0), 5), Err(Collision));
+        assert_eq!(latest.upsert(id(1, 10), val(1.0), 5), Ok(None));
+        assert_eq!(latest.at(1, 5), Some(val(1.0)));
+        // A reading owns the key it is the first under.
+        assert_eq!(latest.upsert(id(4, 40), val(1.0), 5), Ok(None));
+        assert_eq!(latest.claim(&[id(4, 41)]), Err(0));
+        assert_eq!(latest.upsert(id(4, 41), val(2.0), 6), Err(Collision));
+        assert_eq!(latest.at(4, 6), Some(val(1.0)));
+        assert_eq!(latest.claim(&[id(4, 40)]), Ok(()));
+    }
 }

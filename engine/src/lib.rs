@@ -8,10 +8,11 @@
 //!
 //! Readings arrive in batches (one batch per WAL group commit) through [`Engine::feed`]. Worker
 //! 0 sequences every command into ticks (logical times in milliseconds of the injected
-//! [`Clock`]), upserts the latest value per `(sensor, variable)` key, and the dataflow
-//! (`dataflow.rs`) joins the changed values with the terms of their key, counts satisfied atoms
-//! per chain and emits `active(chain, values)`. Worker 0 turns changes of that collection into
-//! [`Firing`]s, in tick order, handed to the sink given at start.
+//! [`Clock`]), upserts the latest value per `(sensor, variable)` key (a keyed hash that names
+//! cannot forge, see [`keys`]), and the dataflow (`dataflow.rs`) joins the changed values with
+//! the terms of their key, counts satisfied atoms per chain and emits `active(chain, values)`.
+//! Worker 0 turns changes of that collection into [`Firing`]s, in tick order, handed to the sink
+//! given at start.
 //!
 //! A tick is the unit of simultaneity: readings fed together are applied together, and a value
 //! that crosses a threshold and comes back within one tick fires nothing.

@@ -11,7 +11,7 @@
 use crate::dataflow::Pred;
 use crate::error::{Error, Result};
 use crate::expr::{CmpOp, Expr, Slot};
-use crate::keys::{raw_key, value_key};
+use crate::keys::{raw_id, raw_key, value_id, value_key, Id};
 use crate::model::{ChainSpec, Node, Trigger};
 use crate::parse::{Input, Lowering, Site, Ty};
 use chrono_tz::Tz;
@@ -219,6 +219,22 @@ impl CompiledChain {
     /// The key of the readings a windowed slot aggregates.
     pub fn raw_key(&self, slot: Slot) -> Option<u64> {
         raw_key(&self.inputs[slot as usize])
+    }
+
+    pub(crate) fn raw_id(&self, slot: Slot) -> Option<Id> {
+        raw_id(&self.inputs[slot as usize])
+    }
+
+    /// Every identity the chain's rows are keyed by, with its slot: values and raw readings.
+    /// (Hashed again rather than kept: only an install needs the checks.)
+    pub(crate) fn ids(&self) -> Vec<(Slot, Id)> {
+        let mut ids = Vec::with_capacity(2 * self.inputs.len());
+        for (slot, input) in self.inputs.iter().enumerate() {
+            let slot = slot as Slot;
+            ids.push((slot, value_id(input)));
+            ids.extend(raw_id(input).map(|id| (slot, id)));
+        }
+        ids
     }
 }
 

@@ -6,7 +6,7 @@
 use crate::collector::{ChainStatus, Collector, Firing, StatusMap};
 use crate::dataflow::{ChainNo, OutBatch};
 use crate::error::{Error, Result};
-use crate::keys::{key_of, sensor_key};
+use crate::keys::{reading_ids, Id};
 use crate::model::ChainSpec;
 use crate::plan::CompiledChain;
 use std::collections::HashMap;
@@ -53,22 +53,47 @@ impl Clock for ManualClock {
     }
 }
 
-/// A reading as the engine sees it: keys instead of names.
+/// A reading as the engine sees it: keys instead of names (see `keys`), made by
+/// [`Reading::new`] only.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Reading {
+    /// `key_of(sensor, variable)`.
     pub key: u64,
+    /// `sensor_key(sensor)`.
     pub sensor: u64,
     pub time_ms: i64,
     pub value: f64,
+    /// The other halves of the two identities, which tell apart names whose keys collide.
+    pub(crate) check: u64,
+    pub(crate) sensor_check: u64,
 }
 
 impl Reading {
     pub fn new(sensor: &str, variable: &str, time_ms: i64, value: f64) -> Self {
+        let (sensor, pair) = reading_ids(sensor, variable);
         Reading {
-            key: key_of(sensor, variable),
-            sensor: sensor_key(sensor),
+            key: pair.key,
+            sensor: sensor.key,
             time_ms,
             value,
+            check: pair.check,
+            sensor_check: sensor.check,
+        }
+    }
+
+    /// The identity of the reading's `(sensor, variable)`.
+    pub(crate) fn id(&self) -> Id {
+        Id {
+            key: self.key,
+            check: self.check,
+        }
+    }
+
+    /// The identity of the reading's sensor.
+    pub(crate) fn sensor_id(&self) -> Id {
+        Id {
+            key: self.sensor,
+            check: self.sensor_check,
         }
     }
 }
@@ -98,6 +123,9 @@ pub struct EngineMetrics {
     pub firings: AtomicU64,
     /// Runtime evaluation errors (division by zero on a value, NaN), over all chains.
     pub eval_errors: AtomicU64,
+    /// Readings left out and chains quarantined because another name holds their key (a
+    /// chance collision of 64-bit keyed hashes, see `keys`).
+    pub key_collisions: AtomicU64,
     /// The dataflow's frontier: every tick before it is complete.
     pub frontier: AtomicI64,
 }

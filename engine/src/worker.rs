@@ -6,6 +6,10 @@
 //! one insertion (upsert); a reading older than the latest one of its key is history and leaves
 //! the rules alone. It also knows the longest window over each raw key, and gives each windowed
 //! reading its retraction at `time + window` when it inserts it.
+//!
+//! It also keeps every key with the identity that owns it (see `keys`): a reading under a key
+//! another identity owns goes nowhere, and a chain whose keys another identity owns is installed
+//! without rows (quarantined) and says so in its status.
 
 use crate::collector::{Collector, Meta};
 use crate::dataflow::{self, ChainNo, Inputs, OutBatch, Part, Plan, Term, Time, Val, WindowSpec};
@@ -14,7 +18,7 @@ use crate::history::Latest;
 use crate::parse::Input;
 use crate::plan::{AtomKind, CompiledChain};
 use crate::runtime::{Clock, Command, Reading, Shared, Worker0Parts};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -112,14 +116,23 @@ pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
     while worker.step_or_park(None) {}
 }
 
+/// The windows over a raw key: the check of the identity whose readings they take, and the
+/// number of specs per window length.
+struct Windows {
+    check: u64,
+    lengths: BTreeMap<i64, usize>,
+}
+
 struct Sequencer {
     inputs: Inputs,
     epoch: Time,
     clock: Arc<dyn Clock>,
     latest: Latest,
-    /// Per raw key, the windows over it (window length -> number of specs).
-    windows: HashMap<u64, BTreeMap<i64, usize>, foldhash::fast::RandomState>,
+    /// Per raw key, the windows over it.
+    windows: HashMap<u64, Windows, foldhash::fast::RandomState>,
     installed: FxHashMap<ChainNo, Arc<CompiledChain>>,
+    /// Installed chains left without rows: a key they read belongs to another identity.
+    quarantined: FxHashSet<ChainNo>,
     in_flight: VecDeque<Time>,
     /// Whether complete ticks wait for the collector's next slice.
     collector_behind: bool,
@@ -147,6 +160,7 @@ impl Sequencer {
             latest: Latest::default(),
             windows: HashMap::default(),
             installed: FxHashMap::default(),
+            quarantined: FxHashSet::default(),
             in_flight: VecDeque::new(),
             retired: Vec::new(),
             collector_behind: false,
@@ -213,39 +227,88 @@ impl Sequencer {
 
     fn feed(&mut self, readings: &[Reading]) {
         let epoch = self.epoch as i64;
+        let mut collisions = 0;
         for r in readings {
             let val = Val {
                 v: Num(r.value),
                 t: r.time_ms,
             };
-            if let Some(old) = self.latest.upsert(r.key, val, self.epoch) {
+            let upsert = self.latest.upsert(r.id(), val, self.epoch);
+            if let Ok(Some(old)) = upsert {
                 if let Some(old) = old {
                     self.inputs.latest.update((r.key, old), -1);
                 }
                 self.inputs.latest.update((r.key, val), 1);
             }
-            for raw in [r.key, r.sensor] {
-                let Some(longest) = self.windows.get(&raw).and_then(|w| w.keys().next_back())
-                else {
+            let mut collided = upsert.is_err();
+            for raw in [r.id(), r.sensor_id()] {
+                let Some(windows) = self.windows.get(&raw.key) else {
+                    continue;
+                };
+                // Windows over a key take the readings of the identity that owns it only.
+                if windows.check != raw.check {
+                    collided = true;
+                    continue;
+                }
+                let Some(longest) = windows.lengths.keys().next_back() else {
                     continue;
                 };
                 let expiry = r.time_ms.saturating_add(*longest);
                 if expiry > epoch {
-                    self.inputs.window_readings.update((raw, val), 1);
+                    self.inputs.window_readings.update((raw.key, val), 1);
                     self.inputs
                         .window_readings
-                        .update_at((raw, val), expiry as Time, -1);
+                        .update_at((raw.key, val), expiry as Time, -1);
                 }
             }
+            collisions += u64::from(collided);
         }
-        self.shared
-            .metrics
+        let metrics = &self.shared.metrics;
+        metrics
             .readings
             .fetch_add(readings.len() as u64, Ordering::Relaxed);
+        if collisions > 0 {
+            metrics
+                .key_collisions
+                .fetch_add(collisions, Ordering::Relaxed);
+        }
+    }
+
+    /// Claims the keys of a chain being installed; `false` (and the chain is quarantined: it
+    /// gets no rows) when another identity owns one of them.
+    fn claim(&mut self, no: ChainNo, chain: &CompiledChain) -> bool {
+        let (slots, ids): (Vec<_>, Vec<_>) = chain.ids().into_iter().unzip();
+        let Err(at) = self.latest.claim(&ids) else {
+            return true;
+        };
+        let input = chain.name(slots[at]);
+        tracing::warn!(chain = chain.id(), input = %input, "key collision: chain quarantined");
+        self.quarantined.insert(no);
+        self.shared
+            .metrics
+            .key_collisions
+            .fetch_add(1, Ordering::Relaxed);
+        self.collector.error(
+            no,
+            format!(
+                "{input}: another name has the same key in this process (a chance collision \
+                 of 64-bit keys); the chain is quarantined and does not fire: replace it \
+                 after a restart"
+            ),
+        );
+        false
     }
 
     /// Inserts (`diff` 1) or retracts (-1) the rows that make up a chain.
     fn rows(&mut self, no: ChainNo, chain: &CompiledChain, diff: isize) {
+        let quarantined = if diff > 0 {
+            !self.claim(no, chain)
+        } else {
+            self.quarantined.remove(&no)
+        };
+        if quarantined {
+            return;
+        }
         let mut joined = Vec::new();
         for (atom, a) in chain.atoms.iter().enumerate() {
             let atom = atom as u16;
@@ -293,7 +356,7 @@ impl Sequencer {
                     }
                 }
             }
-            let Some(raw) = chain.raw_key(slot as u16) else {
+            let Some(raw) = chain.raw_id(slot as u16) else {
                 continue;
             };
             let (agg, window_ms) = match input {
@@ -308,15 +371,18 @@ impl Sequencer {
                 window_ms,
                 value_key: chain.value_key(slot as u16),
             };
-            self.inputs.window_specs.update((raw, spec), diff);
-            let counts = self.windows.entry(raw).or_default();
-            let n = counts.entry(window_ms).or_default();
+            self.inputs.window_specs.update((raw.key, spec), diff);
+            let windows = self.windows.entry(raw.key).or_insert_with(|| Windows {
+                check: raw.check,
+                lengths: BTreeMap::new(),
+            });
+            let n = windows.lengths.entry(window_ms).or_default();
             *n = n.saturating_add_signed(diff);
             if *n == 0 {
-                counts.remove(&window_ms);
+                windows.lengths.remove(&window_ms);
             }
-            if counts.is_empty() {
-                self.windows.remove(&raw);
+            if windows.lengths.is_empty() {
+                self.windows.remove(&raw.key);
             }
         }
         if chain.clauses.iter().any(Vec::is_empty) {

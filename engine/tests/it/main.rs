@@ -1,6 +1,8 @@
-//! Engine tests: compilation errors, scenarios through the real workers, and the oracle.
+//! Engine tests: compilation errors, scenarios through the real workers, the oracle, and keys
+//! that names cannot forge.
 
 mod compile;
+mod keys;
 mod oracle;
 mod scenarios;
 mod support;
