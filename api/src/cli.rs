@@ -138,6 +138,59 @@ pub struct ServeArgs {
     /// How often the rule engine's time moves without readings (windows, no_data, schedules).
     #[arg(long, env = "AEMOS_ENGINE_TICK", default_value = "100ms", value_parser = parse_duration)]
     pub engine_tick: Duration,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// Identity, access and TLS.
+#[derive(Clone, Args)]
+pub struct SecurityArgs {
+    /// `dev`: everything open unless a credential is presented; `production`: every request
+    /// needs a user JWT or a device token, and TLS beyond loopback.
+    #[arg(long, env = "AEMOS_MODE", value_enum, default_value = "dev")]
+    pub mode: crate::auth::Mode,
+    /// HS256 secret of user JWTs (at least 32 bytes).
+    #[arg(long, env = "AEMOS_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key (RSA: RS256, EC P-256: ES256) of an identity provider signing user JWTs.
+    #[arg(long, env = "AEMOS_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// PEM certificate chain: TLS for HTTP (and Socket.IO) and both MQTT listeners.
+    #[arg(long, env = "AEMOS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "AEMOS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Messages per second each device (or user) may send on any protocol; 0: no limit.
+    #[arg(long, env = "AEMOS_DEVICE_RATE_LIMIT", default_value_t = 0)]
+    pub device_rate_limit: u32,
+    /// Burst above `--device-rate-limit` (default: one second's worth).
+    #[arg(long, env = "AEMOS_DEVICE_RATE_BURST", default_value_t = 0)]
+    pub device_rate_burst: u32,
+    /// Requests per second from one address without a credential (dev mode); 0: no limit.
+    #[arg(long, env = "AEMOS_CLIENT_RATE_LIMIT", default_value_t = 0)]
+    pub client_rate_limit: u32,
+    /// Burst above `--client-rate-limit` (default: one second's worth).
+    #[arg(long, env = "AEMOS_CLIENT_RATE_BURST", default_value_t = 0)]
+    pub client_rate_burst: u32,
+}
+
+/// Secrets never reach a log, not even through `Debug`.
+impl std::fmt::Debug for SecurityArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecurityArgs")
+            .field("mode", &self.mode)
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("jwt_public_key", &self.jwt_public_key)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("device_rate_limit", &self.device_rate_limit)
+            .field("client_rate_limit", &self.client_rate_limit)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -8,11 +8,14 @@
 //! buffers. Handlers decode and validate on the request's task, wait for the WAL's group
 //! commit, and answer only once the readings are durable.
 
+pub mod auth;
 pub mod chains_command;
 pub mod cli;
+pub mod devices;
 pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod rules;
 pub mod serve;
 pub mod sql_command;
+pub mod tls;

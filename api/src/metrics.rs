@@ -28,6 +28,10 @@ pub struct Metrics {
     pub coap_requests: IntGauge,
     pub coap_refused: IntGauge,
     pub coap_notifications: IntGauge,
+    /// Credentials refused, by protocol and reason (missing, invalid, forbidden).
+    pub auth_refusals: IntCounterVec,
+    /// Messages refused by a rate limit, by protocol.
+    pub rate_limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -54,7 +58,26 @@ impl Metrics {
                 .expect("unique metric");
             g
         };
+        let labelled = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let auth_refusals = labelled(
+            "auth_refusals_total",
+            "Credentials refused, by protocol and reason",
+            &["protocol", "reason"],
+        );
+        let rate_limited = labelled(
+            "rate_limited_total",
+            "Messages refused by a rate limit, by protocol",
+            &["protocol"],
+        );
         Self {
+            auth_refusals,
+            rate_limited,
             readings_accepted: counter("readings_accepted_total", "Readings made durable"),
             readings_rejected: counter("readings_rejected_total", "Readings refused by validation"),
             write_requests: by_status("write_requests_total", "Write requests by HTTP status"),

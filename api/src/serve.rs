@@ -15,12 +15,16 @@ use aemos_ingest::mqtt::{MqttArgs, MqttBroker, MqttMetrics};
 use aemos_storage::DurableObserver;
 use arrow::array::RecordBatch;
 
+use crate::auth::edge::EdgeAuth;
+use crate::auth::limits::Rate;
+use crate::auth::{Auth, JwtVerifier, Mode, RateLimits};
 use crate::cli::ServeArgs;
+use crate::devices::DeviceRegistry;
 use crate::http::{router, AppState, Edge, RouterArgs};
 use crate::metrics::Metrics;
 use crate::notify::channels::SocketIoChannel;
 use crate::notify::datastream::Datastream;
-use crate::notify::socketio::{socket_io, Subscriptions};
+use crate::notify::socketio::{serve_namespace, socket_io, Subscriptions};
 use crate::notify::{Notifier, REPLAY_PER_DEVICE};
 use crate::rules::{Rules, RulesArgs};
 
@@ -40,7 +44,63 @@ impl DurableObserver for Observers {
     }
 }
 
+/// `production` refuses to start without a way to check user tokens, or listening beyond
+/// loopback without TLS (CoAP has no DTLS here, so it stays on loopback).
+fn check_production(args: &ServeArgs) -> anyhow::Result<()> {
+    let sec = &args.security;
+    if sec.mode != Mode::Production {
+        tracing::warn!(
+            "dev mode: every endpoint, topic and room is open to anyone who can reach it; use --mode production with --jwt-secret and TLS on a network"
+        );
+        return Ok(());
+    }
+    anyhow::ensure!(
+        sec.jwt_secret.is_some() || sec.jwt_public_key.is_some(),
+        "--mode production needs --jwt-secret or --jwt-public-key (user tokens cannot be checked without one)"
+    );
+    let tls = sec.tls_cert.is_some();
+    let mut exposed: Vec<String> = Vec::new();
+    let mut tcp = vec![
+        ("--http-addr", args.http_addr),
+        ("--mqtt-addr", args.mqtt_addr),
+    ];
+    if let Some(a) = args.mqtt5_addr.0 {
+        tcp.push(("--mqtt5-addr", a));
+    }
+    for (flag, addr) in tcp {
+        if !tls && !addr.ip().is_loopback() {
+            exposed.push(format!("{flag} {addr}"));
+        }
+    }
+    anyhow::ensure!(
+        exposed.is_empty(),
+        "--mode production refuses to listen beyond loopback without TLS ({}): give --tls-cert and --tls-key",
+        exposed.join(", ")
+    );
+    anyhow::ensure!(
+        args.coap_addr.ip().is_loopback(),
+        "--mode production keeps CoAP on loopback (--coap-addr {}): there is no DTLS, and device tokens would cross the network in clear",
+        args.coap_addr
+    );
+    Ok(())
+}
+
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    check_production(&args)?;
+    crate::tls::install_provider();
+    let jwt = match (&args.security.jwt_secret, &args.security.jwt_public_key) {
+        (_, Some(path)) => Some(JwtVerifier::public_key(path)?),
+        (Some(secret), None) => Some(JwtVerifier::hs256(secret)?),
+        (None, None) => None,
+    };
+    let tls = match (&args.security.tls_cert, &args.security.tls_key) {
+        (Some(cert), Some(key)) => Some((
+            crate::tls::server_config(cert, key)?,
+            cert.display().to_string(),
+            key.display().to_string(),
+        )),
+        _ => None,
+    };
     // 1. The rule engine, its firings held back until its state is rebuilt (4).
     let workers = args
         .workers
@@ -58,7 +118,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Socket.IO: its rooms watch devices; durable readings of watched devices become
     // throttled `datastream` events.
     let subscriptions = Arc::new(Subscriptions::default());
-    let (socket_io_layer, io) = socket_io(Arc::clone(&subscriptions), SOCKET_BUFFER);
+    let (socket_io_layer, io) = socket_io(SOCKET_BUFFER);
+    let socket_io_handle = io.clone();
     let datastream = Datastream::start(io.clone(), Arc::clone(&subscriptions), CHANNEL_QUEUE);
     let socketio = Arc::new(SocketIoChannel::start(io, CHANNEL_QUEUE));
     notifier.add_channel(Arc::clone(&socketio) as _);
@@ -94,6 +155,43 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     rules.register_tables(&queries)?;
     notifier.register_table(&queries)?;
 
+    // Identity: the device registry from the object store, the checks every protocol calls.
+    let registry = DeviceRegistry::load(Arc::clone(&storage))
+        .await
+        .context("loading the device registry")?;
+    let sec = &args.security;
+    let auth = Arc::new(Auth {
+        mode: sec.mode,
+        jwt,
+        registry,
+        limits: RateLimits::new(
+            Rate {
+                per_second: sec.device_rate_limit,
+                burst: sec.device_rate_burst,
+            },
+            Rate {
+                per_second: sec.client_rate_limit,
+                burst: sec.client_rate_burst,
+            },
+            metrics.rate_limited.clone(),
+        ),
+    });
+    info!(mode = ?sec.mode, devices = auth.registry.len(), "identity ready");
+    let sweep = Arc::clone(&auth);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            sweep.limits.sweep();
+        }
+    });
+    serve_namespace(
+        &socket_io_handle,
+        Arc::clone(&subscriptions),
+        Arc::clone(&auth),
+    );
+    let edge_auth = EdgeAuth::new(Arc::clone(&auth), metrics.clone());
+
     // 4. Chains from the catalog, engine state from storage, the firing log reconciled.
     let chains = rules
         .restore(&storage, &queries)
@@ -106,6 +204,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     mqtt_args.v5_addr = args.mqtt5_addr.0;
     mqtt_args.max_payload_bytes = args.mqtt_max_payload_bytes;
     mqtt_args.backlog_bytes = args.mqtt_backlog_bytes;
+    mqtt_args.authorizer = Some(Arc::clone(&edge_auth) as _);
+    mqtt_args.tls = tls
+        .as_ref()
+        .map(|(_, cert, key)| (cert.clone(), key.clone()));
     let mqtt = MqttBroker::start(
         mqtt_args,
         Arc::clone(&storage),
@@ -116,7 +218,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!(mqtt_addr = %mqtt.v4_addr, mqtt5_addr = ?mqtt.v5_addr, "mqtt listening");
     // The broker keeps nothing across restarts: retain each device's last state again.
     let retained = notifier.add_channel_with_latest(Arc::new(mqtt.publisher.clone()));
-    let coap = CoapServer::start(CoapArgs::new(args.coap_addr), Arc::clone(&storage))
+    let mut coap_args = CoapArgs::new(args.coap_addr);
+    coap_args.authorizer = Some(edge_auth as _);
+    let coap = CoapServer::start(coap_args, Arc::clone(&storage))
         .await
         .context("starting the CoAP server")?;
     info!(coap_addr = %coap.addr, retained, "coap listening");
@@ -124,6 +228,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     // 6. HTTP and Socket.IO.
     let state = AppState {
+        auth,
         storage: Arc::clone(&storage),
         queries,
         metrics,
@@ -145,15 +250,28 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.http_addr))?;
     let http_addr = listener.local_addr()?;
-    // Small writes (Socket.IO events, acknowledgements) go out at once, not after the peer's
-    // delayed ACK (Nagle's algorithm): it took Socket.IO's p99 from 36 ms to single digits.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    info!(%http_addr, object_store = %url, data_dir = %args.store.data_dir.display(), "aemos listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(%http_addr, %scheme, object_store = %url, data_dir = %args.store.data_dir.display(), "aemos listening");
+    match tls {
+        Some((config, _, _)) => {
+            let app = app.into_make_service_with_connect_info::<crate::tls::ClientAddr>();
+            axum::serve(crate::tls::TlsListener::new(listener, config)?, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?
+        }
+        None => {
+            // Small writes (Socket.IO events, acknowledgements) go out at once, not after the
+            // peer's delayed ACK (Nagle's algorithm): it took Socket.IO's p99 from 36 ms to
+            // single digits.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?
+        }
+    }
 
     // Reverse order: HTTP has drained; persist what the buffer holds.
     info!("shutting down: persisting the buffer");

@@ -63,6 +63,11 @@ impl Workload {
         }
     }
 
+    /// The name of sensor `i` of the workload.
+    pub fn sensor_name(&self, i: usize) -> &str {
+        &self.sensor_names[i]
+    }
+
     pub fn keys(&self) -> usize {
         self.sensors * self.variables
     }

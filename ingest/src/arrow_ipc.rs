@@ -137,19 +137,21 @@ fn check_framing(body: &[u8]) -> Result<(), Error> {
 pub(crate) fn decode_arrow_ipc(body: &[u8], args: &DecodeArgs) -> Result<Collector, Error> {
     check_framing(body)?;
     // arrow's IPC reader still panics on some inconsistent buffers (offsets past the end):
-    // contain that to this request.
-    std::panic::catch_unwind(|| read_stream(body, args)).unwrap_or_else(|_| {
-        Err(schema_error(
-            "malformed Arrow IPC stream: inconsistent buffers".into(),
-        ))
-    })
+    // contain that to this request. The scope is only read, so a panic leaves nothing
+    // half-changed behind.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_stream(body, args)))
+        .unwrap_or_else(|_| {
+            Err(schema_error(
+                "malformed Arrow IPC stream: inconsistent buffers".into(),
+            ))
+        })
 }
 
 fn read_stream(body: &[u8], args: &DecodeArgs) -> Result<Collector, Error> {
     let reader = StreamReader::try_new(body, None)
         .map_err(|e| schema_error(format!("not an Arrow IPC stream: {e}")))?;
     check_schema(&Arc::clone(&reader.schema()))?;
-    let mut out = Collector::new(0, args.now_ms);
+    let mut out = Collector::new(0, args);
     let mut base = 0;
     for batch in reader {
         let batch = batch.map_err(|e| {

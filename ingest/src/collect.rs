@@ -1,7 +1,12 @@
 //! Validates decoded fields and gathers accepted readings and rejections.
 
+use std::sync::Arc;
+
 use aemos_storage::schema::ReadingsBuilder;
 use serde::Serialize;
+
+use crate::scope::SensorScope;
+use crate::DecodeArgs;
 
 use crate::validate::{check_device, check_sensor, check_time_ms, check_value, check_variable};
 
@@ -41,6 +46,8 @@ pub struct Decoded {
     pub batch: arrow::array::RecordBatch,
     pub rejected: Vec<Rejection>,
     pub rejected_count: usize,
+    /// A device credential named a sensor it does not own (the API answers 403).
+    pub forbidden: bool,
 }
 
 impl Decoded {
@@ -54,16 +61,24 @@ pub(crate) struct Collector {
     builder: ReadingsBuilder,
     rejected: Vec<Rejection>,
     rejected_count: usize,
+    /// Readings refused by the scope (a sensor the writer may not write).
+    refused_by_scope: usize,
     now_ms: i64,
+    scope: Option<Arc<dyn SensorScope>>,
+    /// The last sensor the scope resolved and its device: runs of one sensor ask once.
+    last: Option<(String, Option<Arc<str>>)>,
 }
 
 impl Collector {
-    pub(crate) fn new(capacity: usize, now_ms: i64) -> Self {
+    pub(crate) fn new(capacity: usize, args: &DecodeArgs) -> Self {
         Self {
             builder: ReadingsBuilder::with_capacity(capacity),
             rejected: Vec::new(),
             rejected_count: 0,
-            now_ms,
+            refused_by_scope: 0,
+            now_ms: args.now_ms,
+            scope: args.scope.clone(),
+            last: None,
         }
     }
 
@@ -92,27 +107,57 @@ impl Collector {
     }
 
     pub(crate) fn push(&mut self, at: Location, fields: Fields<'_>) {
-        match validate(&fields) {
-            Ok(time_ms) => {
-                let time_ms = time_ms.unwrap_or(self.now_ms);
-                let device = fields.device.unwrap_or(fields.sensor);
-                self.builder.push(
-                    time_ms,
-                    device,
-                    fields.sensor,
-                    fields.variable,
-                    fields.value,
-                );
+        let time_ms = match validate(&fields) {
+            Ok(time_ms) => time_ms.unwrap_or(self.now_ms),
+            Err(reason) => return self.reject(at, reason),
+        };
+        let owner = match &self.scope {
+            None => None,
+            Some(scope) => {
+                let cached = matches!(&self.last, Some((s, _)) if s == fields.sensor);
+                if !cached {
+                    match scope.device_of(fields.sensor) {
+                        Ok(device) => self.last = Some((fields.sensor.to_owned(), device)),
+                        Err(reason) => {
+                            self.refused_by_scope += 1;
+                            return self.reject(at, reason);
+                        }
+                    }
+                }
+                self.last.as_ref().and_then(|(_, owner)| owner.clone())
             }
-            Err(reason) => self.reject(at, reason),
-        }
+        };
+        let device = match &owner {
+            None => fields.device.unwrap_or(fields.sensor),
+            Some(owner) => {
+                if let Some(named) = fields.device.filter(|named| *named != &**owner) {
+                    let reason = format!(
+                        "`device` {named:?} is not {owner:?}, the device sensor {:?} belongs to",
+                        fields.sensor
+                    );
+                    self.refused_by_scope += 1;
+                    return self.reject(at, reason);
+                }
+                owner
+            }
+        };
+        self.builder.push(
+            time_ms,
+            device,
+            fields.sensor,
+            fields.variable,
+            fields.value,
+        );
     }
 
     pub(crate) fn finish(self) -> Decoded {
+        let forbidden =
+            self.refused_by_scope > 0 && self.scope.as_ref().is_some_and(|s| s.is_device());
         Decoded {
             batch: self.builder.finish(),
             rejected: self.rejected,
             rejected_count: self.rejected_count,
+            forbidden,
         }
     }
 }

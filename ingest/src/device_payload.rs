@@ -31,7 +31,7 @@ pub fn decode_device_payload(
     match text.trim_start().as_bytes().first() {
         Some(b'[') => {
             let raws: Vec<&RawValue> = serde_json::from_str(text).map_err(malformed)?;
-            out = Collector::new(raws.len(), args.now_ms);
+            out = Collector::new(raws.len(), args);
             for (index, raw) in raws.into_iter().enumerate() {
                 reading(device, raw.get(), Location { index, line: None }, &mut out);
             }
@@ -40,10 +40,10 @@ pub fn decode_device_payload(
             let object: serde_json::Map<String, Value> =
                 serde_json::from_str(text).map_err(malformed)?;
             if object.contains_key("variable") || object.contains_key("value") {
-                out = Collector::new(1, args.now_ms);
+                out = Collector::new(1, args);
                 reading(device, text, Location::default(), &mut out);
             } else {
-                out = Collector::new(object.len(), args.now_ms);
+                out = Collector::new(object.len(), args);
                 shorthand(device, &object, &mut out);
             }
         }

@@ -162,7 +162,7 @@ fn utf8(body: &[u8]) -> Result<&str, Error> {
 pub(crate) fn decode_json(body: &[u8], args: &DecodeArgs) -> Result<Collector, Error> {
     let text = utf8(body)?;
     let raws = elements(text)?;
-    let mut out = Collector::new(raws.len(), args.now_ms);
+    let mut out = Collector::new(raws.len(), args);
     for (index, raw) in raws.into_iter().enumerate() {
         let at = Location { index, line: None };
         let rejected_before = out.rejected_count();
@@ -184,7 +184,7 @@ pub(crate) fn decode_json(body: &[u8], args: &DecodeArgs) -> Result<Collector, E
 }
 
 pub(crate) fn decode_ndjson(body: &[u8], args: &DecodeArgs) -> Result<Collector, Error> {
-    let mut out = Collector::new(body.len() / 64, args.now_ms);
+    let mut out = Collector::new(body.len() / 64, args);
     for (index, (line_no, line)) in numbered_lines(body).enumerate() {
         let at = Location {
             index,

@@ -15,13 +15,17 @@ mod arrow_ipc;
 pub mod coap;
 mod collect;
 mod device_payload;
+pub mod edge_auth;
 mod json;
 mod line_protocol;
 pub mod mqtt;
 pub mod queue;
+pub mod scope;
 pub mod validate;
 
 pub use device_payload::decode_device_payload;
+pub use edge_auth::{EdgeAuthorizer, EdgeDevice, EdgeRefusal};
+pub use scope::SensorScope;
 
 pub use collect::{Decoded, Location, Rejection, MAX_LISTED_REJECTIONS};
 pub use line_protocol::Precision;
@@ -75,12 +79,15 @@ impl Format {
 }
 
 /// Settings of a decode.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DecodeArgs {
     /// Time given to readings that carry none (arrival time).
     pub now_ms: i64,
     /// Longest accepted line of NDJSON or line protocol.
     pub max_line_bytes: usize,
+    /// The sensors the writer may name and their devices; `None`: any sensor, its device as
+    /// the reading names it or else a device of the sensor's name.
+    pub scope: Option<std::sync::Arc<dyn SensorScope>>,
 }
 
 impl DecodeArgs {
@@ -88,7 +95,13 @@ impl DecodeArgs {
         Self {
             now_ms,
             max_line_bytes: 64 * 1024,
+            scope: None,
         }
+    }
+
+    pub fn with_scope(mut self, scope: Option<std::sync::Arc<dyn SensorScope>>) -> Self {
+        self.scope = scope;
+        self
     }
 }
 

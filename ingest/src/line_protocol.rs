@@ -48,7 +48,7 @@ pub(crate) fn decode_line_protocol(
     precision: Precision,
     args: &DecodeArgs,
 ) -> Result<Collector, Error> {
-    let mut out = Collector::new(body.len() / 48, args.now_ms);
+    let mut out = Collector::new(body.len() / 48, args);
     let mut index = 0;
     for (line_no, line) in numbered_lines(body) {
         if line.trim_ascii_start().starts_with(b"#") {

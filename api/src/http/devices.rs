@@ -1,14 +1,17 @@
-//! `GET /api/v1/devices/{id}/statistics?from=&to=&variable=`.
+//! `/api/v1/devices`: the registry (register, list, get, replace, remove, rotate the token)
+//! and `GET /api/v1/devices/{id}/statistics?from=&to=&variable=`.
 
 use std::collections::BTreeMap;
 
 use aemos_ingest::validate::{check_device, check_variable, parse_rfc3339_ms};
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
+use crate::devices::DeviceSpec;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct StatisticsParams {
@@ -62,4 +65,73 @@ pub(super) async fn statistics(
     Ok(Json(
         json!({ "device": device, "from": from, "to": to, "variables": variables }),
     ))
+}
+
+/// `POST /api/v1/devices`: `201` with the device and its token (shown once).
+pub(super) async fn create(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let spec = parse_spec(&body)?;
+    let (device, token) = state.auth.registry.create(spec).await?;
+    let mut answer = device.to_json();
+    answer["token"] = Value::String(token);
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+pub(super) async fn list(State(state): State<AppState>) -> Json<Value> {
+    Json(Value::Array(
+        state
+            .auth
+            .registry
+            .list()
+            .iter()
+            .map(|d| d.to_json())
+            .collect(),
+    ))
+}
+
+pub(super) async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .auth
+        .registry
+        .get(&id)
+        .map(|d| Json(d.to_json()))
+        .ok_or_else(|| ApiError::NotFound(format!("no device {id:?}")))
+}
+
+pub(super) async fn replace(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let spec = parse_spec(&body)?;
+    let device = state.auth.registry.update(&id, spec).await?;
+    Ok(Json(device.to_json()))
+}
+
+pub(super) async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.auth.registry.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/devices/{id}/token`: a new token; the old one stops working at once.
+pub(super) async fn rotate_token(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (device, token) = state.auth.registry.rotate(&id).await?;
+    let mut answer = device.to_json();
+    answer["token"] = Value::String(token);
+    Ok(Json(answer))
+}
+
+fn parse_spec(body: &[u8]) -> Result<DeviceSpec, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("device: {e}")))
 }

@@ -28,6 +28,14 @@ pub enum ApiError {
     Overloaded {
         retry_after_secs: u64,
     },
+    /// 401: no credential, or one that is malformed, forged, expired or revoked.
+    Unauthorized(String),
+    /// 403: a valid credential that may not do this.
+    Forbidden(String),
+    /// 429.
+    RateLimited {
+        retry_after_secs: u64,
+    },
     Internal(String),
 }
 
@@ -44,6 +52,9 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,13 +89,39 @@ impl From<aemos_engine::Error> for ApiError {
     }
 }
 
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError;
+        match e {
+            AuthError::Missing | AuthError::Invalid(_) => Self::Unauthorized(e.to_string()),
+            AuthError::Forbidden(reason) => Self::Forbidden(reason),
+            AuthError::RateLimited { retry_after_ms } => Self::RateLimited {
+                retry_after_secs: retry_after_ms.div_ceil(1000).max(1),
+            },
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         match self {
-            Self::BadRequest(error) | Self::NotFound(error) | Self::Conflict(error) => {
-                (status, Json(json!({ "error": error }))).into_response()
-            }
+            Self::BadRequest(error)
+            | Self::NotFound(error)
+            | Self::Conflict(error)
+            | Self::Forbidden(error) => (status, Json(json!({ "error": error }))).into_response(),
+            Self::Unauthorized(error) => (
+                status,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(json!({ "error": error })),
+            )
+                .into_response(),
+            Self::RateLimited { retry_after_secs } => (
+                status,
+                [(header::RETRY_AFTER, retry_after_secs.to_string())],
+                Json(json!({ "error": "rate limit exceeded, retry later" })),
+            )
+                .into_response(),
             Self::InvalidChain { error, node, position } => (
                 status,
                 Json(json!({ "error": error, "node": node, "position": position })),

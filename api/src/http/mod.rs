@@ -1,5 +1,6 @@
 //! The axum router: `/api/v1/...`.
 
+mod datastream_token;
 mod devices;
 mod error;
 mod health;
@@ -37,6 +38,7 @@ pub struct Edge {
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
+    pub auth: Arc<crate::auth::Auth>,
     pub storage: Arc<Storage>,
     pub queries: QueryEngine,
     pub metrics: Metrics,
@@ -53,8 +55,24 @@ pub struct RouterArgs {
 }
 
 pub fn router(args: RouterArgs) -> Router {
+    let http_auth = crate::auth::http::HttpAuth {
+        auth: Arc::clone(&args.state.auth),
+        metrics: args.state.metrics.clone(),
+    };
     let router = Router::new()
         .route("/api/v1/write", post(write::write))
+        .route(
+            "/api/v1/datastreams/token",
+            post(datastream_token::write_one),
+        )
+        .route("/api/v1/devices", get(devices::list).post(devices::create))
+        .route(
+            "/api/v1/devices/{id}",
+            get(devices::get_one)
+                .put(devices::replace)
+                .delete(devices::remove),
+        )
+        .route("/api/v1/devices/{id}/token", post(devices::rotate_token))
         .route(
             "/api/v1/query",
             get(query::query_get).post(query::query_post),
@@ -78,6 +96,10 @@ pub fn router(args: RouterArgs) -> Router {
         .route("/api/v1/health/liveness", get(health::liveness))
         .route("/api/v1/health/readiness", get(health::readiness))
         .route("/api/v1/metrics/prometheus", get(health::prometheus))
+        .route_layer(axum::middleware::from_fn_with_state(
+            http_auth,
+            crate::auth::http::require,
+        ))
         .layer(DefaultBodyLimit::max(args.max_body_bytes))
         .with_state(args.state);
     match args.socket_io {

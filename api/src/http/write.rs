@@ -2,13 +2,18 @@
 
 use aemos_ingest::{decode, DecodeArgs, Format, Precision};
 use axum::body::Bytes;
+use std::sync::Arc;
+
+use aemos_ingest::SensorScope;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
+use crate::auth::Principal;
+use crate::devices::scope::{DeviceScope, RegistryScope};
 
 /// Bodies above this are decoded with `block_in_place`, off the async scheduler's hot path.
 const LARGE_BODY: usize = 1 << 20;
@@ -22,11 +27,12 @@ pub(super) struct WriteParams {
 
 pub(super) async fn write(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Query(params): Query<WriteParams>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let result = write_inner(&state, params, &headers, body).await;
+    let result = write_inner(&state, &principal, params, &headers, body).await;
     let status = match &result {
         Ok(_) => "200".to_string(),
         Err(e) => e.status().as_u16().to_string(),
@@ -39,8 +45,21 @@ pub(super) async fn write(
     result
 }
 
+/// The sensors `principal` may write and their devices (`None`: any, as named).
+pub(super) fn scope_of(state: &AppState, principal: &Principal) -> Option<Arc<dyn SensorScope>> {
+    match principal {
+        Principal::Device(device) => Some(Arc::new(DeviceScope(Arc::clone(device)))),
+        _ if !state.auth.production() && state.auth.registry.is_empty() => None,
+        _ => Some(Arc::new(RegistryScope {
+            registry: Arc::clone(&state.auth.registry),
+            production: state.auth.production(),
+        })),
+    }
+}
+
 async fn write_inner(
     state: &AppState,
+    principal: &Principal,
     params: WriteParams,
     headers: &HeaderMap,
     body: Bytes,
@@ -58,7 +77,7 @@ async fn write_inner(
         .storage
         .check_admission()
         .map_err(|e| storage_error(state, e))?;
-    let args = DecodeArgs::new(state.storage.now_ms());
+    let args = DecodeArgs::new(state.storage.now_ms()).with_scope(scope_of(state, principal));
     let decode = || decode(format, &body, &args);
     let decoded = if body.len() > LARGE_BODY {
         tokio::task::block_in_place(decode)
@@ -81,6 +100,17 @@ async fn write_inner(
         .metrics
         .readings_rejected
         .inc_by(decoded.rejected_count as u64);
+    if decoded.forbidden && !params.partial {
+        return Err(ApiError::Forbidden(format!(
+            "{} may not write some of these sensors; nothing was stored: {}",
+            principal.describe(),
+            decoded
+                .rejected
+                .first()
+                .map(|r| r.reason.as_str())
+                .unwrap_or_default()
+        )));
+    }
     if decoded.rejected_count > 0 && !params.partial {
         return Err(ApiError::Rejected {
             error: format!(
@@ -111,7 +141,7 @@ async fn write_inner(
 }
 
 /// Overload is 503 with `Retry-After` (and counted); anything else is internal.
-fn storage_error(state: &AppState, e: aemos_storage::Error) -> ApiError {
+pub(super) fn storage_error(state: &AppState, e: aemos_storage::Error) -> ApiError {
     match e {
         aemos_storage::Error::Overloaded { .. } | aemos_storage::Error::WalQueueFull { .. } => {
             state.metrics.overload_rejections.inc();

@@ -4,7 +4,14 @@
 //! `subscribe` takes `{"rooms": ["device-uuid-abc"]}`, `{"devices": ["abc"]}`, a room name or
 //! an array of room names, and acknowledges (when the client asks) with the rooms joined or
 //! the reason for refusing. `unsubscribe` takes the same. The subscribed devices are counted
-//! here so that the `datastream` throttle does nothing for devices nobody watches.
+//! here so that the `datastream` throttle does nothing for devices nobody watches; a socket
+//! counts once per device it has joined, whatever a payload repeats.
+//!
+//! The handshake's `auth` payload (`{"token": ...}`, a user JWT or a device token) is checked
+//! before the socket connects: a wrong credential (or none, in `production` mode) gets a
+//! CONNECT_ERROR naming the reason. A socket joins only rooms of devices its credential may
+//! read; a `subscribe` naming any other is refused whole, with the reason in its ack. The token
+//! is checked again at each `subscribe`, so a rotated device token joins nothing more.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,11 +19,13 @@ use std::sync::{Arc, RwLock};
 
 use aemos_ingest::validate::check_device;
 use serde_json::{json, Value};
-use socketioxide::extract::{AckSender, Data, SocketRef};
+use socketioxide::extract::{AckSender, Data, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::SocketIo;
 
 use super::channels::device_room;
+use crate::auth::{Access, Auth, AuthError, Principal};
 
 /// Sockets per subscribed device.
 #[derive(Debug, Default)]
@@ -108,13 +117,46 @@ pub fn rooms_of(payload: &Value) -> Result<Vec<String>, String> {
     Ok(rooms)
 }
 
+/// The token of a handshake's `auth` payload: `{"token": "..."}` or a bare string.
+fn token_of(auth: Option<&Value>) -> Result<Option<&str>, AuthError> {
+    match auth {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(t)) => Ok(Some(t)),
+        Some(Value::Object(o)) => match o.get("token") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(t)) => Ok(Some(t)),
+            Some(_) => Err(AuthError::Invalid("`auth.token` must be a string".into())),
+        },
+        Some(_) => Err(AuthError::Invalid(
+            "the handshake's `auth` must be {\"token\": \"...\"}".into(),
+        )),
+    }
+}
+
 /// Joins (or leaves) the rooms a payload names, keeping the device counts; the answer is
 /// `{"rooms": [...]}` or `{"error": "..."}`.
-fn change_rooms(socket: &SocketRef, subs: &Subscriptions, payload: &Value, join: bool) -> Value {
-    let rooms = match rooms_of(payload) {
+fn change_rooms(
+    socket: &SocketRef,
+    subs: &Subscriptions,
+    payload: &Value,
+    join: bool,
+    may_read: impl Fn(&str) -> Result<(), AuthError>,
+) -> Value {
+    let mut rooms = match rooms_of(payload) {
         Ok(rooms) => rooms,
         Err(error) => return json!({ "error": error }),
     };
+    // A room named twice (or as a room and as a device) changes membership once.
+    let mut seen = std::collections::HashSet::new();
+    rooms.retain(|r| seen.insert(r.clone()));
+    if join {
+        for room in &rooms {
+            let device = device_of_room(room).unwrap_or_default();
+            if let Err(e) = may_read(device) {
+                return json!({ "error": e.to_string(), "room": room });
+            }
+        }
+    }
     let joined = socket.rooms();
     for room in &rooms {
         // Count a device once per socket: only rooms whose membership changes.
@@ -136,23 +178,51 @@ fn change_rooms(socket: &SocketRef, subs: &Subscriptions, payload: &Value, join:
     json!({ "rooms": rooms })
 }
 
-/// Builds the layer for the router and the handle used to emit.
-pub fn socket_io(
-    subscriptions: Arc<Subscriptions>,
-    max_buffer: usize,
-) -> (SocketIoLayer, SocketIo) {
-    let (layer, io) = SocketIo::builder()
+/// Builds the layer for the router and the handle used to emit; the namespace is served once
+/// [`serve_namespace`] has registered it.
+pub fn socket_io(max_buffer: usize) -> (SocketIoLayer, SocketIo) {
+    SocketIo::builder()
         .max_buffer_size(max_buffer)
-        .build_layer();
+        .build_layer()
+}
+
+/// Registers the `/` namespace: the handshake's credential checked, `subscribe` and
+/// `unsubscribe` handled.
+pub fn serve_namespace(io: &SocketIo, subscriptions: Arc<Subscriptions>, auth: Arc<Auth>) {
+    let check_auth = Arc::clone(&auth);
+    let middleware = move |TryData(payload): TryData<Value>| {
+        let outcome = token_of(payload.as_ref().ok())
+            .and_then(|token| check_auth.authenticate(token))
+            .map(|_| ());
+        async move { outcome }
+    };
     // Handlers are registered in the connect callback itself, before its future runs, so an
     // event that follows the connection at once is not missed.
-    io.ns("/", move |socket: SocketRef| {
+    let handler = move |socket: SocketRef, TryData(payload): TryData<Value>| {
+        let token = token_of(payload.as_ref().ok())
+            .ok()
+            .flatten()
+            .map(str::to_owned);
         for (event, join) in [("subscribe", true), ("unsubscribe", false)] {
             let subs = Arc::clone(&subscriptions);
+            let auth = Arc::clone(&auth);
+            let token = token.clone();
             socket.on(
                 event,
                 move |socket: SocketRef, Data(payload): Data<Value>, ack: AckSender| {
-                    let answer = change_rooms(&socket, &subs, &payload, join);
+                    let principal = auth.authenticate(token.as_deref());
+                    let may_read = |device: &str| -> Result<(), AuthError> {
+                        let p: &Principal = principal.as_ref().map_err(Clone::clone)?;
+                        if p.allows(&Access::ReadDevice(device)) {
+                            Ok(())
+                        } else {
+                            Err(AuthError::Forbidden(format!(
+                                "{} may not read device {device:?}",
+                                p.describe()
+                            )))
+                        }
+                    };
+                    let answer = change_rooms(&socket, &subs, &payload, join, may_read);
                     async move {
                         let _ = ack.send(&answer);
                     }
@@ -169,8 +239,8 @@ pub fn socket_io(
             async {}
         });
         async {}
-    });
-    (layer, io)
+    };
+    io.ns("/", handler.with(middleware));
 }
 
 #[cfg(test)]

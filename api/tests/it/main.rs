@@ -1,10 +1,12 @@
 //! API tests: the router called with `oneshot`, and end to end against the real binary
 //! (durability across SIGKILL, `aemos sql`, S3 through a real S3-compatible server).
 
+mod access;
 mod durability;
 mod edge;
 mod edge_abuse;
 mod router;
 mod rules;
 mod s3;
+mod secure_edge;
 mod server;

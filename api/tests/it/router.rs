@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use aemos_api::auth::limits::Rate;
+use aemos_api::auth::{Auth, JwtVerifier, Mode, RateLimits};
+use aemos_api::devices::DeviceRegistry;
 use aemos_api::http::{router, AppState, Edge, RouterArgs};
 use aemos_api::metrics::Metrics;
 use aemos_api::notify::{Notifier, REPLAY_PER_DEVICE};
@@ -16,18 +19,28 @@ use tower::ServiceExt;
 
 const T0: i64 = 1_768_905_000_000;
 
-struct App {
-    router: Router,
-    storage: Arc<Storage>,
-    rules: Rules,
+pub(crate) struct App {
+    pub(crate) router: Router,
+    pub(crate) storage: Arc<Storage>,
+    pub(crate) rules: Rules,
+    pub(crate) auth: Arc<Auth>,
     _dir: tempfile::TempDir,
 }
+
+/// The HS256 secret of the router tests' production mode.
+pub(crate) const JWT_SECRET: &str = "router-tests-secret-of-at-least-32-bytes";
 
 async fn app(max_body_bytes: usize) -> App {
     app_with(max_body_bytes, usize::MAX).await
 }
 
 async fn app_with(max_body_bytes: usize, max_buffered_rows: usize) -> App {
+    app_in(Mode::Dev, max_body_bytes, max_buffered_rows).await
+}
+
+/// The router over real storage, in `mode` (production: HS256 user tokens with
+/// [`JWT_SECRET`]).
+pub(crate) async fn app_in(mode: Mode, max_body_bytes: usize, max_buffered_rows: usize) -> App {
     let dir = tempfile::tempdir().unwrap();
     let store = ObjectStoreConfig::from_url(&ObjectStoreConfig::default_url(dir.path())).unwrap();
     let mut storage_args = StorageArgs::new(
@@ -54,10 +67,22 @@ async fn app_with(max_body_bytes: usize, max_buffered_rows: usize) -> App {
     rules.register_tables(&queries).unwrap();
     notifier.register_table(&queries).unwrap();
     rules.restore(&storage, &queries).await.unwrap();
+    let metrics = Metrics::new();
+    let off = Rate {
+        per_second: 0,
+        burst: 0,
+    };
+    let auth = Arc::new(Auth {
+        mode,
+        jwt: Some(JwtVerifier::hs256(JWT_SECRET).unwrap()),
+        registry: DeviceRegistry::load(Arc::clone(&storage)).await.unwrap(),
+        limits: RateLimits::new(off, off, metrics.rate_limited.clone()),
+    });
     let state = AppState {
+        auth: Arc::clone(&auth),
         storage: Arc::clone(&storage),
         queries,
-        metrics: Metrics::new(),
+        metrics,
         rules: rules.clone(),
         notifier,
         edge: Edge::default(),
@@ -70,11 +95,12 @@ async fn app_with(max_body_bytes: usize, max_buffered_rows: usize) -> App {
         }),
         storage,
         rules,
+        auth,
         _dir: dir,
     }
 }
 
-async fn call(app: &App, req: Request<Body>) -> (StatusCode, Vec<u8>) {
+pub(crate) async fn call(app: &App, req: Request<Body>) -> (StatusCode, Vec<u8>) {
     let res = app.router.clone().oneshot(req).await.unwrap();
     let status = res.status();
     let body = axum::body::to_bytes(res.into_body(), usize::MAX)

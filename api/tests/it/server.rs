@@ -11,6 +11,8 @@ pub(crate) struct TestServer {
     pub(crate) url: String,
     /// The MQTT 3.1.1 listener, `host:port`.
     pub(crate) mqtt_addr: String,
+    /// The MQTT 5 listener, `host:port` (empty when off).
+    pub(crate) mqtt5_addr: String,
     /// The CoAP (UDP) address, `host:port`.
     pub(crate) coap_addr: String,
 }
@@ -48,17 +50,24 @@ impl TestServer {
         let (tx, rx) = mpsc::channel();
         // Keep draining stderr for the server's whole life, so logging never blocks it.
         std::thread::spawn(move || {
-            let (mut mqtt, mut coap, mut sent) = (String::new(), String::new(), false);
+            let (mut mqtt, mut mqtt5, mut coap, mut sent) =
+                (String::new(), String::new(), String::new(), false);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent {
                     if let Some(a) = field(&line, "mqtt_addr") {
                         mqtt = a;
                     }
+                    if let Some(a) = field(&line, "mqtt5_addr") {
+                        mqtt5 = a
+                            .trim_start_matches("Some(")
+                            .trim_end_matches(')')
+                            .to_owned();
+                    }
                     if let Some(a) = field(&line, "coap_addr") {
                         coap = a;
                     }
                     if let Some(http) = field(&line, "http_addr") {
-                        let _ = tx.send((http, mqtt.clone(), coap.clone()));
+                        let _ = tx.send((http, mqtt.clone(), mqtt5.clone(), coap.clone()));
                         sent = true;
                     }
                 }
@@ -67,13 +76,14 @@ impl TestServer {
                 }
             }
         });
-        let (http, mqtt_addr, coap_addr) = rx
+        let (http, mqtt_addr, mqtt5_addr, coap_addr) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("aemos did not report its address in time");
         Self {
             child,
             url: format!("http://{http}"),
             mqtt_addr,
+            mqtt5_addr,
             coap_addr,
         }
     }

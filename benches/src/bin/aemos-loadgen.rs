@@ -38,6 +38,15 @@ struct Args {
     /// Seconds to run.
     #[arg(long, default_value_t = 30)]
     seconds: u64,
+    /// A credential sent as `Authorization: Bearer` (a user JWT or a device token).
+    #[arg(long)]
+    token: Option<String>,
+    /// Registers a device of this id owning every sensor of the workload (with `--admin-token`,
+    /// an admin JWT) and writes with its device token.
+    #[arg(long, requires = "admin_token")]
+    register_device: Option<String>,
+    #[arg(long)]
+    admin_token: Option<String>,
 }
 
 #[tokio::main]
@@ -66,7 +75,25 @@ async fn main() -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .build()?;
-    let url = format!("{}/api/v1/write{}", args.url.trim_end_matches('/'), query);
+    let base = args.url.trim_end_matches('/');
+    let url = format!("{base}/api/v1/write{query}");
+    let mut token = args.token.clone();
+    if let (Some(id), Some(admin)) = (&args.register_device, &args.admin_token) {
+        let sensors: Vec<String> = (0..args.sensors)
+            .map(|i| workload.sensor_name(i).to_owned())
+            .collect();
+        let r = client
+            .post(format!("{base}/api/v1/devices"))
+            .bearer_auth(admin)
+            .json(&serde_json::json!({"id": id, "sensors": sensors}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 201, "registering {id}: {}", r.text().await?);
+        let v: serde_json::Value = r.json().await?;
+        token = v["token"].as_str().map(str::to_owned);
+        println!("registered device {id} with {} sensors", args.sensors);
+    }
+    let authorization = token.map(|t| format!("Bearer {t}"));
     let stop = Arc::new(AtomicBool::new(false));
     let accepted = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -81,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
             Arc::clone(&accepted),
             Arc::clone(&errors),
         );
+        let authorization = authorization.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut i = c;
@@ -88,12 +116,14 @@ async fn main() -> anyhow::Result<()> {
                 let body = bodies[i % bodies.len()].clone();
                 i += 1;
                 let t = Instant::now();
-                let result = client
+                let mut request = client
                     .post(&url)
                     .header("content-type", content_type)
-                    .body(body)
-                    .send()
-                    .await;
+                    .body(body);
+                if let Some(a) = &authorization {
+                    request = request.header("authorization", a);
+                }
+                let result = request.send().await;
                 match result {
                     Ok(r) if r.status().is_success() => {
                         let v: serde_json::Value = r.json().await.unwrap_or_default();

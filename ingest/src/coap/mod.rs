@@ -1,11 +1,13 @@
 //! The CoAP server over UDP (`coap-lite` messages): telemetry in, notifications out.
 //!
-//! - `POST /telemetry/{device}` (dev mode) with a JSON body as for MQTT answers `2.04 Changed`
-//!   once the readings are durable, `4.00` with the reason otherwise, `5.03` when overloaded.
-//!   `POST /telemetry?token=T` needs a device registry and answers `4.01` until there is one.
+//! - `POST /telemetry?token=T` (or `/telemetry/{device}`, without a token in `dev` mode) with a
+//!   JSON body as for MQTT answers `2.04 Changed` once the readings are durable, `4.00` with
+//!   the reason otherwise, `4.01` without a valid token, `4.03` for a token of another device
+//!   or a sensor it does not own, `4.29` over its rate limit, `5.03` when overloaded.
 //! - `GET /devices/{device}/notifications` with Observe (RFC 7641) registers an observer
 //!   ([`observers`]); each notification is then sent to it as a confirmable `2.05` with an
-//!   increasing Observe number. Without Observe, the GET answers the last notification.
+//!   increasing Observe number. Without Observe, the GET answers the last notification. Both
+//!   need a credential that may read the device (`?token=`), as the authorizer decides.
 //!
 //! Confirmable requests are deduplicated by endpoint and message id for the exchange
 //! lifetime, so a retransmitted POST is answered again, not stored twice.
@@ -39,8 +41,8 @@ use observers::Observers;
 pub struct CoapArgs {
     /// UDP address; port 0 picks a free port.
     pub addr: SocketAddr,
-    /// `/telemetry/{device}` without a token is accepted (dev mode).
-    pub allow_unauthenticated: bool,
+    /// Who may write and observe; `None`: everyone (tests of the edge alone).
+    pub authorizer: Option<Arc<dyn crate::EdgeAuthorizer>>,
     /// How long an observation lasts without being renewed.
     pub observe_lifetime: Duration,
     pub max_observers: usize,
@@ -52,7 +54,7 @@ impl CoapArgs {
     pub fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
-            allow_unauthenticated: true,
+            authorizer: None,
             observe_lifetime: Duration::from_secs(24 * 3600),
             max_observers: 100_000,
             notify_queue: 65_536,
@@ -284,6 +286,31 @@ async fn handle(shared: Arc<Shared>, mut request: CoapRequest<SocketAddr>) {
     let _ = shared.socket.send_to(&bytes, src).await;
 }
 
+/// The value of `name=` among the request's Uri-Query options (one option per argument, as
+/// RFC 7252 §6.5 has it, or several joined by `&`, as some clients send them).
+fn query_param(request: &CoapRequest<SocketAddr>, name: &str) -> Option<String> {
+    let options = request
+        .message
+        .get_option(coap_lite::CoapOption::UriQuery)?;
+    options.iter().find_map(|option| {
+        let text = std::str::from_utf8(option).ok()?;
+        text.split('&').find_map(|arg| {
+            let (key, value) = arg.split_once('=')?;
+            (key == name).then(|| value.to_owned())
+        })
+    })
+}
+
+/// The answer to a refused credential.
+fn refused(refusal: crate::EdgeRefusal) -> (ResponseType, Bytes) {
+    let status = match &refusal {
+        crate::EdgeRefusal::Unauthorized(_) => ResponseType::Unauthorized,
+        crate::EdgeRefusal::Forbidden(_) => ResponseType::Forbidden,
+        crate::EdgeRefusal::RateLimited(_) => ResponseType::TooManyRequests,
+    };
+    (status, error_body(refusal))
+}
+
 fn error_body(reason: impl std::fmt::Display) -> Bytes {
     Bytes::from(json!({ "error": reason.to_string() }).to_string())
 }
@@ -293,30 +320,36 @@ async fn post_telemetry(
     device: Option<&str>,
     request: &CoapRequest<SocketAddr>,
 ) -> (ResponseType, Bytes) {
-    let Some(device) = device else {
-        return (
-            ResponseType::Unauthorized,
-            error_body(
-                "device tokens need a registered device; use /telemetry/{device} in dev mode",
-            ),
-        );
-    };
-    if !shared.args.allow_unauthenticated {
-        return (
-            ResponseType::Unauthorized,
-            error_body("a device token is required (?token=T)"),
-        );
-    }
-    if let Err(reason) = check_device(device) {
+    if let Some(Err(reason)) = device.map(check_device) {
         return (
             ResponseType::BadRequest,
             error_body(format!("device: {reason}")),
         );
     }
+    let token = query_param(request, "token");
+    let (device, scope) = match (&shared.args.authorizer, device) {
+        (Some(auth), _) => {
+            let Some(src) = request.source else {
+                return (ResponseType::BadRequest, error_body("no source"));
+            };
+            match auth.coap_write(token.as_deref(), device, src) {
+                Ok(granted) => (granted.id, granted.scope),
+                Err(refusal) => return refused(refusal),
+            }
+        }
+        (None, Some(device)) => (device.to_owned(), None),
+        (None, None) => {
+            return (
+                ResponseType::Unauthorized,
+                error_body("device tokens need a device registry; use /telemetry/{device}"),
+            )
+        }
+    };
+    let device = device.as_str();
     if let Err(e) = shared.storage.check_admission() {
         return (ResponseType::ServiceUnavailable, error_body(e));
     }
-    let args = DecodeArgs::new(shared.storage.now_ms());
+    let args = DecodeArgs::new(shared.storage.now_ms()).with_scope(scope);
     let decoded = match decode_device_payload(device, &request.message.payload, &args) {
         Ok(d) => d,
         Err(e) => return (ResponseType::BadRequest, error_body(e)),
@@ -326,7 +359,12 @@ async fn post_telemetry(
             "error": format!("{} of {} readings rejected; nothing was stored", decoded.rejected_count, decoded.rejected_count + decoded.accepted()),
             "rejected": decoded.rejected,
         });
-        return (ResponseType::BadRequest, Bytes::from(body.to_string()));
+        let status = if decoded.forbidden {
+            ResponseType::Forbidden
+        } else {
+            ResponseType::BadRequest
+        };
+        return (status, Bytes::from(body.to_string()));
     }
     let accepted = decoded.accepted();
     match shared.storage.write(decoded.batch).await {
@@ -362,6 +400,12 @@ fn get_notifications(
     let Some(src) = request.source else {
         return (ResponseType::BadRequest, error_body("no source"));
     };
+    if let Some(auth) = &shared.args.authorizer {
+        if let Err(refusal) = auth.coap_read(query_param(request, "token").as_deref(), device, src)
+        {
+            return refused(refusal);
+        }
+    }
     let token = request.message.get_token().to_vec();
     let (sequence, last) = lock(&shared.last)
         .get(device)

@@ -4,7 +4,15 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rumqttd::{Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
+use std::sync::Arc;
+
+use rumqttd::protocol::{DisconnectReasonCode, Packet};
+use rumqttd::{
+    Config, ConnectionSettings, PacketVerdict, RouterConfig, SegmentConfig, ServerSettings,
+    TlsConfig,
+};
+
+use crate::{EdgeAuthorizer, EdgeRefusal};
 
 use super::{MqttArgs, TELEMETRY_FILTER};
 
@@ -37,20 +45,79 @@ pub(super) async fn wait_listening(addr: SocketAddr, limit: Duration) -> crate::
     }
 }
 
+/// The broker's verdict on one packet of a remote client.
+fn verdict(
+    authorizer: Option<&dyn EdgeAuthorizer>,
+    client_id: &str,
+    packet: &Packet,
+) -> PacketVerdict {
+    let refuse = |refusal: EdgeRefusal| {
+        let reason = match refusal {
+            EdgeRefusal::Unauthorized(_) => DisconnectReasonCode::NotAuthorized,
+            EdgeRefusal::Forbidden(_) => DisconnectReasonCode::NotAuthorized,
+            EdgeRefusal::RateLimited(_) => DisconnectReasonCode::MessageRateTooHigh,
+        };
+        PacketVerdict::Refuse {
+            reason,
+            message: refusal.to_string(),
+        }
+    };
+    match packet {
+        Packet::Publish(publish, _) => {
+            let topic = String::from_utf8_lossy(&publish.topic);
+            let outcome = match authorizer {
+                Some(a) => a.mqtt_publish(client_id, &topic),
+                None if crate::edge_auth::is_server_topic(&topic) => Err(EdgeRefusal::Forbidden(
+                    format!("only aemos publishes to {topic:?}"),
+                )),
+                None => Ok(()),
+            };
+            outcome.map_or_else(refuse, |()| PacketVerdict::Allow)
+        }
+        Packet::Subscribe(subscribe, _) => {
+            let Some(a) = authorizer else {
+                return PacketVerdict::Allow;
+            };
+            subscribe
+                .filters
+                .iter()
+                .try_for_each(|f| a.mqtt_subscribe(client_id, &f.path))
+                .map_or_else(refuse, |()| PacketVerdict::Allow)
+        }
+        _ => PacketVerdict::Allow,
+    }
+}
+
 fn server(name: &str, listen: SocketAddr, args: &MqttArgs) -> HashMap<String, ServerSettings> {
+    let mut connections = ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        max_payload_size: args.max_payload_bytes,
+        max_inflight_count: 100,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+        packet_filter: None,
+    };
+    let filter_auth = args.authorizer.clone();
+    connections.packet_filter = Some(Arc::new(move |client_id: &str, packet: &Packet| {
+        verdict(filter_auth.as_deref(), client_id, packet)
+    }));
+    if let Some(authorizer) = args.authorizer.clone().filter(|a| a.mqtt_requires_login()) {
+        connections.set_auth_handler(move |client_id, username, password| {
+            let allowed = authorizer.mqtt_connect(&client_id, &username, &password);
+            async move { allowed }
+        });
+    }
     let settings = ServerSettings {
         name: name.to_owned(),
         listen,
-        tls: None,
+        tls: args.tls.as_ref().map(|(cert, key)| TlsConfig::Rustls {
+            capath: None,
+            certpath: cert.clone(),
+            keypath: key.clone(),
+        }),
         next_connection_delay_ms: 0,
-        connections: ConnectionSettings {
-            connection_timeout_ms: 10_000,
-            max_payload_size: args.max_payload_bytes,
-            max_inflight_count: 100,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        },
+        connections,
     };
     HashMap::from([("1".to_owned(), settings)])
 }

@@ -14,7 +14,7 @@ use tracing::{error, warn};
 
 use super::{device_of_telemetry, errors_topic, MqttMetrics, TELEMETRY_FILTER};
 use crate::validate::check_device;
-use crate::{decode_device_payload, DecodeArgs};
+use crate::{decode_device_payload, DecodeArgs, EdgeAuthorizer};
 
 /// Writes in flight at once: enough for publishes to share group commits.
 const MAX_IN_FLIGHT: usize = 4;
@@ -26,6 +26,7 @@ pub(super) async fn run(
     mut rx: LinkRx,
     storage: Arc<Storage>,
     metrics: MqttMetrics,
+    authorizer: Option<Arc<dyn EdgeAuthorizer>>,
 ) {
     if let Err(e) = tx.subscribe(TELEMETRY_FILTER) {
         error!(error = %e, "mqtt: subscribing the ingest link failed");
@@ -62,7 +63,7 @@ pub(super) async fn run(
                                 last_offset = Some(offset);
                             }
                             let publish = forward.publish;
-                            rows += take_publish(&mut tx, &storage, &metrics, &publish.topic, &publish.payload, &mut batches);
+                            rows += take_publish(&mut tx, &storage, &metrics, authorizer.as_deref(), &publish.topic, &publish.payload, &mut batches);
                         }
                         Some(Notification::Unschedule) if !woken => {
                             woken = true;
@@ -99,6 +100,7 @@ fn take_publish(
     tx: &mut LinkTx,
     storage: &Storage,
     metrics: &MqttMetrics,
+    authorizer: Option<&dyn EdgeAuthorizer>,
     topic: &[u8],
     payload: &[u8],
     batches: &mut Vec<RecordBatch>,
@@ -118,7 +120,9 @@ fn take_publish(
         metrics.rejected_publishes.inc();
         let _ = tx.try_publish(errors_topic(device), body.to_string());
     };
-    match decode_device_payload(device, payload, &DecodeArgs::new(storage.now_ms())) {
+    let scope = authorizer.and_then(|a| a.mqtt_scope(device));
+    let args = DecodeArgs::new(storage.now_ms()).with_scope(scope);
+    match decode_device_payload(device, payload, &args) {
         Ok(decoded) if decoded.rejected_count == 0 => {
             let rows = decoded.accepted();
             if rows > 0 {

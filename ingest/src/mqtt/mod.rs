@@ -8,6 +8,13 @@
 //! time from the link's receipt to durability is the `mqtt_durable_window_seconds` histogram.
 //! A refused publish stores nothing and its reason goes to `aemos/devices/{device}/errors`.
 //!
+//! Every packet a remote client sends passes the authorizer first (the vendored rumqttd's
+//! packet filter, see `vendor/rumqttd/AEMOS.md`): in `production` mode a device connects with
+//! its id as client id and username and its token as password, publishes only to its own
+//! `telemetry` (and `acks`) topics and subscribes only to its own `commands`, `notifications`
+//! and `errors` topics; nobody but aemos publishes to `notifications` or `commands`. A refused
+//! packet closes the connection (MQTT 5: DISCONNECT with the reason code first).
+//!
 //! Notifications go the other way through a second link ([`publisher`]), retained, from a
 //! thread fed by a drop-oldest queue, so a stalled router never holds up the fan-out.
 
@@ -62,6 +69,11 @@ pub struct MqttArgs {
     pub backlog_bytes: usize,
     /// Notifications waiting for the broker before the oldest is dropped.
     pub notify_queue: usize,
+    /// Who may connect, publish and subscribe; `None`: everyone, but only aemos publishes to
+    /// `notifications` and `commands` topics.
+    pub authorizer: Option<Arc<dyn crate::EdgeAuthorizer>>,
+    /// TLS for both listeners: PEM certificate chain and key files.
+    pub tls: Option<(String, String)>,
 }
 
 impl MqttArgs {
@@ -73,6 +85,8 @@ impl MqttArgs {
             max_connections: 10_000,
             backlog_bytes: 256 * 1024 * 1024,
             notify_queue: 65_536,
+            authorizer: None,
+            tls: None,
         }
     }
 }
@@ -161,7 +175,13 @@ impl MqttBroker {
                 }
             })
             .map_err(|e| crate::Error::Edge(format!("starting the mqtt broker: {e}")))?;
-        tokio::spawn(ingest::run(ingest_tx, ingest_rx, storage, metrics.clone()));
+        tokio::spawn(ingest::run(
+            ingest_tx,
+            ingest_rx,
+            storage,
+            metrics.clone(),
+            args.authorizer.clone(),
+        ));
         let publisher = MqttPublisher::start(notify_tx, notify_rx, args.notify_queue, metrics)?;
         for addr in std::iter::once(v4_addr).chain(v5_addr) {
             config::wait_listening(addr, Duration::from_secs(10)).await?;

@@ -1,0 +1,147 @@
+//! HTTP: one policy table says what each route needs, and one middleware applies it to every
+//! matched route before its handler runs (liveness and readiness are open).
+//!
+//! The credential is `Authorization: Bearer <token>` (or `Token <token>`, as InfluxDB clients
+//! send it), or `X-Device-Token`. The handler finds the [`Principal`] in the request's
+//! extensions.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{Access, Auth, AuthError};
+use crate::http::ApiError;
+use crate::metrics::Metrics;
+use crate::tls::ClientAddr;
+
+/// What a route needs; `None`: open to anyone.
+pub fn policy<'a>(method: &Method, template: &str, path: &'a str) -> Option<Access<'a>> {
+    let id = || segment_at(template, path, "{id}").unwrap_or_default();
+    let read = method == Method::GET || method == Method::HEAD;
+    Some(match template {
+        "/api/v1/health/liveness" | "/api/v1/health/readiness" => return None,
+        "/api/v1/write" | "/api/v1/datastreams/token" => Access::WriteReadings,
+        "/api/v1/query" => Access::Query,
+        "/api/v1/devices" if read => Access::ReadAll,
+        "/api/v1/devices/{id}" if read => Access::ReadDevice(id()),
+        "/api/v1/devices/{id}/statistics" | "/api/v1/devices/{id}/notifications" => {
+            Access::ReadDevice(id())
+        }
+        "/api/v1/devices" | "/api/v1/devices/{id}" | "/api/v1/devices/{id}/token" => {
+            Access::Administer
+        }
+        "/api/v1/rulechains" | "/api/v1/rulechains/{id}" if read => Access::ReadAll,
+        "/api/v1/rulechains" | "/api/v1/rulechains/{id}" => Access::Operate,
+        "/api/v1/health" | "/api/v1/metrics/prometheus" => Access::ReadAll,
+        // A route nobody listed here needs the most, so that a new route is never open.
+        _ => Access::Administer,
+    })
+}
+
+/// The path's segment where the template has `name`.
+fn segment_at<'a>(template: &str, path: &'a str, name: &str) -> Option<&'a str> {
+    let at = template.split('/').position(|s| s == name)?;
+    path.split('/').nth(at)
+}
+
+/// The presented credential, if any; `Err` for a malformed `Authorization` header.
+pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let text = value.to_str().map_err(|_| {
+            AuthError::Invalid("`Authorization` header is not visible ASCII".into())
+        })?;
+        let (scheme, token) = text.split_once(' ').ok_or_else(|| {
+            AuthError::Invalid("`Authorization` header must be `Bearer <token>`".into())
+        })?;
+        if !(scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token")) {
+            return Err(AuthError::Invalid(format!(
+                "`Authorization` scheme {scheme:?} is not supported; use `Bearer <token>`"
+            )));
+        }
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(AuthError::Invalid(
+                "`Authorization` header has no token".into(),
+            ));
+        }
+        return Ok(Some(token));
+    }
+    match headers.get("x-device-token") {
+        Some(value) => value
+            .to_str()
+            .map(|t| Some(t.trim()))
+            .map_err(|_| AuthError::Invalid("`X-Device-Token` is not visible ASCII".into())),
+        None => Ok(None),
+    }
+}
+
+/// The peer's address, over plain TCP or TLS (absent in `oneshot` tests).
+fn client_addr(request: &Request) -> Option<SocketAddr> {
+    let extensions = request.extensions();
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .or_else(|| extensions.get::<ConnectInfo<ClientAddr>>().map(|c| c.0 .0))
+}
+
+/// What the middleware needs.
+#[derive(Debug, Clone)]
+pub struct HttpAuth {
+    pub auth: Arc<Auth>,
+    pub metrics: Metrics,
+}
+
+fn reason_label(e: &AuthError) -> &'static str {
+    match e {
+        AuthError::Missing => "missing",
+        AuthError::Invalid(_) => "invalid",
+        AuthError::Forbidden(_) => "forbidden",
+        AuthError::RateLimited { .. } => "rate_limited",
+    }
+}
+
+/// The middleware: authenticate, check the route's policy and the rate limits, then run the
+/// handler with the principal in the request's extensions.
+pub async fn require(State(state): State<HttpAuth>, mut request: Request, next: Next) -> Response {
+    let template = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let path = request.uri().path().to_owned();
+    let Some(access) = policy(request.method(), &template, &path) else {
+        return next.run(request).await;
+    };
+    let outcome = credential(request.headers()).and_then(|c| {
+        let principal = state.auth.authorize(c, &access)?;
+        let limited = match principal.limit_key() {
+            Some(key) => state.auth.limits.check_key(&key, "http"),
+            None => match client_addr(&request) {
+                Some(addr) => state.auth.limits.check_addr(addr.ip(), "http"),
+                None => Ok(()),
+            },
+        };
+        limited.map_err(|wait| AuthError::RateLimited {
+            retry_after_ms: wait.as_millis() as u64,
+        })?;
+        Ok(principal)
+    });
+    match outcome {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(e) => {
+            state
+                .metrics
+                .auth_refusals
+                .with_label_values(&["http", reason_label(&e)])
+                .inc();
+            ApiError::from(e).into_response()
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Devices: the registry of devices, their sensors and their tokens ([`registry`]), and the
+//! write scopes it gives each credential ([`scope`]).
+
+pub mod registry;
+pub mod scope;
+
+pub use registry::{Device, DeviceRegistry, DeviceSpec, DEVICES};

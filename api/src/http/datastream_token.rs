@@ -1,0 +1,169 @@
+//! `POST /api/v1/datastreams/token`: the seed's single reading, written with a device token.
+//!
+//! Body `{"value": "25.5" | 25.5, "variableName": "temperature", "recievedAt": "..."}`
+//! (`receivedAt` too; `sensor` optional when the device owns exactly one sensor). Answers
+//! `201 {"data": {"id", "sensor", "variable", "value", "time"}}` once the reading is durable.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use aemos_ingest::validate::{
+    check_sensor, check_time_ms, check_value, check_variable, parse_rfc3339_ms,
+};
+use aemos_storage::schema::ReadingsBuilder;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::write::storage_error;
+use super::{ApiError, AppState};
+use crate::auth::Principal;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SingleReading {
+    value: Option<Value>,
+    variable_name: Option<String>,
+    /// The seed's spelling.
+    recieved_at: Option<Value>,
+    received_at: Option<Value>,
+    sensor: Option<String>,
+}
+
+/// Ids of single readings: the process's start time and a counter, unique across restarts.
+fn next_id() -> String {
+    static START: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let start = *START.get_or_init(|| chrono::Utc::now().timestamp_millis());
+    format!("{start:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+fn parse_value(value: Option<&Value>) -> Result<f64, ApiError> {
+    let bad = |why: String| ApiError::BadRequest(format!("`value`: {why}"));
+    let v = match value {
+        None => return Err(ApiError::BadRequest("missing field `value`".into())),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .ok_or_else(|| bad(format!("{n} is not a double")))?,
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| bad(format!("{s:?} is not a number")))?,
+        Some(Value::Bool(b)) => f64::from(u8::from(*b)),
+        Some(other) => {
+            return Err(bad(format!(
+                "expected a number or a numeric string, got {other}"
+            )))
+        }
+    };
+    check_value(v).map_err(bad)?;
+    Ok(v)
+}
+
+fn parse_time(value: Option<&Value>, now_ms: i64) -> Result<i64, ApiError> {
+    let bad = |why: String| ApiError::BadRequest(format!("`recievedAt`: {why}"));
+    match value {
+        None | Some(Value::Null) => Ok(now_ms),
+        Some(Value::String(s)) => parse_rfc3339_ms(s).map_err(bad),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| bad(format!("{n} is not integer epoch milliseconds")))
+            .and_then(|ms| check_time_ms(ms).map_err(bad)),
+        Some(other) => Err(bad(format!("expected an RFC 3339 string, got {other}"))),
+    }
+}
+
+pub(super) async fn write_one(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let reading: SingleReading =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("reading: {e}")))?;
+    let variable = reading
+        .variable_name
+        .ok_or_else(|| ApiError::BadRequest("missing field `variableName`".into()))?;
+    check_variable(&variable).map_err(|e| ApiError::BadRequest(format!("`variableName`: {e}")))?;
+    let value = parse_value(reading.value.as_ref())?;
+    let now = state.storage.now_ms();
+    let time = parse_time(
+        reading
+            .recieved_at
+            .as_ref()
+            .or(reading.received_at.as_ref()),
+        now,
+    )?;
+    let (sensor, device): (String, Arc<str>) = match &principal {
+        Principal::Device(d) => {
+            let sensor = match reading.sensor {
+                Some(s) => s,
+                None if d.sensors.len() == 1 => {
+                    d.sensors.iter().next().cloned().unwrap_or_default()
+                }
+                None if d.sensors.is_empty() => d.id.to_string(),
+                None => {
+                    return Err(ApiError::BadRequest(format!(
+                        "missing field `sensor`: device {:?} has {} sensors",
+                        d.id,
+                        d.sensors.len()
+                    )))
+                }
+            };
+            check_sensor(&sensor).map_err(|e| ApiError::BadRequest(format!("`sensor`: {e}")))?;
+            if !d.owns(&sensor) {
+                return Err(ApiError::Forbidden(format!(
+                    "sensor {sensor:?} is not a sensor of device {:?}",
+                    d.id
+                )));
+            }
+            (sensor, Arc::clone(&d.id))
+        }
+        Principal::User(_) | Principal::Anonymous => {
+            let sensor = reading.sensor.ok_or_else(|| {
+                ApiError::BadRequest(
+                    "missing field `sensor` (only a device token implies it)".into(),
+                )
+            })?;
+            check_sensor(&sensor).map_err(|e| ApiError::BadRequest(format!("`sensor`: {e}")))?;
+            let device = match state.auth.registry.owner(&sensor) {
+                Some(owner) => owner,
+                None if state.auth.production() => {
+                    return Err(ApiError::BadRequest(format!(
+                        "sensor {sensor:?} is not registered (production mode accepts only the sensors of registered devices)"
+                    )))
+                }
+                None => Arc::from(sensor.as_str()),
+            };
+            (sensor, device)
+        }
+    };
+    state
+        .storage
+        .check_admission()
+        .map_err(|e| storage_error(&state, e))?;
+    let mut builder = ReadingsBuilder::with_capacity(1);
+    builder.push(time, &device, &sensor, &variable, value);
+    state
+        .storage
+        .write(builder.finish())
+        .await
+        .map_err(|e| storage_error(&state, e))?;
+    state.metrics.readings_accepted.inc();
+    let time_text = chrono::DateTime::from_timestamp_millis(time)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "data": {
+            "id": next_id(),
+            "device": &*device,
+            "sensor": sensor,
+            "variable": variable,
+            "value": value,
+            "time": time_text,
+        }})),
+    ))
+}

@@ -1,0 +1,852 @@
+//! Identity and access through the router (`oneshot`), in `production` mode: every route
+//! against every kind of bad credential, each principal's rights, the device registry and the
+//! seed's single reading.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aemos_api::auth::Mode;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use super::router::{app_in, call, App, JWT_SECRET};
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+pub(crate) fn jwt_with(secret: &str, alg: Algorithm, claims: Value) -> String {
+    encode(
+        &Header::new(alg),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub(crate) fn user_jwt(secret: &str, role: &str) -> String {
+    jwt_with(
+        secret,
+        Algorithm::HS256,
+        json!({"sub": format!("{role}-user"), "role": role, "exp": now() + 3600, "iat": now()}),
+    )
+}
+
+fn b64(v: &Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+async fn send(
+    app: &App,
+    method: &str,
+    uri: &str,
+    credential: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(c) = credential {
+        req = req.header("authorization", c);
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let (status, body) = call(app, req).await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+struct World {
+    app: App,
+    admin: String,
+    operator: String,
+    viewer: String,
+    dev_a: String,
+    dev_b: String,
+    /// dev-a's first token, rotated away.
+    revoked: String,
+}
+
+async fn world() -> World {
+    let app = app_in(Mode::Production, 1 << 20, usize::MAX).await;
+    let admin = format!("Bearer {}", user_jwt(JWT_SECRET, "admin"));
+    let create = |id: &str, sensors: Value| json!({"id": id, "sensors": sensors});
+    let (s, a) = send(
+        &app,
+        "POST",
+        "/api/v1/devices",
+        Some(&admin),
+        Some(create("dev-a", json!(["a-s1"]))),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let revoked = a["token"].as_str().unwrap().to_owned();
+    let (s, a2) = send(
+        &app,
+        "POST",
+        "/api/v1/devices/dev-a/token",
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{a2}");
+    let (_, b) = send(
+        &app,
+        "POST",
+        "/api/v1/devices",
+        Some(&admin),
+        Some(create("dev-b", json!(["b-s1"]))),
+    )
+    .await;
+    let (s, _) = send(
+        &app,
+        "POST",
+        "/api/v1/devices",
+        Some(&admin),
+        Some(create("dev-c", json!([]))),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let chain =
+        json!({"id": "r-1", "nodes": [{"type": "filter", "sensor": "a-s1", "condition": "t > 1"}]});
+    let (s, c) = send(
+        &app,
+        "POST",
+        "/api/v1/rulechains",
+        Some(&admin),
+        Some(chain),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    World {
+        operator: format!("Bearer {}", user_jwt(JWT_SECRET, "operator")),
+        viewer: format!("Bearer {}", user_jwt(JWT_SECRET, "viewer")),
+        dev_a: format!("Bearer {}", a2["token"].as_str().unwrap()),
+        dev_b: format!("Bearer {}", b["token"].as_str().unwrap()),
+        revoked: format!("Bearer {revoked}"),
+        admin,
+        app,
+    }
+}
+
+/// Who may use a route: the success status of each principal, or `None` (403).
+struct Route {
+    method: &'static str,
+    path: &'static str,
+    body: fn(usize) -> Option<Value>,
+    admin: Option<u16>,
+    operator: Option<u16>,
+    viewer: Option<u16>,
+    dev_a: Option<u16>,
+    dev_b: Option<u16>,
+}
+
+fn none(_: usize) -> Option<Value> {
+    None
+}
+
+fn routes() -> Vec<Route> {
+    let r = |method, path, body: fn(usize) -> Option<Value>, a, o, v, da, db| Route {
+        method,
+        path,
+        body,
+        admin: a,
+        operator: o,
+        viewer: v,
+        dev_a: da,
+        dev_b: db,
+    };
+    let users = |code| (Some(code), Some(code), Some(code));
+    let (ok, created, gone) = (200, 201, 404);
+    vec![
+        r(
+            "POST",
+            "/api/v1/write",
+            |_| Some(json!({"readings": [{"sensor": "a-s1", "variable": "t", "value": 2}]})),
+            Some(ok),
+            Some(ok),
+            None,
+            Some(ok),
+            None,
+        ),
+        r(
+            "POST",
+            "/api/v1/datastreams/token",
+            |_| Some(json!({"sensor": "a-s1", "variableName": "t", "value": "3.5"})),
+            Some(created),
+            Some(created),
+            None,
+            Some(created),
+            None,
+        ),
+        {
+            let (a, o, v) = users(ok);
+            r(
+                "GET",
+                "/api/v1/query?sql=SELECT%201",
+                none,
+                a,
+                o,
+                v,
+                None,
+                None,
+            )
+        },
+        {
+            let (a, o, v) = users(ok);
+            r(
+                "POST",
+                "/api/v1/query",
+                |_| Some(json!({"sql": "SELECT 1"})),
+                a,
+                o,
+                v,
+                None,
+                None,
+            )
+        },
+        {
+            let (a, o, v) = users(ok);
+            r("GET", "/api/v1/devices", none, a, o, v, None, None)
+        },
+        r(
+            "POST",
+            "/api/v1/devices",
+            |n| Some(json!({"id": format!("new-{n}")})),
+            Some(created),
+            None,
+            None,
+            None,
+            None,
+        ),
+        {
+            let (a, o, v) = users(ok);
+            r(
+                "GET",
+                "/api/v1/devices/dev-a",
+                none,
+                a,
+                o,
+                v,
+                Some(ok),
+                None,
+            )
+        },
+        r(
+            "PUT",
+            "/api/v1/devices/dev-a",
+            |_| Some(json!({"sensors": ["a-s1"]})),
+            Some(ok),
+            None,
+            None,
+            None,
+            None,
+        ),
+        r(
+            "DELETE",
+            "/api/v1/devices/no-such",
+            none,
+            Some(gone),
+            None,
+            None,
+            None,
+            None,
+        ),
+        r(
+            "POST",
+            "/api/v1/devices/dev-c/token",
+            none,
+            Some(ok),
+            None,
+            None,
+            None,
+            None,
+        ),
+        {
+            let (a, o, v) = users(ok);
+            r(
+                "GET",
+                "/api/v1/devices/dev-a/statistics",
+                none,
+                a,
+                o,
+                v,
+                Some(ok),
+                None,
+            )
+        },
+        {
+            let (a, o, v) = users(ok);
+            r(
+                "GET",
+                "/api/v1/devices/dev-a/notifications",
+                none,
+                a,
+                o,
+                v,
+                Some(ok),
+                None,
+            )
+        },
+        {
+            let (a, o, v) = users(ok);
+            r("GET", "/api/v1/rulechains", none, a, o, v, None, None)
+        },
+        r(
+            "POST",
+            "/api/v1/rulechains",
+            |n| {
+                Some(
+                    json!({"id": format!("c-{n}"), "nodes": [{"type": "filter", "sensor": "a-s1", "condition": "t > 1"}]}),
+                )
+            },
+            Some(created),
+            Some(created),
+            None,
+            None,
+            None,
+        ),
+        {
+            let (a, o, v) = users(ok);
+            r("GET", "/api/v1/rulechains/r-1", none, a, o, v, None, None)
+        },
+        r(
+            "PUT",
+            "/api/v1/rulechains/r-1",
+            |_| {
+                Some(
+                    json!({"id": "r-1", "nodes": [{"type": "filter", "sensor": "a-s1", "condition": "t > 2"}]}),
+                )
+            },
+            Some(ok),
+            Some(ok),
+            None,
+            None,
+            None,
+        ),
+        r(
+            "DELETE",
+            "/api/v1/rulechains/no-such",
+            none,
+            Some(gone),
+            Some(gone),
+            None,
+            None,
+            None,
+        ),
+        {
+            let (a, o, v) = users(ok);
+            r("GET", "/api/v1/health", none, a, o, v, None, None)
+        },
+        {
+            let (a, o, v) = users(ok);
+            r(
+                "GET",
+                "/api/v1/metrics/prometheus",
+                none,
+                a,
+                o,
+                v,
+                None,
+                None,
+            )
+        },
+    ]
+}
+
+/// Credentials that no route accepts, each with what the refusal must say.
+fn bad_credentials(w: &World) -> Vec<(&'static str, Option<String>, &'static str)> {
+    let exp = now() + 3600;
+    let claims = |role: &str| json!({"sub": "mallory", "role": role, "exp": exp});
+    vec![
+        ("none", None, "credential is required"),
+        (
+            "not bearer",
+            Some("Basic YWRtaW46YWRtaW4=".into()),
+            "scheme",
+        ),
+        ("empty bearer", Some("Bearer ".into()), "no token"),
+        (
+            "garbage",
+            Some("Bearer not-a-token".into()),
+            "neither a device token",
+        ),
+        (
+            "malformed device token",
+            Some("Bearer adt_1234".into()),
+            "neither a device token",
+        ),
+        (
+            "unknown device token",
+            Some(format!("Bearer adt_{}", "0".repeat(64))),
+            "device token is not valid",
+        ),
+        (
+            "revoked device token",
+            Some(w.revoked.clone()),
+            "device token is not valid",
+        ),
+        (
+            "forged jwt",
+            Some(format!(
+                "Bearer {}",
+                user_jwt("another-secret-of-at-least-32-bytes!", "admin")
+            )),
+            "signature",
+        ),
+        (
+            "expired jwt",
+            Some(format!(
+                "Bearer {}",
+                jwt_with(
+                    JWT_SECRET,
+                    Algorithm::HS256,
+                    json!({"sub": "a", "role": "admin", "exp": now() - 3600})
+                )
+            )),
+            "expired",
+        ),
+        (
+            "wrong algorithm",
+            Some(format!(
+                "Bearer {}",
+                jwt_with(JWT_SECRET, Algorithm::HS384, claims("admin"))
+            )),
+            "algorithm",
+        ),
+        (
+            "alg none",
+            Some(format!(
+                "Bearer {}.{}.",
+                b64(&json!({"alg": "none", "typ": "JWT"})),
+                b64(&claims("admin"))
+            )),
+            "`none`",
+        ),
+        (
+            "no role",
+            Some(format!(
+                "Bearer {}",
+                jwt_with(
+                    JWT_SECRET,
+                    Algorithm::HS256,
+                    json!({"sub": "a", "exp": exp})
+                )
+            )),
+            "role",
+        ),
+        (
+            "no exp",
+            Some(format!(
+                "Bearer {}",
+                jwt_with(
+                    JWT_SECRET,
+                    Algorithm::HS256,
+                    json!({"sub": "a", "role": "admin"})
+                )
+            )),
+            "exp",
+        ),
+        (
+            "unknown role",
+            Some(format!(
+                "Bearer {}",
+                jwt_with(JWT_SECRET, Algorithm::HS256, claims("root"))
+            )),
+            "not admin, operator or viewer",
+        ),
+        (
+            "future iat",
+            Some(format!(
+                "Bearer {}",
+                jwt_with(
+                    JWT_SECRET,
+                    Algorithm::HS256,
+                    json!({"sub": "a", "role": "admin", "exp": exp + 86400, "iat": now() + 86400})
+                )
+            )),
+            "iat",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_refuses_every_bad_credential_and_admits_the_rights_ones() {
+    let w = world().await;
+    let n = AtomicUsize::new(0);
+    let next = || n.fetch_add(1, Ordering::Relaxed);
+    for route in routes() {
+        for (name, credential, says) in bad_credentials(&w) {
+            let (status, body) = send(
+                &w.app,
+                route.method,
+                route.path,
+                credential.as_deref(),
+                (route.body)(next()),
+            )
+            .await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{} {} with {name}: {body}",
+                route.method,
+                route.path
+            );
+            let error = body["error"].as_str().unwrap_or_default();
+            assert!(
+                error.contains(says),
+                "{} {} with {name}: {error:?} should say {says:?}",
+                route.method,
+                route.path
+            );
+            if let Some(c) = &credential {
+                let secret = c.trim_start_matches("Bearer ").trim_start_matches("Basic ");
+                assert!(
+                    secret.len() < 8 || !error.contains(secret),
+                    "the refusal echoes the credential"
+                );
+            }
+        }
+        let principals = [
+            ("admin", &w.admin, route.admin),
+            ("operator", &w.operator, route.operator),
+            ("viewer", &w.viewer, route.viewer),
+            ("dev-a", &w.dev_a, route.dev_a),
+            ("dev-b", &w.dev_b, route.dev_b),
+        ];
+        for (name, credential, expected) in principals {
+            let (status, body) = send(
+                &w.app,
+                route.method,
+                route.path,
+                Some(credential),
+                (route.body)(next()),
+            )
+            .await;
+            let expected = expected.unwrap_or(403);
+            assert_eq!(
+                status.as_u16(),
+                expected,
+                "{} {} as {name}: {body}",
+                route.method,
+                route.path
+            );
+        }
+    }
+    // Liveness and readiness stay open.
+    for path in ["/api/v1/health/liveness", "/api/v1/health/readiness"] {
+        assert_eq!(
+            send(&w.app, "GET", path, None, None).await.0,
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_writes_only_its_own_sensors_and_production_refuses_unregistered_ones() {
+    let w = world().await;
+    let reading =
+        |sensor: &str| json!({"readings": [{"sensor": sensor, "variable": "t", "value": 1}]});
+    let (s, body) = send(
+        &w.app,
+        "POST",
+        "/api/v1/write",
+        Some(&w.dev_a),
+        Some(reading("b-s1")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a sensor of device \"dev-a\""),
+        "{body}"
+    );
+    // Its own name is its implicit sensor; the device column is the owner.
+    let (s, _) = send(
+        &w.app,
+        "POST",
+        "/api/v1/write",
+        Some(&w.dev_a),
+        Some(reading("dev-a")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, body) = send(
+        &w.app,
+        "POST",
+        "/api/v1/write",
+        Some(&w.operator),
+        Some(reading("unregistered")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["rejected"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not registered"),
+        "{body}"
+    );
+    let naming =
+        json!({"readings": [{"sensor": "a-s1", "device": "dev-b", "variable": "t", "value": 1}]});
+    let (s, body) = send(
+        &w.app,
+        "POST",
+        "/api/v1/write",
+        Some(&w.operator),
+        Some(naming),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, _) = send(
+        &w.app,
+        "POST",
+        "/api/v1/write",
+        Some(&w.operator),
+        Some(reading("a-s1")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, rows) = send(
+        &w.app,
+        "POST",
+        "/api/v1/query",
+        Some(&w.viewer),
+        Some(json!({"sql": "SELECT device, sensor FROM readings ORDER BY sensor"})),
+    )
+    .await;
+    assert_eq!(
+        rows,
+        json!([{"device": "dev-a", "sensor": "a-s1"}, {"device": "dev-a", "sensor": "dev-a"}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_refuses_bad_devices_precisely_and_changes_nothing() {
+    let w = world().await;
+    let cases = [
+        (json!({"id": "dev-a"}), 409, "already exists"),
+        (json!({"id": "bad id"}), 400, "`id`"),
+        (json!({"sensors": ["x"]}), 400, "missing field `id`"),
+        (
+            json!({"id": "d-9", "sensors": ["s", "s"]}),
+            400,
+            "listed twice",
+        ),
+        (
+            json!({"id": "d-9", "sensors": ["ok", "bad/sensor"]}),
+            400,
+            "`sensors[1]`",
+        ),
+        (
+            json!({"id": "d-9", "sensors": ["a-s1"]}),
+            409,
+            "belongs to device \"dev-a\"",
+        ),
+        (json!({"id": "a-s1"}), 409, "is a sensor of device"),
+        (
+            json!({"id": "d-9", "inactivityTimeout": "soon"}),
+            400,
+            "`inactivityTimeout`",
+        ),
+        (
+            json!({"id": "d-9", "colour": "red"}),
+            400,
+            "unknown field `colour`",
+        ),
+    ];
+    for (body, status, says) in cases {
+        let (s, answer) = send(
+            &w.app,
+            "POST",
+            "/api/v1/devices",
+            Some(&w.admin),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(s.as_u16(), status, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(says),
+            "{body}: {answer}"
+        );
+    }
+    let (_, list) = send(&w.app, "GET", "/api/v1/devices", Some(&w.viewer), None).await;
+    let ids: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["dev-a", "dev-b", "dev-c"]);
+    let text = list.to_string();
+    assert!(
+        !text.contains("token\"") && !text.contains("sha256"),
+        "no token nor hash shown: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_revokes_at_once_and_the_registry_survives_a_reload() {
+    let w = world().await;
+    let (s, _) = send(&w.app, "GET", "/api/v1/devices/dev-b", Some(&w.dev_b), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, rotated) = send(
+        &w.app,
+        "POST",
+        "/api/v1/devices/dev-b/token",
+        Some(&w.admin),
+        None,
+    )
+    .await;
+    let (s, _) = send(&w.app, "GET", "/api/v1/devices/dev-b", Some(&w.dev_b), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let fresh = format!("Bearer {}", rotated["token"].as_str().unwrap());
+    assert_eq!(
+        send(&w.app, "GET", "/api/v1/devices/dev-b", Some(&fresh), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(rotated["tokenGeneration"], 2);
+    // Another registry over the same object store sees the same devices and tokens.
+    let again = aemos_api::devices::DeviceRegistry::load(std::sync::Arc::clone(&w.app.storage))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 3);
+    assert_eq!(
+        &*again
+            .by_token(fresh.trim_start_matches("Bearer "))
+            .unwrap()
+            .id,
+        "dev-b"
+    );
+    assert!(again
+        .by_token(w.dev_b.trim_start_matches("Bearer "))
+        .is_none());
+    // Removal: the token stops working, the id is free again.
+    assert_eq!(
+        send(
+            &w.app,
+            "DELETE",
+            "/api/v1/devices/dev-b",
+            Some(&w.admin),
+            None
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        send(&w.app, "GET", "/api/v1/devices/dev-b", Some(&fresh), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(w.app.auth.registry.get("dev-b").is_none());
+}
+
+async fn single(w: &World, body: Value) -> (StatusCode, Value) {
+    send(
+        &w.app,
+        "POST",
+        "/api/v1/datastreams/token",
+        Some(&w.dev_a),
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_single_reading_takes_strings_both_spellings_and_an_implied_sensor() {
+    let w = world().await;
+    let (s, body) = single(&w, json!({"value": "25.5", "variableName": "temperature", "recievedAt": "2026-01-20T10:30:00Z"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(body["data"]["sensor"], "a-s1");
+    assert_eq!(body["data"]["value"], 25.5);
+    assert_eq!(body["data"]["time"], "2026-01-20T10:30:00.000Z");
+    let (s, body) = single(
+        &w,
+        json!({"value": 26, "variableName": "temperature", "receivedAt": 1768905060000i64}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    // X-Device-Token works too.
+    let req = Request::post("/api/v1/datastreams/token")
+        .header("x-device-token", w.dev_a.trim_start_matches("Bearer "))
+        .body(Body::from(
+            json!({"value": 1, "variableName": "humidity"}).to_string(),
+        ))
+        .unwrap();
+    assert_eq!(call(&w.app, req).await.0, StatusCode::CREATED);
+    let bad = [
+        (json!({"variableName": "t"}), "`value`"),
+        (
+            json!({"value": "warm", "variableName": "t"}),
+            "\"warm\" is not a number",
+        ),
+        (json!({"value": 1}), "`variableName`"),
+        (
+            json!({"value": 1, "variableName": "t", "recievedAt": "yesterday"}),
+            "`recievedAt`",
+        ),
+        (
+            json!({"value": 1, "variableName": "bad name"}),
+            "`variableName`",
+        ),
+    ];
+    for (body, says) in bad {
+        let (s, answer) = single(&w, body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(says),
+            "{body}: {answer}"
+        );
+    }
+    let (s, _) = single(
+        &w,
+        json!({"value": 1, "variableName": "t", "sensor": "b-s1"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, rows) = send(
+        &w.app,
+        "POST",
+        "/api/v1/query",
+        Some(&w.viewer),
+        Some(json!({"sql": "SELECT count(*) AS n FROM readings WHERE device = 'dev-a'"})),
+    )
+    .await;
+    assert_eq!(rows[0]["n"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_is_open_but_checks_a_credential_that_is_presented() {
+    let app = app_in(Mode::Dev, 1 << 20, usize::MAX).await;
+    let reading = json!({"readings": [{"sensor": "s", "variable": "t", "value": 1}]});
+    assert_eq!(
+        send(&app, "POST", "/api/v1/write", None, Some(reading.clone()))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, "GET", "/api/v1/devices", None, None).await.0,
+        StatusCode::OK
+    );
+    let forged = format!(
+        "Bearer {}",
+        user_jwt("another-secret-of-at-least-32-bytes!", "admin")
+    );
+    assert_eq!(
+        send(&app, "POST", "/api/v1/write", Some(&forged), Some(reading))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+}
