@@ -18,6 +18,7 @@ pub struct Metrics {
     pub engine_ticks: IntGauge,
     pub engine_firings: IntGauge,
     pub engine_eval_errors: IntGauge,
+    pub engine_key_collisions: IntGauge,
     pub notifications: IntGauge,
     pub notifications_dropped: IntGaugeVec,
     pub socketio_missed: IntGauge,
@@ -99,6 +100,10 @@ impl Metrics {
             engine_eval_errors: gauge(
                 "engine_eval_errors_total",
                 "Runtime evaluation errors of rule chains (division by zero on a value, NaN)",
+            ),
+            engine_key_collisions: gauge(
+                "engine_key_collisions_total",
+                "Readings left out and chains quarantined because two names shared a 64-bit key",
             ),
             notifications: gauge("notifications_total", "Notifications handed to the channels"),
             notifications_dropped: {

@@ -59,6 +59,7 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
     m.engine_ticks.set(load(&em.ticks));
     m.engine_firings.set(load(&em.firings));
     m.engine_eval_errors.set(load(&em.eval_errors));
+    m.engine_key_collisions.set(load(&em.key_collisions));
     m.notifications.set(state.notifier.delivered() as i64);
     let edge = &state.edge;
     let dropped = |channel: &str, n: u64| {
