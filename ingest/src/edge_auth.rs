@@ -62,7 +62,11 @@ pub trait EdgeAuthorizer: Send + Sync + Debug {
     /// MQTT CONNECT: whether the client may connect with these credentials.
     fn mqtt_connect(&self, client_id: &str, username: &str, password: &str) -> bool;
 
-    /// One PUBLISH of a connected client (`Ok`: route it).
+    /// Any packet of a connected client: whether its session still stands (its token not
+    /// rotated, its device not removed).
+    fn mqtt_session(&self, client_id: &str) -> Result<(), EdgeRefusal>;
+
+    /// One PUBLISH of a connected client (`Ok`: route it); also the Will of a CONNECT.
     fn mqtt_publish(&self, client_id: &str, topic: &str) -> Result<(), EdgeRefusal>;
 
     /// One filter of a SUBSCRIBE of a connected client.

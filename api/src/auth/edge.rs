@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use aemos_ingest::edge_auth::{device_topic, is_server_topic};
 use aemos_ingest::{EdgeAuthorizer, EdgeDevice, EdgeRefusal, SensorScope};
 
+use super::token::{self, TokenHash};
 use super::{Access, Auth, AuthError, Principal};
 use crate::devices::scope::{DeviceScope, RegistryScope};
 use crate::metrics::Metrics;
@@ -23,8 +24,9 @@ use crate::metrics::Metrics;
 pub struct EdgeAuth {
     auth: Arc<Auth>,
     metrics: Metrics,
-    /// MQTT client id -> the token generation it connected with.
-    sessions: Mutex<HashMap<String, u64>>,
+    /// MQTT client id -> the hash of the token it connected with (not a generation: a device
+    /// removed and registered again starts at generation 1 with another token).
+    sessions: Mutex<HashMap<String, TokenHash>>,
 }
 
 impl EdgeAuth {
@@ -55,7 +57,7 @@ impl EdgeAuth {
 
     /// The session's device, if its token is still the one it connected with.
     fn session_device(&self, client_id: &str) -> Result<(), AuthError> {
-        let generation = self
+        let connected = self
             .sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -65,9 +67,9 @@ impl EdgeAuth {
             .auth
             .registry
             .get(client_id)
-            .map(|d| d.token_generation);
-        match (generation, current) {
-            (Some(g), Some(c)) if g == c => Ok(()),
+            .map(|d| d.token_hash());
+        match (connected, current) {
+            (Some(a), Some(b)) if token::same_hash(&a, &b) => Ok(()),
             (_, None) => Err(AuthError::Invalid(format!(
                 "device {client_id:?} is no longer registered"
             ))),
@@ -78,12 +80,23 @@ impl EdgeAuth {
     }
 
     fn limit(&self, key: &str, protocol: &str) -> Result<(), AuthError> {
+        if !self.auth.limits.limits_keys() {
+            return Ok(());
+        }
         self.auth
             .limits
             .check_key(key, protocol)
             .map_err(|wait| AuthError::RateLimited {
                 retry_after_ms: wait.as_millis() as u64,
             })
+    }
+
+    /// The rate limit of a publish, without building its key when limits are off.
+    fn limit_mqtt(&self, prefix: &str, client_id: &str) -> Result<(), AuthError> {
+        if !self.auth.limits.limits_keys() {
+            return Ok(());
+        }
+        self.limit(&format!("{prefix}{client_id}"), "mqtt")
     }
 
     fn dev_scope(&self) -> Option<Arc<dyn SensorScope>> {
@@ -110,7 +123,7 @@ impl EdgeAuthorizer for EdgeAuth {
                 self.sessions
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(client_id.to_owned(), device.token_generation);
+                    .insert(client_id.to_owned(), device.token_hash());
                 Ok(())
             }
             Some(_) => Err(AuthError::Invalid(
@@ -126,6 +139,14 @@ impl EdgeAuthorizer for EdgeAuth {
                 false
             }
         }
+    }
+
+    fn mqtt_session(&self, client_id: &str) -> Result<(), EdgeRefusal> {
+        if !self.auth.production() {
+            return Ok(());
+        }
+        self.session_device(client_id)
+            .map_err(|e| self.refuse("mqtt", e))
     }
 
     fn mqtt_publish(&self, client_id: &str, topic: &str) -> Result<(), EdgeRefusal> {
@@ -145,9 +166,9 @@ impl EdgeAuthorizer for EdgeAuth {
                         )))
                     }
                 }
-                self.limit(&format!("device:{client_id}"), "mqtt")
+                self.limit_mqtt("device:", client_id)
             } else {
-                self.limit(&format!("mqtt:{client_id}"), "mqtt")
+                self.limit_mqtt("mqtt:", client_id)
             }
         };
         check().map_err(|e| self.refuse("mqtt", e))

@@ -141,6 +141,18 @@ pub async fn require(State(state): State<HttpAuth>, mut request: Request, next: 
                 .auth_refusals
                 .with_label_values(&["http", reason_label(&e)])
                 .inc();
+            // Refused credentials count against their address, so guessing (or making the
+            // server verify signatures) is limited too.
+            if matches!(e, AuthError::Missing | AuthError::Invalid(_)) {
+                if let Some(Err(wait)) =
+                    client_addr(&request).map(|a| state.auth.limits.check_addr(a.ip(), "http"))
+                {
+                    return ApiError::from(AuthError::RateLimited {
+                        retry_after_ms: wait.as_millis() as u64,
+                    })
+                    .into_response();
+                }
+            }
             ApiError::from(e).into_response()
         }
     }

@@ -56,6 +56,11 @@ impl RateLimits {
         }
     }
 
+    /// Whether devices and users are limited at all (callers skip building keys otherwise).
+    pub fn limits_keys(&self) -> bool {
+        self.device.is_some()
+    }
+
     /// Takes one message of `key` (a device or user); `Err` is the wait before the next.
     pub fn check_key(&self, key: &str, protocol: &str) -> Result<(), Duration> {
         let Some(limiter) = &self.device else {

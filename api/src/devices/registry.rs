@@ -91,6 +91,11 @@ impl Device {
         })
     }
 
+    /// The SHA-256 of the device's current token (what an MQTT session remembers).
+    pub fn token_hash(&self) -> TokenHash {
+        self.token_hash
+    }
+
     /// Whether this device may write `sensor`: one of its sensors, or its own name.
     pub fn owns(&self, sensor: &str) -> bool {
         sensor == &*self.id || self.sensors.contains(sensor)

@@ -554,21 +554,11 @@ async fn a_device_writes_only_its_own_sensors_and_production_refuses_unregistere
     let naming =
         json!({"readings": [{"sensor": "a-s1", "device": "dev-b", "variable": "t", "value": 1}]});
     let cases = [
-        (
-            &w.dev_a,
-            reading("b-s1"),
-            403,
-            "is not a sensor of device",
-        ),
+        (&w.dev_a, reading("b-s1"), 403, "is not a sensor of device"),
         // Its own name is its implicit sensor.
         (&w.dev_a, reading("dev-a"), 200, "accepted"),
         (&w.operator, reading("unregistered"), 400, "not registered"),
-        (
-            &w.operator,
-            naming,
-            400,
-            "the device sensor",
-        ),
+        (&w.operator, naming, 400, "the device sensor"),
         (&w.operator, reading("a-s1"), 200, "accepted"),
     ];
     for (credential, body, status, says) in cases {

@@ -210,6 +210,23 @@ async fn mqtt_over_tls_admits_a_device_only_to_its_own_topics() {
             "{client_id} {login:?} connected"
         );
     }
+    // A Will is what the broker publishes for the client when it goes: it must pass the same
+    // checks, at CONNECT.
+    for (topic, allowed) in [
+        ("aemos/devices/dev-b/commands", false),
+        ("aemos/devices/dev-a/notifications", false),
+        ("aemos/devices/dev-b/telemetry", false),
+        ("aemos/devices/dev-a/telemetry", true),
+    ] {
+        let mut o = s.mqtt_options("dev-a", Some(("dev-a", &token_a)));
+        o.set_last_will(rumqttc::LastWill::new(
+            topic,
+            r#"{"t": 9}"#,
+            QoS::AtLeastOnce,
+            false,
+        ));
+        assert_eq!(connect(o).await.is_ok(), allowed, "will on {topic}");
+    }
     // Publishes and subscriptions: each refused one closes the connection; the legitimate
     // ones are answered.
     let cases: [(&str, &str, bool); 10] = [

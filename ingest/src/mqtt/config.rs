@@ -84,7 +84,17 @@ fn verdict(
                 .try_for_each(|f| a.mqtt_subscribe(client_id, &f.path))
                 .map_or_else(refuse, |()| PacketVerdict::Allow)
         }
-        _ => PacketVerdict::Allow,
+        // A second CONNECT is a protocol violation (MQTT 3.1.1 §3.1.0-2); the router would log
+        // it whole, password included.
+        Packet::Connect(..) => refuse(EdgeRefusal::Forbidden(
+            "a second CONNECT on one connection".into(),
+        )),
+        _ => match authorizer {
+            Some(a) => a
+                .mqtt_session(client_id)
+                .map_or_else(refuse, |()| PacketVerdict::Allow),
+            None => PacketVerdict::Allow,
+        },
     }
 }
 

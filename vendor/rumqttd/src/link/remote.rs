@@ -4,7 +4,7 @@ use crate::link::network::Network;
 use crate::local::LinkBuilder;
 use crate::protocol::{
     ConnAck, Connect, ConnectReturnCode, Disconnect, DisconnectProperties, DisconnectReasonCode,
-    Login, Packet, Protocol,
+    Login, Packet, Protocol, Publish,
 };
 use crate::router::{Event, Notification};
 use crate::{ConnectionId, ConnectionSettings, PacketFilter, PacketVerdict};
@@ -276,6 +276,31 @@ where
     Span::current().record("client_id", &connect.client_id);
 
     handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
+
+    // aemos: the router publishes a Will itself when the link ends, past the packet filter, so
+    // the Will is put to the filter here as the PUBLISH it would become; a refused one refuses
+    // the connection (CONNACK not authorized).
+    if let (Some(filter), Packet::Connect(_, _, Some(will), _, _)) = (&config.packet_filter, &packet) {
+        let probe = Packet::Publish(
+            Publish {
+                dup: false,
+                qos: will.qos,
+                pkid: 0,
+                retain: will.retain,
+                topic: will.topic.clone(),
+                payload: will.message.clone(),
+            },
+            None,
+        );
+        if let PacketVerdict::Refuse { message, .. } = filter(&connect.client_id, &probe) {
+            let ack = ConnAck {
+                session_present: false,
+                code: ConnectReturnCode::NotAuthorized,
+            };
+            network.write(Packet::ConnAck(ack, None)).await?;
+            return Err(Error::Refused(format!("will message: {message}")));
+        }
+    }
 
     // aemos: upstream refuses keep_alive == 0 here (Error::ZeroKeepAlive). MQTT 3.1.1 and 5
     // (§3.1.2.10) allow it: it turns keep-alive off, see `Network::set_keepalive`.
