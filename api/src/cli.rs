@@ -155,6 +155,9 @@ pub struct SecurityArgs {
     /// PEM public key (RSA: RS256, EC P-256: ES256) of an identity provider signing user JWTs.
     #[arg(long, env = "AEMOS_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
+    /// The `aud` user JWTs must carry (checked only when given).
+    #[arg(long, env = "AEMOS_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
     /// PEM certificate chain: TLS for HTTP (and Socket.IO) and both MQTT listeners.
     #[arg(long, env = "AEMOS_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

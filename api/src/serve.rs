@@ -92,7 +92,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (_, Some(path)) => Some(JwtVerifier::public_key(path)?),
         (Some(secret), None) => Some(JwtVerifier::hs256(secret)?),
         (None, None) => None,
-    };
+    }
+    .map(|j| j.with_audience(args.security.jwt_audience.as_deref()));
     let tls = match (&args.security.tls_cert, &args.security.tls_key) {
         (Some(cert), Some(key)) => Some((
             crate::tls::server_config(cert, key)?,

@@ -63,11 +63,7 @@ impl EdgeAuth {
             .unwrap_or_else(|p| p.into_inner())
             .get(client_id)
             .copied();
-        let current = self
-            .auth
-            .registry
-            .get(client_id)
-            .map(|d| d.token_hash());
+        let current = self.auth.registry.get(client_id).map(|d| d.token_hash());
         match (connected, current) {
             (Some(a), Some(b)) if token::same_hash(&a, &b) => Ok(()),
             (_, None) => Err(AuthError::Invalid(format!(

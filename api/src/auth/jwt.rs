@@ -52,7 +52,20 @@ impl JwtVerifier {
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
+        // Without `--jwt-audience` an `aud` claim is not checked (jsonwebtoken would refuse
+        // every token that has one).
+        validation.validate_aud = false;
         Self { key, validation }
+    }
+
+    /// Accept only tokens whose `aud` names `audience` (and that have one).
+    pub fn with_audience(mut self, audience: Option<&str>) -> Self {
+        if let Some(aud) = audience {
+            self.validation.set_audience(&[aud]);
+            self.validation.validate_aud = true;
+            self.validation.required_spec_claims.insert("aud".into());
+        }
+        self
     }
 
     /// HS256 with a shared secret (at least 32 bytes, as RFC 7518 §3.2 asks).
@@ -117,6 +130,7 @@ fn describe(kind: &ErrorKind, validation: &Validation) -> String {
             "token algorithm is not the accepted {:?}",
             validation.algorithms
         ),
+        ErrorKind::InvalidAudience => "token's `aud` is not this server's --jwt-audience".into(),
         ErrorKind::MissingRequiredClaim(claim) => format!("token lacks the `{claim}` claim"),
         ErrorKind::Json(e) => format!("token header or claims are not valid: {e}"),
         ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
@@ -224,6 +238,30 @@ mod tests {
         )
         .unwrap();
         assert!(JwtVerifier::public_key(&dir.path().join("junk.pem")).is_err());
+    }
+
+    #[test]
+    fn an_audience_is_checked_only_when_configured() {
+        let secret = "a-secret-of-at-least-thirty-two-bytes!";
+        let token = |aud: &str| {
+            let mut c = claims("viewer", now() + 600);
+            c["aud"] = aud.into();
+            encode(
+                &Header::new(Algorithm::HS256),
+                &c,
+                &EncodingKey::from_secret(secret.as_bytes()),
+            )
+            .unwrap()
+        };
+        let open = JwtVerifier::hs256(secret).unwrap();
+        assert!(open.verify(&token("anything"), now()).is_ok());
+        let pinned = JwtVerifier::hs256(secret)
+            .unwrap()
+            .with_audience(Some("aemos"));
+        assert!(pinned.verify(&token("aemos"), now()).is_ok());
+        assert!(
+            matches!(pinned.verify(&token("billing"), now()), Err(AuthError::Invalid(r)) if r.contains("aud"))
+        );
     }
 
     #[test]
