@@ -117,7 +117,13 @@ impl Collector {
                 let cached = matches!(&self.last, Some((s, _)) if s == fields.sensor);
                 if !cached {
                     match scope.device_of(fields.sensor) {
-                        Ok(device) => self.last = Some((fields.sensor.to_owned(), device)),
+                        Ok(device) => {
+                            // The name's buffer is reused: a run of other sensors allocates once.
+                            let mut name = self.last.take().map(|(n, _)| n).unwrap_or_default();
+                            name.clear();
+                            name.push_str(fields.sensor);
+                            self.last = Some((name, device));
+                        }
                         Err(reason) => {
                             self.refused_by_scope += 1;
                             return self.reject(at, reason);

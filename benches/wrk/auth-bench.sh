@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Identity's cost on ingestion: the same wrk loads against `aemos serve` in dev mode (no
+# credential) and in production mode (device tokens; the batch device owns all 10,000 sensors).
+# Usage: bash benches/wrk/auth-bench.sh [path/to/release/aemos]   (needs wrk and python3)
+set -euo pipefail
+cd "$(dirname "$0")"
+AEMOS=${1:-${CARGO_TARGET_DIR:-../../target}/release/aemos}
+SECONDS_EACH=${SECONDS_EACH:-20}
+SECRET=bench-secret-of-at-least-thirty-two-bytes
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+python3 - "$WORK" <<'PY'
+import json, sys, random
+random.seed(7)
+work = sys.argv[1]
+readings = [{"sensor": f"sensor-{random.randrange(10000):05d}", "variable": "temperature",
+             "value": round(random.uniform(15, 30), 2)} for _ in range(1000)]
+json.dump({"readings": readings}, open(f"{work}/body.json", "w"))
+json.dump({"id": "gateway", "sensors": [f"sensor-{i:05d}" for i in range(10000)]},
+          open(f"{work}/gateway.json", "w"))
+PY
+jwt() { python3 - "$SECRET" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+b = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=")
+head = b({"alg": "HS256", "typ": "JWT"}) + b"." + b({"sub": "bench", "role": "admin", "exp": int(time.time()) + 3600})
+sig = base64.urlsafe_b64encode(hmac.new(sys.argv[1].encode(), head, hashlib.sha256).digest()).rstrip(b"=")
+print((head + b"." + sig).decode())
+PY
+}
+run() { # mode
+  rm -rf "$WORK/data"
+  local extra=()
+  [ "$1" = production ] && extra=(--mode production --jwt-secret "$SECRET")
+  RUST_LOG=warn "$AEMOS" serve --data-dir "$WORK/data" --http-addr 127.0.0.1:3999 \
+    --mqtt-addr 127.0.0.1:0 --mqtt5-addr off --coap-addr 127.0.0.1:0 "${extra[@]}" 2>"$WORK/log" &
+  local pid=$!
+  until curl -sf localhost:3999/api/v1/health/readiness >/dev/null; do sleep 0.2; done
+  local batch_token="" single_token=""
+  if [ "$1" = production ]; then
+    local admin; admin=$(jwt)
+    batch_token=$(curl -s localhost:3999/api/v1/devices -H "authorization: Bearer $admin" \
+      -H 'content-type: application/json' --data-binary @"$WORK/gateway.json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+    single_token=$(curl -s localhost:3999/api/v1/devices -H "authorization: Bearer $admin" \
+      -H 'content-type: application/json' -d '{"id": "purifier-1", "sensors": ["purifier-1-s"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  else
+    single_token=""
+  fi
+  echo "== $1: batches of 1000 readings, 8 connections"
+  BODY_FILE="$WORK/body.json" TOKEN="$batch_token" wrk -t2 -c8 -d"${SECONDS_EACH}s" -s batch.lua --latency http://127.0.0.1:3999 \
+    | grep -E "Requests/sec|Latency|99%|Non-2xx"
+  echo "== $1: single readings (/api/v1/datastreams/token), 50 connections"
+  if [ -n "$single_token" ]; then
+    TOKEN="$single_token" wrk -t2 -c50 -d"${SECONDS_EACH}s" -s single-reading.lua --latency http://127.0.0.1:3999 \
+      | grep -E "Requests/sec|Latency|99%|Non-2xx"
+  else
+    SENSOR=purifier-1-s wrk -t2 -c50 -d"${SECONDS_EACH}s" -s single-reading.lua --latency http://127.0.0.1:3999 \
+      | grep -E "Requests/sec|Latency|99%|Non-2xx"
+  fi
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+run dev
+run production
