@@ -102,35 +102,44 @@ async fn start(extra: &[&str]) -> Secure {
 }
 
 impl Secure {
-    async fn device(&self, id: &str, sensors: &[&str]) -> String {
-        let r = self
+    /// An admin's POST that answers with a device token: `{"token"}` of `status`.
+    async fn token_from(&self, path: &str, body: Option<Value>, status: u16) -> String {
+        let mut request = self
             .http
-            .post(format!("{}/api/v1/devices", self.https))
-            .bearer_auth(&self.admin)
-            .json(&json!({"id": id, "sensors": sensors}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+            .post(format!("{}{path}", self.https))
+            .bearer_auth(&self.admin);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), status);
         r.json::<Value>().await.unwrap()["token"]
             .as_str()
             .unwrap()
             .to_owned()
     }
 
+    async fn device(&self, id: &str, sensors: &[&str]) -> String {
+        let body = json!({"id": id, "sensors": sensors});
+        self.token_from("/api/v1/devices", Some(body), 201).await
+    }
+
     async fn rotate(&self, id: &str) -> String {
-        let r = self
-            .http
-            .post(format!("{}/api/v1/devices/{id}/token", self.https))
-            .bearer_auth(&self.admin)
+        self.token_from(&format!("/api/v1/devices/{id}/token"), None, 200)
+            .await
+    }
+
+    /// The Prometheus text, read as `credential`.
+    async fn metrics(&self, credential: &str) -> String {
+        self.http
+            .get(format!("{}/api/v1/metrics/prometheus", self.https))
+            .bearer_auth(credential)
             .send()
             .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json::<Value>().await.unwrap()["token"]
-            .as_str()
             .unwrap()
-            .to_owned()
+            .text()
+            .await
+            .unwrap()
     }
 
     async fn count(&self, sensor: &str) -> i64 {
@@ -301,6 +310,15 @@ async fn mqtt_over_tls_admits_a_device_only_to_its_own_topics() {
     assert!(connect(s.mqtt_options("dev-a", Some(("dev-a", &fresh))))
         .await
         .is_ok());
+    // Keep-alive 0 (MQTT 3.1.1 §3.1.2.10: no keep-alive) is accepted.
+    let mut quiet = s.mqtt_options("dev-a", Some(("dev-a", &fresh)));
+    quiet.set_keep_alive(Duration::ZERO);
+    let (client, mut eventloop) = connect(quiet).await.expect("keep-alive 0 connects");
+    client
+        .subscribe("aemos/devices/dev-a/errors", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&mut eventloop).await, Ok("suback"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,16 +417,7 @@ async fn mqtt5_clients_are_told_why_and_rate_limits_hold_on_every_protocol() {
     .map(|r| r.unwrap().message.header.get_code())
     .collect();
     assert!(coap.iter().any(|c| c == "4.29"), "{coap:?}");
-    let metrics = s
-        .http
-        .get(format!("{}/api/v1/metrics/prometheus", s.https))
-        .bearer_auth(&s.admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics(&s.admin).await;
     for protocol in ["http", "mqtt", "coap"] {
         assert!(
             metrics.contains(&format!(
@@ -582,6 +591,26 @@ async fn socket_io_checks_the_handshake_and_every_room() {
         lines[1]["data"],
         json!({"rooms": ["device-uuid-dev-a", "device-uuid-dev-b"]})
     );
+    // A room named three times in one subscribe counts once, so the socket's disconnect
+    // leaves no device watched.
+    let dup = json!({"rooms": ["device-uuid-dev-a", "device-uuid-dev-a"], "devices": ["dev-a"]});
+    let lines = sio(&s, Some(&viewer), json!([dup, dup]));
+    assert_eq!(lines[1]["data"], json!({"rooms": ["device-uuid-dev-a"]}));
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let metrics = s.metrics(&viewer).await;
+        if metrics
+            .lines()
+            .any(|l| l == "aemos_socketio_subscriptions 0")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "subscriptions left after every socket left: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
