@@ -75,7 +75,7 @@ impl EdgeAuth {
         }
     }
 
-    fn limit(&self, key: &str, protocol: &str) -> Result<(), AuthError> {
+    fn limit(&self, key: String, protocol: &str) -> Result<(), AuthError> {
         if !self.auth.limits.limits_keys() {
             return Ok(());
         }
@@ -92,7 +92,7 @@ impl EdgeAuth {
         if !self.auth.limits.limits_keys() {
             return Ok(());
         }
-        self.limit(&format!("{prefix}{client_id}"), "mqtt")
+        self.limit(format!("{prefix}{client_id}"), "mqtt")
     }
 
     fn dev_scope(&self) -> Option<Arc<dyn SensorScope>> {
@@ -216,7 +216,7 @@ impl EdgeAuthorizer for EdgeAuth {
                                 d.id
                             )));
                         }
-                        self.limit(&format!("device:{}", d.id), "coap")?;
+                        self.limit(format!("device:{}", d.id), "coap")?;
                         Ok(EdgeDevice {
                             id: d.id.to_string(),
                             scope: Some(Arc::new(DeviceScope(d)) as Arc<dyn SensorScope>),
@@ -229,7 +229,7 @@ impl EdgeAuthorizer for EdgeAuth {
                             ));
                         };
                         match principal.limit_key() {
-                            Some(key) => self.limit(&key, "coap")?,
+                            Some(key) => self.limit(key, "coap")?,
                             None => self.auth.limits.check_addr(source.ip(), "coap").map_err(
                                 |wait| AuthError::RateLimited {
                                     retry_after_ms: wait.as_millis() as u64,

@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{Access, Auth, AuthError};
+use super::{Access, Auth, AuthError, Principal};
 use crate::http::ApiError;
 use crate::metrics::Metrics;
 use crate::tls::ClientAddr;
@@ -107,19 +107,24 @@ fn reason_label(e: &AuthError) -> &'static str {
 /// The middleware: authenticate, check the route's policy and the rate limits, then run the
 /// handler with the principal in the request's extensions.
 pub async fn require(State(state): State<HttpAuth>, mut request: Request, next: Next) -> Response {
-    let template = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_default();
-    let path = request.uri().path().to_owned();
-    let Some(access) = policy(request.method(), &template, &path) else {
+    // Reference-counted copies (no allocation), so the request can move on to the handler.
+    let template = request.extensions().get::<MatchedPath>().cloned();
+    let uri = request.uri().clone();
+    let template = template.as_ref().map_or("", MatchedPath::as_str);
+    let Some(access) = policy(request.method(), template, uri.path()) else {
         return next.run(request).await;
     };
     let outcome = credential(request.headers()).and_then(|c| {
         let principal = state.auth.authorize(c, &access)?;
-        let limited = match principal.limit_key() {
-            Some(key) => state.auth.limits.check_key(&key, "http"),
+        // No key is built when devices and users are not limited.
+        let key = match principal {
+            Principal::Anonymous => None,
+            _ if !state.auth.limits.limits_keys() => Some(None),
+            _ => Some(principal.limit_key()),
+        };
+        let limited = match key {
+            Some(Some(key)) => state.auth.limits.check_key(key, "http"),
+            Some(None) => Ok(()),
             None => match client_addr(&request) {
                 Some(addr) => state.auth.limits.check_addr(addr.ip(), "http"),
                 None => Ok(()),

@@ -62,11 +62,11 @@ impl RateLimits {
     }
 
     /// Takes one message of `key` (a device or user); `Err` is the wait before the next.
-    pub fn check_key(&self, key: &str, protocol: &str) -> Result<(), Duration> {
+    pub fn check_key(&self, key: String, protocol: &str) -> Result<(), Duration> {
         let Some(limiter) = &self.device else {
             return Ok(());
         };
-        limiter.check_key(&key.to_owned()).map_err(|not_until| {
+        limiter.check_key(&key).map_err(|not_until| {
             self.refused.with_label_values(&[protocol]).inc();
             not_until.wait_time_from(self.clock.now())
         })
