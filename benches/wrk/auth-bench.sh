@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Identity's cost on ingestion: the same wrk loads against `aemos serve` in dev mode (no
 # credential) and in production mode (device tokens; the batch device owns all 10,000 sensors).
-# Usage: bash benches/wrk/auth-bench.sh [path/to/release/aemos]   (needs wrk and python3)
+# Usage: [ROUNDS=3] [LOADS=batch] [SECONDS_EACH=20] bash benches/wrk/auth-bench.sh [path/to/release/aemos]
+# (needs wrk and python3)
 set -euo pipefail
 cd "$(dirname "$0")"
 AEMOS=${1:-${CARGO_TARGET_DIR:-../../target}/release/aemos}
 SECONDS_EACH=${SECONDS_EACH:-20}
+# Runs alternate dev and production ROUNDS times (the machine's drift hits both alike);
+# LOADS picks the loads ("batch", "single" or both).
+ROUNDS=${ROUNDS:-1}
+LOADS=${LOADS:-batch single}
 SECRET=bench-secret-of-at-least-thirty-two-bytes
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -45,9 +50,12 @@ run() { # mode
   else
     single_token=""
   fi
+  if [[ " $LOADS " == *" batch "* ]]; then
   echo "== $1: batches of 1000 readings, 8 connections"
   BODY_FILE="$WORK/body.json" TOKEN="$batch_token" wrk -t2 -c8 -d"${SECONDS_EACH}s" -s batch.lua --latency http://127.0.0.1:3999 \
     | grep -E "Requests/sec|Latency|99%|Non-2xx"
+  fi
+  if [[ " $LOADS " == *" single "* ]]; then
   echo "== $1: single readings (/api/v1/datastreams/token), 50 connections"
   if [ -n "$single_token" ]; then
     TOKEN="$single_token" wrk -t2 -c50 -d"${SECONDS_EACH}s" -s single-reading.lua --latency http://127.0.0.1:3999 \
@@ -56,7 +64,10 @@ run() { # mode
     SENSOR=purifier-1-s wrk -t2 -c50 -d"${SECONDS_EACH}s" -s single-reading.lua --latency http://127.0.0.1:3999 \
       | grep -E "Requests/sec|Latency|99%|Non-2xx"
   fi
+  fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
-run dev
-run production
+for _ in $(seq "$ROUNDS"); do
+  run dev
+  run production
+done

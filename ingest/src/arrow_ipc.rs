@@ -134,7 +134,10 @@ fn check_framing(body: &[u8]) -> Result<(), Error> {
     }
 }
 
-pub(crate) fn decode_arrow_ipc(body: &[u8], args: &DecodeArgs) -> Result<Collector, Error> {
+pub(crate) fn decode_arrow_ipc<'a>(
+    body: &[u8],
+    args: &'a DecodeArgs,
+) -> Result<Collector<'a>, Error> {
     check_framing(body)?;
     // arrow's IPC reader still panics on some inconsistent buffers (offsets past the end):
     // contain that to this request. The scope is only read, so a panic leaves nothing
@@ -147,7 +150,7 @@ pub(crate) fn decode_arrow_ipc(body: &[u8], args: &DecodeArgs) -> Result<Collect
         })
 }
 
-fn read_stream(body: &[u8], args: &DecodeArgs) -> Result<Collector, Error> {
+fn read_stream<'a>(body: &[u8], args: &'a DecodeArgs) -> Result<Collector<'a>, Error> {
     let reader = StreamReader::try_new(body, None)
         .map_err(|e| schema_error(format!("not an Arrow IPC stream: {e}")))?;
     check_schema(&Arc::clone(&reader.schema()))?;

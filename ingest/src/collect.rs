@@ -1,11 +1,9 @@
 //! Validates decoded fields and gathers accepted readings and rejections.
 
-use std::sync::Arc;
-
 use aemos_storage::schema::ReadingsBuilder;
 use serde::Serialize;
 
-use crate::scope::SensorScope;
+use crate::scope::{Owner, SensorScope};
 use crate::DecodeArgs;
 
 use crate::validate::{check_device, check_sensor, check_time_ms, check_value, check_variable};
@@ -57,27 +55,27 @@ impl Decoded {
 }
 
 #[derive(Debug)]
-pub(crate) struct Collector {
+pub(crate) struct Collector<'a> {
     builder: ReadingsBuilder,
     rejected: Vec<Rejection>,
     rejected_count: usize,
     /// Readings refused by the scope (a sensor the writer may not write).
     refused_by_scope: usize,
     now_ms: i64,
-    scope: Option<Arc<dyn SensorScope>>,
+    scope: Option<&'a dyn SensorScope>,
     /// The last sensor the scope resolved and its device: runs of one sensor ask once.
-    last: Option<(String, Option<Arc<str>>)>,
+    last: Option<(String, Owner<'a>)>,
 }
 
-impl Collector {
-    pub(crate) fn new(capacity: usize, args: &DecodeArgs) -> Self {
+impl<'a> Collector<'a> {
+    pub(crate) fn new(capacity: usize, args: &'a DecodeArgs) -> Self {
         Self {
             builder: ReadingsBuilder::with_capacity(capacity),
             rejected: Vec::new(),
             rejected_count: 0,
             refused_by_scope: 0,
             now_ms: args.now_ms,
-            scope: args.scope.clone(),
+            scope: args.scope.as_deref(),
             last: None,
         }
     }
@@ -111,7 +109,7 @@ impl Collector {
             Ok(time_ms) => time_ms.unwrap_or(self.now_ms),
             Err(reason) => return self.reject(at, reason),
         };
-        let owner = match &self.scope {
+        let owner = match self.scope {
             None => None,
             Some(scope) => {
                 let cached = matches!(&self.last, Some((s, _)) if s == fields.sensor);
@@ -130,13 +128,13 @@ impl Collector {
                         }
                     }
                 }
-                self.last.as_ref().and_then(|(_, owner)| owner.clone())
+                self.last.as_ref().and_then(|(_, owner)| owner.as_str())
             }
         };
-        let device = match &owner {
+        let device = match owner {
             None => fields.device.unwrap_or(fields.sensor),
             Some(owner) => {
-                if let Some(named) = fields.device.filter(|named| *named != &**owner) {
+                if let Some(named) = fields.device.filter(|named| *named != owner) {
                     let reason = format!(
                         "`device` {named:?} is not {owner:?}, the device sensor {:?} belongs to",
                         fields.sensor

@@ -159,7 +159,7 @@ fn utf8(body: &[u8]) -> Result<&str, Error> {
     })
 }
 
-pub(crate) fn decode_json(body: &[u8], args: &DecodeArgs) -> Result<Collector, Error> {
+pub(crate) fn decode_json<'a>(body: &[u8], args: &'a DecodeArgs) -> Result<Collector<'a>, Error> {
     let text = utf8(body)?;
     let raws = elements(text)?;
     let mut out = Collector::new(raws.len(), args);
@@ -183,7 +183,7 @@ pub(crate) fn decode_json(body: &[u8], args: &DecodeArgs) -> Result<Collector, E
     Ok(out)
 }
 
-pub(crate) fn decode_ndjson(body: &[u8], args: &DecodeArgs) -> Result<Collector, Error> {
+pub(crate) fn decode_ndjson<'a>(body: &[u8], args: &'a DecodeArgs) -> Result<Collector<'a>, Error> {
     let mut out = Collector::new(body.len() / 64, args);
     for (index, (line_no, line)) in numbered_lines(body).enumerate() {
         let at = Location {

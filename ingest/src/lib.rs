@@ -25,7 +25,7 @@ pub mod validate;
 
 pub use device_payload::decode_device_payload;
 pub use edge_auth::{EdgeAuthorizer, EdgeDevice, EdgeRefusal};
-pub use scope::SensorScope;
+pub use scope::{Owner, SensorScope};
 
 pub use collect::{Decoded, Location, Rejection, MAX_LISTED_REJECTIONS};
 pub use line_protocol::Precision;

@@ -43,11 +43,11 @@ impl Precision {
     }
 }
 
-pub(crate) fn decode_line_protocol(
+pub(crate) fn decode_line_protocol<'a>(
     body: &[u8],
     precision: Precision,
-    args: &DecodeArgs,
-) -> Result<Collector, Error> {
+    args: &'a DecodeArgs,
+) -> Result<Collector<'a>, Error> {
     let mut out = Collector::new(body.len() / 48, args);
     let mut index = 0;
     for (line_no, line) in numbered_lines(body) {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use aemos_ingest::SensorScope;
+use aemos_ingest::{Owner, SensorScope};
 
 use super::{Device, DeviceRegistry};
 
@@ -11,9 +11,9 @@ use super::{Device, DeviceRegistry};
 pub struct DeviceScope(pub Arc<Device>);
 
 impl SensorScope for DeviceScope {
-    fn device_of(&self, sensor: &str) -> Result<Option<Arc<str>>, String> {
+    fn device_of(&self, sensor: &str) -> Result<Owner<'_>, String> {
         if self.0.owns(sensor) {
-            Ok(Some(Arc::clone(&self.0.id)))
+            Ok(Owner::Device(&self.0.id))
         } else {
             Err(format!(
                 "sensor {sensor:?} is not a sensor of device {:?}",
@@ -36,13 +36,13 @@ pub struct RegistryScope {
 }
 
 impl SensorScope for RegistryScope {
-    fn device_of(&self, sensor: &str) -> Result<Option<Arc<str>>, String> {
+    fn device_of(&self, sensor: &str) -> Result<Owner<'_>, String> {
         match self.registry.owner(sensor) {
-            Some(owner) => Ok(Some(owner)),
+            Some(owner) => Ok(Owner::Shared(owner)),
             None if self.production => Err(format!(
                 "sensor {sensor:?} is not registered (production mode accepts only the sensors of registered devices)"
             )),
-            None => Ok(None),
+            None => Ok(Owner::Unowned),
         }
     }
 }
