@@ -35,6 +35,7 @@ impl std::fmt::Debug for JwtVerifier {
 struct Claims {
     sub: String,
     role: String,
+    exp: u64,
     #[serde(default)]
     iat: Option<u64>,
 }
@@ -44,6 +45,16 @@ struct Claims {
 pub struct User {
     pub sub: String,
     pub role: Role,
+    /// When the token expires (seconds since the epoch): a live session (a Socket.IO socket)
+    /// authenticated with it ends then.
+    pub exp: u64,
+}
+
+impl User {
+    /// The first second (since the epoch) at which the token is refused, leeway included.
+    pub fn refused_from(&self) -> u64 {
+        self.exp.saturating_add(LEEWAY_SECS + 1)
+    }
 }
 
 impl JwtVerifier {
@@ -116,6 +127,7 @@ impl JwtVerifier {
         Ok(User {
             sub: claims.sub,
             role,
+            exp: claims.exp,
         })
     }
 }
@@ -211,7 +223,8 @@ mod tests {
                 verifier.verify(&token, now()).unwrap(),
                 User {
                     sub: "idp-user".into(),
-                    role: Role::Operator
+                    role: Role::Operator,
+                    exp: now() + 600,
                 }
             );
             // HS256 signed with the public key's bytes as the secret: the algorithm confusion.

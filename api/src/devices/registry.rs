@@ -155,6 +155,9 @@ pub struct DeviceRegistry {
     storage: Arc<Storage>,
     cache: RwLock<Cache>,
     writes: tokio::sync::Mutex<()>,
+    /// Counts the rotations and removals: sessions that outlive a request (Socket.IO sockets)
+    /// recheck their credential when it moves.
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 fn now_rfc3339() -> String {
@@ -178,6 +181,7 @@ impl DeviceRegistry {
             storage,
             cache: RwLock::new(cache),
             writes: tokio::sync::Mutex::new(()),
+            revocations: tokio::sync::watch::Sender::new(0),
         }))
     }
 
@@ -325,6 +329,11 @@ impl DeviceRegistry {
         Ok(device)
     }
 
+    /// Moves at each rotation and removal.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
+    }
+
     /// A new token for the device; the old one stops working at once.
     pub async fn rotate(&self, id: &str) -> Result<(Arc<Device>, String), ApiError> {
         let _writes = self.writes.lock().await;
@@ -340,6 +349,8 @@ impl DeviceRegistry {
         let mut cache = self.write_cache();
         cache.remove(id);
         cache.insert(Arc::clone(&device));
+        drop(cache);
+        self.revocations.send_modify(|n| *n += 1);
         Ok((device, token))
     }
 
@@ -353,6 +364,7 @@ impl DeviceRegistry {
             .await
             .map_err(ApiError::internal)?;
         self.write_cache().remove(id);
+        self.revocations.send_modify(|n| *n += 1);
         Ok(())
     }
 }

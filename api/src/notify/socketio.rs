@@ -11,7 +11,9 @@
 //! before the socket connects: a wrong credential (or none, in `production` mode) gets a
 //! CONNECT_ERROR naming the reason. A socket joins only rooms of devices its credential may
 //! read; a `subscribe` naming any other is refused whole, with the reason in its ack. The token
-//! is checked again at each `subscribe`, so a rotated device token joins nothing more.
+//! is checked again at each `subscribe`, and at each rotation or removal of a device and when
+//! a user token expires: a socket whose credential is refused is disconnected, so a rotated
+//! device token neither joins nor receives anything more.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -229,6 +231,22 @@ pub fn serve_namespace(io: &SocketIo, subscriptions: Arc<Subscriptions>, auth: A
                 },
             );
         }
+        let closed = Arc::new(tokio::sync::Notify::new());
+        if let Ok(principal) = auth.authenticate(token.as_deref()) {
+            if !matches!(principal, Principal::Anonymous) {
+                let deadline = match &principal {
+                    Principal::User(user) => Some(user.refused_from()),
+                    _ => None,
+                };
+                tokio::spawn(end_when_revoked(
+                    socket.clone(),
+                    Arc::clone(&auth),
+                    token.clone(),
+                    deadline,
+                    Arc::clone(&closed),
+                ));
+            }
+        }
         let subs = Arc::clone(&subscriptions);
         socket.on_disconnect(move |socket: SocketRef| {
             for room in socket.rooms() {
@@ -236,11 +254,52 @@ pub fn serve_namespace(io: &SocketIo, subscriptions: Arc<Subscriptions>, auth: A
                     subs.remove(d);
                 }
             }
+            closed.notify_one();
             async {}
         });
         async {}
     };
     io.ns("/", handler.with(middleware));
+}
+
+/// Disconnects the socket once its credential is refused: checked again at each rotation or
+/// removal of a device and when a user token expires (`deadline`, seconds since the epoch).
+/// Ends when the socket disconnects (`closed`).
+async fn end_when_revoked(
+    socket: SocketRef,
+    auth: Arc<Auth>,
+    token: Option<String>,
+    deadline: Option<u64>,
+    closed: Arc<tokio::sync::Notify>,
+) {
+    let mut revocations = auth.registry.revocations();
+    loop {
+        let expiry = async {
+            match deadline {
+                Some(at) => {
+                    let now = chrono::Utc::now().timestamp().max(0) as u64;
+                    // At least a second: a clock behind the token's issuer must not spin.
+                    let wait = at.saturating_sub(now).max(1);
+                    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = closed.notified() => return,
+            changed = revocations.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = expiry => {}
+        }
+        if let Err(e) = auth.authenticate(token.as_deref()) {
+            tracing::info!(socket = %socket.id, reason = %e, "socket.io: credential no longer valid, disconnecting");
+            let _ = socket.disconnect();
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -90,11 +90,21 @@ pub(crate) struct SocketIoListener {
 
 impl SocketIoListener {
     pub(crate) fn start(server: &TestServer, devices: &str) -> Self {
+        Self::start_with(&server.url, devices, &[], None)
+    }
+
+    /// With more of the script's options (`--token T`) and, for TLS, the CA certificate file.
+    pub(crate) fn start_with(url: &str, devices: &str, options: &[&str], ca: Option<&str>) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/sio-listen.js");
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        if let Some(ca) = ca {
+            command.env("NODE_EXTRA_CA_CERTS", ca);
+        }
+        let mut child = command
             .arg(script)
-            .arg(&server.url)
+            .arg(url)
             .arg(devices)
+            .args(options)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

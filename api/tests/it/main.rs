@@ -6,6 +6,7 @@ mod devices_api;
 mod durability;
 mod edge;
 mod edge_abuse;
+mod revocation;
 mod router;
 mod rules;
 mod s3;

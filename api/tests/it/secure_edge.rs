@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use super::access::user_jwt;
 use crate::server::TestServer;
 
-const SECRET: &str = "secure-edge-secret-of-at-least-32-bytes";
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const SECRET: &str = "secure-edge-secret-of-at-least-32-bytes";
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// A self-signed certificate for 127.0.0.1 and localhost, made with the openssl CLI.
 fn certificate(dir: &Path) -> (String, String) {
@@ -58,17 +58,17 @@ fn certificate(dir: &Path) -> (String, String) {
     (cert.display().to_string(), key.display().to_string())
 }
 
-struct Secure {
-    server: TestServer,
-    https: String,
-    http: reqwest::Client,
+pub(crate) struct Secure {
+    pub(crate) server: TestServer,
+    pub(crate) https: String,
+    pub(crate) http: reqwest::Client,
     ca: Vec<u8>,
-    cert_path: String,
-    admin: String,
+    pub(crate) cert_path: String,
+    pub(crate) admin: String,
     _dir: tempfile::TempDir,
 }
 
-async fn start(extra: &[&str]) -> Secure {
+pub(crate) async fn start(extra: &[&str]) -> Secure {
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = certificate(dir.path());
@@ -119,12 +119,12 @@ impl Secure {
             .to_owned()
     }
 
-    async fn device(&self, id: &str, sensors: &[&str]) -> String {
+    pub(crate) async fn device(&self, id: &str, sensors: &[&str]) -> String {
         let body = json!({"id": id, "sensors": sensors});
         self.token_from("/api/v1/devices", Some(body), 201).await
     }
 
-    async fn rotate(&self, id: &str) -> String {
+    pub(crate) async fn rotate(&self, id: &str) -> String {
         self.token_from(&format!("/api/v1/devices/{id}/token"), None, 200)
             .await
     }
@@ -154,7 +154,7 @@ impl Secure {
         r.json::<Value>().await.unwrap()[0]["n"].as_i64().unwrap()
     }
 
-    fn mqtt_options(&self, client_id: &str, login: Option<(&str, &str)>) -> MqttOptions {
+    pub(crate) fn mqtt_options(&self, client_id: &str, login: Option<(&str, &str)>) -> MqttOptions {
         let (_, port) = self.server.mqtt_addr.rsplit_once(':').unwrap();
         let mut o = MqttOptions::new(client_id, "127.0.0.1", port.parse().unwrap());
         o.set_keep_alive(Duration::from_secs(30));
@@ -171,7 +171,9 @@ impl Secure {
 }
 
 /// Connects; `Ok` once the broker accepted, with the client and its event loop.
-async fn connect(options: MqttOptions) -> Result<(AsyncClient, rumqttc::EventLoop), String> {
+pub(crate) async fn connect(
+    options: MqttOptions,
+) -> Result<(AsyncClient, rumqttc::EventLoop), String> {
     let (client, mut eventloop) = AsyncClient::new(options, 100);
     match tokio::time::timeout(WAIT, eventloop.poll()).await {
         Ok(Ok(Event::Incoming(Packet::ConnAck(ack))))
@@ -184,7 +186,7 @@ async fn connect(options: MqttOptions) -> Result<(AsyncClient, rumqttc::EventLoo
 }
 
 /// Polls until the broker answers `want` (a SubAck, a PubAck) or closes the connection.
-async fn outcome(eventloop: &mut rumqttc::EventLoop) -> Result<&'static str, String> {
+pub(crate) async fn outcome(eventloop: &mut rumqttc::EventLoop) -> Result<&'static str, String> {
     tokio::time::timeout(WAIT, async {
         loop {
             match eventloop.poll().await {

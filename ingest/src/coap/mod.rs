@@ -35,7 +35,7 @@ use crate::queue::DropOldest;
 use crate::validate::check_device;
 use crate::{decode_device_payload, DecodeArgs};
 use dedup::Dedup;
-use observers::Observers;
+use observers::{Observer, Observers};
 
 #[derive(Debug, Clone)]
 pub struct CoapArgs {
@@ -400,9 +400,9 @@ fn get_notifications(
     let Some(src) = request.source else {
         return (ResponseType::BadRequest, error_body("no source"));
     };
+    let credential = query_param(request, "token");
     if let Some(auth) = &shared.args.authorizer {
-        if let Err(refusal) = auth.coap_read(query_param(request, "token").as_deref(), device, src)
-        {
+        if let Err(refusal) = auth.coap_read(credential.as_deref(), device, src) {
             return refused(refusal);
         }
     }
@@ -414,7 +414,13 @@ fn get_notifications(
     match request.get_observe_flag() {
         // A full registry answers without Observe: the client knows it is not observing.
         Some(Ok(ObserveOption::Register))
-            if lock(&shared.observers).register(device, src, &token, Instant::now()) =>
+            if lock(&shared.observers).register(
+                device,
+                src,
+                &token,
+                credential.as_deref(),
+                Instant::now(),
+            ) =>
         {
             if let Some(r) = request.response.as_mut() {
                 r.message.set_observe_value(sequence);
@@ -452,7 +458,13 @@ async fn notify_loop(shared: Arc<Shared>, queue: Arc<DropOldest<(String, Bytes)>
                 entry.1 = payload.clone();
                 entry.0
             };
-            let targets = lock(&shared.observers).notify(&device, now, || {
+            let allowed = |o: &Observer| match &shared.args.authorizer {
+                Some(auth) => auth
+                    .coap_read(o.credential.as_deref(), &device, o.endpoint)
+                    .is_ok(),
+                None => true,
+            };
+            let targets = lock(&shared.observers).notify(&device, now, allowed, || {
                 shared.message_id.fetch_add(1, Ordering::Relaxed)
             });
             for (observer, message_id) in targets {

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 pub(super) struct Observer {
     pub(super) endpoint: SocketAddr,
     pub(super) token: Vec<u8>,
+    /// The `?token=` it registered with, checked again before each notification: a revoked
+    /// credential (a rotated device token, an expired user token) observes no more.
+    pub(super) credential: Option<String>,
     registered: Instant,
     /// Confirmable notifications sent and not acknowledged.
     unacked: u8,
@@ -52,6 +55,7 @@ impl Observers {
         device: &str,
         endpoint: SocketAddr,
         token: &[u8],
+        credential: Option<&str>,
         now: Instant,
     ) -> bool {
         let list = self.by_device.entry(device.to_owned()).or_default();
@@ -61,6 +65,7 @@ impl Observers {
         {
             o.registered = now;
             o.unacked = 0;
+            o.credential = credential.map(str::to_owned);
             return true;
         }
         if self.count >= self.max {
@@ -69,6 +74,7 @@ impl Observers {
         list.push(Observer {
             endpoint,
             token: token.to_vec(),
+            credential: credential.map(str::to_owned),
             registered: now,
             unacked: 0,
             last_message: None,
@@ -98,16 +104,18 @@ impl Observers {
     }
 
     /// The observers to notify of a device's change, each given the message id to use;
-    /// expired and unresponsive observers are dropped first.
+    /// expired and unresponsive observers, and those whose credential `allowed` no longer
+    /// accepts, are dropped first.
     pub(super) fn notify(
         &mut self,
         device: &str,
         now: Instant,
+        mut allowed: impl FnMut(&Observer) -> bool,
         mut next_message_id: impl FnMut() -> u16,
     ) -> Vec<(Observer, u16)> {
         let (lifetime, limit) = (self.lifetime, self.unacked_limit);
         self.remove_where(Some(device), |o| {
-            now.duration_since(o.registered) > lifetime || o.unacked > limit
+            now.duration_since(o.registered) > lifetime || o.unacked > limit || !allowed(o)
         });
         let Some(list) = self.by_device.get_mut(device) else {
             return Vec::new();
@@ -160,18 +168,23 @@ mod tests {
     fn register_renew_deregister_reset_expire() {
         let start = Instant::now();
         let mut obs = Observers::new(Duration::from_secs(60), 3);
-        assert!(obs.register("d", addr(1), b"t1", start));
-        assert!(obs.register("d", addr(1), b"t1", start), "renewal");
-        assert!(obs.register("d", addr(2), b"t2", start));
-        assert!(obs.register("e", addr(3), b"t3", start));
-        assert!(!obs.register("e", addr(4), b"t4", start), "full");
+        assert!(obs.register("d", addr(1), b"t1", None, start));
+        assert!(obs.register("d", addr(1), b"t1", None, start), "renewal");
+        assert!(obs.register("d", addr(2), b"t2", None, start));
+        assert!(obs.register("e", addr(3), b"t3", None, start));
+        assert!(!obs.register("e", addr(4), b"t4", None, start), "full");
         assert_eq!(obs.len(), 3);
 
         let mut id = 0u16;
-        let sent = obs.notify("d", start, || {
-            id += 1;
-            id
-        });
+        let sent = obs.notify(
+            "d",
+            start,
+            |_| true,
+            || {
+                id += 1;
+                id
+            },
+        );
         assert_eq!(sent.len(), 2);
         obs.reset(addr(2), sent[1].1);
         assert_eq!(obs.len(), 2);
@@ -182,17 +195,38 @@ mod tests {
     }
 
     #[test]
+    fn observers_whose_credential_is_refused_are_dropped() {
+        let start = Instant::now();
+        let mut obs = Observers::new(Duration::from_secs(60), 10);
+        obs.register("d", addr(1), b"t", Some("old"), start);
+        obs.register("d", addr(2), b"u", Some("new"), start);
+        let sent = obs.notify("d", start, |o| o.credential.as_deref() == Some("new"), || 1);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0.endpoint, addr(2));
+        assert_eq!(
+            obs.len(),
+            1,
+            "the refused observer is gone, not skipped once"
+        );
+    }
+
+    #[test]
     fn unacknowledged_observers_are_dropped() {
         let start = Instant::now();
         let mut obs = Observers::new(Duration::from_secs(60), 10);
-        obs.register("d", addr(1), b"t", start);
-        obs.register("d", addr(2), b"u", start);
+        obs.register("d", addr(1), b"t", None, start);
+        obs.register("d", addr(2), b"u", None, start);
         let mut id = 0u16;
         for _ in 0..10 {
-            let sent = obs.notify("d", start, || {
-                id += 1;
-                id
-            });
+            let sent = obs.notify(
+                "d",
+                start,
+                |_| true,
+                || {
+                    id += 1;
+                    id
+                },
+            );
             // Only the second observer acknowledges.
             for (o, mid) in sent {
                 if o.endpoint == addr(2) {

@@ -51,17 +51,7 @@ fn verdict(
     client_id: &str,
     packet: &Packet,
 ) -> PacketVerdict {
-    let refuse = |refusal: EdgeRefusal| {
-        let reason = match refusal {
-            EdgeRefusal::Unauthorized(_) => DisconnectReasonCode::NotAuthorized,
-            EdgeRefusal::Forbidden(_) => DisconnectReasonCode::NotAuthorized,
-            EdgeRefusal::RateLimited(_) => DisconnectReasonCode::MessageRateTooHigh,
-        };
-        PacketVerdict::Refuse {
-            reason,
-            message: refusal.to_string(),
-        }
-    };
+    let refuse = refusal_verdict;
     match packet {
         Packet::Publish(publish, _) => {
             let topic = String::from_utf8_lossy(&publish.topic);
@@ -98,6 +88,19 @@ fn verdict(
     }
 }
 
+/// The broker's verdict for a refusal: MQTT 5 clients get the reason code and the message.
+fn refusal_verdict(refusal: EdgeRefusal) -> PacketVerdict {
+    let reason = match refusal {
+        EdgeRefusal::Unauthorized(_) => DisconnectReasonCode::NotAuthorized,
+        EdgeRefusal::Forbidden(_) => DisconnectReasonCode::NotAuthorized,
+        EdgeRefusal::RateLimited(_) => DisconnectReasonCode::MessageRateTooHigh,
+    };
+    PacketVerdict::Refuse {
+        reason,
+        message: refusal.to_string(),
+    }
+}
+
 fn server(name: &str, listen: SocketAddr, args: &MqttArgs) -> HashMap<String, ServerSettings> {
     let mut connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
@@ -107,11 +110,19 @@ fn server(name: &str, listen: SocketAddr, args: &MqttArgs) -> HashMap<String, Se
         external_auth: None,
         dynamic_filters: true,
         packet_filter: None,
+        session_check: None,
     };
     let filter_auth = args.authorizer.clone();
     connections.packet_filter = Some(Arc::new(move |client_id: &str, packet: &Packet| {
         verdict(filter_auth.as_deref(), client_id, packet)
     }));
+    if let Some(authorizer) = args.authorizer.clone() {
+        connections.session_check = Some(Arc::new(move |client_id: &str| {
+            authorizer
+                .mqtt_session(client_id)
+                .map_or_else(refusal_verdict, |()| PacketVerdict::Allow)
+        }));
+    }
     if let Some(authorizer) = args.authorizer.clone().filter(|a| a.mqtt_requires_login()) {
         connections.set_auth_handler(move |client_id, username, password| {
             let allowed = authorizer.mqtt_connect(&client_id, &username, &password);

@@ -72,6 +72,13 @@ pub enum PacketVerdict {
 /// it must be quick and must not block or panic. The CONNECT packet is not passed to it.
 pub type PacketFilter = Arc<dyn Fn(&str, &protocol::Packet) -> PacketVerdict + Send + Sync>;
 
+// aemos: see `ConnectionSettings::session_check` and AEMOS.md.
+/// Called with the client id of the connection before the packets the router has for it are
+/// written; `Refuse` drops them and closes the connection, as a refused packet does. A session
+/// whose credential was revoked while it only listens (keep alive 0, no packet of its own) so
+/// receives nothing more. Same constraints as [`PacketFilter`].
+pub type SessionCheck = Arc<dyn Fn(&str) -> PacketVerdict + Send + Sync>;
+
 #[derive(Debug, Default, Serialize, Deserialize, Clone)]
 pub struct Config {
     pub id: usize,
@@ -176,6 +183,9 @@ pub struct ConnectionSettings {
     // aemos: per-packet authorization hook (None: every packet goes to the router).
     #[serde(skip)]
     pub packet_filter: Option<PacketFilter>,
+    // aemos: outgoing session check (None: every packet the router has is written).
+    #[serde(skip)]
+    pub session_check: Option<SessionCheck>,
 }
 
 impl ConnectionSettings {
@@ -203,6 +213,7 @@ impl fmt::Debug for ConnectionSettings {
             .field("dynamic_filters", &self.dynamic_filters)
             // aemos
             .field("packet_filter", &self.packet_filter.is_some())
+            .field("session_check", &self.session_check.is_some())
             .finish()
     }
 }

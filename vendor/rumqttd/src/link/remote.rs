@@ -7,7 +7,7 @@ use crate::protocol::{
     Login, Packet, Protocol, Publish,
 };
 use crate::router::{Event, Notification};
-use crate::{ConnectionId, ConnectionSettings, PacketFilter, PacketVerdict};
+use crate::{ConnectionId, ConnectionSettings, PacketFilter, PacketVerdict, SessionCheck};
 
 use flume::{RecvError, SendError, Sender, TrySendError};
 use std::cmp::min;
@@ -66,6 +66,8 @@ pub struct RemoteLink<P> {
     client_id: String,
     // aemos: from `ConnectionSettings::packet_filter`
     packet_filter: Option<PacketFilter>,
+    // aemos: from `ConnectionSettings::session_check`
+    session_check: Option<SessionCheck>,
 }
 
 impl<P: Protocol> RemoteLink<P> {
@@ -77,6 +79,7 @@ impl<P: Protocol> RemoteLink<P> {
         dynamic_filters: bool,
         assigned_client_id: Option<String>,
         packet_filter: Option<PacketFilter>, // aemos
+        session_check: Option<SessionCheck>, // aemos
     ) -> Result<RemoteLink<P>, Error> {
         let Packet::Connect(connect, props, lastwill, lastwill_props, _) = connect_packet else {
             return Err(Error::NotConnectPacket(connect_packet));
@@ -135,6 +138,7 @@ impl<P: Protocol> RemoteLink<P> {
             will_delay_interval,
             client_id,
             packet_filter,
+            session_check,
         })
     }
 
@@ -189,6 +193,14 @@ impl<P: Protocol> RemoteLink<P> {
                             unscheduled = true;
                         }
 
+                    }
+                    // aemos: nothing more is written to a session whose credential went
+                    if let Some(check) = &self.session_check {
+                        if !packets.is_empty() {
+                            if let PacketVerdict::Refuse { reason, message } = check(&self.client_id) {
+                                return Err(self.refuse(reason, message).await);
+                            }
+                        }
                     }
                     self.network.writev(packets).await?;
                     if unscheduled {
@@ -386,6 +398,7 @@ mod tests {
             external_auth: None,
             dynamic_filters: false,
             packet_filter: None, // aemos
+            session_check: None, // aemos
         }
     }
 

@@ -561,6 +561,7 @@ async fn remote<P: Protocol>(
 
     let dynamic_filters = config.dynamic_filters;
     let packet_filter = config.packet_filter.clone(); // aemos
+    let session_check = config.session_check.clone(); // aemos
 
     let connect_packet = match mqtt_connect(config, &mut network).await {
         Ok(p) => p,
@@ -615,6 +616,7 @@ async fn remote<P: Protocol>(
         dynamic_filters,
         assigned_client_id,
         packet_filter, // aemos
+        session_check, // aemos
     )
     .await
     {
