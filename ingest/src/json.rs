@@ -14,16 +14,24 @@ use crate::{DecodeArgs, Error};
 /// One reading object as it appears on the wire.
 #[derive(Debug, Deserialize)]
 pub(crate) struct WireReading<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub(crate) sensor: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub(crate) device: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub(crate) variable: Option<Cow<'a, str>>,
     #[serde(default)]
     pub(crate) value: Option<WireValue>,
     #[serde(default)]
     pub(crate) time: Option<WireTime>,
+}
+
+/// A string borrowed from the body unless it has escapes. serde borrows a `Cow<str>` field
+/// but not one inside an `Option`, which it always copies: three allocations per reading.
+fn borrowed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed<'de>>::deserialize(d)?.map(|b| b.0))
 }
 
 impl WireReading<'_> {
@@ -211,5 +219,23 @@ fn strip_position(e: &serde_json::Error) -> String {
     match text.rfind(" at line ") {
         Some(pos) => format!("{} (column {})", &text[..pos], e.column()),
         None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_borrowed_from_the_body_unless_escaped() {
+        let r: WireReading<'_> =
+            serde_json::from_str(r#"{"sensor": "s-1", "variable": "t\u0065mp", "value": 1}"#)
+                .unwrap();
+        assert!(matches!(r.sensor, Some(Cow::Borrowed("s-1"))));
+        assert!(matches!(r.variable.as_deref(), Some("temp")));
+        assert!(matches!(r.variable, Some(Cow::Owned(_))));
+        assert!(r.device.is_none());
+        let e = serde_json::from_str::<WireReading<'_>>(r#"{"sensor": 5}"#).unwrap_err();
+        assert!(e.to_string().contains("expected a string"), "{e}");
     }
 }
