@@ -103,6 +103,12 @@ pub struct ServeArgs {
     /// dropped and counted (they were acknowledged on receipt).
     #[arg(long, env = "AEMOS_MQTT_BACKLOG_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub mqtt_backlog_bytes: usize,
+    /// How long a sent command waits for its ack before it is sent again.
+    #[arg(long, env = "AEMOS_COMMAND_ACK_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub command_ack_timeout: Duration,
+    /// Sends of one command at most (the first included); then its status is `timeout`.
+    #[arg(long, env = "AEMOS_COMMAND_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub command_max_attempts: u32,
     /// CoAP (UDP) address (port 0 picks a free port).
     #[arg(long, env = "AEMOS_COAP_ADDR", default_value = "127.0.0.1:5683")]
     pub coap_addr: SocketAddr,

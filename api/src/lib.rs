@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod chains_command;
 pub mod cli;
+pub mod commands;
 pub mod devices;
 pub mod http;
 pub mod metrics;

@@ -1,5 +1,6 @@
 //! `aemos serve`: components started in dependency order, stopped in reverse.
 
+use crate::commands::{commands_snapshot, CommandMetrics, Commands, CommandsArgs, Timing};
 use std::sync::Arc;
 
 use aemos_queries::{QueryEngine, QueryEngineArgs};
@@ -227,6 +228,26 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!(coap_addr = %coap.addr, retained, "coap listening");
     notifier.add_channel_with_latest(Arc::new(coap.clone()));
 
+    // Device commands: the journal replayed, the dispatcher on the broker's command link.
+    let commands = Commands::open(CommandsArgs {
+        dir: &args.store.data_dir.join("commands"),
+        timing: Timing {
+            ack_timeout_ms: args.command_ack_timeout.as_millis() as i64,
+            max_attempts: args.command_max_attempts,
+        },
+        clock: Arc::new(SystemClock),
+        metrics: CommandMetrics::register(&metrics.registry)?,
+    })
+    .context("opening the command journal")?;
+    commands_snapshot(&commands, &queries)?;
+    let acks = mqtt
+        .acks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .context("the broker's acks were taken")?;
+    tokio::spawn(Arc::clone(&commands).run(mqtt.commands.clone(), acks, stop_storage.subscribe()));
+
     // 6. HTTP and Socket.IO.
     let state = AppState {
         auth,
@@ -235,6 +256,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         rules: rules.clone(),
         notifier,
+        commands,
         edge: Edge {
             mqtt: Some(mqtt.publisher.clone()),
             coap: Some(coap),

@@ -24,7 +24,10 @@ impl SensorScope for OneDevice {
         if sensor == self.id || self.sensors.contains(sensor) {
             Ok(Owner::Device(&self.id))
         } else {
-            Err(format!("sensor {sensor:?} is not a sensor of device {:?}", self.id))
+            Err(format!(
+                "sensor {sensor:?} is not a sensor of device {:?}",
+                self.id
+            ))
         }
     }
 

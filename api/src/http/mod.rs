@@ -1,5 +1,6 @@
 //! The axum router: `/api/v1/...`.
 
+mod commands;
 mod datastream_token;
 mod devices;
 mod error;
@@ -44,6 +45,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub rules: Rules,
     pub notifier: Arc<Notifier>,
+    pub commands: Arc<crate::commands::Commands>,
     pub edge: Edge,
 }
 
@@ -73,6 +75,14 @@ pub fn router(args: RouterArgs) -> Router {
                 .delete(devices::remove),
         )
         .route("/api/v1/devices/{id}/token", post(devices::rotate_token))
+        .route(
+            "/api/v1/devices/{id}/commands",
+            get(commands::list).post(commands::create),
+        )
+        .route(
+            "/api/v1/devices/{id}/commands/{commandId}",
+            get(commands::get_one),
+        )
         .route(
             "/api/v1/query",
             get(query::query_get).post(query::query_post),

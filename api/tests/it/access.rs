@@ -292,6 +292,42 @@ fn routes() -> Vec<Route> {
                 None,
             )
         },
+        r(
+            "POST",
+            "/api/v1/devices/dev-a/commands",
+            |_| Some(json!({"action": "setFanSpeed", "value": 2})),
+            Some(202),
+            Some(202),
+            None,
+            None,
+            None,
+        ),
+        {
+            let (a, o, v) = users(ok);
+            r(
+                "GET",
+                "/api/v1/devices/dev-a/commands",
+                none,
+                a,
+                o,
+                v,
+                Some(ok),
+                None,
+            )
+        },
+        {
+            let (a, o, v) = users(gone);
+            r(
+                "GET",
+                "/api/v1/devices/dev-a/commands/cmd-none",
+                none,
+                a,
+                o,
+                v,
+                Some(gone),
+                None,
+            )
+        },
         {
             let (a, o, v) = users(ok);
             r("GET", "/api/v1/rulechains", none, a, o, v, None, None)

@@ -2,6 +2,7 @@
 //! (durability across SIGKILL, `aemos sql`, S3 through a real S3-compatible server).
 
 mod access;
+mod commands;
 mod devices_api;
 mod durability;
 mod edge;

@@ -1,5 +1,6 @@
 //! The router called in-process with `oneshot`, over real storage in a temporary directory.
 
+use aemos_api::commands::{commands_snapshot, CommandMetrics, Commands, CommandsArgs, Timing};
 use std::sync::Arc;
 
 use aemos_api::auth::limits::Rate;
@@ -68,6 +69,17 @@ pub(crate) async fn app_in(mode: Mode, max_body_bytes: usize, max_buffered_rows:
     notifier.register_table(&queries).unwrap();
     rules.restore(&storage, &queries).await.unwrap();
     let metrics = Metrics::new();
+    let commands = Commands::open(CommandsArgs {
+        dir: &dir.path().join("commands"),
+        timing: Timing {
+            ack_timeout_ms: 30_000,
+            max_attempts: 3,
+        },
+        clock: Arc::new(aemos_storage::SystemClock),
+        metrics: CommandMetrics::register(&metrics.registry).unwrap(),
+    })
+    .unwrap();
+    commands_snapshot(&commands, &queries).unwrap();
     let off = Rate {
         per_second: 0,
         burst: 0,
@@ -85,6 +97,7 @@ pub(crate) async fn app_in(mode: Mode, max_body_bytes: usize, max_buffered_rows:
         metrics,
         rules: rules.clone(),
         notifier,
+        commands,
         edge: Edge::default(),
     };
     App {

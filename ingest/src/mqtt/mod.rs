@@ -18,6 +18,7 @@
 //! Notifications go the other way through a second link ([`publisher`]), retained, from a
 //! thread fed by a drop-oldest queue, so a stalled router never holds up the fan-out.
 
+mod commands;
 mod config;
 mod ingest;
 mod publisher;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use aemos_storage::Storage;
 use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
 
+pub use commands::{CommandAck, CommandLink, ACKS_FILTER};
 pub use publisher::MqttPublisher;
 
 /// Telemetry topics: `aemos/devices/{device}/telemetry`.
@@ -150,6 +152,9 @@ pub struct MqttBroker {
     pub v4_addr: SocketAddr,
     pub v5_addr: Option<SocketAddr>,
     pub publisher: MqttPublisher,
+    pub commands: CommandLink,
+    /// Taken once by the command service.
+    pub acks: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<CommandAck>>>,
 }
 
 impl MqttBroker {
@@ -167,6 +172,7 @@ impl MqttBroker {
             |e: rumqttd::local::LinkError| crate::Error::Edge(format!("mqtt link: {e}"));
         let (ingest_tx, ingest_rx) = broker.link("aemos-ingest").map_err(link_error)?;
         let (notify_tx, notify_rx) = broker.link("aemos-notify").map_err(link_error)?;
+        let (command_tx, command_rx) = broker.link("aemos-commands").map_err(link_error)?;
         std::thread::Builder::new()
             .name("aemos-mqtt".into())
             .spawn(move || {
@@ -183,6 +189,7 @@ impl MqttBroker {
             args.authorizer.clone(),
         ));
         let publisher = MqttPublisher::start(notify_tx, notify_rx, args.notify_queue, metrics)?;
+        let (commands, acks) = CommandLink::start(command_tx, command_rx, 4096)?;
         for addr in std::iter::once(v4_addr).chain(v5_addr) {
             config::wait_listening(addr, Duration::from_secs(10)).await?;
         }
@@ -190,6 +197,8 @@ impl MqttBroker {
             v4_addr,
             v5_addr,
             publisher,
+            commands,
+            acks: std::sync::Mutex::new(Some(acks)),
         })
     }
 }

@@ -1,0 +1,388 @@
+//! Device commands: made durable, sent over MQTT, acknowledged, retried, audited.
+//!
+//! `POST /api/v1/devices/{id}/commands` validates the action ([`check_action`]), writes the
+//! command to the [`journal`] and only then answers `202 {"commandId"}`: from that moment it
+//! survives a crash. The dispatcher ([`Commands::run`]) asks the [`book`] what is due (each
+//! device's commands go one at a time, in order; an unacknowledged one is sent again after the
+//! ack timeout, at most `max_attempts` times, then `timeout`), journals the attempt, then
+//! publishes `{"commandId", "action", "value"}` on `aemos/devices/{id}/commands` (QoS 1). The
+//! device answers on `aemos/devices/{id}/acks` with `{"commandId", "status": "ok"|"error"}`;
+//! an ack for an unknown, closed or other device's command is counted and ignored. A command
+//! to a device that is offline is accepted and queued: it goes out (and its attempts run) as
+//! for any device, so a device that comes back within its attempts gets it, and the audit log
+//! says `timeout` otherwise. Restarts resume: the journal's open commands queue again with
+//! their attempts and send times.
+
+pub mod book;
+pub mod journal;
+mod table;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aemos_ingest::mqtt::{CommandAck, CommandLink};
+use aemos_storage::TimeProvider;
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{info, warn};
+
+pub use book::{Book, Command, Source, Status, Timing};
+pub use journal::Journal;
+pub use table::commands_snapshot;
+
+/// Closed commands are kept this long (seed 003 NFR7: 30 days of command history).
+pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The actions a device understands, with their values normalized: `setFanSpeed` (an integer
+/// 0 to 5), `setPower` (`true`/`false` or `"on"`/`"off"`, stored as a boolean), `turnOn` and
+/// `turnOff` (no value).
+pub fn check_action(action: &str, value: &Value) -> Result<Value, String> {
+    match action {
+        "setFanSpeed" => match value.as_u64() {
+            Some(speed @ 0..=5) => Ok(json!(speed)),
+            _ => Err(format!(
+                "`value`: setFanSpeed takes an integer from 0 to 5, not {value}"
+            )),
+        },
+        "setPower" => match value {
+            Value::Bool(on) => Ok(json!(on)),
+            Value::String(s) if s == "on" => Ok(json!(true)),
+            Value::String(s) if s == "off" => Ok(json!(false)),
+            other => Err(format!(
+                "`value`: setPower takes true, false, \"on\" or \"off\", not {other}"
+            )),
+        },
+        "turnOn" | "turnOff" => match value {
+            Value::Null => Ok(Value::Null),
+            other => Err(format!("`value`: {action} takes no value, not {other}")),
+        },
+        other => Err(format!(
+            "`action`: unknown action {other:?} (setFanSpeed, setPower, turnOn, turnOff)"
+        )),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandMetrics {
+    pub created: IntCounterVec,
+    pub sent: IntCounter,
+    pub closed: IntCounterVec,
+    pub ignored_acks: IntCounterVec,
+}
+
+impl CommandMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let created = IntCounterVec::new(
+            Opts::new("commands_created_total", "Commands accepted, by source"),
+            &["source"],
+        )?;
+        let sent = IntCounter::new(
+            "commands_sent_total",
+            "Command publishes to devices (attempts)",
+        )?;
+        let closed = IntCounterVec::new(
+            Opts::new("commands_closed_total", "Commands closed, by final status"),
+            &["status"],
+        )?;
+        let ignored_acks = IntCounterVec::new(
+            Opts::new(
+                "command_acks_ignored_total",
+                "Acks that changed nothing, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(created.clone()))?;
+        registry.register(Box::new(sent.clone()))?;
+        registry.register(Box::new(closed.clone()))?;
+        registry.register(Box::new(ignored_acks.clone()))?;
+        Ok(Self {
+            created,
+            sent,
+            closed,
+            ignored_acks,
+        })
+    }
+}
+
+pub struct CommandsArgs<'a> {
+    /// `{data-dir}/commands`.
+    pub dir: &'a Path,
+    pub timing: Timing,
+    pub clock: Arc<dyn TimeProvider>,
+    pub metrics: CommandMetrics,
+}
+
+/// The command service: the book behind a lock, the journal, and the way out.
+pub struct Commands {
+    book: Mutex<Book>,
+    journal: Journal,
+    clock: Arc<dyn TimeProvider>,
+    metrics: CommandMetrics,
+    wake: Notify,
+    /// Lines appended since the last compaction.
+    appended: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Commands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commands").finish_non_exhaustive()
+    }
+}
+
+fn lock(book: &Mutex<Book>) -> std::sync::MutexGuard<'_, Book> {
+    book.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Commands {
+    pub fn open(args: CommandsArgs<'_>) -> std::io::Result<Arc<Self>> {
+        let now = args.clock.now_ms();
+        let (journal, commands) = Journal::open(args.dir, now - RETENTION.as_millis() as i64)?;
+        let open = commands.iter().filter(|c| c.status.is_open()).count();
+        if !commands.is_empty() {
+            info!(commands = commands.len(), open, "command journal replayed");
+        }
+        let mut book = Book::new(args.timing);
+        book.restore(commands);
+        Ok(Arc::new(Self {
+            book: Mutex::new(book),
+            journal,
+            clock: args.clock,
+            metrics: args.metrics,
+            wake: Notify::new(),
+            appended: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+        }))
+    }
+
+    /// A new id: time-ordered and unique within this process and across restarts.
+    fn new_id(&self, now: i64) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let salt: u32 = rand::random();
+        format!("cmd-{now:013x}-{n:06x}-{salt:08x}")
+    }
+
+    /// Makes a command durable and queues it; returns it once it survives a crash.
+    pub async fn create(
+        &self,
+        device: &str,
+        action: &str,
+        value: &Value,
+        source: Source,
+        chain: Option<String>,
+    ) -> Result<Command, CreateError> {
+        let value = check_action(action, value).map_err(CreateError::Invalid)?;
+        let now = self.clock.now_ms();
+        let command = Command {
+            command_id: self.new_id(now),
+            device: device.to_owned(),
+            action: action.to_owned(),
+            value,
+            source,
+            chain,
+            status: Status::Pending,
+            attempts: 0,
+            created_at: now,
+            sent_at: None,
+            acknowledged_at: None,
+            response: None,
+        };
+        self.journal
+            .append(std::slice::from_ref(&command))
+            .await
+            .map_err(CreateError::Journal)?;
+        let superseded = lock(&self.book).add(command.clone());
+        self.metrics
+            .created
+            .with_label_values(&[source_label(source)])
+            .inc();
+        self.record(&superseded).await;
+        self.wake.notify_one();
+        Ok(command)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Command> {
+        lock(&self.book).get(id).cloned()
+    }
+
+    /// A device's audit log, newest first, with the total.
+    pub fn history(&self, device: &str, offset: usize, limit: usize) -> (usize, Vec<Command>) {
+        lock(&self.book).history(device, offset, limit)
+    }
+
+    pub fn all(&self) -> Vec<Command> {
+        lock(&self.book).all().cloned().collect()
+    }
+
+    /// Journals changed records; closed ones are counted. A journal failure is logged: the
+    /// state stays in memory and the next change of the command writes it again.
+    async fn record(&self, changed: &[Command]) {
+        if changed.is_empty() {
+            return;
+        }
+        if let Err(e) = self.journal.append(changed).await {
+            warn!(error = %e, "command journal append failed");
+        }
+        for c in changed.iter().filter(|c| !c.status.is_open()) {
+            self.metrics
+                .closed
+                .with_label_values(&[c.status.as_str()])
+                .inc();
+        }
+        let appended = self.appended.fetch_add(changed.len(), Ordering::Relaxed) + changed.len();
+        let live = lock(&self.book).len();
+        if appended > 4 * live + 100_000 {
+            self.appended.store(0, Ordering::Relaxed);
+            let before = self.clock.now_ms() - RETENTION.as_millis() as i64;
+            let states = {
+                let mut book = lock(&self.book);
+                book.expire(before);
+                book.all().cloned().collect()
+            };
+            self.journal.compact(states).await;
+        }
+    }
+
+    /// Handles one ack from a device's `acks` topic.
+    async fn ack(&self, ack: CommandAck) {
+        let ignore = |reason: &str, detail: &dyn std::fmt::Display| {
+            self.metrics.ignored_acks.with_label_values(&[reason]).inc();
+            info!(device = %ack.device, %detail, "command ack ignored");
+        };
+        let body: Value = match serde_json::from_slice(&ack.payload) {
+            Ok(v) => v,
+            Err(e) => return ignore("malformed", &e),
+        };
+        let Some(id) = body.get("commandId").and_then(Value::as_str) else {
+            return ignore("malformed", &"no `commandId` string");
+        };
+        let ok = match body.get("status").and_then(Value::as_str) {
+            Some("ok") => true,
+            Some("error") => false,
+            _ => return ignore("malformed", &"`status` must be \"ok\" or \"error\""),
+        };
+        let now = self.clock.now_ms();
+        let outcome = lock(&self.book).ack(now, &ack.device, id, ok, body.clone());
+        match outcome {
+            Ok(done) => {
+                self.record(&[done]).await;
+                self.wake.notify_one();
+            }
+            Err(refusal @ book::AckRefusal::Unknown(_)) => ignore("unknown", &refusal),
+            Err(refusal @ book::AckRefusal::OtherDevice { .. }) => ignore("other_device", &refusal),
+            Err(refusal) => ignore("duplicate", &refusal),
+        }
+    }
+
+    /// Sends what is due: journaled first, then published.
+    async fn dispatch(&self, link: &CommandLink) {
+        let now = self.clock.now_ms();
+        let changed = lock(&self.book).due(now);
+        if changed.is_empty() {
+            return;
+        }
+        self.record(&changed).await;
+        for c in changed.iter().filter(|c| c.status == Status::Sent) {
+            let payload = json!({"commandId": c.command_id, "action": c.action, "value": c.value});
+            match link.send(&c.device, payload.to_string()) {
+                Ok(()) => self.metrics.sent.inc(),
+                // The attempt counts; the retry after the ack timeout sends it again.
+                Err(e) => warn!(command = %c.command_id, error = %e, "command publish failed"),
+            }
+        }
+    }
+
+    /// The dispatcher: acks as they come, sends when something is due or new.
+    pub async fn run(
+        self: Arc<Self>,
+        link: CommandLink,
+        mut acks: mpsc::Receiver<CommandAck>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            self.dispatch(&link).await;
+            let now = self.clock.now_ms();
+            let wait = match lock(&self.book).next_deadline() {
+                Some(at) => Duration::from_millis((at - now).clamp(0, 1000) as u64),
+                None => Duration::from_secs(1),
+            };
+            tokio::select! {
+                ack = acks.recv() => match ack {
+                    Some(ack) => {
+                        self.ack(ack).await;
+                        while let Ok(more) = acks.try_recv() {
+                            self.ack(more).await;
+                        }
+                    }
+                    None => return,
+                },
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+fn source_label(source: Source) -> &'static str {
+    match source {
+        Source::Api => "api",
+        Source::Rule => "rule",
+        Source::Schedule => "schedule",
+        Source::Preclean => "preclean",
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the command journal failed: {0}")]
+    Journal(std::io::Error),
+}
+
+/// A command as the API shows it: times as RFC 3339.
+pub fn to_json(c: &Command) -> Value {
+    let time = |ms: Option<i64>| {
+        ms.and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    };
+    json!({
+        "commandId": c.command_id,
+        "device": c.device,
+        "action": c.action,
+        "value": c.value,
+        "source": source_label(c.source),
+        "chain": c.chain,
+        "status": c.status.as_str(),
+        "attempts": c.attempts,
+        "createdAt": time(Some(c.created_at)),
+        "sentAt": time(c.sent_at),
+        "acknowledgedAt": time(c.acknowledged_at),
+        "response": c.response,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_and_their_values() {
+        assert_eq!(check_action("setFanSpeed", &json!(5)), Ok(json!(5)));
+        assert!(check_action("setFanSpeed", &json!(6))
+            .unwrap_err()
+            .starts_with("`value`"));
+        assert!(check_action("setFanSpeed", &json!(2.5)).is_err());
+        assert!(check_action("setFanSpeed", &json!("3")).is_err());
+        assert_eq!(check_action("setPower", &json!("off")), Ok(json!(false)));
+        assert_eq!(check_action("turnOn", &Value::Null), Ok(Value::Null));
+        assert!(check_action("turnOn", &json!(1)).is_err());
+        assert!(check_action("selfDestruct", &json!(1))
+            .unwrap_err()
+            .starts_with("`action`"));
+    }
+}

@@ -1,0 +1,87 @@
+//! `POST /api/v1/devices/{id}/commands` (202 once durable), `GET /api/v1/devices/{id}/commands`
+//! (the audit log, newest first: `?limit=` up to 1000, default 100, and `?offset=`), and
+//! `GET /api/v1/devices/{id}/commands/{commandId}`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState};
+use crate::commands::{to_json, CreateError, Source};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CommandSpec {
+    action: String,
+    #[serde(default)]
+    value: Value,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Page {
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+fn known_device(state: &AppState, id: &str) -> Result<(), ApiError> {
+    match state.auth.registry.get(id) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::NotFound(format!("no device {id:?}"))),
+    }
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<CommandSpec>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    known_device(&state, &id)?;
+    let Json(spec) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let command = state
+        .commands
+        .create(&id, &spec.action, &spec.value, Source::Api, None)
+        .await
+        .map_err(|e| match e {
+            CreateError::Invalid(reason) => ApiError::BadRequest(reason),
+            e @ CreateError::Journal(_) => ApiError::internal(e),
+        })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"commandId": command.command_id, "status": command.status.as_str()})),
+    ))
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    known_device(&state, &id)?;
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "`limit`: from 1 to 1000, not {limit}"
+        )));
+    }
+    let offset = page.offset.unwrap_or(0);
+    let (total, commands) = state.commands.history(&id, offset, limit);
+    Ok(Json(json!({
+        "total": total,
+        "offset": offset,
+        "commands": commands.iter().map(to_json).collect::<Vec<_>>(),
+    })))
+}
+
+pub(super) async fn get_one(
+    State(state): State<AppState>,
+    Path((id, command_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    match state.commands.get(&command_id) {
+        Some(c) if c.device == id => Ok(Json(to_json(&c))),
+        _ => Err(ApiError::NotFound(format!(
+            "no command {command_id:?} of device {id:?}"
+        ))),
+    }
+}

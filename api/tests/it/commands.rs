@@ -1,0 +1,285 @@
+//! Device commands end to end: the real binary, a device played by rumqttc. A command is
+//! acknowledged; a device that drops commands gets exactly the configured attempts and then
+//! `timeout`; a SIGKILL between attempts resumes the retries; bad commands and stray acks
+//! change nothing.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use crate::server::TestServer;
+
+const WAIT: Duration = Duration::from_secs(20);
+const DEVICE: &str = "purifier-1";
+
+/// A device on the broker subscribed to its commands: what it receives, and its client to ack.
+async fn device(server: &TestServer) -> (AsyncClient, UnboundedReceiver<Value>) {
+    let (host, port) = server.mqtt_addr.rsplit_once(':').unwrap();
+    let mut options = MqttOptions::new(DEVICE, host, port.parse().unwrap());
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(options, 100);
+    let (tx, rx) = unbounded_channel();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(s) = subscribed_tx.take() {
+                        let _ = s.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let body = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    if tx.send(body).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    client
+        .subscribe(format!("aemos/devices/{DEVICE}/commands"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, subscribed)
+        .await
+        .expect("suback")
+        .unwrap();
+    (client, rx)
+}
+
+async fn ack(client: &AsyncClient, id: &str, status: &str) {
+    client
+        .publish(
+            format!("aemos/devices/{DEVICE}/acks"),
+            QoS::AtLeastOnce,
+            false,
+            json!({"commandId": id, "status": status, "fanSpeed": 3}).to_string(),
+        )
+        .await
+        .unwrap();
+}
+
+async fn next(rx: &mut UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("a command within the wait")
+        .expect("the device is connected")
+}
+
+async fn post(
+    http: &reqwest::Client,
+    server: &TestServer,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let r = http
+        .post(format!("{}{path}", server.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn command(
+    http: &reqwest::Client,
+    server: &TestServer,
+    action: &str,
+    value: Value,
+) -> String {
+    let path = format!("/api/v1/devices/{DEVICE}/commands");
+    let (status, body) = post(
+        http,
+        server,
+        &path,
+        json!({"action": action, "value": value}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    body["commandId"].as_str().unwrap().to_owned()
+}
+
+/// Polls the command until its status is `want`.
+async fn wait_status(http: &reqwest::Client, server: &TestServer, id: &str, want: &str) -> Value {
+    let url = format!("{}/api/v1/devices/{DEVICE}/commands/{id}", server.url);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let c: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+        if c["status"] == want {
+            return c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "command {id} is {c}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn start(dir: &std::path::Path, ack_timeout: &str) -> TestServer {
+    TestServer::start(
+        dir,
+        &[
+            "--command-ack-timeout",
+            ack_timeout,
+            "--command-max-attempts",
+            "3",
+        ],
+        &[],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_retried_timed_out_and_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), "700ms");
+    let http = reqwest::Client::new();
+    let (status, _) = post(&http, &server, "/api/v1/devices", json!({"id": DEVICE})).await;
+    assert_eq!(status, 201);
+    let (client, mut inbox) = device(&server).await;
+
+    // Acknowledged at the first attempt.
+    let id = command(&http, &server, "setFanSpeed", json!(3)).await;
+    let got = next(&mut inbox).await;
+    assert_eq!(
+        got,
+        json!({"commandId": id, "action": "setFanSpeed", "value": 3})
+    );
+    ack(&client, &id, "ok").await;
+    let done = wait_status(&http, &server, &id, "acknowledged").await;
+    assert_eq!(done["attempts"], 1);
+    assert_eq!(done["source"], "api");
+    assert_eq!(done["response"]["fanSpeed"], 3);
+    assert!(
+        done["sentAt"].is_string() && done["acknowledgedAt"].is_string(),
+        "{done}"
+    );
+
+    // A device that drops the command gets it exactly three times, then it times out.
+    let dropped = command(&http, &server, "turnOff", Value::Null).await;
+    for _ in 0..3 {
+        assert_eq!(next(&mut inbox).await["commandId"], dropped);
+    }
+    let timed_out = wait_status(&http, &server, &dropped, "timeout").await;
+    assert_eq!(timed_out["attempts"], 3);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), inbox.recv())
+            .await
+            .is_err(),
+        "a fourth attempt was sent"
+    );
+
+    // Stray acks: late, unknown, malformed. Counted and ignored; the next command still goes.
+    ack(&client, &dropped, "ok").await;
+    ack(&client, "cmd-unknown", "ok").await;
+    client
+        .publish(
+            format!("aemos/devices/{DEVICE}/acks"),
+            QoS::AtLeastOnce,
+            false,
+            "not json",
+        )
+        .await
+        .unwrap();
+    let failed = command(&http, &server, "setPower", json!("on")).await;
+    assert_eq!(next(&mut inbox).await["value"], true);
+    ack(&client, &failed, "error").await;
+    wait_status(&http, &server, &failed, "failed").await;
+    assert_eq!(
+        wait_status(&http, &server, &dropped, "timeout").await["attempts"],
+        3
+    );
+    let metrics = http
+        .get(format!("{}/api/v1/metrics/prometheus", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in ["duplicate", "unknown", "malformed"] {
+        let line = format!("aemos_command_acks_ignored_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+
+    // Refused before anything is stored.
+    let path = format!("/api/v1/devices/{DEVICE}/commands");
+    for (body, want) in [
+        (json!({"action": "setFanSpeed", "value": 6}), "`value`"),
+        (json!({"action": "selfDestruct"}), "`action`"),
+        (json!({"value": 1}), "action"),
+    ] {
+        let (status, answer) = post(&http, &server, &path, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(want), "{answer}");
+    }
+    let (status, _) = post(
+        &http,
+        &server,
+        "/api/v1/devices/nobody/commands",
+        json!({"action": "turnOn"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // The audit log, newest first, and the same in SQL.
+    let log: Value = http
+        .get(format!("{}{path}?limit=2", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(log["total"], 3);
+    let ids: Vec<&str> = log["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["commandId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [failed.as_str(), dropped.as_str()]);
+    let rows = server
+        .sql(
+            &http,
+            "SELECT status, attempts FROM commands ORDER BY time, command_id",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        json!([
+            {"status": "acknowledged", "attempts": 1},
+            {"status": "timeout", "attempts": 3},
+            {"status": "failed", "attempts": 1}
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_between_attempts_resumes_the_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), "3s");
+    let http = reqwest::Client::new();
+    post(&http, &server, "/api/v1/devices", json!({"id": DEVICE})).await;
+    let (_client, mut inbox) = device(&server).await;
+    let id = command(&http, &server, "setFanSpeed", json!(5)).await;
+    assert_eq!(next(&mut inbox).await["commandId"], id, "attempt 1");
+    server.kill9();
+    drop(inbox);
+
+    let server = start(dir.path(), "3s");
+    let (client, mut inbox) = device(&server).await;
+    let again = next(&mut inbox).await;
+    assert_eq!(again["commandId"], id, "attempt 2, after the restart");
+    let c = wait_status(&http, &server, &id, "sent").await;
+    assert_eq!(c["attempts"], 2, "{c}");
+    ack(&client, &id, "ok").await;
+    let done = wait_status(&http, &server, &id, "acknowledged").await;
+    assert_eq!(done["attempts"], 2);
+}

@@ -1,0 +1,99 @@
+//! The command link: device commands into the broker, device acks out of it.
+//!
+//! Commands are published on `aemos/devices/{id}/commands`, not retained (a device that
+//! subscribes later must not act on an old command; the sender retries instead), delivered at
+//! the subscription's QoS. Acks published by devices on `aemos/devices/{id}/acks` come out on a
+//! bounded channel: when the command service falls behind, this link stops reading and the
+//! router holds the acks back.
+
+use bytes::Bytes;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::Notification;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tracing::error;
+
+use crate::edge_auth::device_topic;
+
+/// Acks of every device.
+pub const ACKS_FILTER: &str = "aemos/devices/+/acks";
+
+/// One message a device published on its `acks` topic.
+#[derive(Debug, Clone)]
+pub struct CommandAck {
+    pub device: String,
+    pub payload: Bytes,
+}
+
+/// Publishes commands; cheap to clone.
+#[derive(Clone)]
+pub struct CommandLink {
+    tx: Arc<Mutex<LinkTx>>,
+}
+
+impl std::fmt::Debug for CommandLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandLink").finish_non_exhaustive()
+    }
+}
+
+impl CommandLink {
+    /// Starts the link's reader thread; returns the link and the acks it receives.
+    pub(super) fn start(
+        mut tx: LinkTx,
+        mut rx: LinkRx,
+        capacity: usize,
+    ) -> crate::Result<(Self, mpsc::Receiver<CommandAck>)> {
+        tx.subscribe(ACKS_FILTER)
+            .map_err(|e| crate::Error::Edge(format!("subscribing the command link: {e}")))?;
+        let (acks, received) = mpsc::channel(capacity);
+        std::thread::Builder::new()
+            .name("aemos-mqtt-acks".into())
+            .spawn(move || loop {
+                match rx.recv() {
+                    Ok(Some(Notification::Forward(forward))) => {
+                        let topic = String::from_utf8_lossy(&forward.publish.topic);
+                        let Some((device, "acks")) = device_topic(&topic) else {
+                            continue;
+                        };
+                        let ack = CommandAck {
+                            device: device.to_owned(),
+                            payload: forward.publish.payload,
+                        };
+                        if acks.blocking_send(ack).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Some(Notification::Unschedule)) => {
+                        if rx.ready().is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        error!(error = %e, "mqtt: the command link closed");
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| crate::Error::Edge(format!("starting the command link: {e}")))?;
+        Ok((
+            Self {
+                tx: Arc::new(Mutex::new(tx)),
+            },
+            received,
+        ))
+    }
+
+    /// Publishes a command to the device's `commands` topic; an error when the router's queue
+    /// is full or the broker is gone (the caller retries).
+    pub fn send(&self, device: &str, payload: String) -> crate::Result<()> {
+        let topic = format!("aemos/devices/{device}/commands");
+        self.tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_publish(topic, payload)
+            .map(|_| ())
+            .map_err(|e| crate::Error::Edge(format!("publishing a command: {e}")))
+    }
+}
