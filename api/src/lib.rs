@@ -14,6 +14,7 @@ pub mod cli;
 pub mod commands;
 pub mod devices;
 pub mod http;
+pub mod json_lines;
 pub mod metrics;
 pub mod notify;
 pub mod rules;

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use tokio::sync::{mpsc, oneshot};
@@ -44,31 +44,12 @@ impl std::fmt::Debug for Job {
 fn replay(path: &Path) -> std::io::Result<(Vec<Command>, u64)> {
     let mut order = Vec::new();
     let mut last: HashMap<String, Command> = HashMap::new();
-    let mut good_len = 0u64;
-    if let Ok(file) = File::open(path) {
-        let mut reader = BufReader::new(file);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = reader.read_line(&mut line)?;
-            if n == 0 || !line.ends_with('\n') {
-                break;
-            }
-            match serde_json::from_str::<Command>(&line) {
-                Ok(c) => {
-                    if !last.contains_key(&c.command_id) {
-                        order.push(c.command_id.clone());
-                    }
-                    last.insert(c.command_id.clone(), c);
-                    good_len += n as u64;
-                }
-                Err(e) => {
-                    warn!(path = %path.display(), error = %e, "command journal: cutting off an unreadable tail");
-                    break;
-                }
-            }
+    let good_len = crate::json_lines::read_json_lines(path, |c: Command| {
+        if !last.contains_key(&c.command_id) {
+            order.push(c.command_id.clone());
         }
-    }
+        last.insert(c.command_id.clone(), c);
+    })?;
     let commands = order
         .into_iter()
         .filter_map(|id| last.remove(&id))

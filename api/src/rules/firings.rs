@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -102,33 +102,14 @@ impl FiringLog {
         let path = dir.join("firings.log");
         let mut recent = VecDeque::new();
         let mut last_active = HashMap::new();
-        let mut good_len = 0u64;
-        if let Ok(file) = File::open(&path) {
-            let mut reader = BufReader::new(file);
-            let mut line = String::new();
-            loop {
-                line.clear();
-                let n = reader.read_line(&mut line)?;
-                if n == 0 || !line.ends_with('\n') {
-                    break;
-                }
-                match serde_json::from_str::<FiringRecord>(&line) {
-                    Ok(r) => {
-                        notifier.record(std::slice::from_ref(&r), false);
-                        last_active.insert(r.chain.clone(), r.active);
-                        recent.push_back(r);
-                        if recent.len() > MAX_RECENT {
-                            recent.pop_front();
-                        }
-                        good_len += n as u64;
-                    }
-                    Err(e) => {
-                        warn!(path = %path.display(), error = %e, "firing log: cutting off an unreadable tail");
-                        break;
-                    }
-                }
+        let good_len = crate::json_lines::read_json_lines(&path, |r: FiringRecord| {
+            notifier.record(std::slice::from_ref(&r), false);
+            last_active.insert(r.chain.clone(), r.active);
+            recent.push_back(r);
+            if recent.len() > MAX_RECENT {
+                recent.pop_front();
             }
-        }
+        })?;
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         if file.metadata()?.len() > good_len {
             file.set_len(good_len)?;

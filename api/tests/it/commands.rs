@@ -78,13 +78,7 @@ async fn post(
     path: &str,
     body: Value,
 ) -> (u16, Value) {
-    let r = http
-        .post(format!("{}{path}", server.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    server.post(http, path, &body).await
 }
 
 async fn command(
@@ -195,14 +189,7 @@ async fn acknowledged_retried_timed_out_and_refused() {
         wait_status(&http, &server, &dropped, "timeout").await["attempts"],
         3
     );
-    let metrics = http
-        .get(format!("{}/api/v1/metrics/prometheus", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics(&http).await;
     for reason in ["duplicate", "unknown", "malformed"] {
         let line = format!("aemos_command_acks_ignored_total{{reason=\"{reason}\"}} 1");
         assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");

@@ -15,13 +15,8 @@ use crate::server::TestServer;
 const WAIT: Duration = Duration::from_secs(20);
 
 pub(crate) async fn create_chain(client: &reqwest::Client, server: &TestServer, chain: Value) {
-    let r = client
-        .post(format!("{}/api/v1/rulechains", server.url))
-        .json(&chain)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let (status, body) = server.post(client, "/api/v1/rulechains", &chain).await;
+    assert_eq!(status, 201, "{body}");
 }
 
 pub(crate) fn hot_chain(device: &str) -> Value {

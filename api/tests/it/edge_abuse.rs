@@ -157,16 +157,9 @@ async fn abuse_leaves_the_edge_serving_with_flat_memory() {
     let sio = SocketIoListener::start(&server, "d-9");
     sio.next("subscribed");
     let metric = |name: &'static str| {
-        let (http, url) = (http.clone(), server.url.clone());
+        let (http, server) = (http.clone(), &server);
         async move {
-            let text = http
-                .get(format!("{url}/api/v1/metrics/prometheus"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = server.metrics(&http).await;
             text.lines()
                 .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
                 .unwrap_or_else(|| panic!("no {name} in {text}"))

@@ -102,6 +102,35 @@ impl TestServer {
         let _ = self.child.wait();
     }
 
+    /// POSTs JSON to `path`: the status and the JSON answer (`null` when it is not JSON).
+    pub(crate) async fn post(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = client
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The Prometheus text.
+    pub(crate) async fn metrics(&self, client: &reqwest::Client) -> String {
+        client
+            .get(format!("{}/api/v1/metrics/prometheus", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub(crate) async fn sql(&self, client: &reqwest::Client, sql: &str) -> serde_json::Value {
         let r = client
             .post(format!("{}/api/v1/query", self.url))
