@@ -27,7 +27,7 @@ use crate::notify::channels::SocketIoChannel;
 use crate::notify::datastream::Datastream;
 use crate::notify::socketio::{serve_namespace, socket_io, Subscriptions};
 use crate::notify::{Notifier, REPLAY_PER_DEVICE};
-use crate::rules::{Rules, RulesArgs};
+use crate::rules::{Rules, RulesArgs, MAX_RECENT};
 
 /// Events a Socket.IO socket may have waiting before it misses some.
 const SOCKET_BUFFER: usize = 1024;
@@ -194,12 +194,35 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let edge_auth = EdgeAuth::new(Arc::clone(&auth), metrics.clone());
 
+    // Device commands: the journal replayed; the firing log hands over the rules' commands.
+    let commands = Commands::open(CommandsArgs {
+        dir: &args.store.data_dir.join("commands"),
+        timing: Timing {
+            ack_timeout_ms: args.command_ack_timeout.as_millis() as i64,
+            max_attempts: args.command_max_attempts,
+        },
+        clock: Arc::new(SystemClock),
+        metrics: CommandMetrics::register(&metrics.registry)?,
+    })
+    .context("opening the command journal")?;
+    commands_snapshot(&commands, &queries)?;
+    let (rule_commands, mut from_firings) = tokio::sync::mpsc::channel(65_536);
+    rules.firings.set_command_outlet(rule_commands);
+    let maker = Arc::clone(&commands);
+    tokio::spawn(async move {
+        while let Some(record) = from_firings.recv().await {
+            maker.create_from_firing(&record).await;
+        }
+    });
+
     // 4. Chains from the catalog, engine state from storage, the firing log reconciled.
     let chains = rules
         .restore(&storage, &queries)
         .await
         .context("rebuilding the rule engine")?;
     info!(chains, workers, "rule engine ready");
+    let made = commands.reconcile(&rules.firings.recent(MAX_RECENT)).await;
+    info!(commands = commands.count(), made, "commands ready");
 
     // 5. The device edge: MQTT broker and CoAP server, both ways.
     let mut mqtt_args = MqttArgs::new(args.mqtt_addr);
@@ -228,18 +251,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!(coap_addr = %coap.addr, retained, "coap listening");
     notifier.add_channel_with_latest(Arc::new(coap.clone()));
 
-    // Device commands: the journal replayed, the dispatcher on the broker's command link.
-    let commands = Commands::open(CommandsArgs {
-        dir: &args.store.data_dir.join("commands"),
-        timing: Timing {
-            ack_timeout_ms: args.command_ack_timeout.as_millis() as i64,
-            max_attempts: args.command_max_attempts,
-        },
-        clock: Arc::new(SystemClock),
-        metrics: CommandMetrics::register(&metrics.registry)?,
-    })
-    .context("opening the command journal")?;
-    commands_snapshot(&commands, &queries)?;
+    // The dispatcher on the broker's command link.
     let acks = mqtt
         .acks
         .lock()

@@ -182,6 +182,9 @@ impl Book {
     /// commands of the same action it supersedes.
     pub fn add(&mut self, command: Command) -> Vec<Command> {
         let mut changed = Vec::new();
+        if self.commands.contains_key(&command.command_id) {
+            return changed;
+        }
         if let Some(queue) = self.open.get_mut(&command.device) {
             let commands = &mut self.commands;
             queue.retain(|id| {

@@ -15,6 +15,7 @@
 
 pub mod book;
 pub mod journal;
+pub mod rule;
 mod table;
 
 use std::path::Path;
@@ -125,6 +126,9 @@ pub struct Commands {
     /// Lines appended since the last compaction.
     appended: AtomicUsize,
     next_id: AtomicU64,
+    /// Held while a firing's commands are made: the start's reconciliation and the live
+    /// hand-over may carry the same firing, and each id must be made once.
+    making_rules: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Commands {
@@ -155,6 +159,7 @@ impl Commands {
             wake: Notify::new(),
             appended: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
+            making_rules: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -174,10 +179,31 @@ impl Commands {
         source: Source,
         chain: Option<String>,
     ) -> Result<Command, CreateError> {
-        let value = check_action(action, value).map_err(CreateError::Invalid)?;
         let now = self.clock.now_ms();
+        let id = self.new_id(now);
+        self.create_with_id(id, now, device, action, value, source, chain)
+            .await
+    }
+
+    /// [`create`](Self::create) with a given id and time; an id already known is the command
+    /// already made, returned as it is.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn create_with_id(
+        &self,
+        id: String,
+        now: i64,
+        device: &str,
+        action: &str,
+        value: &Value,
+        source: Source,
+        chain: Option<String>,
+    ) -> Result<Command, CreateError> {
+        let value = check_action(action, value).map_err(CreateError::Invalid)?;
+        if let Some(known) = self.get(&id) {
+            return Ok(known);
+        }
         let command = Command {
-            command_id: self.new_id(now),
+            command_id: id,
             device: device.to_owned(),
             action: action.to_owned(),
             value,
@@ -211,6 +237,10 @@ impl Commands {
     /// A device's audit log, newest first, with the total.
     pub fn history(&self, device: &str, offset: usize, limit: usize) -> (usize, Vec<Command>) {
         lock(&self.book).history(device, offset, limit)
+    }
+
+    pub fn count(&self) -> usize {
+        lock(&self.book).len()
     }
 
     pub fn all(&self) -> Vec<Command> {

@@ -22,7 +22,8 @@ fn parse(body: &[u8]) -> Result<ChainSpec, ApiError> {
 fn compile(spec: &ChainSpec) -> Result<(), ApiError> {
     CompiledChain::compile(spec.clone())
         .map(|_| ())
-        .map_err(ApiError::from)
+        .map_err(ApiError::from)?;
+    crate::commands::rule::check_chain_commands(spec).map_err(ApiError::BadRequest)
 }
 
 fn status_json(status: Option<ChainStatus>) -> Value {

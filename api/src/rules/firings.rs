@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tracing::warn;
 
+use crate::commands::rule::{command_targets, CommandTarget};
 use crate::notify::{notify_targets, Notifier, NotifyTarget};
 
 /// Rows of `rule_firings` kept in memory; older firings stay in the log file only.
@@ -42,6 +43,9 @@ pub struct FiringRecord {
     /// The device states this firing changes: its notifications (see `notify`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifyTarget>,
+    /// The device commands this firing makes (see `commands::rule`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<CommandTarget>,
 }
 
 fn to_map(pairs: &[(String, f64)]) -> Map<String, Value> {
@@ -69,6 +73,7 @@ impl FiringRecord {
             values: to_map(&f.values),
             fields: to_map(&f.fields),
             notify: notify_targets(&f.chain.spec, f.kind.active(), repeated),
+            commands: command_targets(&f.chain.spec, f.kind.active()),
         }
     }
 
@@ -92,6 +97,8 @@ pub struct FiringLog {
     path: PathBuf,
     inner: Mutex<Inner>,
     notifier: Arc<Notifier>,
+    /// Durable records that make commands, to the command service (set once it runs).
+    commands: std::sync::OnceLock<tokio::sync::mpsc::Sender<FiringRecord>>,
 }
 
 impl FiringLog {
@@ -123,7 +130,13 @@ impl FiringLog {
                 last_active,
             }),
             notifier,
+            commands: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Where the records that make commands go once durable.
+    pub fn set_command_outlet(&self, outlet: tokio::sync::mpsc::Sender<FiringRecord>) {
+        let _ = self.commands.set(outlet);
     }
 
     pub fn path(&self) -> &Path {
@@ -153,6 +166,22 @@ impl FiringLog {
         }
         // Numbered under the log's lock, so seqs follow the log's order.
         self.notifier.record(records, true);
+        drop(inner);
+        if let Some(outlet) = self.commands.get() {
+            for r in records.iter().filter(|r| !r.commands.is_empty()) {
+                // The writer thread waits for room; an append on the runtime (a firing recorded
+                // at start) must not block it, and what it cannot hand over now is made by the
+                // reconciliation at the next start.
+                let handed = if tokio::runtime::Handle::try_current().is_ok() {
+                    outlet.try_send(r.clone()).is_ok()
+                } else {
+                    outlet.blocking_send(r.clone()).is_ok()
+                };
+                if !handed {
+                    warn!(chain = %r.chain, "a rule's commands wait for the next start");
+                }
+            }
+        }
         Ok(())
     }
 

@@ -152,6 +152,7 @@ pub async fn rebuild(
                 values,
                 fields: Default::default(),
                 notify: notify_targets(&chain.spec, status.active, false),
+                commands: crate::commands::rule::command_targets(&chain.spec, status.active),
             });
         }
     }

@@ -270,3 +270,73 @@ async fn a_sigkill_between_attempts_resumes_the_retries() {
     let done = wait_status(&http, &server, &id, "acknowledged").await;
     assert_eq!(done["attempts"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_sends_its_command_once_per_activation_and_never_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), "30s");
+    let http = reqwest::Client::new();
+    server
+        .post(&http, "/api/v1/devices", &json!({"id": DEVICE}))
+        .await;
+    let chain = |value: Value| {
+        json!({"id": "pm-high", "nodes": [
+            {"type": "filter", "sensor": DEVICE, "condition": "pm25 > 100"},
+            {"type": "action", "action": "command", "device": DEVICE,
+             "command": {"action": "setFanSpeed", "value": value}}]})
+    };
+    let (status, refused) = server
+        .post(&http, "/api/v1/rulechains", &chain(json!(9)))
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("nodes[1].command: `value`"),
+        "{refused}"
+    );
+    let (status, body) = server
+        .post(&http, "/api/v1/rulechains", &chain(json!(5)))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (client, mut inbox) = device(&server).await;
+    let write =
+        |pm25: f64| json!({"readings": [{"sensor": DEVICE, "variable": "pm25", "value": pm25}]});
+    let (status, _) = server.post(&http, "/api/v1/write", &write(150.0)).await;
+    assert_eq!(status, 200);
+    let sent = next(&mut inbox).await;
+    assert_eq!(
+        (sent["action"].as_str(), sent["value"].as_i64()),
+        (Some("setFanSpeed"), Some(5))
+    );
+    let id = sent["commandId"].as_str().unwrap().to_owned();
+    ack(&client, &id, "ok").await;
+    let done = wait_status(&http, &server, &id, "acknowledged").await;
+    assert_eq!(
+        (done["source"].as_str(), done["chain"].as_str()),
+        (Some("rule"), Some("pm-high"))
+    );
+
+    // Still active: no new activation, no new command.
+    server.post(&http, "/api/v1/write", &write(160.0)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), inbox.recv())
+            .await
+            .is_err(),
+        "a second command for one activation"
+    );
+    // A restart hands the firing log over again: the firing's command is already made.
+    server.kill9();
+    let server = start(dir.path(), "30s");
+    let log: Value = http
+        .get(format!("{}/api/v1/devices/{DEVICE}/commands", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(log["total"], 1, "{log}");
+    assert_eq!(log["commands"][0]["status"], "acknowledged");
+}
