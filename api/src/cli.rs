@@ -26,6 +26,44 @@ pub enum Command {
     /// Manage the rule chains of a running server.
     #[command(subcommand)]
     Chains(ChainsCommand),
+    /// Simulated air purifiers over MQTT: readings, commands obeyed and acknowledged.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// How many purifiers, named PREFIX00000, PREFIX00001, ...
+    #[arg(long, default_value_t = 10)]
+    pub devices: usize,
+    #[arg(long, default_value = "purifier-")]
+    pub prefix: String,
+    /// Time between two readings of one device (`1s` for demos).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// The broker, `host:port`.
+    #[arg(long, env = "AEMOS_MQTT", default_value = "127.0.0.1:1883")]
+    pub mqtt: String,
+    /// Share of the devices (0 to 1) that go silent after their first reading.
+    #[arg(long, default_value_t = 0.0)]
+    pub offline_share: f64,
+    /// Share of the devices (0 to 1) that never acknowledge a command.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_commands_share: f64,
+    /// A JSON array of `{"id", "token"}` (the answers of `POST /api/v1/devices`).
+    #[arg(long, conflicts_with = "register")]
+    pub tokens: Option<PathBuf>,
+    /// Register the devices (or rotate their tokens) through the HTTP API first.
+    #[arg(long)]
+    pub register: bool,
+    /// The server's HTTP address, for `--register`.
+    #[arg(long, env = "AEMOS_URL", default_value = "http://127.0.0.1:3000")]
+    pub url: String,
+    /// An admin JWT, for `--register` in production mode.
+    #[arg(long, env = "AEMOS_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// Stop after this long (and print the counts); default: until interrupted.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]

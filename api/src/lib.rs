@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod notify;
 pub mod rules;
 pub mod serve;
+pub mod simulate;
 pub mod sql_command;
 pub mod tls;

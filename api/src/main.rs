@@ -22,6 +22,7 @@ fn main() -> anyhow::Result<()> {
             Command::Chains(aemos_api::cli::ChainsCommand::Apply(args)) => {
                 aemos_api::chains_command::apply(args).await
             }
+            Command::Simulate(args) => aemos_api::simulate::simulate(args).await,
         }
     })
 }

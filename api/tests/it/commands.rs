@@ -340,3 +340,91 @@ async fn a_rule_sends_its_command_once_per_activation_and_never_twice() {
     assert_eq!(log["total"], 1, "{log}");
     assert_eq!(log["commands"][0]["status"], "acknowledged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_publishes_obeys_and_drops_as_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), "300ms");
+    let http = reqwest::Client::new();
+    // Three purifiers, registered by the simulator itself; the last one drops commands.
+    let simulator = std::process::Command::new(env!("CARGO_BIN_EXE_aemos"))
+        .args([
+            "simulate",
+            "--devices",
+            "3",
+            "--interval",
+            "200ms",
+            "--duration",
+            "8s",
+        ])
+        .args([
+            "--drop-commands-share",
+            "0.34",
+            "--register",
+            "--url",
+            &server.url,
+        ])
+        .args(["--mqtt", &server.mqtt_addr])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let count = |sensor: &'static str| {
+        let (http, server) = (&http, &server);
+        async move {
+            let sql = format!("SELECT count(*) AS n FROM readings WHERE sensor = '{sensor}' AND variable = 'pm25'");
+            server.sql(http, &sql).await[0]["n"].as_i64().unwrap_or(0)
+        }
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while count("purifier-00000").await < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no readings from the simulator"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let path = |d: &str| format!("/api/v1/devices/{d}/commands");
+    let body = json!({"action": "setFanSpeed", "value": 4});
+    let (status, obeyed) = server.post(&http, &path("purifier-00000"), &body).await;
+    assert_eq!(status, 202);
+    let (_, dropped) = server.post(&http, &path("purifier-00002"), &body).await;
+    let get = |d: &str, c: &Value| {
+        format!(
+            "{}{}/{}",
+            server.url,
+            path(d),
+            c["commandId"].as_str().unwrap()
+        )
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (obeyed, dropped) = loop {
+        let a: Value = http
+            .get(get("purifier-00000", &obeyed))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let b: Value = http
+            .get(get("purifier-00002", &dropped))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if a["status"] == "acknowledged" && b["status"] == "timeout" {
+            break (a, b);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{a} {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(obeyed["response"]["fanSpeed"], 4);
+    assert_eq!(dropped["attempts"], 3);
+    let out = simulator.wait_with_output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["devices"], 3);
+    assert!(report["acks"].as_u64().unwrap() >= 1, "{report}");
+    assert!(report["commands"].as_u64().unwrap() >= 4, "{report}");
+}
