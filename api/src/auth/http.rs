@@ -28,9 +28,10 @@ pub fn policy<'a>(method: &Method, template: &str, path: &'a str) -> Option<Acce
         "/api/v1/query" => Access::Query,
         "/api/v1/devices" if read => Access::ReadAll,
         "/api/v1/devices/{id}" if read => Access::ReadDevice(id()),
-        "/api/v1/devices/{id}/statistics" | "/api/v1/devices/{id}/notifications" => {
-            Access::ReadDevice(id())
-        }
+        "/api/v1/devices/{id}/statistics"
+        | "/api/v1/devices/{id}/notifications"
+        | "/api/v1/devices/{id}/latest"
+        | "/api/v1/devices/{id}/data" => Access::ReadDevice(id()),
         "/api/v1/devices/{id}/commands" | "/api/v1/devices/{id}/commands/{commandId}" if read => {
             Access::ReadDevice(id())
         }

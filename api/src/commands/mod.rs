@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use aemos_ingest::mqtt::{CommandAck, CommandLink};
 use aemos_storage::TimeProvider;
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{info, warn};
@@ -72,6 +72,8 @@ pub struct CommandMetrics {
     pub sent: IntCounter,
     pub closed: IntCounterVec,
     pub ignored_acks: IntCounterVec,
+    /// From the API call (or firing) to the device's ack.
+    pub ack_seconds: Histogram,
 }
 
 impl CommandMetrics {
@@ -98,12 +100,23 @@ impl CommandMetrics {
         registry.register(Box::new(created.clone()))?;
         registry.register(Box::new(sent.clone()))?;
         registry.register(Box::new(closed.clone()))?;
+        let ack_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "command_ack_seconds",
+                "Time from a command's creation to its ack",
+            )
+            .buckets(vec![
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0, 30.0, 120.0,
+            ]),
+        )?;
         registry.register(Box::new(ignored_acks.clone()))?;
+        registry.register(Box::new(ack_seconds.clone()))?;
         Ok(Self {
             created,
             sent,
             closed,
             ignored_acks,
+            ack_seconds,
         })
     }
 }
@@ -298,6 +311,8 @@ impl Commands {
         let outcome = lock(&self.book).ack(now, &ack.device, id, ok, body.clone());
         match outcome {
             Ok(done) => {
+                let waited = (now - done.created_at).max(0) as f64 / 1000.0;
+                self.metrics.ack_seconds.observe(waited);
                 self.record(&[done]).await;
                 self.wake.notify_one();
             }

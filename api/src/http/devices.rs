@@ -21,7 +21,7 @@ pub(super) struct StatisticsParams {
 }
 
 /// RFC 3339 or integer epoch milliseconds.
-fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
+pub(super) fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
     match text.parse::<i64>() {
         Ok(ms) => Ok(ms),
         Err(_) => {

@@ -2,6 +2,7 @@
 
 mod commands;
 mod datastream_token;
+mod device_data;
 mod devices;
 mod error;
 mod health;
@@ -88,6 +89,8 @@ pub fn router(args: RouterArgs) -> Router {
             get(query::query_get).post(query::query_post),
         )
         .route("/api/v1/devices/{id}/statistics", get(devices::statistics))
+        .route("/api/v1/devices/{id}/latest", get(device_data::latest))
+        .route("/api/v1/devices/{id}/data", get(device_data::data))
         .route(
             "/api/v1/devices/{id}/notifications",
             get(notifications::replay),

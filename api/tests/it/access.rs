@@ -283,6 +283,32 @@ fn routes() -> Vec<Route> {
             let (a, o, v) = users(ok);
             r(
                 "GET",
+                "/api/v1/devices/dev-a/latest",
+                none,
+                a,
+                o,
+                v,
+                Some(ok),
+                None,
+            )
+        },
+        {
+            let (a, o, v) = users(ok);
+            r(
+                "GET",
+                "/api/v1/devices/dev-a/data",
+                none,
+                a,
+                o,
+                v,
+                Some(ok),
+                None,
+            )
+        },
+        {
+            let (a, o, v) = users(ok);
+            r(
+                "GET",
                 "/api/v1/devices/dev-a/notifications",
                 none,
                 a,

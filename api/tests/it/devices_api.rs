@@ -233,3 +233,76 @@ async fn dev_mode_is_open_but_checks_a_credential_that_is_presented() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_and_data_of_a_device() {
+    let app = app_in(Mode::Dev, 1 << 20, usize::MAX).await;
+    let (s, _) = send(
+        &app,
+        "POST",
+        "/api/v1/devices",
+        None,
+        Some(json!({"id": "p-1", "sensors": ["p-1-air"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let readings = json!({"readings": [
+        {"sensor": "p-1-air", "variable": "pm25", "value": 10, "time": 1_000},
+        {"sensor": "p-1-air", "variable": "pm25", "value": 30, "time": 3_000},
+        {"sensor": "p-1-air", "variable": "pm25", "value": 20, "time": 2_000},
+        {"sensor": "p-1", "variable": "fanSpeed", "value": 2, "time": 1_500},
+        {"sensor": "other", "variable": "pm25", "value": 99, "time": 4_000}]});
+    let (s, answer) = send(&app, "POST", "/api/v1/write", None, Some(readings)).await;
+    assert_eq!(s, StatusCode::OK, "{answer}");
+    let (s, latest) = send(&app, "GET", "/api/v1/devices/p-1/latest", None, None).await;
+    assert_eq!(s, StatusCode::OK, "{latest}");
+    let values: Vec<(String, f64)> = latest["latest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                format!(
+                    "{}.{}",
+                    r["sensor"].as_str().unwrap(),
+                    r["variable"].as_str().unwrap()
+                ),
+                r["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        values,
+        [
+            ("p-1.fanSpeed".to_owned(), 2.0),
+            ("p-1-air.pm25".to_owned(), 30.0)
+        ]
+    );
+    let (s, data) = send(
+        &app,
+        "GET",
+        "/api/v1/devices/p-1/data?from=1500&limit=2",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{data}");
+    let values: Vec<f64> = data["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(values, [30.0, 20.0], "newest first, from 1500, two: {data}");
+    for (uri, status) in [
+        ("/api/v1/devices/nobody/latest", StatusCode::NOT_FOUND),
+        ("/api/v1/devices/p-1/data?limit=0", StatusCode::BAD_REQUEST),
+        (
+            "/api/v1/devices/p-1/data?from=yesterday",
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (s, answer) = send(&app, "GET", uri, None, None).await;
+        assert_eq!(s, status, "{uri}: {answer}");
+    }
+}

@@ -1,0 +1,77 @@
+//! Seed 003's device routes: `GET /api/v1/devices/{id}/latest` (the latest value of each of the
+//! device's sensor variables) and `GET /api/v1/devices/{id}/data?from=&to=&limit=` (its readings,
+//! newest first; `limit` 1 to 10,000, default 100). Both are SQL over `readings`; the id is
+//! checked against the device charset before it is put in the query text.
+
+use aemos_queries::{encode, OutputFormat};
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::devices::parse_time;
+use super::{ApiError, AppState};
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DataParams {
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+fn registered(state: &AppState, id: &str) -> Result<(), ApiError> {
+    match state.auth.registry.get(id) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::NotFound(format!("no device {id:?}"))),
+    }
+}
+
+async fn rows(state: &AppState, sql: &str) -> Result<Value, ApiError> {
+    let (schema, batches) = state.queries.sql(sql).await?;
+    let bytes = encode(OutputFormat::Json, &schema, &batches)?;
+    serde_json::from_slice(&bytes).map_err(ApiError::internal)
+}
+
+pub(super) async fn latest(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    registered(&state, &id)?;
+    let sql = format!(
+        "SELECT sensor, variable, last_value(value ORDER BY time) AS value, max(time) AS time \
+         FROM readings WHERE device = '{id}' GROUP BY sensor, variable ORDER BY sensor, variable"
+    );
+    Ok(Json(
+        json!({"device": id, "latest": rows(&state, &sql).await?}),
+    ))
+}
+
+pub(super) async fn data(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<DataParams>,
+) -> Result<Json<Value>, ApiError> {
+    registered(&state, &id)?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "`limit`: from 1 to 10000, not {limit}"
+        )));
+    }
+    let mut filter = format!("device = '{id}'");
+    if let Some(from) = params.from.as_deref() {
+        let ms = parse_time("from", from)?;
+        filter += &format!(" AND time >= to_timestamp_millis({ms})");
+    }
+    if let Some(to) = params.to.as_deref() {
+        let ms = parse_time("to", to)?;
+        filter += &format!(" AND time < to_timestamp_millis({ms})");
+    }
+    let sql = format!(
+        "SELECT time, sensor, variable, value FROM readings WHERE {filter} \
+         ORDER BY time DESC, sensor, variable LIMIT {limit}"
+    );
+    Ok(Json(
+        json!({"device": id, "data": rows(&state, &sql).await?}),
+    ))
+}
