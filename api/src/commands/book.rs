@@ -9,7 +9,7 @@
 //! `superseded`, because the device would be told to set a value only to be told another at
 //! once. A command already sent is not superseded: it was delivered and is being answered.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -108,8 +108,11 @@ pub struct Book {
     /// Every command of a device, oldest first (the audit log).
     history: HashMap<String, Vec<String>>,
     open: HashMap<String, VecDeque<String>>,
-    /// Devices whose queue's head may need sending or has a deadline.
-    active: HashSet<String>,
+    /// Devices whose queue's head may be pending (new commands, after an ack or a timeout).
+    ready: HashSet<String>,
+    /// When each sent command's ack is due, by command id: only what is due is looked at, so
+    /// a dispatch costs what changes, not the number of devices waiting for an ack.
+    deadlines: BTreeSet<(i64, String)>,
 }
 
 impl Book {
@@ -119,7 +122,8 @@ impl Book {
             commands: HashMap::new(),
             history: HashMap::new(),
             open: HashMap::new(),
-            active: HashSet::new(),
+            ready: HashSet::new(),
+            deadlines: BTreeSet::new(),
         }
     }
 
@@ -141,7 +145,11 @@ impl Book {
                 .entry(c.device.clone())
                 .or_default()
                 .push_back(c.command_id.clone());
-            self.active.insert(c.device.clone());
+            self.ready.insert(c.device.clone());
+            if let (Status::Sent, Some(t)) = (c.status, c.sent_at) {
+                self.deadlines
+                    .insert((t + self.timing.ack_timeout_ms, c.command_id.clone()));
+            }
         }
         self.commands.insert(c.command_id.clone(), c);
     }
@@ -204,65 +212,66 @@ impl Book {
         changed
     }
 
-    /// Sends what is due at `now`: each active device's head, when it is pending or its ack is
-    /// overdue. Returns the records changed; those `sent` are to be published.
+    /// Sends what is due at `now`: the pending head of each ready device, and the commands
+    /// whose ack is overdue (sent again, or `timeout` when their attempts are spent, and then
+    /// the device's next). Returns the records changed; those `sent` are to be published.
     pub fn due(&mut self, now: i64) -> Vec<Command> {
         let mut changed = Vec::new();
-        let Timing {
-            ack_timeout_ms,
-            max_attempts,
-        } = self.timing;
-        let mut idle = Vec::new();
-        for device in &self.active {
-            let Some(queue) = self.open.get_mut(device) else {
-                idle.push(device.clone());
+        while let Some((at, _)) = self.deadlines.first() {
+            if *at > now {
+                break;
+            }
+            let Some((at, id)) = self.deadlines.pop_first() else {
+                break;
+            };
+            let timeout = self.timing.ack_timeout_ms;
+            let Some(c) = self.commands.get_mut(&id) else {
                 continue;
             };
-            while let Some(id) = queue.front() {
-                let Some(c) = self.commands.get_mut(id) else {
-                    queue.pop_front();
-                    continue;
-                };
-                let overdue = c.sent_at.is_some_and(|t| now >= t + ack_timeout_ms);
-                match c.status {
-                    Status::Pending => {}
-                    Status::Sent if overdue && c.attempts < max_attempts => {}
-                    Status::Sent if overdue => {
-                        c.status = Status::Timeout;
-                        changed.push(c.clone());
-                        queue.pop_front();
-                        continue;
-                    }
-                    _ => break,
+            // A deadline left by an earlier attempt, or by a command answered since.
+            if c.status != Status::Sent || c.sent_at.map(|t| t + timeout) != Some(at) {
+                continue;
+            }
+            if c.attempts < self.timing.max_attempts {
+                c.attempts += 1;
+                c.sent_at = Some(now);
+                self.deadlines.insert((now + timeout, id));
+            } else {
+                c.status = Status::Timeout;
+                let device = c.device.clone();
+                if let Some(queue) = self.open.get_mut(&device) {
+                    queue.retain(|q| *q != id);
                 }
+                self.ready.insert(device);
+            }
+            changed.push(c.clone());
+        }
+        for device in std::mem::take(&mut self.ready) {
+            let Some(queue) = self.open.get_mut(&device) else {
+                continue;
+            };
+            let Some(c) = queue.front().and_then(|id| self.commands.get_mut(id)) else {
+                self.open.remove(&device);
+                continue;
+            };
+            if c.status == Status::Pending {
                 c.status = Status::Sent;
                 c.attempts += 1;
                 c.sent_at = Some(now);
+                self.deadlines
+                    .insert((now + self.timing.ack_timeout_ms, c.command_id.clone()));
                 changed.push(c.clone());
-                break;
             }
-            if queue.is_empty() {
-                idle.push(device.clone());
-            }
-        }
-        for device in idle {
-            self.active.remove(&device);
-            self.open.remove(&device);
         }
         changed
     }
 
     /// The earliest time [`due`](Self::due) has something to do, if any.
     pub fn next_deadline(&self) -> Option<i64> {
-        self.active
-            .iter()
-            .filter_map(|d| self.open.get(d)?.front())
-            .filter_map(|id| self.commands.get(id))
-            .map(|c| match (c.status, c.sent_at) {
-                (Status::Sent, Some(t)) => t + self.timing.ack_timeout_ms,
-                _ => i64::MIN,
-            })
-            .min()
+        if !self.ready.is_empty() {
+            return Some(i64::MIN);
+        }
+        self.deadlines.first().map(|(at, _)| *at)
     }
 
     /// A device's ack: `ok` acknowledges, anything else fails the command. The command leaves
@@ -307,7 +316,7 @@ impl Book {
         if let Some(queue) = self.open.get_mut(device) {
             queue.retain(|q| q != id);
         }
-        self.active.insert(device.to_owned());
+        self.ready.insert(device.to_owned());
         Ok(done)
     }
 
@@ -446,6 +455,16 @@ mod tests {
             ["c", "b"],
             "newest first"
         );
+    }
+
+    #[test]
+    fn an_answered_command_leaves_no_retry_behind() {
+        let mut book = Book::new(TIMING);
+        book.add(command("a", "d", "setPower", 0));
+        book.due(0);
+        book.ack(10, "d", "a", true, json!({})).unwrap();
+        assert!(book.due(30_000).is_empty());
+        assert_eq!(book.next_deadline(), None, "nothing left to wake for");
     }
 
     #[test]
