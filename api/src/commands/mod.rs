@@ -289,23 +289,30 @@ impl Commands {
         }
     }
 
-    /// Handles one ack from a device's `acks` topic.
-    async fn ack(&self, ack: CommandAck) {
+    /// Applies a device's ack to the book; the command it closes, to be journaled.
+    fn ack(&self, ack: &CommandAck) -> Option<Command> {
         let ignore = |reason: &str, detail: &dyn std::fmt::Display| {
             self.metrics.ignored_acks.with_label_values(&[reason]).inc();
             info!(device = %ack.device, %detail, "command ack ignored");
         };
         let body: Value = match serde_json::from_slice(&ack.payload) {
             Ok(v) => v,
-            Err(e) => return ignore("malformed", &e),
+            Err(e) => {
+                ignore("malformed", &e);
+                return None;
+            }
         };
         let Some(id) = body.get("commandId").and_then(Value::as_str) else {
-            return ignore("malformed", &"no `commandId` string");
+            ignore("malformed", &"no `commandId` string");
+            return None;
         };
         let ok = match body.get("status").and_then(Value::as_str) {
             Some("ok") => true,
             Some("error") => false,
-            _ => return ignore("malformed", &"`status` must be \"ok\" or \"error\""),
+            _ => {
+                ignore("malformed", &"`status` must be \"ok\" or \"error\"");
+                return None;
+            }
         };
         let now = self.clock.now_ms();
         let outcome = lock(&self.book).ack(now, &ack.device, id, ok, body.clone());
@@ -313,13 +320,13 @@ impl Commands {
             Ok(done) => {
                 let waited = (now - done.created_at).max(0) as f64 / 1000.0;
                 self.metrics.ack_seconds.observe(waited);
-                self.record(&[done]).await;
-                self.wake.notify_one();
+                return Some(done);
             }
             Err(refusal @ book::AckRefusal::Unknown(_)) => ignore("unknown", &refusal),
             Err(refusal @ book::AckRefusal::OtherDevice { .. }) => ignore("other_device", &refusal),
             Err(refusal) => ignore("duplicate", &refusal),
         }
+        None
     }
 
     /// Sends what is due: journaled first, then published.
@@ -332,10 +339,12 @@ impl Commands {
         self.record(&changed).await;
         for c in changed.iter().filter(|c| c.status == Status::Sent) {
             let payload = json!({"commandId": c.command_id, "action": c.action, "value": c.value});
-            match link.send(&c.device, payload.to_string()) {
-                Ok(()) => self.metrics.sent.inc(),
-                // The attempt counts; the retry after the ack timeout sends it again.
-                Err(e) => warn!(command = %c.command_id, error = %e, "command publish failed"),
+            self.metrics.sent.inc();
+            // rumqttd's `try_publish` keeps the publish queued when it fails to wake the
+            // router, so an error may still be delivered; either way the attempt counts and
+            // the retry after the ack timeout sends it again.
+            if let Err(e) = link.send(&c.device, payload.to_string()) {
+                warn!(command = %c.command_id, error = %e, "command publish failed");
             }
         }
     }
@@ -357,10 +366,12 @@ impl Commands {
             tokio::select! {
                 ack = acks.recv() => match ack {
                     Some(ack) => {
-                        self.ack(ack).await;
+                        // Every ack waiting is applied, then journaled with one fsync.
+                        let mut done: Vec<Command> = self.ack(&ack).into_iter().collect();
                         while let Ok(more) = acks.try_recv() {
-                            self.ack(more).await;
+                            done.extend(self.ack(&more));
                         }
+                        self.record(&done).await;
                     }
                     None => return,
                 },
