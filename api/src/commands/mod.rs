@@ -129,6 +129,17 @@ pub struct CommandsArgs<'a> {
     pub metrics: CommandMetrics,
 }
 
+/// What a new command is made of.
+#[derive(Debug, Clone)]
+pub struct NewCommand<'a> {
+    pub device: &'a str,
+    pub action: &'a str,
+    pub value: &'a Value,
+    pub source: Source,
+    /// The chain whose firing makes it.
+    pub chain: Option<String>,
+}
+
 /// The command service: the book behind a lock, the journal, and the way out.
 pub struct Commands {
     book: Mutex<Book>,
@@ -184,33 +195,27 @@ impl Commands {
     }
 
     /// Makes a command durable and queues it; returns it once it survives a crash.
-    pub async fn create(
-        &self,
-        device: &str,
-        action: &str,
-        value: &Value,
-        source: Source,
-        chain: Option<String>,
-    ) -> Result<Command, CreateError> {
+    pub async fn create(&self, new: NewCommand<'_>) -> Result<Command, CreateError> {
         let now = self.clock.now_ms();
         let id = self.new_id(now);
-        self.create_with_id(id, now, device, action, value, source, chain)
-            .await
+        self.create_with_id(id, now, new).await
     }
 
     /// [`create`](Self::create) with a given id and time; an id already known is the command
     /// already made, returned as it is.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn create_with_id(
         &self,
         id: String,
         now: i64,
-        device: &str,
-        action: &str,
-        value: &Value,
-        source: Source,
-        chain: Option<String>,
+        new: NewCommand<'_>,
     ) -> Result<Command, CreateError> {
+        let NewCommand {
+            device,
+            action,
+            value,
+            source,
+            chain,
+        } = new;
         let value = check_action(action, value).map_err(CreateError::Invalid)?;
         if let Some(known) = self.get(&id) {
             return Ok(known);

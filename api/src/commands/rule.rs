@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::warn;
 
-use super::{check_action, Commands, CreateError, Source};
+use super::{check_action, Commands, CreateError, NewCommand, Source};
 use crate::rules::FiringRecord;
 
 /// One command a firing makes.
@@ -82,11 +82,13 @@ impl Commands {
                 .create_with_id(
                     id,
                     record.time,
-                    &target.device,
-                    &target.action,
-                    &target.value,
-                    Source::Rule,
-                    Some(record.chain.clone()),
+                    NewCommand {
+                        device: &target.device,
+                        action: &target.action,
+                        value: &target.value,
+                        source: Source::Rule,
+                        chain: Some(record.chain.clone()),
+                    },
                 )
                 .await;
             if let Err(e @ (CreateError::Invalid(_) | CreateError::Journal(_))) = made {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
-use crate::commands::{to_json, CreateError, Source};
+use crate::commands::{to_json, CreateError, NewCommand, Source};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,7 +41,13 @@ pub(super) async fn create(
     let Json(spec) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let command = state
         .commands
-        .create(&id, &spec.action, &spec.value, Source::Api, None)
+        .create(NewCommand {
+            device: &id,
+            action: &spec.action,
+            value: &spec.value,
+            source: Source::Api,
+            chain: None,
+        })
         .await
         .map_err(|e| match e {
             CreateError::Invalid(reason) => ApiError::BadRequest(reason),

@@ -101,10 +101,10 @@ async fn command(
 
 /// Polls the command until its status is `want`.
 async fn wait_status(http: &reqwest::Client, server: &TestServer, id: &str, want: &str) -> Value {
-    let url = format!("{}/api/v1/devices/{DEVICE}/commands/{id}", server.url);
+    let path = format!("/api/v1/devices/{DEVICE}/commands/{id}");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let c: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+        let c = server.get_json(http, &path).await;
         if c["status"] == want {
             return c;
         }
@@ -216,14 +216,7 @@ async fn acknowledged_retried_timed_out_and_refused() {
     assert_eq!(status, 404);
 
     // The audit log, newest first, and the same in SQL.
-    let log: Value = http
-        .get(format!("{}{path}?limit=2", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log = server.get_json(&http, &format!("{path}?limit=2")).await;
     assert_eq!(log["total"], 3);
     let ids: Vec<&str> = log["commands"]
         .as_array()
@@ -329,14 +322,9 @@ async fn a_rule_sends_its_command_once_per_activation_and_never_twice() {
     // A restart hands the firing log over again: the firing's command is already made.
     server.kill9();
     let server = start(dir.path(), "30s");
-    let log: Value = http
-        .get(format!("{}/api/v1/devices/{DEVICE}/commands", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log = server
+        .get_json(&http, &format!("/api/v1/devices/{DEVICE}/commands"))
+        .await;
     assert_eq!(log["total"], 1, "{log}");
     assert_eq!(log["commands"][0]["status"], "acknowledged");
 }
@@ -388,32 +376,15 @@ async fn the_simulator_publishes_obeys_and_drops_as_told() {
     let (status, obeyed) = server.post(&http, &path("purifier-00000"), &body).await;
     assert_eq!(status, 202);
     let (_, dropped) = server.post(&http, &path("purifier-00002"), &body).await;
-    let get = |d: &str, c: &Value| {
-        format!(
-            "{}{}/{}",
-            server.url,
-            path(d),
-            c["commandId"].as_str().unwrap()
-        )
-    };
+    let get = |d: &str, c: &Value| format!("{}/{}", path(d), c["commandId"].as_str().unwrap());
     let deadline = tokio::time::Instant::now() + WAIT;
     let (obeyed, dropped) = loop {
-        let a: Value = http
-            .get(get("purifier-00000", &obeyed))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let b: Value = http
-            .get(get("purifier-00002", &dropped))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let a = server
+            .get_json(&http, &get("purifier-00000", &obeyed))
+            .await;
+        let b = server
+            .get_json(&http, &get("purifier-00002", &dropped))
+            .await;
         if a["status"] == "acknowledged" && b["status"] == "timeout" {
             break (a, b);
         }

@@ -119,6 +119,16 @@ impl TestServer {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// GETs `path`: its JSON answer.
+    pub(crate) async fn get_json(&self, client: &reqwest::Client, path: &str) -> serde_json::Value {
+        let r = client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        r.json().await.unwrap()
+    }
+
     /// The Prometheus text.
     pub(crate) async fn metrics(&self, client: &reqwest::Client) -> String {
         client
