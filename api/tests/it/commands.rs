@@ -399,3 +399,78 @@ async fn the_simulator_publishes_obeys_and_drops_as_told() {
     assert!(report["acks"].as_u64().unwrap() >= 1, "{report}");
     assert!(report["commands"].as_u64().unwrap() >= 4, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_production_the_simulator_registers_and_logs_in_with_device_tokens() {
+    const SECRET: &str = "commands-test-secret-of-at-least-32-bytes";
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        dir.path(),
+        &["--mode", "production", "--jwt-secret", SECRET],
+        &[],
+    );
+    let admin = crate::access::user_jwt(SECRET, "admin");
+    let simulator = std::process::Command::new(env!("CARGO_BIN_EXE_aemos"))
+        .args([
+            "simulate",
+            "--devices",
+            "2",
+            "--interval",
+            "200ms",
+            "--duration",
+            "5s",
+        ])
+        .args([
+            "--register",
+            "--url",
+            &server.url,
+            "--mqtt",
+            &server.mqtt_addr,
+        ])
+        .env("AEMOS_ADMIN_TOKEN", &admin)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let operator = crate::access::user_jwt(SECRET, "operator");
+    let path = "/api/v1/devices/purifier-00001/commands";
+    // The devices exist once the simulator registered them.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let id = loop {
+        let r = http
+            .post(format!("{}{path}", server.url))
+            .bearer_auth(&operator)
+            .json(&json!({"action": "turnOff"}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 202 {
+            let body: Value = r.json().await.unwrap();
+            break body["commandId"].as_str().unwrap().to_owned();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", r.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let c: Value = http
+            .get(format!("{}{path}/{id}", server.url))
+            .bearer_auth(&operator)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if c["status"] == "acknowledged" {
+            assert_eq!(c["response"]["power"], false, "{c}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{c}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report: Value =
+        serde_json::from_slice(&simulator.wait_with_output().unwrap().stdout).unwrap();
+    assert!(report["readings"].as_u64().unwrap() >= 2, "{report}");
+    assert_eq!(report["disconnects"], 0, "refused logins: {report}");
+}
