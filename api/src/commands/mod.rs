@@ -153,6 +153,9 @@ pub struct Commands {
     /// Held while a firing's commands are made: the start's reconciliation and the live
     /// hand-over may carry the same firing, and each id must be made once.
     making_rules: tokio::sync::Mutex<()>,
+    /// Held for reading from a new command's journal line until it is in the book, and for
+    /// writing while a compaction takes its snapshot.
+    compaction: tokio::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Commands {
@@ -184,6 +187,7 @@ impl Commands {
             appended: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             making_rules: tokio::sync::Mutex::new(()),
+            compaction: tokio::sync::RwLock::new(()),
         }))
     }
 
@@ -234,11 +238,15 @@ impl Commands {
             acknowledged_at: None,
             response: None,
         };
-        self.journal
-            .append(std::slice::from_ref(&command))
-            .await
-            .map_err(CreateError::Journal)?;
-        let superseded = lock(&self.book).add(command.clone());
+        let superseded = {
+            // Journaled and in the book before a compaction can take its snapshot.
+            let _gate = self.compaction.read().await;
+            self.journal
+                .append(std::slice::from_ref(&command))
+                .await
+                .map_err(CreateError::Journal)?;
+            lock(&self.book).add(command.clone())
+        };
         self.metrics
             .created
             .with_label_values(&[source_label(source)])
@@ -285,12 +293,15 @@ impl Commands {
         if appended > 4 * live + 100_000 {
             self.appended.store(0, Ordering::Relaxed);
             let before = self.clock.now_ms() - RETENTION.as_millis() as i64;
-            let states = {
-                let mut book = lock(&self.book);
-                book.expire(before);
-                book.all().cloned().collect()
-            };
-            self.journal.compact(states).await;
+            // No new command between its journal line and the book (the gate), and the job
+            // queued under the book's lock: every change the snapshot lacks is appended after
+            // the compaction, to the new file.
+            let _gate = self.compaction.write().await;
+            let mut book = lock(&self.book);
+            book.expire(before);
+            if !self.journal.try_compact(book.all().cloned().collect()) {
+                warn!("command journal busy: compaction put off");
+            }
         }
     }
 
