@@ -29,7 +29,7 @@
 //! from one pass (`reading_ids`).
 //!
 //! Cost, on the ingestion side only (the workers never hash names): `Reading::new` 27 ns against
-//! 20 ns for the two FNV keys before, `key_of` 21 ns against 14 (`key_cost` in `tests/it/keys.rs`,
+//! 20 ns for the two FNV keys before, `key_of` 21 ns against 14 (`cargo bench -p aemos-engine --bench keys`,
 //! release build, 40,000 names). foldhash's seeded quality hasher would be about three times
 //! faster, but it claims no resistance to names chosen against it, which is the point here.
 
