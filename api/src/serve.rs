@@ -3,8 +3,9 @@
 use crate::commands::{commands_snapshot, CommandMetrics, Commands, CommandsArgs, Timing};
 use std::sync::Arc;
 
+use aemos_clock::{Clock, SystemClock};
 use aemos_queries::{QueryEngine, QueryEngineArgs};
-use aemos_storage::{ObjectStoreConfig, Storage, StorageArgs, SystemClock};
+use aemos_storage::{ObjectStoreConfig, Storage, StorageArgs};
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -107,7 +108,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // One clock for storage, the engine and device control.
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut engine_args = aemos_engine::EngineArgs::new(workers);
+    engine_args.clock = Arc::clone(&clock);
     engine_args.tick = args.engine_tick;
     let notifier = Notifier::new(REPLAY_PER_DEVICE);
     let rules = Rules::start(RulesArgs {
@@ -133,7 +137,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut storage_args = StorageArgs::new(
         args.store.data_dir.clone(),
         object_store,
-        Arc::new(SystemClock),
+        Arc::clone(&clock),
     );
     storage_args.persist_interval = args.persist_interval;
     storage_args.persist_rows = args.persist_rows;
@@ -201,7 +205,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ack_timeout_ms: args.command_ack_timeout.as_millis() as i64,
             max_attempts: args.command_max_attempts,
         },
-        clock: Arc::new(SystemClock),
+        clock: Arc::clone(&clock),
         metrics: CommandMetrics::register(&metrics.registry)?,
     })
     .context("opening the command journal")?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use aemos_queries::{QueryEngine, QueryEngineArgs, StaticSource};
 use aemos_storage::schema::ReadingsBuilder;
-use aemos_storage::{MockClock, ObjectStoreConfig, Storage, StorageArgs};
+use aemos_storage::{ManualClock, ObjectStoreConfig, Storage, StorageArgs};
 
 const T0: i64 = 1_768_905_000_000; // 2026-01-20T10:30:00Z
 
@@ -19,7 +19,7 @@ async fn fixture(dir: &Path) -> (Arc<Storage>, QueryEngine) {
     let storage = Storage::open(StorageArgs::new(
         dir.to_path_buf(),
         store,
-        Arc::new(MockClock::new(T0)),
+        Arc::new(ManualClock::new(T0)),
     ))
     .await
     .unwrap();

@@ -35,9 +35,10 @@ mod persist;
 pub mod schema;
 mod storage;
 pub mod summary;
-mod time;
 mod wal;
 
+/// The clock storage takes (re-exported: one clock type for all of aemos).
+pub use aemos_clock::{Clock, ManualClock, SystemClock};
 pub use buffer::{Buffer, Generation};
 pub use catalog::{Catalog, CatalogState, FileId, ParquetFile, SummaryFile, Tombstone};
 pub use error::{Error, Result};
@@ -46,7 +47,6 @@ pub use persist::{
     decode_parquet, encode_parquet, sort_and_split, writer_properties, SortedPartition,
 };
 pub use storage::{read_only_snapshot, PersistReport, ReadSnapshot, Storage, StorageArgs};
-pub use time::{MockClock, SystemClock, TimeProvider};
 pub use wal::{
     read_unpersisted, DurableObserver, ReplayReport, SegmentId, Wal, WalArgs, WalRecord,
     MAX_RECORD_BYTES,

@@ -20,8 +20,8 @@ use crate::paths::{
 };
 use crate::persist::{decode_parquet, encode_parquet, sort_and_split, SortedPartition};
 use crate::summary::{encode_summary, summarize};
-use crate::time::TimeProvider;
 use crate::wal::{ReplayReport, Wal, WalArgs, WalRecord};
+use aemos_clock::Clock;
 
 /// Files deleted from the catalog stay on the object store this long, for queries in flight.
 const TOMBSTONE_GRACE_MS: i64 = 60_000;
@@ -44,17 +44,13 @@ pub struct StorageArgs {
     /// Writes are refused while the buffer holds this many rows (persistence is behind, or
     /// the object store is unreachable): memory stays bounded.
     pub max_buffered_rows: usize,
-    pub time: Arc<dyn TimeProvider>,
+    pub time: Arc<dyn Clock>,
     /// Told of every batch made durable (the rule engine's input).
     pub observer: Option<Arc<dyn crate::wal::DurableObserver>>,
 }
 
 impl StorageArgs {
-    pub fn new(
-        data_dir: PathBuf,
-        object_store: ObjectStoreConfig,
-        time: Arc<dyn TimeProvider>,
-    ) -> Self {
+    pub fn new(data_dir: PathBuf, object_store: ObjectStoreConfig, time: Arc<dyn Clock>) -> Self {
         Self {
             data_dir,
             object_store,

@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aemos_clock::Clock;
 use aemos_ingest::mqtt::{CommandAck, CommandLink};
-use aemos_storage::TimeProvider;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Notify};
@@ -125,7 +125,7 @@ pub struct CommandsArgs<'a> {
     /// `{data-dir}/commands`.
     pub dir: &'a Path,
     pub timing: Timing,
-    pub clock: Arc<dyn TimeProvider>,
+    pub clock: Arc<dyn Clock>,
     pub metrics: CommandMetrics,
 }
 
@@ -144,7 +144,7 @@ pub struct NewCommand<'a> {
 pub struct Commands {
     book: Mutex<Book>,
     journal: Journal,
-    clock: Arc<dyn TimeProvider>,
+    clock: Arc<dyn Clock>,
     metrics: CommandMetrics,
     wake: Notify,
     /// Lines appended since the last compaction.

@@ -11,7 +11,7 @@ use aemos_api::metrics::Metrics;
 use aemos_api::notify::{Notifier, REPLAY_PER_DEVICE};
 use aemos_api::rules::{Rules, RulesArgs};
 use aemos_queries::{QueryEngine, QueryEngineArgs};
-use aemos_storage::{MockClock, ObjectStoreConfig, Storage, StorageArgs};
+use aemos_storage::{ManualClock, ObjectStoreConfig, Storage, StorageArgs};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
@@ -47,7 +47,7 @@ pub(crate) async fn app_in(mode: Mode, max_body_bytes: usize, max_buffered_rows:
     let mut storage_args = StorageArgs::new(
         dir.path().to_path_buf(),
         store,
-        Arc::new(MockClock::new(T0)),
+        Arc::new(ManualClock::new(T0)),
     );
     storage_args.max_buffered_rows = max_buffered_rows;
     let notifier = Notifier::new(REPLAY_PER_DEVICE);

@@ -2,7 +2,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use aemos_storage::schema::ReadingsBuilder;
-use aemos_storage::{MockClock, ObjectStoreConfig, Storage, StorageArgs};
+use aemos_storage::{ManualClock, ObjectStoreConfig, Storage, StorageArgs};
 use arrow::array::RecordBatch;
 
 pub(crate) const T0: i64 = 1_768_905_000_000; // 2026-01-20T10:30:00Z
@@ -17,7 +17,7 @@ pub(crate) fn batch(start: i64, n: usize, tag: &str) -> RecordBatch {
     b.finish()
 }
 
-pub(crate) fn args(dir: &Path, store: ObjectStoreConfig, clock: Arc<MockClock>) -> StorageArgs {
+pub(crate) fn args(dir: &Path, store: ObjectStoreConfig, clock: Arc<ManualClock>) -> StorageArgs {
     let mut a = StorageArgs::new(dir.to_path_buf(), store, clock);
     a.persist_interval = std::time::Duration::from_secs(3600);
     a
@@ -28,7 +28,7 @@ pub(crate) fn local_store(dir: &Path) -> ObjectStoreConfig {
 }
 
 pub(crate) async fn open(dir: &Path) -> Arc<Storage> {
-    Storage::open(args(dir, local_store(dir), Arc::new(MockClock::new(T0))))
+    Storage::open(args(dir, local_store(dir), Arc::new(ManualClock::new(T0))))
         .await
         .unwrap()
 }

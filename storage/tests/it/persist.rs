@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aemos_storage::paths::HourPartition;
-use aemos_storage::{MockClock, Storage};
+use aemos_storage::{ManualClock, Storage};
 use object_store::ObjectStoreExt;
 
 use crate::helpers::{args, batch, local_store, rows, T0};
@@ -45,7 +45,7 @@ async fn persist_moves_rows_to_parquet_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_merges_a_partition_and_keeps_every_row() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(MockClock::new(T0));
+    let clock = Arc::new(ManualClock::new(T0));
     let mut a = args(dir.path(), local_store(dir.path()), Arc::clone(&clock));
     a.compaction_min_files = 4;
     let storage = Storage::open(a).await.unwrap();
@@ -109,7 +109,7 @@ async fn compaction_merges_a_partition_and_keeps_every_row() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_removes_old_files_only() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(MockClock::new(T0));
+    let clock = Arc::new(ManualClock::new(T0));
     let mut a = args(dir.path(), local_store(dir.path()), Arc::clone(&clock));
     a.retention = Duration::from_secs(24 * 3600);
     let storage = Storage::open(a).await.unwrap();
@@ -134,7 +134,7 @@ async fn the_background_loop_persists_on_row_threshold_and_on_shutdown() {
     let mut a = args(
         dir.path(),
         local_store(dir.path()),
-        Arc::new(MockClock::new(T0)),
+        Arc::new(ManualClock::new(T0)),
     );
     a.persist_rows = 1000;
     let storage = Storage::open(a).await.unwrap();
@@ -169,7 +169,7 @@ async fn writes_are_refused_when_too_much_waits_for_persistence() {
     let mut a = args(
         dir.path(),
         local_store(dir.path()),
-        Arc::new(MockClock::new(T0)),
+        Arc::new(ManualClock::new(T0)),
     );
     a.max_buffered_rows = 100;
     let storage = Storage::open(a).await.unwrap();
