@@ -3,6 +3,7 @@
 use crate::commands::{commands_snapshot, CommandMetrics, Commands, CommandsArgs, Timing};
 use std::sync::Arc;
 
+use crate::devices::presence::presence_chain;
 use aemos_clock::{Clock, SystemClock};
 use aemos_queries::{QueryEngine, QueryEngineArgs};
 use aemos_storage::{ObjectStoreConfig, Storage, StorageArgs};
@@ -219,9 +220,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
 
-    // 4. Chains from the catalog, engine state from storage, the firing log reconciled.
+    // 4. Chains from the catalog and each device's presence, engine state from storage, the
+    // firing log reconciled.
+    let presence = auth
+        .registry
+        .list()
+        .iter()
+        .map(|d| presence_chain(d))
+        .collect();
     let chains = rules
-        .restore(&storage, &queries)
+        .restore(&storage, &queries, presence)
         .await
         .context("rebuilding the rule engine")?;
     info!(chains, workers, "rule engine ready");

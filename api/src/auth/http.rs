@@ -31,6 +31,7 @@ pub fn policy<'a>(method: &Method, template: &str, path: &'a str) -> Option<Acce
         "/api/v1/devices/{id}/statistics"
         | "/api/v1/devices/{id}/notifications"
         | "/api/v1/devices/{id}/latest"
+        | "/api/v1/devices/{id}/state"
         | "/api/v1/devices/{id}/data" => Access::ReadDevice(id()),
         "/api/v1/devices/{id}/commands" | "/api/v1/devices/{id}/commands/{commandId}" if read => {
             Access::ReadDevice(id())

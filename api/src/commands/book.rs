@@ -77,6 +77,13 @@ pub struct Command {
     pub response: Option<Value>,
 }
 
+/// A device's settings as its acknowledged commands left them (`None`: never set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub fan_speed: Option<u64>,
+    pub power: Option<bool>,
+}
+
 /// Why an ack changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AckRefusal {
@@ -184,6 +191,34 @@ impl Book {
             .filter_map(|id| self.commands.get(id).cloned())
             .collect();
         (ids.len(), page)
+    }
+
+    /// What the device's acknowledged commands set last: its fan speed and its power.
+    pub fn settings(&self, device: &str) -> Settings {
+        let mut settings = Settings::default();
+        let acked = self
+            .history
+            .get(device)
+            .into_iter()
+            .flatten()
+            .rev()
+            .filter_map(|id| self.commands.get(id))
+            .filter(|c| c.status == Status::Acknowledged);
+        for c in acked {
+            match c.action.as_str() {
+                "setFanSpeed" if settings.fan_speed.is_none() => {
+                    settings.fan_speed = c.value.as_u64();
+                }
+                "setPower" if settings.power.is_none() => settings.power = c.value.as_bool(),
+                "turnOn" if settings.power.is_none() => settings.power = Some(true),
+                "turnOff" if settings.power.is_none() => settings.power = Some(false),
+                _ => {}
+            }
+            if settings.fan_speed.is_some() && settings.power.is_some() {
+                break;
+            }
+        }
+        settings
     }
 
     /// Adds a new command (already durable); returns the records it changed: the older pending
@@ -393,6 +428,36 @@ mod tests {
             .unwrap();
         assert_eq!(ids(&book.due(6)), [("b", Status::Sent, 1)]);
         assert_eq!(book.get("a").unwrap().acknowledged_at, Some(5));
+    }
+
+    #[test]
+    fn settings_come_from_the_newest_acknowledged_commands() {
+        let mut book = Book::new(TIMING);
+        assert_eq!(book.settings("d"), Settings::default());
+        fn speed(book: &mut Book, id: &str, value: u64, at: i64) {
+            let mut c = command(id, "d", "setFanSpeed", at);
+            c.value = json!(value);
+            book.add(c);
+            book.due(at);
+        }
+        speed(&mut book, "a", 2, 0);
+        book.ack(1, "d", "a", true, json!({})).unwrap();
+        speed(&mut book, "b", 4, 2);
+        book.ack(3, "d", "b", false, json!({})).unwrap();
+        speed(&mut book, "c", 5, 4);
+        // `b` failed and `c` is not acknowledged yet: the speed is still `a`'s.
+        assert_eq!(book.settings("d").fan_speed, Some(2));
+        book.add(command("off", "d", "turnOff", 5));
+        book.ack(6, "d", "c", true, json!({})).unwrap();
+        book.due(7);
+        book.ack(8, "d", "off", true, json!({})).unwrap();
+        assert_eq!(
+            book.settings("d"),
+            Settings {
+                fan_speed: Some(5),
+                power: Some(false)
+            }
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{info, warn};
 
-pub use book::{Book, Command, Source, Status, Timing};
+pub use book::{Book, Command, Settings, Source, Status, Timing};
 pub use journal::Journal;
 pub use table::commands_snapshot;
 
@@ -263,6 +263,11 @@ impl Commands {
     /// A device's audit log, newest first, with the total.
     pub fn history(&self, device: &str, offset: usize, limit: usize) -> (usize, Vec<Command>) {
         lock(&self.book).history(device, offset, limit)
+    }
+
+    /// The fan speed and power the device's acknowledged commands set last.
+    pub fn settings(&self, device: &str) -> Settings {
+        lock(&self.book).settings(device)
     }
 
     pub fn count(&self) -> usize {

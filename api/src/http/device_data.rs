@@ -19,7 +19,7 @@ pub(super) struct DataParams {
     limit: Option<usize>,
 }
 
-fn registered(state: &AppState, id: &str) -> Result<(), ApiError> {
+pub(super) fn registered(state: &AppState, id: &str) -> Result<(), ApiError> {
     match state.auth.registry.get(id) {
         Some(_) => Ok(()),
         None => Err(ApiError::NotFound(format!("no device {id:?}"))),
@@ -32,18 +32,23 @@ async fn rows(state: &AppState, sql: &str) -> Result<Value, ApiError> {
     serde_json::from_slice(&bytes).map_err(ApiError::internal)
 }
 
-pub(super) async fn latest(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    registered(&state, &id)?;
+/// The latest value of each of a registered device's sensor variables, as JSON rows
+/// `{sensor, variable, value, time}`.
+pub(super) async fn latest_rows(state: &AppState, id: &str) -> Result<Value, ApiError> {
+    registered(state, id)?;
     let sql = format!(
         "SELECT sensor, variable, last_value(value ORDER BY time) AS value, max(time) AS time \
          FROM readings WHERE device = '{id}' GROUP BY sensor, variable ORDER BY sensor, variable"
     );
-    Ok(Json(
-        json!({"device": id, "latest": rows(&state, &sql).await?}),
-    ))
+    rows(state, &sql).await
+}
+
+pub(super) async fn latest(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let latest = latest_rows(&state, &id).await?;
+    Ok(Json(json!({"device": id, "latest": latest})))
 }
 
 pub(super) async fn data(

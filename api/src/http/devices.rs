@@ -10,8 +10,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::rulechains::engine_call;
 use super::{ApiError, AppState};
-use crate::devices::DeviceSpec;
+use crate::devices::{presence, Device, DeviceSpec};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct StatisticsParams {
@@ -74,6 +75,7 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let spec = parse_spec(&body)?;
     let (device, token) = state.auth.registry.create(spec).await?;
+    track_presence(&state, &device).await?;
     let mut answer = device.to_json();
     answer["token"] = Value::String(token);
     Ok((StatusCode::CREATED, Json(answer)))
@@ -110,6 +112,7 @@ pub(super) async fn replace(
 ) -> Result<Json<Value>, ApiError> {
     let spec = parse_spec(&body)?;
     let device = state.auth.registry.update(&id, spec).await?;
+    track_presence(&state, &device).await?;
     Ok(Json(device.to_json()))
 }
 
@@ -118,7 +121,20 @@ pub(super) async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.auth.registry.delete(&id).await?;
+    let chain = presence::chain_id(&id);
+    engine_call(&state.rules.engine, move |e| {
+        // Gone already if the device's registration never reached the engine.
+        let _ = e.remove(&chain);
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Registers (or replaces, at a new timeout or sensor list) the device's presence chain.
+async fn track_presence(state: &AppState, device: &Device) -> Result<(), ApiError> {
+    let spec = presence::presence_chain(device);
+    engine_call(&state.rules.engine, move |e| e.upsert(spec).map(|_| ())).await
 }
 
 /// `POST /api/v1/devices/{id}/token`: a new token; the old one stops working at once.

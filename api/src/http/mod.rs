@@ -3,6 +3,7 @@
 mod commands;
 mod datastream_token;
 mod device_data;
+mod device_state;
 mod devices;
 mod error;
 mod health;
@@ -90,6 +91,7 @@ pub fn router(args: RouterArgs) -> Router {
         )
         .route("/api/v1/devices/{id}/statistics", get(devices::statistics))
         .route("/api/v1/devices/{id}/latest", get(device_data::latest))
+        .route("/api/v1/devices/{id}/state", get(device_state::state))
         .route("/api/v1/devices/{id}/data", get(device_data::data))
         .route(
             "/api/v1/devices/{id}/notifications",

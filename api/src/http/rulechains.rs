@@ -13,6 +13,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
+use crate::devices::presence;
 use crate::rules::CHAINS;
 
 fn parse(body: &[u8]) -> Result<ChainSpec, ApiError> {
@@ -20,6 +21,12 @@ fn parse(body: &[u8]) -> Result<ChainSpec, ApiError> {
 }
 
 fn compile(spec: &ChainSpec) -> Result<(), ApiError> {
+    if presence::is_system(&spec.id) {
+        return Err(ApiError::BadRequest(format!(
+            "`id`: ids starting with {:?} are reserved for aemos's own chains",
+            presence::SYSTEM_PREFIX
+        )));
+    }
     CompiledChain::compile(spec.clone())
         .map(|_| ())
         .map_err(ApiError::from)?;
@@ -46,7 +53,7 @@ fn chain_json(engine: &Engine, spec: &ChainSpec) -> Value {
 }
 
 /// Runs a blocking engine call (it may wait for room in the command channel).
-async fn engine_call<T: Send + 'static>(
+pub(super) async fn engine_call<T: Send + 'static>(
     engine: &Arc<Engine>,
     call: impl FnOnce(&Engine) -> aemos_engine::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -121,6 +128,9 @@ pub(super) async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    if presence::is_system(&id) {
+        return Err(ApiError::NotFound(format!("no rule chain {id:?}")));
+    }
     let stored = state
         .storage
         .remove_document(CHAINS, &id)
@@ -141,6 +151,7 @@ pub(super) async fn list(State(state): State<AppState>) -> Json<Value> {
         engine
             .chains()
             .iter()
+            .filter(|c| !presence::is_system(c.id()))
             .map(|c| chain_json(engine, &c.spec))
             .collect(),
     ))
@@ -153,6 +164,7 @@ pub(super) async fn get_one(
     let engine = &state.rules.engine;
     let chain = engine
         .chain(&id)
+        .filter(|c| !presence::is_system(c.id()))
         .ok_or_else(|| ApiError::NotFound(format!("no rule chain {id:?}")))?;
     Ok(Json(chain_json(engine, &chain.spec)))
 }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use socketioxide::BroadcastError;
 use socketioxide::SocketIo;
 
-use super::{Notification, NotificationChannel, DEVICE_STATE_CHANGE};
+use super::{Notification, NotificationChannel};
 
 impl NotificationChannel for MqttPublisher {
     fn deliver(&self, n: &Arc<Notification>, json: &Bytes) {
@@ -57,7 +57,7 @@ impl SocketIoChannel {
                 for n in items.drain(..) {
                     let sent = io
                         .to(device_room(&n.device_uuid))
-                        .emit(DEVICE_STATE_CHANGE, &*n)
+                        .emit(n.kind.as_str(), &*n)
                         .await;
                     if let Err(BroadcastError::Socket(failed)) = sent {
                         m.fetch_add(failed.len() as u64, Ordering::Relaxed);

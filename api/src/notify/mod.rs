@@ -94,8 +94,10 @@ impl Notifier {
                 for target in &r.notify {
                     let log = devices.entry(target.device.clone()).or_default();
                     log.last_seq += 1;
+                    let kind = crate::devices::presence::notification_kind(&r.chain, &target.new)
+                        .unwrap_or(DEVICE_STATE_CHANGE);
                     let n = Arc::new(Notification {
-                        kind: DEVICE_STATE_CHANGE.to_owned(),
+                        kind: kind.to_owned(),
                         device_uuid: target.device.clone(),
                         rule_chain_id: r.chain.clone(),
                         metadata: Metadata {

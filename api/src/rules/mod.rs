@@ -14,10 +14,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use aemos_engine::{Engine, EngineArgs};
+use aemos_engine::{ChainSpec, Engine, EngineArgs};
 use aemos_queries::{QueryEngine, SnapshotTable};
 use aemos_storage::{DurableObserver, Storage};
 use anyhow::Context;
+use tracing::warn;
 
 use crate::notify::Notifier;
 
@@ -85,10 +86,25 @@ impl Rules {
         Ok(())
     }
 
-    /// Restores chains, rebuilds the engine's state from storage, reconciles the firing log,
-    /// then lets firings through.
-    pub async fn restore(&self, storage: &Storage, queries: &QueryEngine) -> anyhow::Result<usize> {
+    /// Restores chains, registers the system chains (`system`: the devices' presence), rebuilds
+    /// the engine's state from storage, reconciles the firing log, then lets firings through.
+    pub async fn restore(
+        &self,
+        storage: &Storage,
+        queries: &QueryEngine,
+        system: Vec<ChainSpec>,
+    ) -> anyhow::Result<usize> {
         let chains = restore_chains(storage, &self.engine).await?;
+        let engine = Arc::clone(&self.engine);
+        tokio::task::spawn_blocking(move || {
+            for spec in system {
+                let id = spec.id.clone();
+                if let Err(e) = engine.upsert(spec) {
+                    warn!(%id, error = %e, "system chain refused");
+                }
+            }
+        })
+        .await?;
         rebuild(queries, &self.engine, &self.firings, storage.now_ms()).await?;
         self.live.store(true, Ordering::Release);
         Ok(chains)

@@ -3,6 +3,7 @@
 
 mod access;
 mod commands;
+mod device_state;
 mod devices_api;
 mod durability;
 mod edge;

@@ -67,7 +67,7 @@ pub(crate) async fn app_in(mode: Mode, max_body_bytes: usize, max_buffered_rows:
     .unwrap();
     rules.register_tables(&queries).unwrap();
     notifier.register_table(&queries).unwrap();
-    rules.restore(&storage, &queries).await.unwrap();
+    rules.restore(&storage, &queries, Vec::new()).await.unwrap();
     let metrics = Metrics::new();
     let commands = Commands::open(CommandsArgs {
         dir: &dir.path().join("commands"),

@@ -1,0 +1,103 @@
+//! Whether a device is online, computed by the rule engine.
+//!
+//! Each registered device has a system chain, `$presence:{id}`, whose filters are
+//! `no_data('{inactivityTimeout}')` on each of the device's sensors (and on the sensor named
+//! like the device): it is active, and the device offline, while none of them has sent
+//! anything for that long. The engine keeps one window count per sensor and moves every window
+//! at its tick, so an idle device costs no timer and no work per reading of the others; its
+//! firings go through the firing log like any chain's (recorded, reconciled at restart) and
+//! become `device-offline` and `device-online` notifications on every channel. A device that
+//! has never sent anything is offline from its registration.
+//!
+//! Chain ids starting with `$` are reserved for these chains: the API refuses them from users
+//! and does not list them.
+
+use aemos_engine::{ActionKind, ChainSpec, Node, StateSpec, Trigger};
+
+use super::Device;
+
+/// What starts the id of every system chain.
+pub const SYSTEM_PREFIX: char = '$';
+const PRESENCE: &str = "$presence:";
+/// The state name of presence notifications.
+pub const CONNECTIVITY: &str = "connectivity";
+pub const DEVICE_ONLINE: &str = "device-online";
+pub const DEVICE_OFFLINE: &str = "device-offline";
+
+pub fn chain_id(device: &str) -> String {
+    format!("{PRESENCE}{device}")
+}
+
+/// Whether a chain id is a system chain's (not the user's to make, list or remove).
+pub fn is_system(chain: &str) -> bool {
+    chain.starts_with(SYSTEM_PREFIX)
+}
+
+/// The device whose presence a chain computes, if it is a presence chain.
+pub fn device_of(chain: &str) -> Option<&str> {
+    chain.strip_prefix(PRESENCE)
+}
+
+/// The notification type of a change of state announced by a chain's firing: `device-online`
+/// or `device-offline` for presence chains, `None` (a device-state change) for the others.
+pub fn notification_kind(chain: &str, new_value: &str) -> Option<&'static str> {
+    device_of(chain)?;
+    Some(if new_value == "online" {
+        DEVICE_ONLINE
+    } else {
+        DEVICE_OFFLINE
+    })
+}
+
+/// The presence chain of a device.
+pub fn presence_chain(device: &Device) -> ChainSpec {
+    let window = format!("no_data('{}ms')", device.inactivity_timeout.as_millis());
+    let mut sensors: Vec<&str> = device.sensors.iter().map(String::as_str).collect();
+    sensors.push(&device.id);
+    sensors.sort_unstable();
+    let mut nodes: Vec<Node> = sensors
+        .into_iter()
+        .map(|sensor| Node::Filter {
+            sensor: sensor.to_owned(),
+            condition: window.clone(),
+        })
+        .collect();
+    nodes.push(Node::Action {
+        action: ActionKind::Notify,
+        device: Some(device.id.to_string()),
+        state: Some(Box::new(StateSpec {
+            name: CONNECTIVITY.to_owned(),
+            value: "offline".to_owned(),
+            clear: Some("online".to_owned()),
+        })),
+        command: None,
+    });
+    ChainSpec {
+        id: chain_id(&device.id),
+        name: format!("presence of {}", device.id),
+        nodes,
+        on: Trigger::Change,
+        schedule: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_chains_and_their_notifications() {
+        assert_eq!(device_of(&chain_id("p-1")), Some("p-1"));
+        assert!(is_system(&chain_id("p-1")));
+        assert_eq!(device_of("p-1"), None);
+        assert_eq!(
+            notification_kind(&chain_id("p"), "online"),
+            Some(DEVICE_ONLINE)
+        );
+        assert_eq!(
+            notification_kind(&chain_id("p"), "offline"),
+            Some(DEVICE_OFFLINE)
+        );
+        assert_eq!(notification_kind("high-temp", "online"), None);
+    }
+}

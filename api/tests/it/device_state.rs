@@ -1,0 +1,214 @@
+//! Device state end to end: a registered device is offline until it sends, online once it
+//! does, offline again after its `inactivityTimeout` of silence, with `device-online` and
+//! `device-offline` notifications on MQTT and in the replay; its fan speed comes from its
+//! acknowledged commands; and the state comes back after a SIGKILL.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use crate::server::TestServer;
+
+const WAIT: Duration = Duration::from_secs(20);
+const DEVICE: &str = "purifier-7";
+
+/// A client subscribed to the device's notifications and commands: what it receives, by topic.
+async fn listener(server: &TestServer) -> (AsyncClient, UnboundedReceiver<(String, Value)>) {
+    let (host, port) = server.mqtt_addr.rsplit_once(':').unwrap();
+    let mut options = MqttOptions::new(DEVICE, host, port.parse().unwrap());
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(options, 100);
+    let (tx, rx) = unbounded_channel();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    tokio::spawn(async move {
+        let mut subacks = 0;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    subacks += 1;
+                    if subacks == 2 {
+                        if let Some(s) = subscribed_tx.take() {
+                            let _ = s.send(());
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let body = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    if tx.send((p.topic.to_string(), body)).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    for topic in ["notifications", "commands"] {
+        client
+            .subscribe(format!("aemos/devices/{DEVICE}/{topic}"), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(WAIT, subscribed)
+        .await
+        .expect("subacks")
+        .unwrap();
+    (client, rx)
+}
+
+/// The next message on a topic ending in `suffix`, skipping the others.
+async fn next_on(rx: &mut UnboundedReceiver<(String, Value)>, suffix: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (topic, body) = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("nothing on {suffix} in time"))
+            .expect("connected");
+        if topic.ends_with(suffix) {
+            return body;
+        }
+    }
+}
+
+async fn state_until(
+    http: &reqwest::Client,
+    server: &TestServer,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let path = format!("/api/v1/devices/{DEVICE}/state");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let state = server.get_json(http, &path).await;
+        if done(&state) {
+            return state;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "state stays {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn write(http: &reqwest::Client, server: &TestServer, value: f64) {
+    let r = http
+        .post(format!("{}/api/v1/write", server.url))
+        .json(&json!({"readings": [
+            {"sensor": "air-7", "variable": "pm25", "value": value},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_offline_settings_and_notifications() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start(dir.path(), &["--engine-tick", "100ms"], &[]);
+    let http = reqwest::Client::new();
+    let (status, body) = server
+        .post(
+            &http,
+            "/api/v1/devices",
+            &json!({"id": DEVICE, "sensors": ["air-7"], "inactivityTimeout": "2s"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (client, mut inbox) = listener(&server).await;
+
+    // Never seen: offline from its registration (a retained notification says so), nothing
+    // known.
+    let registered = next_on(&mut inbox, "/notifications").await;
+    assert_eq!(registered["type"], "device-offline", "{registered}");
+    let never = state_until(&http, &server, |s| s["online"] == false).await;
+    assert_eq!(never["lastSeen"], Value::Null, "{never}");
+    assert_eq!(never["inactivityTimeout"], "2s");
+    assert_eq!(never["fanSpeed"], Value::Null);
+
+    // A reading: online, with its value and time.
+    write(&http, &server, 42.0).await;
+    let online = next_on(&mut inbox, "/notifications").await;
+    assert_eq!(online["type"], "device-online", "{online}");
+    assert_eq!(online["metadata"]["stateName"], "connectivity");
+    let seen = state_until(&http, &server, |s| s["online"] == true).await;
+    assert!(seen["lastSeen"].is_string(), "{seen}");
+    assert_eq!(seen["latest"][0]["variable"], "pm25", "{seen}");
+    assert_eq!(seen["latest"][0]["value"], 42.0);
+
+    // A command acknowledged sets the fan speed the state shows.
+    let (status, body) = server
+        .post(
+            &http,
+            &format!("/api/v1/devices/{DEVICE}/commands"),
+            &json!({"action": "setFanSpeed", "value": 4}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let command = next_on(&mut inbox, "/commands").await;
+    client
+        .publish(
+            format!("aemos/devices/{DEVICE}/acks"),
+            QoS::AtLeastOnce,
+            false,
+            json!({"commandId": command["commandId"], "status": "ok"}).to_string(),
+        )
+        .await
+        .unwrap();
+    state_until(&http, &server, |s| s["fanSpeed"] == 4).await;
+
+    // Silent for longer than its timeout: offline, and said so.
+    let offline = next_on(&mut inbox, "/notifications").await;
+    assert_eq!(offline["type"], "device-offline", "{offline}");
+    assert_eq!(offline["metadata"]["newValue"], "offline");
+    let silent = state_until(&http, &server, |s| s["online"] == false).await;
+    assert_eq!(silent["lastSeen"], seen["lastSeen"]);
+    let replay = server
+        .get_json(
+            &http,
+            &format!("/api/v1/devices/{DEVICE}/notifications?since_seq=0"),
+        )
+        .await;
+    let kinds: Vec<&str> = replay["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["type"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["device-offline", "device-online", "device-offline"],
+        "{replay}"
+    );
+    // The presence chain is aemos's own: not listed, not the user's to make.
+    let chains = server.get_json(&http, "/api/v1/rulechains").await;
+    assert_eq!(chains, json!([]));
+    let (status, _) = server
+        .post(
+            &http,
+            "/api/v1/rulechains",
+            &json!({"id": "$presence:x", "nodes": [
+                {"type": "filter", "sensor": "s", "condition": "t > 1"}]}),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // After a SIGKILL: offline, its fan speed kept, nothing notified twice; a reading brings
+    // it back online.
+    server.kill9();
+    let server = TestServer::start(dir.path(), &["--engine-tick", "100ms"], &[]);
+    let again = state_until(&http, &server, |s| s["online"] == false).await;
+    assert_eq!(again["fanSpeed"], 4, "{again}");
+    write(&http, &server, 12.0).await;
+    state_until(&http, &server, |s| s["online"] == true).await;
+    let replay = server
+        .get_json(
+            &http,
+            &format!("/api/v1/devices/{DEVICE}/notifications?since_seq=0"),
+        )
+        .await;
+    assert_eq!(replay["lastSeq"], 4, "{replay}");
+}
