@@ -3,6 +3,7 @@
 use crate::commands::{commands_snapshot, CommandMetrics, Commands, CommandsArgs, Timing};
 use std::sync::Arc;
 
+use crate::commands::preclean::Precleans;
 use crate::devices::presence::presence_chain;
 use aemos_clock::{Clock, SystemClock};
 use aemos_queries::{QueryEngine, QueryEngineArgs};
@@ -211,6 +212,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
     .context("opening the command journal")?;
     commands_snapshot(&commands, &queries)?;
+    let precleans = Precleans::open(
+        &args.store.data_dir.join("commands").join("precleans"),
+        Arc::clone(&commands),
+    )
+    .await
+    .context("opening the pre-cleans")?;
+    tokio::spawn(Arc::clone(&precleans).run(stop_storage.subscribe()));
     let (rule_commands, mut from_firings) = tokio::sync::mpsc::channel(65_536);
     rules.firings.set_command_outlet(rule_commands);
     let maker = Arc::clone(&commands);
@@ -281,6 +289,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rules: rules.clone(),
         notifier,
         commands,
+        precleans,
         edge: Edge {
             mqtt: Some(mqtt.publisher.clone()),
             coap: Some(coap),

@@ -36,7 +36,10 @@ pub fn policy<'a>(method: &Method, template: &str, path: &'a str) -> Option<Acce
         "/api/v1/devices/{id}/commands" | "/api/v1/devices/{id}/commands/{commandId}" if read => {
             Access::ReadDevice(id())
         }
-        "/api/v1/devices/{id}/commands" => Access::Operate,
+        "/api/v1/devices/{id}/preclean" if read => Access::ReadDevice(id()),
+        "/api/v1/devices/{id}/commands"
+        | "/api/v1/devices/{id}/preclean"
+        | "/api/v1/devices/{id}/preclean/cancel" => Access::Operate,
         "/api/v1/devices" | "/api/v1/devices/{id}" | "/api/v1/devices/{id}/token" => {
             Access::Administer
         }

@@ -15,6 +15,7 @@
 
 pub mod book;
 pub mod journal;
+pub mod preclean;
 pub mod rule;
 mod table;
 
@@ -254,6 +255,11 @@ impl Commands {
         self.record(&superseded).await;
         self.wake.notify_one();
         Ok(command)
+    }
+
+    /// The clock's time (the one clock of the server).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     pub fn get(&self, id: &str) -> Option<Command> {

@@ -1,7 +1,7 @@
 //! `GET /api/v1/devices/{id}/state`: what aemos knows of a device now, from the parts that
 //! know it: online and the active rule states from the engine (the device's presence chain and
 //! the chains that notify about it), the latest values and the last time it was seen from
-//! storage, the fan speed and power from its acknowledged commands.
+//! storage, the fan speed and power from its acknowledged commands, and its running pre-clean.
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -56,6 +56,8 @@ pub(super) async fn state(
         .registry
         .get(&id)
         .map(|d| humantime::format_duration(d.inactivity_timeout).to_string());
+    let now = state.commands.now_ms();
+    let preclean = state.precleans.running(&id).await.map(|p| p.to_json(now));
     Ok(Json(json!({
         "device": id,
         "online": online,
@@ -64,6 +66,8 @@ pub(super) async fn state(
         "fanSpeed": settings.fan_speed,
         "power": settings.power,
         "states": states,
+        "precleanActive": preclean.is_some(),
+        "preclean": preclean,
         "latest": latest,
     })))
 }

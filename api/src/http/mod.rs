@@ -8,6 +8,7 @@ mod devices;
 mod error;
 mod health;
 mod notifications;
+mod preclean;
 mod query;
 mod rulechains;
 mod write;
@@ -48,6 +49,7 @@ pub struct AppState {
     pub rules: Rules,
     pub notifier: Arc<Notifier>,
     pub commands: Arc<crate::commands::Commands>,
+    pub precleans: Arc<crate::commands::preclean::Precleans>,
     pub edge: Edge,
 }
 
@@ -92,6 +94,14 @@ pub fn router(args: RouterArgs) -> Router {
         .route("/api/v1/devices/{id}/statistics", get(devices::statistics))
         .route("/api/v1/devices/{id}/latest", get(device_data::latest))
         .route("/api/v1/devices/{id}/state", get(device_state::state))
+        .route(
+            "/api/v1/devices/{id}/preclean",
+            get(preclean::get_one).post(preclean::start),
+        )
+        .route(
+            "/api/v1/devices/{id}/preclean/cancel",
+            post(preclean::cancel),
+        )
         .route("/api/v1/devices/{id}/data", get(device_data::data))
         .route(
             "/api/v1/devices/{id}/notifications",

@@ -5,72 +5,11 @@
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
+use crate::mqtt_device::{MqttDevice, WAIT};
 use crate::server::TestServer;
-
-const WAIT: Duration = Duration::from_secs(20);
 const DEVICE: &str = "purifier-1";
-
-/// A device on the broker subscribed to its commands: what it receives, and its client to ack.
-async fn device(server: &TestServer) -> (AsyncClient, UnboundedReceiver<Value>) {
-    let (host, port) = server.mqtt_addr.rsplit_once(':').unwrap();
-    let mut options = MqttOptions::new(DEVICE, host, port.parse().unwrap());
-    options.set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(options, 100);
-    let (tx, rx) = unbounded_channel();
-    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
-    let mut subscribed_tx = Some(subscribed_tx);
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(s) = subscribed_tx.take() {
-                        let _ = s.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let body = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                    if tx.send(body).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
-    });
-    client
-        .subscribe(format!("aemos/devices/{DEVICE}/commands"), QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    tokio::time::timeout(WAIT, subscribed)
-        .await
-        .expect("suback")
-        .unwrap();
-    (client, rx)
-}
-
-async fn ack(client: &AsyncClient, id: &str, status: &str) {
-    client
-        .publish(
-            format!("aemos/devices/{DEVICE}/acks"),
-            QoS::AtLeastOnce,
-            false,
-            json!({"commandId": id, "status": status, "fanSpeed": 3}).to_string(),
-        )
-        .await
-        .unwrap();
-}
-
-async fn next(rx: &mut UnboundedReceiver<Value>) -> Value {
-    tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .expect("a command within the wait")
-        .expect("the device is connected")
-}
 
 async fn post(
     http: &reqwest::Client,
@@ -102,18 +41,7 @@ async fn command(
 /// Polls the command until its status is `want`.
 async fn wait_status(http: &reqwest::Client, server: &TestServer, id: &str, want: &str) -> Value {
     let path = format!("/api/v1/devices/{DEVICE}/commands/{id}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let c = server.get_json(http, &path).await;
-        if c["status"] == want {
-            return c;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "command {id} is {c}, not {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.get_until(http, &path, |c| c["status"] == want).await
 }
 
 fn start(dir: &std::path::Path, ack_timeout: &str) -> TestServer {
@@ -136,20 +64,20 @@ async fn acknowledged_retried_timed_out_and_refused() {
     let http = reqwest::Client::new();
     let (status, _) = post(&http, &server, "/api/v1/devices", json!({"id": DEVICE})).await;
     assert_eq!(status, 201);
-    let (client, mut inbox) = device(&server).await;
+    let mut inbox = MqttDevice::connect(&server, DEVICE, &["commands"]).await;
 
     // Acknowledged at the first attempt.
     let id = command(&http, &server, "setFanSpeed", json!(3)).await;
-    let got = next(&mut inbox).await;
+    let got = inbox.next_on("commands").await;
     assert_eq!(
         got,
         json!({"commandId": id, "action": "setFanSpeed", "value": 3})
     );
-    ack(&client, &id, "ok").await;
+    inbox.ack(&id, "ok").await;
     let done = wait_status(&http, &server, &id, "acknowledged").await;
     assert_eq!(done["attempts"], 1);
     assert_eq!(done["source"], "api");
-    assert_eq!(done["response"]["fanSpeed"], 3);
+    assert_eq!(done["response"]["status"], "ok");
     assert!(
         done["sentAt"].is_string() && done["acknowledgedAt"].is_string(),
         "{done}"
@@ -158,32 +86,22 @@ async fn acknowledged_retried_timed_out_and_refused() {
     // A device that drops the command gets it exactly three times, then it times out.
     let dropped = command(&http, &server, "turnOff", Value::Null).await;
     for _ in 0..3 {
-        assert_eq!(next(&mut inbox).await["commandId"], dropped);
+        assert_eq!(inbox.next_on("commands").await["commandId"], dropped);
     }
     let timed_out = wait_status(&http, &server, &dropped, "timeout").await;
     assert_eq!(timed_out["attempts"], 3);
     assert!(
-        tokio::time::timeout(Duration::from_millis(1500), inbox.recv())
-            .await
-            .is_err(),
+        inbox.within(Duration::from_millis(1500)).await.is_none(),
         "a fourth attempt was sent"
     );
 
     // Stray acks: late, unknown, malformed. Counted and ignored; the next command still goes.
-    ack(&client, &dropped, "ok").await;
-    ack(&client, "cmd-unknown", "ok").await;
-    client
-        .publish(
-            format!("aemos/devices/{DEVICE}/acks"),
-            QoS::AtLeastOnce,
-            false,
-            "not json",
-        )
-        .await
-        .unwrap();
+    inbox.ack(&dropped, "ok").await;
+    inbox.ack("cmd-unknown", "ok").await;
+    inbox.send_ack("not json".into()).await;
     let failed = command(&http, &server, "setPower", json!("on")).await;
-    assert_eq!(next(&mut inbox).await["value"], true);
-    ack(&client, &failed, "error").await;
+    assert_eq!(inbox.next_on("commands").await["value"], true);
+    inbox.ack(&failed, "error").await;
     wait_status(&http, &server, &failed, "failed").await;
     assert_eq!(
         wait_status(&http, &server, &dropped, "timeout").await["attempts"],
@@ -247,19 +165,23 @@ async fn a_sigkill_between_attempts_resumes_the_retries() {
     let mut server = start(dir.path(), "3s");
     let http = reqwest::Client::new();
     post(&http, &server, "/api/v1/devices", json!({"id": DEVICE})).await;
-    let (_client, mut inbox) = device(&server).await;
+    let mut inbox = MqttDevice::connect(&server, DEVICE, &["commands"]).await;
     let id = command(&http, &server, "setFanSpeed", json!(5)).await;
-    assert_eq!(next(&mut inbox).await["commandId"], id, "attempt 1");
+    assert_eq!(
+        inbox.next_on("commands").await["commandId"],
+        id,
+        "attempt 1"
+    );
     server.kill9();
     drop(inbox);
 
     let server = start(dir.path(), "3s");
-    let (client, mut inbox) = device(&server).await;
-    let again = next(&mut inbox).await;
+    let mut inbox = MqttDevice::connect(&server, DEVICE, &["commands"]).await;
+    let again = inbox.next_on("commands").await;
     assert_eq!(again["commandId"], id, "attempt 2, after the restart");
     let c = wait_status(&http, &server, &id, "sent").await;
     assert_eq!(c["attempts"], 2, "{c}");
-    ack(&client, &id, "ok").await;
+    inbox.ack(&id, "ok").await;
     let done = wait_status(&http, &server, &id, "acknowledged").await;
     assert_eq!(done["attempts"], 2);
 }
@@ -293,18 +215,18 @@ async fn a_rule_sends_its_command_once_per_activation_and_never_twice() {
         .post(&http, "/api/v1/rulechains", &chain(json!(5)))
         .await;
     assert_eq!(status, 201, "{body}");
-    let (client, mut inbox) = device(&server).await;
+    let mut inbox = MqttDevice::connect(&server, DEVICE, &["commands"]).await;
     let write =
         |pm25: f64| json!({"readings": [{"sensor": DEVICE, "variable": "pm25", "value": pm25}]});
     let (status, _) = server.post(&http, "/api/v1/write", &write(150.0)).await;
     assert_eq!(status, 200);
-    let sent = next(&mut inbox).await;
+    let sent = inbox.next_on("commands").await;
     assert_eq!(
         (sent["action"].as_str(), sent["value"].as_i64()),
         (Some("setFanSpeed"), Some(5))
     );
     let id = sent["commandId"].as_str().unwrap().to_owned();
-    ack(&client, &id, "ok").await;
+    inbox.ack(&id, "ok").await;
     let done = wait_status(&http, &server, &id, "acknowledged").await;
     assert_eq!(
         (done["source"].as_str(), done["chain"].as_str()),
@@ -314,9 +236,7 @@ async fn a_rule_sends_its_command_once_per_activation_and_never_twice() {
     // Still active: no new activation, no new command.
     server.post(&http, "/api/v1/write", &write(160.0)).await;
     assert!(
-        tokio::time::timeout(Duration::from_millis(1500), inbox.recv())
-            .await
-            .is_err(),
+        inbox.within(Duration::from_millis(1500)).await.is_none(),
         "a second command for one activation"
     );
     // A restart hands the firing log over again: the firing's command is already made.

@@ -3,75 +3,11 @@
 //! `device-offline` notifications on MQTT and in the replay; its fan speed comes from its
 //! acknowledged commands; and the state comes back after a SIGKILL.
 
-use std::time::Duration;
-
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
+use crate::mqtt_device::MqttDevice;
 use crate::server::TestServer;
-
-const WAIT: Duration = Duration::from_secs(20);
 const DEVICE: &str = "purifier-7";
-
-/// A client subscribed to the device's notifications and commands: what it receives, by topic.
-async fn listener(server: &TestServer) -> (AsyncClient, UnboundedReceiver<(String, Value)>) {
-    let (host, port) = server.mqtt_addr.rsplit_once(':').unwrap();
-    let mut options = MqttOptions::new(DEVICE, host, port.parse().unwrap());
-    options.set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(options, 100);
-    let (tx, rx) = unbounded_channel();
-    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
-    let mut subscribed_tx = Some(subscribed_tx);
-    tokio::spawn(async move {
-        let mut subacks = 0;
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    subacks += 1;
-                    if subacks == 2 {
-                        if let Some(s) = subscribed_tx.take() {
-                            let _ = s.send(());
-                        }
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let body = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                    if tx.send((p.topic.to_string(), body)).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
-    });
-    for topic in ["notifications", "commands"] {
-        client
-            .subscribe(format!("aemos/devices/{DEVICE}/{topic}"), QoS::AtLeastOnce)
-            .await
-            .unwrap();
-    }
-    tokio::time::timeout(WAIT, subscribed)
-        .await
-        .expect("subacks")
-        .unwrap();
-    (client, rx)
-}
-
-/// The next message on a topic ending in `suffix`, skipping the others.
-async fn next_on(rx: &mut UnboundedReceiver<(String, Value)>, suffix: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (topic, body) = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("nothing on {suffix} in time"))
-            .expect("connected");
-        if topic.ends_with(suffix) {
-            return body;
-        }
-    }
-}
 
 async fn state_until(
     http: &reqwest::Client,
@@ -79,18 +15,7 @@ async fn state_until(
     done: impl Fn(&Value) -> bool,
 ) -> Value {
     let path = format!("/api/v1/devices/{DEVICE}/state");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let state = server.get_json(http, &path).await;
-        if done(&state) {
-            return state;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "state stays {state}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.get_until(http, &path, done).await
 }
 
 async fn write(http: &reqwest::Client, server: &TestServer, value: f64) {
@@ -118,11 +43,11 @@ async fn online_offline_settings_and_notifications() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let (client, mut inbox) = listener(&server).await;
+    let mut device = MqttDevice::connect(&server, DEVICE, &["notifications", "commands"]).await;
 
     // Never seen: offline from its registration (a retained notification says so), nothing
     // known.
-    let registered = next_on(&mut inbox, "/notifications").await;
+    let registered = device.next_on("notifications").await;
     assert_eq!(registered["type"], "device-offline", "{registered}");
     let never = state_until(&http, &server, |s| s["online"] == false).await;
     assert_eq!(never["lastSeen"], Value::Null, "{never}");
@@ -131,7 +56,7 @@ async fn online_offline_settings_and_notifications() {
 
     // A reading: online, with its value and time.
     write(&http, &server, 42.0).await;
-    let online = next_on(&mut inbox, "/notifications").await;
+    let online = device.next_on("notifications").await;
     assert_eq!(online["type"], "device-online", "{online}");
     assert_eq!(online["metadata"]["stateName"], "connectivity");
     let seen = state_until(&http, &server, |s| s["online"] == true).await;
@@ -148,20 +73,14 @@ async fn online_offline_settings_and_notifications() {
         )
         .await;
     assert_eq!(status, 202, "{body}");
-    let command = next_on(&mut inbox, "/commands").await;
-    client
-        .publish(
-            format!("aemos/devices/{DEVICE}/acks"),
-            QoS::AtLeastOnce,
-            false,
-            json!({"commandId": command["commandId"], "status": "ok"}).to_string(),
-        )
-        .await
-        .unwrap();
+    let command = device.next_on("commands").await;
+    device
+        .ack(command["commandId"].as_str().unwrap(), "ok")
+        .await;
     state_until(&http, &server, |s| s["fanSpeed"] == 4).await;
 
     // Silent for longer than its timeout: offline, and said so.
-    let offline = next_on(&mut inbox, "/notifications").await;
+    let offline = device.next_on("notifications").await;
     assert_eq!(offline["type"], "device-offline", "{offline}");
     assert_eq!(offline["metadata"]["newValue"], "offline");
     let silent = state_until(&http, &server, |s| s["online"] == false).await;

@@ -8,6 +8,8 @@ mod devices_api;
 mod durability;
 mod edge;
 mod edge_abuse;
+mod mqtt_device;
+mod preclean;
 mod revocation;
 mod router;
 mod rules;

@@ -1,5 +1,6 @@
 //! The router called in-process with `oneshot`, over real storage in a temporary directory.
 
+use aemos_api::commands::preclean::Precleans;
 use aemos_api::commands::{commands_snapshot, CommandMetrics, Commands, CommandsArgs, Timing};
 use std::sync::Arc;
 
@@ -97,6 +98,9 @@ pub(crate) async fn app_in(mode: Mode, max_body_bytes: usize, max_buffered_rows:
         metrics,
         rules: rules.clone(),
         notifier,
+        precleans: Precleans::open(&dir.path().join("precleans"), Arc::clone(&commands))
+            .await
+            .unwrap(),
         commands,
         edge: Edge::default(),
     };

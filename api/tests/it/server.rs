@@ -129,6 +129,27 @@ impl TestServer {
         r.json().await.unwrap()
     }
 
+    /// GETs `path` every 50 ms until its JSON answer satisfies `done` (20 s at most).
+    pub(crate) async fn get_until(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let answer = self.get_json(client, path).await;
+            if done(&answer) {
+                return answer;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} stays {answer}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The Prometheus text.
     pub(crate) async fn metrics(&self, client: &reqwest::Client) -> String {
         client
