@@ -4,6 +4,7 @@ use crate::commands::{commands_snapshot, CommandMetrics, Commands, CommandsArgs,
 use std::sync::Arc;
 
 use crate::commands::preclean::Precleans;
+use crate::commands::scheduler::Schedules;
 use crate::devices::presence::presence_chain;
 use aemos_clock::{Clock, SystemClock};
 use aemos_queries::{QueryEngine, QueryEngineArgs};
@@ -219,6 +220,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await
     .context("opening the pre-cleans")?;
     tokio::spawn(Arc::clone(&precleans).run(stop_storage.subscribe()));
+    let schedules = Schedules::load(Arc::clone(&storage), Arc::clone(&commands))
+        .await
+        .context("loading the schedules")?;
+    tokio::spawn(Arc::clone(&schedules).run(stop_storage.subscribe()));
     let (rule_commands, mut from_firings) = tokio::sync::mpsc::channel(65_536);
     rules.firings.set_command_outlet(rule_commands);
     let maker = Arc::clone(&commands);
@@ -290,6 +295,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         notifier,
         commands,
         precleans,
+        schedules,
         edge: Edge {
             mqtt: Some(mqtt.publisher.clone()),
             coap: Some(coap),

@@ -44,6 +44,8 @@ pub fn policy<'a>(method: &Method, template: &str, path: &'a str) -> Option<Acce
             Access::Administer
         }
         "/api/v1/rulechains" | "/api/v1/rulechains/{id}" if read => Access::ReadAll,
+        "/api/v1/schedules" | "/api/v1/schedules/{id}" if read => Access::ReadAll,
+        "/api/v1/schedules" | "/api/v1/schedules/{id}" => Access::Operate,
         "/api/v1/rulechains" | "/api/v1/rulechains/{id}" => Access::Operate,
         "/api/v1/health" | "/api/v1/metrics/prometheus" => Access::ReadAll,
         // A route nobody listed here needs the most, so that a new route is never open.

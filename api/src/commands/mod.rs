@@ -17,6 +17,8 @@ pub mod book;
 pub mod journal;
 pub mod preclean;
 pub mod rule;
+pub mod schedule;
+pub mod scheduler;
 mod table;
 
 use std::path::Path;
@@ -387,7 +389,7 @@ impl Commands {
             self.dispatch(&link).await;
             let now = self.clock.now_ms();
             let wait = match lock(&self.book).next_deadline() {
-                Some(at) => Duration::from_millis((at - now).clamp(0, 1000) as u64),
+                Some(at) => Duration::from_millis(at.saturating_sub(now).clamp(0, 1000) as u64),
                 None => Duration::from_secs(1),
             };
             tokio::select! {

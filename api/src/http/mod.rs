@@ -11,6 +11,7 @@ mod notifications;
 mod preclean;
 mod query;
 mod rulechains;
+mod schedules;
 mod write;
 
 use std::sync::Arc;
@@ -50,6 +51,7 @@ pub struct AppState {
     pub notifier: Arc<Notifier>,
     pub commands: Arc<crate::commands::Commands>,
     pub precleans: Arc<crate::commands::preclean::Precleans>,
+    pub schedules: Arc<crate::commands::scheduler::Schedules>,
     pub edge: Edge,
 }
 
@@ -106,6 +108,16 @@ pub fn router(args: RouterArgs) -> Router {
         .route(
             "/api/v1/devices/{id}/notifications",
             get(notifications::replay),
+        )
+        .route(
+            "/api/v1/schedules",
+            get(schedules::list).post(schedules::create),
+        )
+        .route(
+            "/api/v1/schedules/{id}",
+            get(schedules::get_one)
+                .put(schedules::replace)
+                .delete(schedules::remove),
         )
         .route(
             "/api/v1/rulechains",

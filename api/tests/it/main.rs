@@ -14,5 +14,6 @@ mod revocation;
 mod router;
 mod rules;
 mod s3;
+mod schedules;
 mod secure_edge;
 mod server;

@@ -1,6 +1,7 @@
 //! The router called in-process with `oneshot`, over real storage in a temporary directory.
 
 use aemos_api::commands::preclean::Precleans;
+use aemos_api::commands::scheduler::Schedules;
 use aemos_api::commands::{commands_snapshot, CommandMetrics, Commands, CommandsArgs, Timing};
 use std::sync::Arc;
 
@@ -26,6 +27,9 @@ pub(crate) struct App {
     pub(crate) storage: Arc<Storage>,
     pub(crate) rules: Rules,
     pub(crate) auth: Arc<Auth>,
+    /// The one clock of storage, the engine and device control.
+    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) schedules: Arc<Schedules>,
     _dir: tempfile::TempDir,
 }
 
@@ -45,16 +49,17 @@ async fn app_with(max_body_bytes: usize, max_buffered_rows: usize) -> App {
 pub(crate) async fn app_in(mode: Mode, max_body_bytes: usize, max_buffered_rows: usize) -> App {
     let dir = tempfile::tempdir().unwrap();
     let store = ObjectStoreConfig::from_url(&ObjectStoreConfig::default_url(dir.path())).unwrap();
-    let mut storage_args = StorageArgs::new(
-        dir.path().to_path_buf(),
-        store,
-        Arc::new(ManualClock::new(T0)),
-    );
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut storage_args =
+        StorageArgs::new(dir.path().to_path_buf(), store, Arc::clone(&clock) as _);
     storage_args.max_buffered_rows = max_buffered_rows;
     let notifier = Notifier::new(REPLAY_PER_DEVICE);
     let rules = Rules::start(RulesArgs {
         firings_dir: dir.path().join("firings"),
-        engine: aemos_engine::EngineArgs::new(2),
+        engine: aemos_engine::EngineArgs {
+            clock: Arc::clone(&clock) as _,
+            ..aemos_engine::EngineArgs::new(2)
+        },
         notifier: Arc::clone(&notifier),
     })
     .unwrap();
@@ -76,7 +81,7 @@ pub(crate) async fn app_in(mode: Mode, max_body_bytes: usize, max_buffered_rows:
             ack_timeout_ms: 30_000,
             max_attempts: 3,
         },
-        clock: Arc::new(aemos_storage::SystemClock),
+        clock: Arc::clone(&clock) as _,
         metrics: CommandMetrics::register(&metrics.registry).unwrap(),
     })
     .unwrap();
@@ -91,6 +96,9 @@ pub(crate) async fn app_in(mode: Mode, max_body_bytes: usize, max_buffered_rows:
         registry: DeviceRegistry::load(Arc::clone(&storage)).await.unwrap(),
         limits: RateLimits::new(off, off, metrics.rate_limited.clone()),
     });
+    let schedules = Schedules::load(Arc::clone(&storage), Arc::clone(&commands))
+        .await
+        .unwrap();
     let state = AppState {
         auth: Arc::clone(&auth),
         storage: Arc::clone(&storage),
@@ -98,6 +106,7 @@ pub(crate) async fn app_in(mode: Mode, max_body_bytes: usize, max_buffered_rows:
         metrics,
         rules: rules.clone(),
         notifier,
+        schedules: Arc::clone(&schedules),
         precleans: Precleans::open(&dir.path().join("precleans"), Arc::clone(&commands))
             .await
             .unwrap(),
@@ -113,6 +122,8 @@ pub(crate) async fn app_in(mode: Mode, max_body_bytes: usize, max_buffered_rows:
         storage,
         rules,
         auth,
+        clock,
+        schedules,
         _dir: dir,
     }
 }
