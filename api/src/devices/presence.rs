@@ -7,7 +7,8 @@
 //! at its tick, so an idle device costs no timer and no work per reading of the others; its
 //! firings go through the firing log like any chain's (recorded, reconciled at restart) and
 //! become `device-offline` and `device-online` notifications on every channel. A device that
-//! has never sent anything is offline from its registration.
+//! has never sent anything is offline from its registration, silently ([`presumed_active`]):
+//! its first notification is `device-online`.
 //!
 //! Chain ids starting with `$` are reserved for these chains: the API refuses them from users
 //! and does not list them.
@@ -36,6 +37,13 @@ pub fn is_system(chain: &str) -> bool {
 /// The device whose presence a chain computes, if it is a presence chain.
 pub fn device_of(chain: &str) -> Option<&str> {
     chain.strip_prefix(PRESENCE)
+}
+
+/// A chain's state before its first recorded firing: inactive, except a presence chain's, as a
+/// device never seen is offline. A first firing that says what was presumed is not recorded,
+/// so a registered device that never sends costs no firing, notification or retained message.
+pub fn presumed_active(chain: &str) -> bool {
+    device_of(chain).is_some()
 }
 
 /// The notification type of a change of state announced by a chain's firing: `device-online`

@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 use tracing::warn;
 
 use crate::commands::rule::{command_targets, CommandTarget};
+use crate::devices::presence;
 use crate::notify::{notify_targets, Notifier, NotifyTarget};
 
 /// Rows of `rule_firings` kept in memory; older firings stay in the log file only.
@@ -273,11 +274,16 @@ pub fn spawn_writer(
         .name("aemos-firings".into())
         .spawn(move || {
             let mut group = Vec::new();
+            // A first firing that only confirms the presumed state changes nothing.
+            let news = |r: &FiringRecord| {
+                r.active != presence::presumed_active(&r.chain)
+                    || log.last_active(&r.chain).is_some()
+            };
             while let Ok(first) = firings.recv() {
-                group.push(FiringRecord::from_firing(&first));
+                group.extend(Some(FiringRecord::from_firing(&first)).filter(news));
                 while group.len() < 4096 {
                     match firings.try_recv() {
-                        Ok(f) => group.push(FiringRecord::from_firing(&f)),
+                        Ok(f) => group.extend(Some(FiringRecord::from_firing(&f)).filter(news)),
                         Err(_) => break,
                     }
                 }

@@ -13,6 +13,7 @@ use arrow::datatypes::DataType;
 use tracing::{info, warn};
 
 use super::firings::{FiringLog, FiringRecord};
+use crate::devices::presence;
 use crate::notify::notify_targets;
 
 /// The storage namespace of rule chains: `{prefix}/documents/rulechains/{id}.json`.
@@ -132,7 +133,8 @@ pub async fn rebuild(
         let Some(status) = engine.status(chain.id()) else {
             continue;
         };
-        if firings.last_active(chain.id()).unwrap_or(false) != status.active {
+        let last = firings.last_active(chain.id());
+        if last.unwrap_or_else(|| presence::presumed_active(chain.id())) != status.active {
             let values = status
                 .values
                 .iter()

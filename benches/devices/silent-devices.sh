@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# What registered but silent devices cost: memory per device (registry, presence chain in the
+# engine) and batch ingestion throughput with and without them.
+# Two data directories: "empty" (no devices) and "silent" (DEVICES registered through the API,
+# each with one sensor of its own, none of them ever sending). The same wrk batch load (1,000
+# readings per request over 10,000 other sensors) runs against a server on each, alternating
+# ROUNDS times; each restart on "silent" also times the start (the presence chains come back).
+# Usage: [DEVICES=100000] [ROUNDS=2] [SECONDS_EACH=20] bash benches/devices/silent-devices.sh [path/to/release/aemos]
+# (needs wrk and python3)
+set -euo pipefail
+cd "$(dirname "$0")"
+AEMOS=${1:-${CARGO_TARGET_DIR:-../../target}/release/aemos}
+DEVICES=${DEVICES:-100000}
+ROUNDS=${ROUNDS:-2}
+SECONDS_EACH=${SECONDS_EACH:-20}
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+python3 - "$WORK" <<'PY'
+import json, sys, random
+random.seed(7)
+readings = [{"sensor": f"sensor-{random.randrange(10000):05d}", "variable": "temperature",
+             "value": round(random.uniform(15, 30), 2)} for _ in range(1000)]
+json.dump({"readings": readings}, open(f"{sys.argv[1]}/body.json", "w"))
+PY
+server=""
+start_server() {  # $1: data dir
+  local t0; t0=$(date +%s.%N)
+  RUST_LOG=warn "$AEMOS" serve --data-dir "$1" --http-addr 127.0.0.1:3997 \
+    --mqtt-addr 127.0.0.1:0 --mqtt5-addr off --coap-addr 127.0.0.1:0 2>>"$WORK/log" &
+  server=$!
+  until curl -sf localhost:3997/api/v1/health/readiness >/dev/null; do sleep 0.05; done
+  started=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
+}
+stop_server() { kill "$server"; wait "$server" 2>/dev/null || true; }
+rss_kb() { awk '/VmRSS/ {print $2}' /proc/$server/status; }
+ingest() {  # prints requests/s
+  BODY_FILE="$WORK/body.json" TOKEN="" wrk -t2 -c8 -d"${SECONDS_EACH}s" -s ../wrk/batch.lua \
+    http://127.0.0.1:3997 | awk '/Requests\/sec/ {print $2}'
+}
+
+start_server "$WORK/silent"
+sleep 2
+before=$(rss_kb)
+t0=$(date +%s)
+python3 - "$DEVICES" <<'PY'
+import http.client, json, sys, threading
+n = int(sys.argv[1]); threads = 8; failed = []
+def worker(k):
+    c = http.client.HTTPConnection("127.0.0.1", 3997)
+    for i in range(k, n, threads):
+        body = json.dumps({"id": f"silent-{i:06d}", "sensors": [f"silent-{i:06d}-air"]})
+        c.request("POST", "/api/v1/devices", body, {"Content-Type": "application/json"})
+        r = c.getresponse(); r.read()
+        if r.status != 201: failed.append(r.status)
+ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+[t.start() for t in ts]; [t.join() for t in ts]
+if failed: sys.exit(f"{len(failed)} registrations failed: {failed[:5]}")
+PY
+sleep 5
+after=$(rss_kb)
+echo "== $DEVICES devices registered in $(( $(date +%s) - t0 )) s"
+echo "== server RSS: ${before} kB before, ${after} kB after: $(( (after - before) * 1024 / DEVICES )) bytes per silent device"
+curl -s localhost:3997/api/v1/metrics/prometheus | grep -E "^aemos_engine_(chains|keys)" || true
+stop_server
+
+for round in $(seq "$ROUNDS"); do
+  start_server "$WORK/empty"
+  echo "== round $round, no devices (started in ${started} s): $(ingest) requests/s of 1,000 readings"
+  stop_server
+  start_server "$WORK/silent"
+  echo "== round $round, $DEVICES silent devices (started in ${started} s, RSS $(rss_kb) kB): $(ingest) requests/s of 1,000 readings"
+  stop_server
+done

@@ -1,0 +1,60 @@
+//! Memory per registered chain: registers `N` (default 100,000) chains of `FILTERS` (default 1)
+//! `no_data` filters each, the shape of a device's presence chain, on 2 workers, and prints the process's RSS
+//! before and after.
+//! Usage: cargo run --release -p aemos-engine --example chain_memory [N]
+
+use aemos_engine::{ChainSpec, Engine, EngineArgs};
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
+    // FILTERS=2: a second `no_data` filter on another sensor (a device with a sensor of its own).
+    let filters: usize = std::env::var("FILTERS")
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(1);
+    let engine = Engine::start(EngineArgs::new(2), |_| {}).expect("engine");
+    engine.sync().expect("sync");
+    let before = rss_kb();
+    for i in 0..n {
+        let mut doc = serde_json::json!({
+            "id": format!("$presence:silent-{i:06}"),
+            "name": format!("presence of silent-{i:06}"),
+            "nodes": [
+                {"type": "filter", "sensor": format!("silent-{i:06}"), "condition": "no_data('600000ms')"},
+                {"type": "action", "action": "notify", "device": format!("silent-{i:06}"),
+                 "state": {"name": "connectivity", "value": "offline", "clear": "online"}}
+            ]
+        });
+        for f in 1..filters {
+            let filter = serde_json::json!({"type": "filter", "sensor": format!("silent-{i:06}-{f}"),
+                "condition": "no_data('600000ms')"});
+            doc["nodes"]
+                .as_array_mut()
+                .expect("nodes")
+                .insert(f, filter);
+        }
+        let spec: ChainSpec = serde_json::from_value(doc).expect("chain");
+        engine.upsert(spec).expect("registered");
+    }
+    engine.sync().expect("sync");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    engine.sync().expect("sync");
+    let after = rss_kb();
+    println!(
+        "{n} chains: RSS {before} kB -> {after} kB, {} bytes per chain",
+        (after.saturating_sub(before)) * 1024 / n as u64
+    );
+    engine.shutdown();
+}
