@@ -356,6 +356,121 @@ fn routes() -> Vec<Route> {
         },
         {
             let (a, o, v) = users(ok);
+            r(
+                "GET",
+                "/api/v1/devices/dev-a/state",
+                none,
+                a,
+                o,
+                v,
+                Some(ok),
+                None,
+            )
+        },
+        {
+            // Authorized, and then nothing to show.
+            let (a, o, v) = users(gone);
+            r(
+                "GET",
+                "/api/v1/devices/dev-a/preclean",
+                none,
+                a,
+                o,
+                v,
+                Some(gone),
+                None,
+            )
+        },
+        // Authorized, and then refused: dev-a's fan speed is not known, and nothing runs.
+        r(
+            "POST",
+            "/api/v1/devices/dev-a/preclean",
+            |_| Some(json!({"fanMode": 5, "duration": "1m"})),
+            Some(409),
+            Some(409),
+            None,
+            None,
+            None,
+        ),
+        r(
+            "POST",
+            "/api/v1/devices/dev-a/preclean/cancel",
+            none,
+            Some(409),
+            Some(409),
+            None,
+            None,
+            None,
+        ),
+        {
+            let (a, o, v) = users(ok);
+            r("GET", "/api/v1/schedules", none, a, o, v, None, None)
+        },
+        r(
+            "POST",
+            "/api/v1/schedules",
+            |n| {
+                let days = [
+                    "monday",
+                    "tuesday",
+                    "wednesday",
+                    "thursday",
+                    "friday",
+                    "saturday",
+                    "sunday",
+                ];
+                Some(
+                    json!({"id": format!("s-{n}"), "device": "dev-a", "day": days[n % 7],
+                    "startTime": format!("{:02}:00", (n / 7) % 24),
+                    "endTime": format!("{:02}:30", (n / 7) % 24), "fanSpeed": 2}),
+                )
+            },
+            Some(created),
+            Some(created),
+            None,
+            None,
+            None,
+        ),
+        {
+            let (a, o, v) = users(gone);
+            r(
+                "GET",
+                "/api/v1/schedules/no-such",
+                none,
+                a,
+                o,
+                v,
+                None,
+                None,
+            )
+        },
+        r(
+            "PUT",
+            "/api/v1/schedules/no-such",
+            |_| {
+                Some(
+                    json!({"device": "dev-a", "day": "monday", "startTime": "23:00",
+                    "endTime": "23:10", "fanSpeed": 2}),
+                )
+            },
+            Some(gone),
+            Some(gone),
+            None,
+            None,
+            None,
+        ),
+        r(
+            "DELETE",
+            "/api/v1/schedules/no-such",
+            none,
+            Some(gone),
+            Some(gone),
+            None,
+            None,
+            None,
+        ),
+        {
+            let (a, o, v) = users(ok);
             r("GET", "/api/v1/rulechains", none, a, o, v, None, None)
         },
         r(
