@@ -95,12 +95,17 @@ pub async fn rebuild(
     now_ms: i64,
 ) -> anyhow::Result<()> {
     let chains = engine.chains();
+    // A `no_data` window (`Recent`) needs only to know whether its sensor sent anything within
+    // it: the newest reading of each key, which the first query feeds with its own time, says
+    // so. Only aggregate windows need every reading within them. (Every device's presence is a
+    // 10-minute `no_data`: counting it here made a start read the last 10 minutes of every
+    // sensor into memory.)
     let longest = chains
         .iter()
         .flat_map(|c| c.inputs.iter())
         .filter_map(|i| match i {
-            Input::Window { window_ms, .. } | Input::Recent { window_ms, .. } => Some(*window_ms),
-            Input::Latest { .. } => None,
+            Input::Window { window_ms, .. } => Some(*window_ms),
+            Input::Recent { .. } | Input::Latest { .. } => None,
         })
         .max();
     // Every reading within the longest window (they fill the windows, and the newest of each

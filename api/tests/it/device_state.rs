@@ -43,6 +43,34 @@ async fn online_offline_settings_and_notifications() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    // A second device, with an aggregate window chain beside it, seen once and then long
+    // within its timeout: it must come back online from a restart (rebuilt from its newest
+    // reading, not from the window's).
+    let (status, _) = server
+        .post(
+            &http,
+            "/api/v1/devices",
+            &json!({"id": "steady", "inactivityTimeout": "10m"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = server
+        .post(
+            &http,
+            "/api/v1/rulechains",
+            &json!({"id": "warm", "nodes": [
+                {"type": "filter", "sensor": "steady", "condition": "avg(t, '1s') > 100"}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = server
+        .post(
+            &http,
+            "/api/v1/write",
+            &json!({"readings": [{"sensor": "steady", "variable": "t", "value": 1}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
     let mut device = MqttDevice::connect(&server, DEVICE, &["notifications", "commands"]).await;
 
     // Never seen: offline from its registration (silently), nothing known.
@@ -97,7 +125,7 @@ async fn online_offline_settings_and_notifications() {
     assert_eq!(kinds, ["device-online", "device-offline"], "{replay}");
     // The presence chain is aemos's own: not listed, not the user's to make.
     let chains = server.get_json(&http, "/api/v1/rulechains").await;
-    assert_eq!(chains, json!([]));
+    assert_eq!(chains.as_array().unwrap().len(), 1, "only `warm`: {chains}");
     let (status, _) = server
         .post(
             &http,
@@ -114,6 +142,8 @@ async fn online_offline_settings_and_notifications() {
     let server = TestServer::start(dir.path(), &["--engine-tick", "100ms"], &[]);
     let again = state_until(&http, &server, |s| s["online"] == false).await;
     assert_eq!(again["fanSpeed"], 4, "{again}");
+    let steady = server.get_json(&http, "/api/v1/devices/steady/state").await;
+    assert_eq!(steady["online"], true, "{steady}");
     write(&http, &server, 12.0).await;
     state_until(&http, &server, |s| s["online"] == true).await;
     let replay = server
