@@ -48,6 +48,6 @@ pub use persist::{
 };
 pub use storage::{read_only_snapshot, PersistReport, ReadSnapshot, Storage, StorageArgs};
 pub use wal::{
-    read_unpersisted, DurableObserver, ReplayReport, SegmentId, Wal, WalArgs, WalRecord,
-    MAX_RECORD_BYTES,
+    read_unpersisted, DurableObserver, ReplayReport, SegmentId, Wal, WalArgs, WalFailure,
+    WalFaults, WalRecord, MAX_RECORD_BYTES,
 };

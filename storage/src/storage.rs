@@ -47,6 +47,8 @@ pub struct StorageArgs {
     pub time: Arc<dyn Clock>,
     /// Told of every batch made durable (the rule engine's input).
     pub observer: Option<Arc<dyn crate::wal::DurableObserver>>,
+    /// Faults injected into the WAL writer (tests).
+    pub wal_faults: Option<Arc<dyn crate::wal::WalFaults>>,
 }
 
 impl StorageArgs {
@@ -63,6 +65,7 @@ impl StorageArgs {
             max_buffered_rows: 30_000_000,
             time,
             observer: None,
+            wal_faults: None,
         }
     }
 }
@@ -126,6 +129,7 @@ impl Storage {
             queue: args.wal_queue,
             persist_notify: Arc::clone(&persist_notify),
             persist_rows: args.persist_rows,
+            faults: args.wal_faults.clone(),
         };
         let (wal, replay) = tokio::task::block_in_place(|| Wal::open(wal_args))?;
         info!(writer_id, object_store = %object_store.url, replayed_rows = replay.rows, "storage open");
@@ -246,6 +250,11 @@ impl Storage {
 
     pub fn wal_queue_depth(&self) -> usize {
         self.wal.queue_depth()
+    }
+
+    /// Why the WAL refuses every write, once it has failed for good (an fsync error).
+    pub fn wal_failure(&self) -> Option<String> {
+        self.wal.failure()
     }
 
     pub fn wal_queue_capacity(&self) -> usize {

@@ -15,11 +15,18 @@
 //!
 //! On open, segments are replayed in order; a record whose length or checksum does not match
 //! (a torn write at the tail of the last segment) ends the replay and is truncated away.
+//!
+//! Failures fail closed. A `write` that fails (a full disk) is cut off the file, its group is
+//! refused, and the next group is written where the log ends, so space coming back brings the
+//! log back. A `fdatasync` that fails is final: the kernel may have dropped the dirty pages and
+//! cleared the error, so a later sync could succeed without the data. The group is cut off,
+//! refused, and every later write too, until a restart replays what is on disk; the failure is
+//! in [`Wal::failure`] for health and readiness.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use arrow::ipc::reader::StreamReader;
@@ -93,6 +100,15 @@ pub trait DurableObserver: Send + Sync + 'static {
     fn durable(&self, batches: &[RecordBatch]);
 }
 
+/// Faults injected into the writer on purpose (tests, drills): called before each
+/// `fdatasync`; an error fails that sync as the disk's would.
+pub trait WalFaults: Send + Sync + std::fmt::Debug + 'static {
+    fn before_sync(&self) -> std::io::Result<()>;
+}
+
+/// Why the writer refuses every write, once it does.
+pub type WalFailure = Arc<Mutex<Option<String>>>;
+
 pub struct WalArgs {
     pub dir: PathBuf,
     pub observer: Option<Arc<dyn DurableObserver>>,
@@ -104,6 +120,7 @@ pub struct WalArgs {
     /// Woken when the buffer's open generation reaches `persist_rows`.
     pub persist_notify: Arc<Notify>,
     pub persist_rows: usize,
+    pub faults: Option<Arc<dyn WalFaults>>,
 }
 
 /// Handle to the WAL writer thread.
@@ -111,6 +128,7 @@ pub struct WalArgs {
 pub struct Wal {
     tx: mpsc::Sender<Request>,
     dir: PathBuf,
+    failure: WalFailure,
 }
 
 /// What replay found.
@@ -133,6 +151,7 @@ impl Wal {
             queue,
             persist_notify,
             persist_rows,
+            faults,
         } = args;
         std::fs::create_dir_all(&dir).map_err(|source| Error::WalIo {
             path: dir.clone(),
@@ -157,6 +176,7 @@ impl Wal {
         );
         let file = create_segment(&dir, next)?;
         let (tx, rx) = mpsc::channel(queue.max(1));
+        let failure = WalFailure::default();
         let writer = Writer {
             dir: dir.clone(),
             segment: next,
@@ -166,7 +186,8 @@ impl Wal {
             persist_notify,
             persist_rows,
             observer,
-            failed: None,
+            failed: Arc::clone(&failure),
+            faults,
         };
         std::thread::Builder::new()
             .name("aemos-wal".into())
@@ -178,7 +199,15 @@ impl Wal {
         if report.records > 0 || report.truncated_bytes > 0 {
             info!(?report, "wal replayed");
         }
-        Ok((Self { tx, dir }, report))
+        Ok((Self { tx, dir, failure }, report))
+    }
+
+    /// Why every write is refused, once the writer has failed for good.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Appends a record and returns once it is durable and in the buffer.
@@ -421,7 +450,8 @@ struct Writer {
     persist_notify: Arc<Notify>,
     persist_rows: usize,
     observer: Option<Arc<dyn DurableObserver>>,
-    failed: Option<String>,
+    failed: WalFailure,
+    faults: Option<Arc<dyn WalFaults>>,
 }
 
 impl Writer {
@@ -467,8 +497,9 @@ impl Writer {
         if pending.is_empty() {
             return;
         }
-        let outcome = match &self.failed {
-            Some(reason) => Err(reason.clone()),
+        let failed = self.failure();
+        let outcome = match failed {
+            Some(reason) => Err(reason),
             None => self.write_and_sync(bytes),
         };
         bytes.clear();
@@ -495,30 +526,51 @@ impl Writer {
         }
     }
 
+    fn failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Refuses every write from now on.
+    fn fail(&self, reason: String) {
+        warn!(%reason, "wal failed: refusing writes until restart");
+        *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+    }
+
     fn write_and_sync(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let result = self
-            .file
-            .write_all(bytes)
-            .and_then(|()| self.file.sync_data());
-        match result {
-            Ok(()) => {
-                self.len += bytes.len() as u64;
-                Ok(())
+        if let Err(e) = self.file.write_all(bytes) {
+            // Cut off whatever part of the group reached the file and write the next group
+            // where the log ends (the file is not in append mode: without the seek, it would
+            // go after a hole, which replay reads as a torn tail, dropping it).
+            let reason = format!("wal write failed: {e}");
+            if let Err(e2) = self.cut() {
+                self.fail(format!("{reason}; cutting it off failed: {e2}"));
             }
-            Err(e) => {
-                // Cut off whatever part of the group reached the file, so the log stays a
-                // sequence of whole records; if even that fails, refuse all further writes.
-                let reason = format!("wal write failed: {e}");
-                if let Err(e2) = self
-                    .file
-                    .set_len(self.len)
-                    .and_then(|()| self.file.sync_all())
-                {
-                    self.failed = Some(format!("{reason}; truncation failed: {e2}"));
-                }
-                Err(reason)
-            }
+            return Err(reason);
         }
+        let synced = match &self.faults {
+            Some(faults) => faults.before_sync(),
+            None => Ok(()),
+        }
+        .and_then(|()| self.file.sync_data());
+        if let Err(e) = synced {
+            let reason = format!("wal fdatasync failed: {e}; refusing writes until restart");
+            // Best effort: the group was never acknowledged, keep it out of the next replay.
+            let _ = self.cut();
+            self.fail(reason.clone());
+            return Err(reason);
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Cuts the file back to its last durable record and writes on from there.
+    fn cut(&mut self) -> std::io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.file.seek(SeekFrom::Start(self.len))?;
+        self.file.sync_all()
     }
 
     fn rotate(&mut self) -> Arc<Generation> {
@@ -534,8 +586,7 @@ impl Writer {
             Err(e) => {
                 // Appending on to the sealed segment would let its deletion after persistence
                 // take acknowledged records with it: refuse writes instead.
-                warn!(error = %e, "could not open a new wal segment, refusing writes");
-                self.failed = Some(format!("could not open a new wal segment: {e}"));
+                self.fail(format!("could not open a new wal segment: {e}"));
             }
         }
         generation

@@ -28,6 +28,9 @@ pub enum ApiError {
     Overloaded {
         retry_after_secs: u64,
     },
+    /// 503 without a time to retry: a part the request needs has failed (the WAL after an
+    /// fsync error).
+    Unavailable(String),
     /// 401: no credential, or one that is malformed, forged, expired or revoked.
     Unauthorized(String),
     /// 403: a valid credential that may not do this.
@@ -51,7 +54,7 @@ impl ApiError {
             }
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -109,6 +112,7 @@ impl IntoResponse for ApiError {
             Self::BadRequest(error)
             | Self::NotFound(error)
             | Self::Conflict(error)
+            | Self::Unavailable(error)
             | Self::Forbidden(error) => (status, Json(json!({ "error": error }))).into_response(),
             Self::Unauthorized(error) => (
                 status,

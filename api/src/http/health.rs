@@ -13,11 +13,22 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
     let catalog = storage.catalog().snapshot();
     let depth = storage.wal_queue_depth();
     let capacity = storage.wal_queue_capacity();
-    let status = if depth >= capacity { "degraded" } else { "ok" };
+    let failure = storage.wal_failure();
+    let status = match (&failure, depth >= capacity) {
+        (Some(_), _) => "failing",
+        (None, true) => "degraded",
+        (None, false) => "ok",
+    };
+    let wal_status = if failure.is_some() { "failed" } else { "ok" };
     Json(json!({
         "status": status,
         "components": {
-            "wal": { "status": "ok", "queueDepth": depth, "queueCapacity": capacity },
+            "wal": {
+                "status": wal_status,
+                "error": failure,
+                "queueDepth": depth,
+                "queueCapacity": capacity,
+            },
             "buffer": { "status": "ok", "rows": storage.buffered_rows() },
             "engine": {
                 "status": "ok",
@@ -38,9 +49,20 @@ pub(super) async fn liveness() -> Json<Value> {
     Json(json!({ "status": "alive" }))
 }
 
-/// The router is only served after WAL replay, so a served request means ready.
-pub(super) async fn readiness(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "status": "ready", "replayedRows": state.storage.replay_report().rows }))
+/// The router is only served after WAL replay, so a served request means ready, unless the
+/// WAL has failed (it stores nothing until a restart): then `503`.
+pub(super) async fn readiness(State(state): State<AppState>) -> impl IntoResponse {
+    let rows = state.storage.replay_report().rows;
+    match state.storage.wal_failure() {
+        None => (
+            axum::http::StatusCode::OK,
+            Json(json!({ "status": "ready", "replayedRows": rows })),
+        ),
+        Some(reason) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "failing", "error": reason })),
+        ),
+    }
 }
 
 pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {

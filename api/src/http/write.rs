@@ -140,8 +140,12 @@ async fn write_inner(
     }
 }
 
-/// Overload is 503 with `Retry-After` (and counted); anything else is internal.
+/// Overload is 503 with `Retry-After` (and counted); a failed WAL is 503 with its reason
+/// (nothing is stored until a restart); anything else is internal.
 pub(super) fn storage_error(state: &AppState, e: aemos_storage::Error) -> ApiError {
+    if let Some(reason) = state.storage.wal_failure() {
+        return ApiError::Unavailable(format!("nothing was stored: {reason}"));
+    }
     match e {
         aemos_storage::Error::Overloaded { .. } | aemos_storage::Error::WalQueueFull { .. } => {
             state.metrics.overload_rejections.inc();

@@ -47,12 +47,23 @@ async fn app_with(max_body_bytes: usize, max_buffered_rows: usize) -> App {
 /// The router over real storage, in `mode` (production: HS256 user tokens with
 /// [`JWT_SECRET`]).
 pub(crate) async fn app_in(mode: Mode, max_body_bytes: usize, max_buffered_rows: usize) -> App {
+    app_faulty(mode, max_body_bytes, max_buffered_rows, None).await
+}
+
+/// [`app_in`] with faults injected into the WAL writer.
+pub(crate) async fn app_faulty(
+    mode: Mode,
+    max_body_bytes: usize,
+    max_buffered_rows: usize,
+    wal_faults: Option<Arc<dyn aemos_storage::WalFaults>>,
+) -> App {
     let dir = tempfile::tempdir().unwrap();
     let store = ObjectStoreConfig::from_url(&ObjectStoreConfig::default_url(dir.path())).unwrap();
     let clock = Arc::new(ManualClock::new(T0));
     let mut storage_args =
         StorageArgs::new(dir.path().to_path_buf(), store, Arc::clone(&clock) as _);
     storage_args.max_buffered_rows = max_buffered_rows;
+    storage_args.wal_faults = wal_faults;
     let notifier = Notifier::new(REPLAY_PER_DEVICE);
     let rules = Rules::start(RulesArgs {
         firings_dir: dir.path().join("firings"),
@@ -378,6 +389,37 @@ async fn writes_get_503_with_retry_after_while_persistence_is_behind() {
     app.storage.persist().await.unwrap();
     let (status, _) = write(&app, "/api/v1/write", "application/json", two.to_string()).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// Every sync fails, as a disk returning EIO would.
+#[derive(Debug)]
+struct FailingSync;
+
+impl aemos_storage::WalFaults for FailingSync {
+    fn before_sync(&self) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(5))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_fsync_error_writes_get_503_and_health_and_readiness_say_why() {
+    let app = app_faulty(Mode::Dev, 1 << 20, usize::MAX, Some(Arc::new(FailingSync))).await;
+    let one = json!([{"sensor": "a", "variable": "t", "value": 1}]).to_string();
+    for _ in 0..2 {
+        let (status, body) = write(&app, "/api/v1/write", "application/json", one.clone()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("fdatasync"),
+            "{body}"
+        );
+    }
+    assert_eq!(count(&app).await, 0);
+    let (status, health) = send_json(&app, "GET", "/api/v1/health", Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "failing", "{health}");
+    assert_eq!(health["components"]["wal"]["status"], "failed");
+    let (status, ready) = send_json(&app, "GET", "/api/v1/health/readiness", Value::Null).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
 }
 
 fn urlencode(s: &str) -> String {

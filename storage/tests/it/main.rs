@@ -5,3 +5,4 @@ mod catalog;
 mod helpers;
 mod persist;
 mod wal;
+mod wal_faults;

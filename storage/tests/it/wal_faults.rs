@@ -1,0 +1,147 @@
+//! The WAL fails closed. An fsync error (injected: the kernel's cannot be provoked without a
+//! faulty device) refuses that write and every later one, health can see why, and a restart
+//! replays exactly what was acknowledged. A full disk (a real 1 MiB tmpfs) refuses the write
+//! that does not fit, and the log goes on where it ended once space comes back: the writes
+//! acknowledged after it survive a restart.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use aemos_storage::{ManualClock, Storage, WalFaults};
+
+use crate::helpers::{args, batch, local_store, open, rows, T0};
+
+/// Fails the `fail_at`-th sync (counting from 1) and no other.
+#[derive(Debug)]
+struct FailOneSync {
+    syncs: AtomicUsize,
+    fail_at: usize,
+}
+
+impl WalFaults for FailOneSync {
+    fn before_sync(&self) -> std::io::Result<()> {
+        if self.syncs.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
+            Err(std::io::Error::from_raw_os_error(5)) // EIO
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_fsync_error_refuses_every_later_write_until_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut a = args(
+            dir.path(),
+            local_store(dir.path()),
+            Arc::new(ManualClock::new(T0)),
+        );
+        a.wal_faults = Some(Arc::new(FailOneSync {
+            syncs: AtomicUsize::new(0),
+            fail_at: 3,
+        }));
+        let storage = Storage::open(a).await.unwrap();
+        storage.write(batch(T0, 100, "a")).await.unwrap();
+        storage.write(batch(T0 + 1000, 100, "b")).await.unwrap();
+        assert_eq!(storage.wal_failure(), None);
+        let failed = storage.write(batch(T0 + 2000, 100, "c")).await;
+        assert!(failed.is_err(), "the write whose sync failed is refused");
+        // The next sync would succeed: the writer refuses anyway.
+        let after = storage.write(batch(T0 + 3000, 100, "d")).await;
+        assert!(after.is_err(), "a write after the failed sync is refused");
+        let why = storage.wal_failure().expect("the failure is reported");
+        assert!(why.contains("fdatasync"), "{why}");
+        assert_eq!(
+            rows(&storage.read_snapshot().batches),
+            200,
+            "nothing unacknowledged is visible"
+        );
+    }
+    let storage = open(dir.path()).await;
+    assert_eq!(
+        storage.replay_report().rows,
+        200,
+        "exactly what was acknowledged"
+    );
+    assert_eq!(
+        storage.wal_failure(),
+        None,
+        "a restart starts a new segment"
+    );
+    storage.write(batch(T0 + 4000, 10, "e")).await.unwrap();
+}
+
+/// Mounts a 1 MiB tmpfs at `dir`; unmounted on drop.
+struct Tmpfs<'a>(&'a Path);
+
+impl<'a> Tmpfs<'a> {
+    fn mount(dir: &'a Path) -> Option<Self> {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0).status();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_the_write_and_the_log_goes_on_once_space_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_tmpfs) = Tmpfs::mount(dir.path()) else {
+        assert!(!is_root(), "root could not mount a tmpfs");
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let data = dir.path().join("data");
+    {
+        let storage = open(&data).await;
+        storage.write(batch(T0, 100, "a")).await.unwrap();
+        // Fill the disk but for a few KiB.
+        let filler = dir.path().join("filler");
+        let free = fs_free(dir.path());
+        std::fs::write(&filler, vec![0u8; free.saturating_sub(4096) as usize]).unwrap();
+        let full = storage.write(batch(T0 + 1000, 5000, "b")).await;
+        assert!(full.is_err(), "a write that does not fit is refused");
+        assert_eq!(storage.wal_failure(), None, "a full disk is not final");
+        std::fs::remove_file(&filler).unwrap();
+        storage.write(batch(T0 + 2000, 100, "c")).await.unwrap();
+        assert_eq!(rows(&storage.read_snapshot().batches), 200);
+    }
+    let storage = open(&data).await;
+    assert_eq!(
+        storage.replay_report().rows,
+        200,
+        "the write acknowledged after the refusal survives the restart"
+    );
+}
+
+/// Bytes free on the file system holding `dir`.
+fn fs_free(dir: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap()
+}
