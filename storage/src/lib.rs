@@ -29,6 +29,8 @@
 mod buffer;
 mod catalog;
 mod error;
+mod faults;
+mod maintenance;
 mod object_store_config;
 pub mod paths;
 mod persist;
@@ -42,6 +44,8 @@ pub use aemos_clock::{Clock, ManualClock, SystemClock};
 pub use buffer::{Buffer, Generation};
 pub use catalog::{Catalog, CatalogState, FileId, ParquetFile, SummaryFile, Tombstone};
 pub use error::{Error, Result};
+pub use faults::Faults;
+pub use maintenance::MaintenanceStatus;
 pub use object_store_config::ObjectStoreConfig;
 pub use persist::{
     decode_parquet, encode_parquet, sort_and_split, writer_properties, SortedPartition,
@@ -49,5 +53,5 @@ pub use persist::{
 pub use storage::{read_only_snapshot, PersistReport, ReadSnapshot, Storage, StorageArgs};
 pub use wal::{
     read_unpersisted, DurableObserver, ReplayReport, SegmentId, Wal, WalArgs, WalFailure,
-    WalFaults, WalRecord, MAX_RECORD_BYTES,
+    WalRecord, MAX_RECORD_BYTES,
 };

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 use crate::buffer::{Buffer, Generation};
 use crate::catalog::{Catalog, FileId, ParquetFile, SummaryFile};
 use crate::error::{Error, Result};
+use crate::maintenance::{panic_message, MaintenanceRecord, MaintenanceStatus};
 use crate::object_store_config::ObjectStoreConfig;
 use crate::paths::{
     document_dir, document_path, parquet_path, HourPartition, READINGS_SUMMARY_DIR, READINGS_TABLE,
@@ -22,6 +23,7 @@ use crate::persist::{decode_parquet, encode_parquet, sort_and_split, SortedParti
 use crate::summary::{encode_summary, summarize};
 use crate::wal::{ReplayReport, Wal, WalArgs, WalRecord};
 use aemos_clock::Clock;
+use futures::FutureExt;
 
 /// Files deleted from the catalog stay on the object store this long, for queries in flight.
 const TOMBSTONE_GRACE_MS: i64 = 60_000;
@@ -47,8 +49,8 @@ pub struct StorageArgs {
     pub time: Arc<dyn Clock>,
     /// Told of every batch made durable (the rule engine's input).
     pub observer: Option<Arc<dyn crate::wal::DurableObserver>>,
-    /// Faults injected into the WAL writer (tests).
-    pub wal_faults: Option<Arc<dyn crate::wal::WalFaults>>,
+    /// Faults injected into the WAL writer and the background maintenance (tests).
+    pub faults: Option<Arc<dyn crate::faults::Faults>>,
 }
 
 impl StorageArgs {
@@ -65,7 +67,7 @@ impl StorageArgs {
             max_buffered_rows: 30_000_000,
             time,
             observer: None,
-            wal_faults: None,
+            faults: None,
         }
     }
 }
@@ -97,6 +99,7 @@ pub struct Storage {
     /// Next Parquet file id to try (ids of files written but not yet committed included).
     next_file_id: AtomicU64,
     replay: ReplayReport,
+    maintenance: MaintenanceRecord,
     args: StorageArgs,
 }
 
@@ -129,7 +132,7 @@ impl Storage {
             queue: args.wal_queue,
             persist_notify: Arc::clone(&persist_notify),
             persist_rows: args.persist_rows,
-            faults: args.wal_faults.clone(),
+            faults: args.faults.clone(),
         };
         let (wal, replay) = tokio::task::block_in_place(|| Wal::open(wal_args))?;
         info!(writer_id, object_store = %object_store.url, replayed_rows = replay.rows, "storage open");
@@ -143,6 +146,7 @@ impl Storage {
             persist_notify,
             next_file_id: AtomicU64::new(0),
             replay,
+            maintenance: MaintenanceRecord::default(),
             args,
         }))
     }
@@ -567,8 +571,19 @@ impl Storage {
                 _ = self.persist_notify.notified() => {}
                 _ = shutdown.changed() => break,
             }
-            if let Err(e) = self.maintain().await {
-                warn!(error = %e, "storage maintenance failed, will retry");
+            // Supervised: a failed or panicking round is counted and the next one runs.
+            let round = std::panic::AssertUnwindSafe(self.maintain()).catch_unwind();
+            match round.await {
+                Ok(Ok(())) => self.maintenance.succeeded(),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "storage maintenance failed, will retry");
+                    self.maintenance.failed(e.to_string(), false);
+                }
+                Err(panic) => {
+                    let reason = format!("panicked: {}", panic_message(&*panic));
+                    tracing::error!(%reason, "storage maintenance panicked, will retry");
+                    self.maintenance.failed(reason, true);
+                }
             }
         }
         if let Err(e) = self.persist().await {
@@ -576,7 +591,15 @@ impl Storage {
         }
     }
 
+    /// What the background maintenance has done (rounds, failures, panics, the last error).
+    pub fn maintenance_status(&self) -> MaintenanceStatus {
+        self.maintenance.status()
+    }
+
     async fn maintain(&self) -> Result<()> {
+        if let Some(faults) = &self.args.faults {
+            faults.before_maintenance();
+        }
         self.persist().await?;
         self.catalog.refresh().await?;
         self.compact().await?;

@@ -36,6 +36,7 @@ use tracing::{info, warn};
 
 use crate::buffer::{Buffer, Generation};
 use crate::error::{Error, Result};
+use crate::faults::Faults;
 
 const MAGIC: &[u8; 8] = b"AEMOSWL1";
 const HEADER: usize = 8;
@@ -100,12 +101,6 @@ pub trait DurableObserver: Send + Sync + 'static {
     fn durable(&self, batches: &[RecordBatch]);
 }
 
-/// Faults injected into the writer on purpose (tests, drills): called before each
-/// `fdatasync`; an error fails that sync as the disk's would.
-pub trait WalFaults: Send + Sync + std::fmt::Debug + 'static {
-    fn before_sync(&self) -> std::io::Result<()>;
-}
-
 /// Why the writer refuses every write, once it does.
 pub type WalFailure = Arc<Mutex<Option<String>>>;
 
@@ -120,7 +115,7 @@ pub struct WalArgs {
     /// Woken when the buffer's open generation reaches `persist_rows`.
     pub persist_notify: Arc<Notify>,
     pub persist_rows: usize,
-    pub faults: Option<Arc<dyn WalFaults>>,
+    pub faults: Option<Arc<dyn Faults>>,
 }
 
 /// Handle to the WAL writer thread.
@@ -451,7 +446,7 @@ struct Writer {
     persist_rows: usize,
     observer: Option<Arc<dyn DurableObserver>>,
     failed: WalFailure,
-    faults: Option<Arc<dyn WalFaults>>,
+    faults: Option<Arc<dyn Faults>>,
 }
 
 impl Writer {

@@ -14,7 +14,9 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
     let depth = storage.wal_queue_depth();
     let capacity = storage.wal_queue_capacity();
     let failure = storage.wal_failure();
-    let status = match (&failure, depth >= capacity) {
+    let maintenance = storage.maintenance_status();
+    let behind = maintenance.consecutive_failures > 0;
+    let status = match (&failure, depth >= capacity || behind) {
         (Some(_), _) => "failing",
         (None, true) => "degraded",
         (None, false) => "ok",
@@ -30,6 +32,16 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
                 "queueCapacity": capacity,
             },
             "buffer": { "status": "ok", "rows": storage.buffered_rows() },
+            // Persistence, compaction and retention: a round that fails or panics is counted
+            // and retried at the next; degraded until one succeeds.
+            "persistence": {
+                "status": if behind { "degraded" } else { "ok" },
+                "rounds": maintenance.rounds,
+                "failures": maintenance.failures,
+                "panics": maintenance.panics,
+                "consecutiveFailures": maintenance.consecutive_failures,
+                "lastError": maintenance.last_error,
+            },
             "engine": {
                 "status": "ok",
                 "chains": state.rules.engine.chain_count(),

@@ -55,7 +55,7 @@ pub(crate) async fn app_faulty(
     mode: Mode,
     max_body_bytes: usize,
     max_buffered_rows: usize,
-    wal_faults: Option<Arc<dyn aemos_storage::WalFaults>>,
+    faults: Option<Arc<dyn aemos_storage::Faults>>,
 ) -> App {
     let dir = tempfile::tempdir().unwrap();
     let store = ObjectStoreConfig::from_url(&ObjectStoreConfig::default_url(dir.path())).unwrap();
@@ -63,7 +63,7 @@ pub(crate) async fn app_faulty(
     let mut storage_args =
         StorageArgs::new(dir.path().to_path_buf(), store, Arc::clone(&clock) as _);
     storage_args.max_buffered_rows = max_buffered_rows;
-    storage_args.wal_faults = wal_faults;
+    storage_args.faults = faults;
     let notifier = Notifier::new(REPLAY_PER_DEVICE);
     let rules = Rules::start(RulesArgs {
         firings_dir: dir.path().join("firings"),
@@ -395,7 +395,7 @@ async fn writes_get_503_with_retry_after_while_persistence_is_behind() {
 #[derive(Debug)]
 struct FailingSync;
 
-impl aemos_storage::WalFaults for FailingSync {
+impl aemos_storage::Faults for FailingSync {
     fn before_sync(&self) -> std::io::Result<()> {
         Err(std::io::Error::from_raw_os_error(5))
     }

@@ -2,7 +2,7 @@
 //! retention.
 
 mod catalog;
+mod faults;
 mod helpers;
 mod persist;
 mod wal;
-mod wal_faults;

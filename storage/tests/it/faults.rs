@@ -1,15 +1,16 @@
-//! The WAL fails closed. An fsync error (injected: the kernel's cannot be provoked without a
+//! Storage under faults. The WAL fails closed. An fsync error (injected: the kernel's cannot be provoked without a
 //! faulty device) refuses that write and every later one, health can see why, and a restart
 //! replays exactly what was acknowledged. A full disk (a real 1 MiB tmpfs) refuses the write
 //! that does not fit, and the log goes on where it ended once space comes back: the writes
-//! acknowledged after it survive a restart.
+//! acknowledged after it survive a restart. A panic in background maintenance is caught,
+//! counted, and the next round persists.
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use aemos_storage::{ManualClock, Storage, WalFaults};
+use aemos_storage::{Faults, ManualClock, Storage};
 
 use crate::helpers::{args, batch, local_store, open, rows, T0};
 
@@ -20,7 +21,7 @@ struct FailOneSync {
     fail_at: usize,
 }
 
-impl WalFaults for FailOneSync {
+impl Faults for FailOneSync {
     fn before_sync(&self) -> std::io::Result<()> {
         if self.syncs.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
             Err(std::io::Error::from_raw_os_error(5)) // EIO
@@ -39,7 +40,7 @@ async fn an_fsync_error_refuses_every_later_write_until_restart() {
             local_store(dir.path()),
             Arc::new(ManualClock::new(T0)),
         );
-        a.wal_faults = Some(Arc::new(FailOneSync {
+        a.faults = Some(Arc::new(FailOneSync {
             syncs: AtomicUsize::new(0),
             fail_at: 3,
         }));
@@ -144,4 +145,49 @@ fn fs_free(dir: &Path) -> u64 {
         .nth(1)
         .and_then(|l| l.trim().parse().ok())
         .unwrap()
+}
+
+/// Panics in the first maintenance round, as a bug in persistence would.
+#[derive(Debug, Default)]
+struct PanicOnce(std::sync::atomic::AtomicBool);
+
+impl Faults for PanicOnce {
+    fn before_maintenance(&self) {
+        if !self.0.swap(true, Ordering::SeqCst) {
+            panic!("injected maintenance panic");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_maintenance_is_counted_and_the_next_round_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(
+        dir.path(),
+        local_store(dir.path()),
+        Arc::new(ManualClock::new(T0)),
+    );
+    a.persist_interval = std::time::Duration::from_millis(50);
+    a.faults = Some(Arc::new(PanicOnce::default()));
+    let storage = Storage::open(a).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let background = tokio::spawn(Arc::clone(&storage).run_background(stopped));
+    storage.write(batch(T0, 100, "a")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while storage.catalog().snapshot().files.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing persisted: {:?}",
+            storage.maintenance_status()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let status = storage.maintenance_status();
+    assert_eq!(status.panics, 1, "{status:?}");
+    assert!(status
+        .last_error
+        .unwrap()
+        .contains("injected maintenance panic"));
+    let _ = stop.send(true);
+    background.await.unwrap();
 }

@@ -1,0 +1,55 @@
+//! What the background maintenance (persist, catalog refresh, compaction, retention, garbage
+//! collection) has done: each round that fails or panics is counted and its reason kept, and
+//! the loop goes on with the next round, so a bug in one round never stops persistence silently.
+
+use std::sync::Mutex;
+
+/// The maintenance loop's record, for health and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceStatus {
+    pub rounds: u64,
+    pub failures: u64,
+    pub panics: u64,
+    /// Rounds failed (or panicked) since the last one that succeeded.
+    pub consecutive_failures: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct MaintenanceRecord(Mutex<MaintenanceStatus>);
+
+impl MaintenanceRecord {
+    fn update(&self, f: impl FnOnce(&mut MaintenanceStatus)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub(crate) fn succeeded(&self) {
+        self.update(|s| {
+            s.rounds += 1;
+            s.consecutive_failures = 0;
+        });
+    }
+
+    pub(crate) fn failed(&self, reason: String, panicked: bool) {
+        self.update(|s| {
+            s.rounds += 1;
+            s.failures += 1;
+            s.panics += u64::from(panicked);
+            s.consecutive_failures += 1;
+            s.last_error = Some(reason);
+        });
+    }
+
+    pub(crate) fn status(&self) -> MaintenanceStatus {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
