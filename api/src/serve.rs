@@ -25,7 +25,7 @@ use crate::auth::limits::Rate;
 use crate::auth::{Auth, JwtVerifier, Mode, RateLimits};
 use crate::cli::ServeArgs;
 use crate::devices::DeviceRegistry;
-use crate::http::{router, AppState, Edge, RouterArgs};
+use crate::http::{router, AppState, Edge, RouterArgs, StartGate};
 use crate::metrics::Metrics;
 use crate::notify::channels::SocketIoChannel;
 use crate::notify::datastream::Datastream;
@@ -107,6 +107,42 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )),
         _ => None,
     };
+    // 0. HTTP first: liveness at once, 503 for the rest until the start is done (6).
+    let gate = StartGate::default();
+    gate.phase("starting the rule engine");
+    let listener = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding {}", args.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let served = gate.router();
+    let http = match tls.as_ref().map(|(config, _, _)| Arc::clone(config)) {
+        Some(config) => {
+            let app = served.into_make_service_with_connect_info::<crate::tls::ClientAddr>();
+            let tls_listener = crate::tls::TlsListener::new(listener, config)?;
+            tokio::spawn(async move {
+                axum::serve(tls_listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            })
+        }
+        None => {
+            // Small writes (Socket.IO events, acknowledgements) go out at once, not after the
+            // peer's delayed ACK (Nagle's algorithm): it took Socket.IO's p99 from 36 ms to
+            // single digits.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let app = served.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            })
+        }
+    };
+    info!(addr = %http_addr, "http open; 503 until ready");
+
     // 1. The rule engine, its firings held back until its state is rebuilt (4).
     let workers = args
         .workers
@@ -133,8 +169,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let socketio = Arc::new(SocketIoChannel::start(io, CHANNEL_QUEUE));
     notifier.add_channel(Arc::clone(&socketio) as _);
 
-    // 2. Storage: WAL replay completes before anything is served; durable batches feed the
-    // engine from here on.
+    // 2. Storage: WAL replay completes before anything but liveness is served; durable batches
+    // feed the engine from here on.
+    gate.phase("replaying the write-ahead log");
     let url = args.store.object_store_url()?;
     let object_store = ObjectStoreConfig::from_url(&url)?;
     let mut storage_args = StorageArgs::new(
@@ -233,6 +270,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
 
+    gate.phase("rebuilding the rule engine");
     // 4. Chains from the catalog and each device's presence, engine state from storage, the
     // firing log reconciled.
     let presence = auth
@@ -249,6 +287,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let made = commands.reconcile(&rules.firings.recent(MAX_RECENT)).await;
     info!(commands = commands.count(), made, "commands ready");
 
+    gate.phase("starting the device edge");
     // 5. The device edge: MQTT broker and CoAP server, both ways.
     let mut mqtt_args = MqttArgs::new(args.mqtt_addr);
     mqtt_args.v5_addr = args.mqtt5_addr.0;
@@ -285,7 +324,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("the broker's acks were taken")?;
     tokio::spawn(Arc::clone(&commands).run(mqtt.commands.clone(), acks, stop_storage.subscribe()));
 
-    // 6. HTTP and Socket.IO.
+    // 6. The full router behind the listener opened first.
     let state = AppState {
         auth,
         storage: Arc::clone(&storage),
@@ -308,32 +347,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         socket_io: Some(socket_io_layer),
     });
-    let listener = TcpListener::bind(args.http_addr)
-        .await
-        .with_context(|| format!("binding {}", args.http_addr))?;
-    let http_addr = listener.local_addr()?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    info!(%http_addr, %scheme, object_store = %url, data_dir = %args.store.data_dir.display(), "aemos listening");
-    match tls {
-        Some((config, _, _)) => {
-            let app = app.into_make_service_with_connect_info::<crate::tls::ClientAddr>();
-            axum::serve(crate::tls::TlsListener::new(listener, config)?, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await?
-        }
-        None => {
-            // Small writes (Socket.IO events, acknowledgements) go out at once, not after the
-            // peer's delayed ACK (Nagle's algorithm): it took Socket.IO's p99 from 36 ms to
-            // single digits.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await?
-        }
-    }
+    gate.open(app);
+    info!(%http_addr, %scheme, object_store = %url, data_dir = %args.store.data_dir.display(), "aemos listening and ready");
+    http.await??;
 
     // Reverse order: HTTP has drained; persist what the buffer holds.
     info!("shutting down: persisting the buffer");

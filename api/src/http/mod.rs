@@ -6,6 +6,7 @@ mod device_data;
 mod device_state;
 mod devices;
 mod error;
+mod gate;
 mod health;
 mod notifications;
 mod preclean;
@@ -25,6 +26,7 @@ use axum::Router;
 use socketioxide::layer::SocketIoLayer;
 
 pub use error::ApiError;
+pub use gate::StartGate;
 
 use crate::metrics::Metrics;
 use crate::notify::channels::SocketIoChannel;

@@ -149,3 +149,92 @@ async fn graceful_shutdown_persists_and_sql_reads_the_directory() {
     );
     assert!(out.contains("| 3 |"), "{out}");
 }
+
+/// While the WAL is replayed and the engine rebuilt, the listener is already open: liveness
+/// answers 200, readiness and the API 503 `starting`; then readiness 200 and the readings are
+/// all there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_opens_first_and_readiness_waits_for_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let flags = [
+        "--http-addr",
+        addr.as_str(),
+        "--persist-interval",
+        "1h",
+        "--retention",
+        "3650d",
+    ];
+    let mut server = TestServer::start(dir.path(), &flags, &[]);
+    let client = reqwest::Client::new();
+    let readings: Vec<_> = (0..10_000)
+        .map(|i| serde_json::json!({"sensor": format!("r-{}", i % 100), "variable": "v", "value": i, "time": T0 + i}))
+        .collect();
+    for _ in 0..20 {
+        let r = client
+            .post(format!("{}/api/v1/write", server.url))
+            .json(&serde_json::json!({ "readings": readings }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    server.kill9();
+
+    // Poll from before the restart until ready.
+    let seen: Arc<Mutex<Vec<(u16, u16, String)>>> = Arc::default();
+    let poll = {
+        let (seen, base) = (Arc::clone(&seen), format!("http://{addr}"));
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            loop {
+                let Ok(ready) = client
+                    .get(format!("{base}/api/v1/health/readiness"))
+                    .send()
+                    .await
+                else {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                };
+                let ready_status = ready.status().as_u16();
+                let body = ready.text().await.unwrap_or_default();
+                let live = client
+                    .get(format!("{base}/api/v1/health/liveness"))
+                    .send()
+                    .await
+                    .map_or(0, |r| r.status().as_u16());
+                seen.lock().unwrap().push((ready_status, live, body));
+                if ready_status == 200 {
+                    return;
+                }
+            }
+        })
+    };
+    let dir_path = dir.path().to_path_buf();
+    let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    let server = tokio::task::spawn_blocking(move || {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        TestServer::start(&dir_path, &flags, &[])
+    })
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), poll)
+        .await
+        .unwrap()
+        .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let starting = seen.iter().find(|(ready, _, _)| *ready == 503);
+    let (_, live, body) = starting.unwrap_or_else(|| panic!("never 503 while starting: {seen:?}"));
+    assert_eq!(*live, 200, "alive while starting");
+    assert!(body.contains("starting"), "{body}");
+    assert_eq!(seen.last().unwrap().0, 200);
+    let rows = server
+        .sql(&client, "SELECT count(*) AS n FROM readings")
+        .await;
+    assert_eq!(rows[0]["n"], 200_000);
+}

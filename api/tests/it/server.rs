@@ -32,9 +32,11 @@ impl TestServer {
     /// `aemos serve` on a free port with `data_dir` and extra flags; returns once it listens.
     pub(crate) fn start(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_aemos"));
-        cmd.arg("serve")
-            .args(["--http-addr", "127.0.0.1:0"])
-            .args(["--mqtt-addr", "127.0.0.1:0", "--mqtt5-addr", "127.0.0.1:0"])
+        cmd.arg("serve");
+        if !extra.contains(&"--http-addr") {
+            cmd.args(["--http-addr", "127.0.0.1:0"]);
+        }
+        cmd.args(["--mqtt-addr", "127.0.0.1:0", "--mqtt5-addr", "127.0.0.1:0"])
             .args(["--coap-addr", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
