@@ -1,6 +1,6 @@
 //! Prometheus metrics of the write and query paths.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -14,21 +14,21 @@ pub struct Metrics {
     pub buffered_rows: IntGauge,
     pub parquet_files: IntGauge,
     pub rule_chains: IntGauge,
-    pub engine_readings: IntGauge,
-    pub engine_ticks: IntGauge,
-    pub engine_firings: IntGauge,
-    pub engine_eval_errors: IntGauge,
-    pub engine_key_collisions: IntGauge,
-    pub notifications: IntGauge,
-    pub notifications_dropped: IntGaugeVec,
-    pub socketio_missed: IntGauge,
+    pub engine_readings: IntCounter,
+    pub engine_ticks: IntCounter,
+    pub engine_firings: IntCounter,
+    pub engine_eval_errors: IntCounter,
+    pub engine_key_collisions: IntCounter,
+    pub notifications: IntCounter,
+    pub notifications_dropped: IntCounterVec,
+    pub socketio_missed: IntCounter,
     pub socketio_subscriptions: IntGauge,
     pub coap_observers: IntGauge,
-    pub coap_readings: IntGauge,
-    pub coap_malformed: IntGauge,
-    pub coap_requests: IntGauge,
-    pub coap_refused: IntGauge,
-    pub coap_notifications: IntGauge,
+    pub coap_readings: IntCounter,
+    pub coap_malformed: IntCounter,
+    pub coap_requests: IntCounter,
+    pub coap_refused: IntCounter,
+    pub coap_notifications: IntCounter,
     /// Credentials refused, by protocol and reason (missing, invalid, forbidden).
     pub auth_refusals: IntCounterVec,
     /// Messages refused by a rate limit, by protocol.
@@ -94,31 +94,24 @@ impl Metrics {
             buffered_rows: gauge("buffered_rows", "Readings in memory, not yet in Parquet"),
             parquet_files: gauge("parquet_files", "Parquet files in the catalog"),
             rule_chains: gauge("rule_chains", "Registered rule chains"),
-            engine_readings: gauge("engine_readings_total", "Readings taken in by the rule engine"),
-            engine_ticks: gauge("engine_ticks_total", "Rule engine ticks"),
-            engine_firings: gauge("engine_firings_total", "Rule chain firings"),
-            engine_eval_errors: gauge(
+            engine_readings: counter("engine_readings_total", "Readings taken in by the rule engine"),
+            engine_ticks: counter("engine_ticks_total", "Rule engine ticks"),
+            engine_firings: counter("engine_firings_total", "Rule chain firings"),
+            engine_eval_errors: counter(
                 "engine_eval_errors_total",
                 "Runtime evaluation errors of rule chains (division by zero on a value, NaN)",
             ),
-            engine_key_collisions: gauge(
+            engine_key_collisions: counter(
                 "engine_key_collisions_total",
                 "Readings left out and chains quarantined because two names shared a 64-bit key",
             ),
-            notifications: gauge("notifications_total", "Notifications handed to the channels"),
-            notifications_dropped: {
-                let g = IntGaugeVec::new(
-                    Opts::new(
-                        "notifications_dropped_total",
-                        "Notifications dropped (oldest first) because a channel's queue was full",
-                    ),
-                    &["channel"],
-                )
-                .expect("valid metric");
-                registry.register(Box::new(g.clone())).expect("unique metric");
-                g
-            },
-            socketio_missed: gauge(
+            notifications: counter("notifications_total", "Notifications handed to the channels"),
+            notifications_dropped: labelled(
+                "notifications_dropped_total",
+                "Notifications dropped (oldest first) because a channel's queue was full",
+                &["channel"],
+            ),
+            socketio_missed: counter(
                 "socketio_missed_total",
                 "Socket.IO events a socket missed because its buffer was full",
             ),
@@ -127,15 +120,24 @@ impl Metrics {
                 "Subscriptions of Socket.IO sockets to device rooms",
             ),
             coap_observers: gauge("coap_observers", "Registered CoAP observers"),
-            coap_readings: gauge("coap_readings_total", "Readings from CoAP made durable"),
-            coap_malformed: gauge("coap_malformed_total", "CoAP datagrams that were not CoAP messages"),
-            coap_requests: gauge("coap_datagrams_total", "CoAP datagrams received"),
-            coap_refused: gauge(
+            coap_readings: counter("coap_readings_total", "Readings from CoAP made durable"),
+            coap_malformed: counter("coap_malformed_total", "CoAP datagrams that were not CoAP messages"),
+            coap_requests: counter("coap_datagrams_total", "CoAP datagrams received"),
+            coap_refused: counter(
                 "coap_refused_total",
                 "CoAP requests answered 5.03 because too many were in flight",
             ),
-            coap_notifications: gauge("coap_notifications_total", "Observe notifications sent"),
+            coap_notifications: counter("coap_notifications_total", "Observe notifications sent"),
             registry,
+        }
+    }
+
+    /// Brings a counter up to `total`, a monotonic count kept elsewhere (an atomic of the
+    /// engine or an edge server), read at scrape time; scrapes run one at a time.
+    pub fn count_up_to(counter: &IntCounter, total: u64) {
+        let have = counter.get();
+        if total > have {
+            counter.inc_by(total - have);
         }
     }
 

@@ -77,6 +77,9 @@ pub(super) async fn readiness(State(state): State<AppState>) -> impl IntoRespons
     }
 }
 
+/// Serializes scrapes (see `Metrics::count_up_to`).
+static SCRAPES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
     let m = &state.metrics;
     m.wal_queue_depth
@@ -86,36 +89,35 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
         .set(state.storage.catalog().snapshot().files.len() as i64);
     let engine = &state.rules.engine;
     let em = engine.metrics();
-    let load =
-        |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed) as i64;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let up = crate::metrics::Metrics::count_up_to;
     m.rule_chains.set(engine.chain_count() as i64);
-    m.engine_readings.set(load(&em.readings));
-    m.engine_ticks.set(load(&em.ticks));
-    m.engine_firings.set(load(&em.firings));
-    m.engine_eval_errors.set(load(&em.eval_errors));
-    m.engine_key_collisions.set(load(&em.key_collisions));
-    m.notifications.set(state.notifier.delivered() as i64);
+    // The counters below follow monotonic atomics kept elsewhere: one scrape at a time.
+    let _one_at_a_time = SCRAPES.lock().await;
+    up(&m.engine_readings, load(&em.readings));
+    up(&m.engine_ticks, load(&em.ticks));
+    up(&m.engine_firings, load(&em.firings));
+    up(&m.engine_eval_errors, load(&em.eval_errors));
+    up(&m.engine_key_collisions, load(&em.key_collisions));
+    up(&m.notifications, state.notifier.delivered());
     let edge = &state.edge;
-    let dropped = |channel: &str, n: u64| {
-        m.notifications_dropped
-            .with_label_values(&[channel])
-            .set(n as i64)
-    };
+    let dropped =
+        |channel: &str, n: u64| up(&m.notifications_dropped.with_label_values(&[channel]), n);
     if let Some(mqtt) = &edge.mqtt {
         dropped("mqtt", mqtt.dropped());
     }
     if let Some(coap) = &edge.coap {
         dropped("coap", coap.dropped());
         m.coap_observers.set(coap.observers() as i64);
-        m.coap_readings.set(load(&coap.stats.readings));
-        m.coap_malformed.set(load(&coap.stats.malformed));
-        m.coap_requests.set(load(&coap.stats.requests));
-        m.coap_refused.set(load(&coap.stats.refused));
-        m.coap_notifications.set(load(&coap.stats.notifications));
+        up(&m.coap_readings, load(&coap.stats.readings));
+        up(&m.coap_malformed, load(&coap.stats.malformed));
+        up(&m.coap_requests, load(&coap.stats.requests));
+        up(&m.coap_refused, load(&coap.stats.refused));
+        up(&m.coap_notifications, load(&coap.stats.notifications));
     }
     if let Some(sio) = &edge.socketio {
         dropped("socketio", sio.dropped());
-        m.socketio_missed.set(load(&sio.missed));
+        up(&m.socketio_missed, load(&sio.missed));
     }
     if let Some(subs) = &edge.subscriptions {
         m.socketio_subscriptions.set(subs.total() as i64);

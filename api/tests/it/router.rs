@@ -391,6 +391,28 @@ async fn writes_get_503_with_retry_after_while_persistence_is_behind() {
     assert_eq!(status, StatusCode::OK);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_total_is_exported_as_a_counter() {
+    let app = app(1 << 20).await;
+    let req = Request::get("/api/v1/metrics/prometheus")
+        .body(Body::empty())
+        .unwrap();
+    let (status, body) = call(&app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(body).unwrap();
+    let types: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    assert!(types.len() > 10, "{text}");
+    for (name, kind) in types {
+        if name.ends_with("_total") {
+            assert_eq!(kind, "counter", "{name}");
+        }
+    }
+}
+
 /// Every sync fails, as a disk returning EIO would.
 #[derive(Debug)]
 struct FailingSync;
