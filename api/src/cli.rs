@@ -13,8 +13,18 @@ use clap::{Args, Parser, Subcommand};
     about = "IoT telemetry backend: durable ingestion, Parquet on object storage, SQL"
 )]
 pub struct Cli {
+    /// Log lines as `text` (for people) or `json` (one object per line: timestamp, level,
+    /// target, message and the event's fields, for log shippers).
+    #[arg(long, global = true, env = "AEMOS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ mod devices_api;
 mod durability;
 mod edge;
 mod edge_abuse;
+mod logs;
 mod mqtt_device;
 mod preclean;
 mod revocation;
