@@ -364,14 +364,20 @@ mod tests {
         all
     }
 
-    #[tokio::test]
-    async fn restored_when_the_time_is_up_even_after_a_restart() {
+    /// A data directory, the manual clock at `T0`, the pre-clean folder, and the service on them.
+    async fn fresh() -> (tempfile::TempDir, Arc<ManualClock>, PathBuf, Arc<Precleans>) {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(T0));
         let pre = dir.path().join("precleans");
         let precleans = Precleans::open(&pre, commands(dir.path(), &clock))
             .await
             .unwrap();
+        (dir, clock, pre, precleans)
+    }
+
+    #[tokio::test]
+    async fn restored_when_the_time_is_up_even_after_a_restart() {
+        let (dir, clock, pre, precleans) = fresh().await;
         let p = precleans
             .start("p", &json!(5), &json!("10m"), Some(2))
             .await
@@ -411,12 +417,7 @@ mod tests {
 
     #[tokio::test]
     async fn cancelled_and_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(T0));
-        let pre = dir.path().join("precleans");
-        let precleans = Precleans::open(&pre, commands(dir.path(), &clock))
-            .await
-            .unwrap();
+        let (_dir, clock, _, precleans) = fresh().await;
         for (mode, duration, current, field) in [
             (json!(6), json!("10m"), Some(1), "`fanMode`"),
             (json!("5"), json!("10m"), Some(1), "`fanMode`"),

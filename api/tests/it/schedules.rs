@@ -49,18 +49,18 @@ fn actions(all: &[(String, Value, String)]) -> Vec<&str> {
     all.iter().map(|(a, _, _)| a.as_str()).collect()
 }
 
+/// The router in dev mode with [`DEVICE`] registered.
+async fn app_with_device() -> App {
+    let app = app_in(Mode::Dev, 1 << 20, usize::MAX).await;
+    let body = Some(json!({"id": DEVICE}));
+    let (status, _) = send(&app, "POST", "/api/v1/devices", None, body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    app
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_runs_in_its_time_zone_across_a_dst_change() {
-    let app = app_in(Mode::Dev, 1 << 20, usize::MAX).await;
-    let (status, _) = send(
-        &app,
-        "POST",
-        "/api/v1/devices",
-        None,
-        Some(json!({"id": DEVICE})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED);
+    let app = app_with_device().await;
     app.clock.set(ms("2027-03-22T06:00:00Z"));
     let body = json!({"id": "mornings", "device": DEVICE, "day": "monday",
         "startTime": "09:00", "endTime": "10:00", "fanSpeed": 3, "timezone": "Europe/Berlin"});
@@ -154,15 +154,7 @@ async fn a_schedule_runs_in_its_time_zone_across_a_dst_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_schedules_are_refused_and_change_nothing() {
-    let app = app_in(Mode::Dev, 1 << 20, usize::MAX).await;
-    send(
-        &app,
-        "POST",
-        "/api/v1/devices",
-        None,
-        Some(json!({"id": DEVICE})),
-    )
-    .await;
+    let app = app_with_device().await;
     let good = json!({"device": DEVICE, "day": "friday", "startTime": "09:00",
         "endTime": "10:00", "fanSpeed": 3, "timezone": "UTC"});
     let with = |field: &str, value: Value| {
