@@ -8,6 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::device_data::{page_limit, registered};
 use super::{ApiError, AppState};
 use crate::commands::{to_json, CreateError, NewCommand, Source};
 
@@ -25,19 +26,12 @@ pub(super) struct Page {
     offset: Option<usize>,
 }
 
-fn known_device(state: &AppState, id: &str) -> Result<(), ApiError> {
-    match state.auth.registry.get(id) {
-        Some(_) => Ok(()),
-        None => Err(ApiError::NotFound(format!("no device {id:?}"))),
-    }
-}
-
 pub(super) async fn create(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Result<Json<CommandSpec>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    known_device(&state, &id)?;
+    registered(&state, &id)?;
     let Json(spec) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let command = state
         .commands
@@ -64,13 +58,8 @@ pub(super) async fn list(
     Path(id): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    known_device(&state, &id)?;
-    let limit = page.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "`limit`: from 1 to 1000, not {limit}"
-        )));
-    }
+    registered(&state, &id)?;
+    let limit = page_limit(page.limit, 1000)?;
     let offset = page.offset.unwrap_or(0);
     let (total, commands) = state.commands.history(&id, offset, limit);
     Ok(Json(json!({

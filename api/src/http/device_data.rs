@@ -19,6 +19,18 @@ pub(super) struct DataParams {
     limit: Option<usize>,
 }
 
+/// A page's `limit`: 100 by default, from 1 to `max`.
+pub(super) fn page_limit(limit: Option<usize>, max: usize) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "`limit`: from 1 to {max}, not {limit}"
+        )))
+    }
+}
+
 pub(super) fn registered(state: &AppState, id: &str) -> Result<(), ApiError> {
     match state.auth.registry.get(id) {
         Some(_) => Ok(()),
@@ -57,12 +69,7 @@ pub(super) async fn data(
     Query(params): Query<DataParams>,
 ) -> Result<Json<Value>, ApiError> {
     registered(&state, &id)?;
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "`limit`: from 1 to 10000, not {limit}"
-        )));
-    }
+    let limit = page_limit(params.limit, 10_000)?;
     let mut filter = format!("device = '{id}'");
     if let Some(from) = params.from.as_deref() {
         let ms = parse_time("from", from)?;
