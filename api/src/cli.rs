@@ -192,6 +192,10 @@ pub struct ServeArgs {
     /// How often the rule engine's time moves without readings (windows, no_data, schedules).
     #[arg(long, env = "AEMOS_ENGINE_TICK", default_value = "100ms", value_parser = parse_duration)]
     pub engine_tick: Duration,
+    /// How often devices registered, changed, rotated or removed through other servers sharing
+    /// the object store are picked up (one LIST of the change log per poll).
+    #[arg(long, env = "AEMOS_REGISTRY_SYNC", default_value = "5s", value_parser = parse_duration)]
+    pub registry_sync: Duration,
     #[command(flatten)]
     pub security: SecurityArgs,
 }

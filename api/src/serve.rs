@@ -284,6 +284,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("rebuilding the rule engine")?;
     info!(chains, workers, "rule engine ready");
+    // Devices changed through other servers sharing the object store, from now on.
+    crate::devices::sync::spawn(
+        Arc::clone(&auth.registry),
+        Arc::clone(&rules.engine),
+        args.registry_sync,
+    );
     let made = commands.reconcile(&rules.firings.recent(MAX_RECENT)).await;
     info!(commands = commands.count(), made, "commands ready");
 

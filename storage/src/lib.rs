@@ -28,6 +28,7 @@
 
 mod buffer;
 mod catalog;
+mod documents;
 mod error;
 mod faults;
 mod maintenance;
@@ -43,6 +44,7 @@ mod wal;
 pub use aemos_clock::{Clock, ManualClock, SystemClock};
 pub use buffer::{Buffer, Generation};
 pub use catalog::{Catalog, CatalogState, FileId, ParquetFile, SummaryFile, Tombstone};
+pub use documents::{DocumentChanges, DocumentWatch, CHANGE_MARGIN_MS, CHANGE_RETENTION_MS};
 pub use error::{Error, Result};
 pub use faults::Faults;
 pub use maintenance::MaintenanceStatus;

@@ -64,6 +64,13 @@ pub fn document_dir(prefix: &Path, namespace: &str) -> Path {
 
 const DOCUMENTS_DIR: &str = "documents";
 
+/// Where the change markers of a namespace's documents go (see `documents.rs`).
+pub fn change_dir(prefix: &Path, namespace: &str) -> Path {
+    prefix.clone().join(CHANGES_DIR).join(namespace)
+}
+
+const CHANGES_DIR: &str = "changes";
+
 pub fn parquet_path(prefix: &Path, table: &str, partition: HourPartition, file_id: u64) -> Path {
     let mut path = prefix.clone().join(table);
     for part in partition.key().split('/') {

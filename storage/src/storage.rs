@@ -16,9 +16,7 @@ use crate::catalog::{Catalog, FileId, ParquetFile, SummaryFile};
 use crate::error::{Error, Result};
 use crate::maintenance::{panic_message, MaintenanceRecord, MaintenanceStatus};
 use crate::object_store_config::ObjectStoreConfig;
-use crate::paths::{
-    document_dir, document_path, parquet_path, HourPartition, READINGS_SUMMARY_DIR, READINGS_TABLE,
-};
+use crate::paths::{parquet_path, HourPartition, READINGS_SUMMARY_DIR, READINGS_TABLE};
 use crate::persist::{decode_parquet, encode_parquet, sort_and_split, SortedPartition};
 use crate::summary::{encode_summary, summarize};
 use crate::wal::{ReplayReport, Wal, WalArgs, WalRecord};
@@ -180,64 +178,6 @@ impl Storage {
 
     pub fn replay_report(&self) -> &ReplayReport {
         &self.replay
-    }
-
-    /// Stores a document (replacing one with the same name) as its own object, so that every
-    /// server sharing the object store sees it; see [`crate::paths::document_path`].
-    pub async fn put_document(
-        &self,
-        namespace: &str,
-        name: &str,
-        value: &serde_json::Value,
-    ) -> Result<()> {
-        let path = document_path(&self.object_store.prefix, namespace, name);
-        let body = serde_json::to_vec(value)?;
-        self.object_store
-            .store
-            .put(&path, PutPayload::from(body))
-            .await?;
-        Ok(())
-    }
-
-    /// Removes a document; `false` if there was none.
-    pub async fn remove_document(&self, namespace: &str, name: &str) -> Result<bool> {
-        let path = document_path(&self.object_store.prefix, namespace, name);
-        match self.object_store.store.head(&path).await {
-            Ok(_) => {}
-            Err(object_store::Error::NotFound { .. }) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        }
-        match self.object_store.store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Every document of a namespace.
-    pub async fn documents(&self, namespace: &str) -> Result<Vec<serde_json::Value>> {
-        use futures::TryStreamExt;
-        let dir = document_dir(&self.object_store.prefix, namespace);
-        let metas: Vec<_> = self
-            .object_store
-            .store
-            .list(Some(&dir))
-            .try_collect()
-            .await?;
-        let mut out = Vec::with_capacity(metas.len());
-        for meta in metas {
-            let bytes = self
-                .object_store
-                .store
-                .get(&meta.location)
-                .await?
-                .bytes()
-                .await?;
-            match serde_json::from_slice(&bytes) {
-                Ok(v) => out.push(v),
-                Err(e) => warn!(path = %meta.location, error = %e, "unreadable document skipped"),
-            }
-        }
-        Ok(out)
     }
 
     pub fn catalog(&self) -> &Catalog {

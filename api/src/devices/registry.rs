@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use aemos_ingest::validate::{check_device, check_sensor};
-use aemos_storage::Storage;
+use aemos_storage::{DocumentChanges, DocumentWatch, Storage};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -45,7 +45,7 @@ pub struct DeviceSpec {
 }
 
 /// The stored document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DeviceRecord {
     id: String,
@@ -150,14 +150,41 @@ impl Cache {
     }
 }
 
+/// A change another server made, as [`DeviceRegistry::sync`] applied it.
+#[derive(Debug)]
+pub enum RegistryChange {
+    /// Registered or changed; `presence` when its sensors or timeout moved (or it is new), so
+    /// its presence chain is (re)installed.
+    Upserted {
+        device: Arc<Device>,
+        presence: bool,
+    },
+    Removed(Arc<str>),
+}
+
 #[derive(Debug)]
 pub struct DeviceRegistry {
     storage: Arc<Storage>,
     cache: RwLock<Cache>,
+    /// Where this server is in the log of device documents changed by any server.
+    watch: tokio::sync::Mutex<DocumentWatch>,
     writes: tokio::sync::Mutex<()>,
     /// Counts the rotations and removals: sessions that outlive a request (Socket.IO sockets)
     /// recheck their credential when it moves.
     revocations: tokio::sync::watch::Sender<u64>,
+}
+
+fn parse_document(doc: Value) -> Option<Device> {
+    match serde_json::from_value::<DeviceRecord>(doc)
+        .map_err(|e| e.to_string())
+        .and_then(Device::from_record)
+    {
+        Ok(device) => Some(device),
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable device document skipped");
+            None
+        }
+    }
 }
 
 fn now_rfc3339() -> String {
@@ -167,19 +194,17 @@ fn now_rfc3339() -> String {
 impl DeviceRegistry {
     /// Loads every stored device; an unreadable document is skipped with a warning.
     pub async fn load(storage: Arc<Storage>) -> anyhow::Result<Arc<Self>> {
+        let watch = storage.watch_documents(DEVICES);
         let mut cache = Cache::default();
         for doc in storage.documents(DEVICES).await? {
-            match serde_json::from_value::<DeviceRecord>(doc)
-                .map_err(|e| e.to_string())
-                .and_then(Device::from_record)
-            {
-                Ok(device) => cache.insert(Arc::new(device)),
-                Err(e) => tracing::warn!(error = %e, "unreadable device document skipped"),
+            if let Some(device) = parse_document(doc) {
+                cache.insert(Arc::new(device));
             }
         }
         Ok(Arc::new(Self {
             storage,
             cache: RwLock::new(cache),
+            watch: tokio::sync::Mutex::new(watch),
             writes: tokio::sync::Mutex::new(()),
             revocations: tokio::sync::watch::Sender::new(0),
         }))
@@ -366,5 +391,71 @@ impl DeviceRegistry {
         self.write_cache().remove(id);
         self.revocations.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// Applies what other servers sharing the object store changed since the last call: the
+    /// devices whose documents moved are read again (a rotation or removal elsewhere ends the
+    /// old token here too). Serialized with this server's own writes.
+    pub async fn sync(&self) -> anyhow::Result<Vec<RegistryChange>> {
+        let mut watch = self.watch.lock().await;
+        let changes = self.storage.document_changes(&mut watch).await?;
+        drop(watch);
+        let _writes = self.writes.lock().await;
+        let mut found: Vec<(String, Option<Device>)> = Vec::new();
+        match changes {
+            DocumentChanges::Changed(names) => {
+                for name in names {
+                    let doc = self.storage.document(DEVICES, &name).await?;
+                    found.push((name, doc.and_then(parse_document)));
+                }
+            }
+            DocumentChanges::Reload => {
+                tracing::warn!("device changes may have been missed: reloading every device");
+                let mut stored: HashMap<String, Device> = HashMap::new();
+                for doc in self.storage.documents(DEVICES).await? {
+                    if let Some(device) = parse_document(doc) {
+                        stored.insert(device.id.to_string(), device);
+                    }
+                }
+                for id in self.read().devices.keys() {
+                    if !stored.contains_key(&**id) {
+                        found.push((id.to_string(), None));
+                    }
+                }
+                found.extend(stored.into_iter().map(|(id, d)| (id, Some(d))));
+            }
+        }
+        let mut applied = Vec::new();
+        let mut revoked = false;
+        let mut cache = self.write_cache();
+        for (id, stored) in found {
+            let old = cache.devices.get(id.as_str()).cloned();
+            match (old, stored) {
+                (None, None) => {}
+                (Some(old), None) => {
+                    cache.remove(&id);
+                    revoked = true;
+                    applied.push(RegistryChange::Removed(Arc::clone(&old.id)));
+                }
+                (old, Some(new)) => {
+                    if old.as_ref().is_some_and(|o| o.record == new.record) {
+                        continue; // this server's own change, or one already applied
+                    }
+                    let presence = old.as_ref().is_none_or(|o| {
+                        o.sensors != new.sensors || o.inactivity_timeout != new.inactivity_timeout
+                    });
+                    revoked |= old.as_ref().is_some_and(|o| o.token_hash != new.token_hash);
+                    let device = Arc::new(new);
+                    cache.remove(&id);
+                    cache.insert(Arc::clone(&device));
+                    applied.push(RegistryChange::Upserted { device, presence });
+                }
+            }
+        }
+        drop(cache);
+        if revoked {
+            self.revocations.send_modify(|n| *n += 1);
+        }
+        Ok(applied)
     }
 }

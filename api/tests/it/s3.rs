@@ -203,3 +203,116 @@ async fn two_servers_share_one_bucket_and_sql_reads_it() {
     );
     assert_eq!(out, "sensor,n,total\ns-a,10,45.0\ns-b,10,45.0\n");
 }
+
+/// The status of a single reading written with a device token.
+async fn write(client: &reqwest::Client, server: &TestServer, token: &str) -> u16 {
+    client
+        .post(format!("{}/api/v1/datastreams/token", server.url))
+        .header("X-Device-Token", token)
+        .json(&serde_json::json!({"sensor": "pur-7-air", "variableName": "pm25", "value": 12}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Writes until the status is `want` (10 s at most).
+async fn until(client: &reqwest::Client, server: &TestServer, token: &str, want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = write(client, server, token).await;
+        if status == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still {status}, not {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Devices registered, rotated and removed through one server are seen by another sharing the
+/// bucket within `--registry-sync`, without a restart: the new token works there, the rotated
+/// and removed ones stop working there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_registered_on_one_server_is_known_to_another_sharing_the_bucket() {
+    const SECRET: &str = "registry-sync-test-secret-of-32-bytes-or-more";
+    let s3 = start_s3().await;
+    let env = env(&s3);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let url = format!("s3://{BUCKET}/registry");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let flags = [
+        "--object-store",
+        url.as_str(),
+        "--mode",
+        "production",
+        "--jwt-secret",
+        SECRET,
+        "--registry-sync",
+        "100ms",
+    ];
+    let a = TestServer::start(dir_a.path(), &flags, &env);
+    let b = TestServer::start(dir_b.path(), &flags, &env);
+    let admin = format!("Bearer {}", crate::access::user_jwt(SECRET, "admin"));
+    let client = reqwest::Client::new();
+    let created: serde_json::Value = client
+        .post(format!("{}/api/v1/devices", a.url))
+        .header("Authorization", &admin)
+        .json(&serde_json::json!({"id": "pur-7", "sensors": ["pur-7-air"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first = created["token"].as_str().unwrap().to_string();
+    assert_eq!(write(&client, &a, &first).await, 201);
+    let start = Instant::now();
+    until(&client, &b, &first, 201).await;
+    let device: serde_json::Value = client
+        .get(format!("{}/api/v1/devices/pur-7", b.url))
+        .header("Authorization", &admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(device["sensors"], serde_json::json!(["pur-7-air"]));
+    let seen_after = start.elapsed();
+
+    let rotated: serde_json::Value = client
+        .post(format!("{}/api/v1/devices/pur-7/token", a.url))
+        .header("Authorization", &admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second = rotated["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        write(&client, &a, &first).await,
+        401,
+        "the old token stops at once where it rotated"
+    );
+    until(&client, &b, &first, 401).await;
+    assert_eq!(write(&client, &b, &second).await, 201);
+
+    let removed = client
+        .delete(format!("{}/api/v1/devices/pur-7", a.url))
+        .header("Authorization", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    until(&client, &b, &second, 401).await;
+    let gone = client
+        .get(format!("{}/api/v1/devices/pur-7", b.url))
+        .header("Authorization", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    eprintln!("registration seen by the other server after {seen_after:?}");
+}

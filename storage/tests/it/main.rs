@@ -2,6 +2,7 @@
 //! retention.
 
 mod catalog;
+mod documents;
 mod faults;
 mod helpers;
 mod persist;
