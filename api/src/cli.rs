@@ -171,6 +171,9 @@ pub struct ServeArgs {
     /// Readings older than this are deleted.
     #[arg(long, env = "AEMOS_RETENTION", default_value = "90d", value_parser = parse_duration)]
     pub retention: Duration,
+    /// Readings stamped further ahead of the server's clock than this are refused.
+    #[arg(long, env = "AEMOS_MAX_FUTURE", default_value = "1h", value_parser = parse_duration)]
+    pub max_future: Duration,
     /// A partition (hour) with this many files is compacted.
     #[arg(long, env = "AEMOS_COMPACTION_MIN_FILES", default_value_t = 8)]
     pub compaction_min_files: usize,

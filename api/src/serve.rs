@@ -182,6 +182,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     storage_args.persist_interval = args.persist_interval;
     storage_args.persist_rows = args.persist_rows;
     storage_args.retention = args.retention;
+    storage_args.max_future = args.max_future;
     storage_args.compaction_min_files = args.compaction_min_files;
     storage_args.wal_queue = args.wal_queue;
     storage_args.max_buffered_rows = args.max_buffered_rows;

@@ -4,9 +4,11 @@ use aemos_storage::schema::ReadingsBuilder;
 use serde::Serialize;
 
 use crate::scope::{Owner, SensorScope};
-use crate::DecodeArgs;
+use crate::{DecodeArgs, TimeBounds};
 
-use crate::validate::{check_device, check_sensor, check_time_ms, check_value, check_variable};
+use crate::validate::{
+    check_device, check_sensor, check_time_bounds, check_time_ms, check_value, check_variable,
+};
 
 /// Rejections listed in detail; beyond this only counted.
 pub const MAX_LISTED_REJECTIONS: usize = 1000;
@@ -62,6 +64,7 @@ pub(crate) struct Collector<'a> {
     /// Readings refused by the scope (a sensor the writer may not write).
     refused_by_scope: usize,
     now_ms: i64,
+    time_bounds: Option<TimeBounds>,
     scope: Option<&'a dyn SensorScope>,
     /// The last sensor the scope resolved and its device: runs of one sensor ask once.
     last: Option<(String, Owner<'a>)>,
@@ -75,6 +78,7 @@ impl<'a> Collector<'a> {
             rejected_count: 0,
             refused_by_scope: 0,
             now_ms: args.now_ms,
+            time_bounds: args.time_bounds,
             scope: args.scope.as_deref(),
             last: None,
         }
@@ -109,6 +113,11 @@ impl<'a> Collector<'a> {
             Ok(time_ms) => time_ms.unwrap_or(self.now_ms),
             Err(reason) => return self.reject(at, reason),
         };
+        if let Some(bounds) = &self.time_bounds {
+            if let Err(reason) = check_time_bounds(time_ms, self.now_ms, bounds) {
+                return self.reject(at, reason);
+            }
+        }
         let owner = match self.scope {
             None => None,
             Some(scope) => {

@@ -88,6 +88,19 @@ pub struct DecodeArgs {
     /// The sensors the writer may name and their devices; `None`: any sensor, its device as
     /// the reading names it or else a device of the sensor's name.
     pub scope: Option<std::sync::Arc<dyn SensorScope>>,
+    /// Times outside these bounds are refused (`None`: any time in 1970..10000).
+    pub time_bounds: Option<TimeBounds>,
+}
+
+/// Which reading times a server accepts, around its clock: nothing it would delete at its next
+/// retention pass (acknowledged, then deleted), and nothing so far ahead that it would stay the
+/// newest value of its key for good.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeBounds {
+    /// Readings older than this are deleted by retention (`--retention`).
+    pub retention: std::time::Duration,
+    /// Readings further ahead of the server's clock than this are refused (`--max-future`).
+    pub max_future: std::time::Duration,
 }
 
 impl DecodeArgs {
@@ -96,7 +109,21 @@ impl DecodeArgs {
             now_ms,
             max_line_bytes: 64 * 1024,
             scope: None,
+            time_bounds: None,
         }
+    }
+
+    /// What a server's protocols decode with: its clock, its retention and `--max-future`.
+    pub fn for_storage(storage: &aemos_storage::Storage) -> Self {
+        Self::new(storage.now_ms()).with_time_bounds(TimeBounds {
+            retention: storage.retention(),
+            max_future: storage.max_future(),
+        })
+    }
+
+    pub fn with_time_bounds(mut self, bounds: TimeBounds) -> Self {
+        self.time_bounds = Some(bounds);
+        self
     }
 
     pub fn with_scope(mut self, scope: Option<std::sync::Arc<dyn SensorScope>>) -> Self {

@@ -2,6 +2,8 @@
 
 use chrono::DateTime;
 
+use crate::TimeBounds;
+
 /// Latest accepted time: the start of year 10000, in epoch milliseconds.
 pub const MAX_TIME_MS: i64 = 253_402_300_800_000;
 
@@ -57,6 +59,56 @@ pub fn check_time_ms(time_ms: i64) -> Result<i64, String> {
         Err(format!(
             "time {time_ms} is outside 1970-01-01..10000-01-01 (epoch milliseconds)"
         ))
+    }
+}
+
+/// Whether a reading stamped `time_ms` may be written now: not older than the retention (it
+/// would be acknowledged, then deleted) nor further ahead of the clock than `max_future`.
+pub fn check_time_bounds(time_ms: i64, now_ms: i64, bounds: &TimeBounds) -> Result<(), String> {
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let (oldest, newest) = (
+        now_ms.saturating_sub(ms(bounds.retention)),
+        now_ms.saturating_add(ms(bounds.max_future)),
+    );
+    let text = |ms: i64| {
+        DateTime::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_else(|| ms.to_string())
+    };
+    if time_ms < oldest {
+        Err(format!(
+            "time {} is beyond the retention ({}, so before {}): it would be deleted",
+            text(time_ms),
+            as_flag(bounds.retention),
+            text(oldest)
+        ))
+    } else if time_ms > newest {
+        Err(format!(
+            "time {} is more than {} ahead of the server's clock (after {}; --max-future)",
+            text(time_ms),
+            as_flag(bounds.max_future),
+            text(newest)
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A duration as the flags spell it (`90d`, `1h`, `1h30m`): humantime's own format counts
+/// months of 30.44 days.
+fn as_flag(d: std::time::Duration) -> String {
+    let mut left = d.as_secs();
+    let mut out = String::new();
+    for (unit, secs) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if left >= secs {
+            out.push_str(&format!("{}{unit}", left / secs));
+            left %= secs;
+        }
+    }
+    if out.is_empty() {
+        format!("{}ms", d.as_millis())
+    } else {
+        out
     }
 }
 

@@ -351,3 +351,64 @@ fn device_payloads_refuse_with_reasons() {
         assert!(matches!(e, Error::Body { .. }), "{bad:?}: {e}");
     }
 }
+
+/// A server refuses what its retention would delete and what is too far ahead of its clock, in
+/// every format, naming the reading and the bound; readings without a time (arrival) pass.
+#[test]
+fn times_beyond_the_retention_or_too_far_ahead_are_refused_in_every_format() {
+    let bounded = args().with_time_bounds(aemos_ingest::TimeBounds {
+        retention: std::time::Duration::from_secs(90 * 86_400),
+        max_future: std::time::Duration::from_secs(3600),
+    });
+    let old = NOW - 91 * 86_400_000;
+    let ahead = NOW + 3_600_001;
+    let edge = (NOW - 90 * 86_400_000, NOW + 3_600_000);
+    let json = format!(
+        r#"[{{"sensor":"s","variable":"v","value":1,"time":{old}}},
+{{"sensor":"s","variable":"v","value":2,"time":{ahead}}},
+{{"sensor":"s","variable":"v","value":3,"time":{}}},
+{{"sensor":"s","variable":"v","value":4,"time":{}}},
+{{"sensor":"s","variable":"v","value":5}}]"#,
+        edge.0, edge.1
+    );
+    let lp = format!(
+        "m,sensor=s v=1 {old}\nm,sensor=s v=2 {ahead}\nm,sensor=s v=3 {}\nm,sensor=s v=4 {}\nm,sensor=s v=5\n",
+        edge.0, edge.1
+    );
+    for (format, body) in [
+        (Format::Json, json.clone()),
+        (
+            Format::Ndjson,
+            json.replace(",\n", "\n")
+                .trim_matches(['[', ']'])
+                .to_string(),
+        ),
+        (Format::LineProtocol(Precision::Milliseconds), lp),
+    ] {
+        let d = decode(format, body.as_bytes(), &bounded).expect("decodable body");
+        let why = reasons(&d);
+        assert_eq!(why.len(), 2, "{format:?}: {why:?}");
+        assert_eq!((why[0].0, why[0].1), (0, Some(1)), "{format:?}");
+        assert!(
+            why[0]
+                .2
+                .contains("beyond the retention (90d, so before 2025-10-22T10:30:00.000Z)")
+                && why[0].2.contains("time 2025-10-21T10:30:00.000Z"),
+            "{format:?}: {}",
+            why[0].2
+        );
+        assert_eq!((why[1].0, why[1].1), (1, Some(2)), "{format:?}");
+        assert!(
+            why[1].2.contains("more than 1h ahead") && why[1].2.contains("--max-future"),
+            "{format:?}: {}",
+            why[1].2
+        );
+        let values: Vec<f64> = rows(&d).iter().map(|r| r.4).collect();
+        assert_eq!(values, vec![3.0, 4.0, 5.0], "{format:?}");
+        // Unbounded (the default), every time in 1970..10000 passes.
+        assert_eq!(
+            decode(format, body.as_bytes(), &args()).unwrap().accepted(),
+            5
+        );
+    }
+}

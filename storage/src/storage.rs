@@ -33,8 +33,10 @@ pub struct StorageArgs {
     pub persist_interval: Duration,
     /// Persist as soon as the buffer holds this many rows.
     pub persist_rows: usize,
-    /// Readings older than this are deleted.
+    /// Readings older than this are deleted (and refused at write time by the decoders).
     pub retention: Duration,
+    /// Readings further ahead of the clock than this are refused by the decoders.
+    pub max_future: Duration,
     /// A partition with at least this many files is compacted into one.
     pub compaction_min_files: usize,
     /// Largest number of rows compaction writes into one file.
@@ -59,6 +61,7 @@ impl StorageArgs {
             persist_interval: Duration::from_secs(10),
             persist_rows: 10_000_000,
             retention: Duration::from_secs(90 * 24 * 3600),
+            max_future: Duration::from_secs(3600),
             compaction_min_files: 8,
             compaction_max_rows: 20_000_000,
             wal_queue: 1024,
@@ -207,6 +210,16 @@ impl Storage {
 
     pub fn now_ms(&self) -> i64 {
         self.args.time.now_ms()
+    }
+
+    /// How long readings are kept.
+    pub fn retention(&self) -> Duration {
+        self.args.retention
+    }
+
+    /// How far ahead of the clock a reading may be stamped.
+    pub fn max_future(&self) -> Duration {
+        self.args.max_future
     }
 
     /// A consistent view: every acknowledged row exactly once, in the buffer or in a file.

@@ -1,14 +1,17 @@
 //! Whether a device is online, computed by the rule engine.
 //!
-//! Each registered device has a system chain, `$presence:{id}`, whose filters are
-//! `no_data('{inactivityTimeout}')` on each of the device's sensors (and on the sensor named
-//! like the device): it is active, and the device offline, while none of them has sent
-//! anything for that long. The engine keeps one window count per sensor and moves every window
-//! at its tick, so an idle device costs no timer and no work per reading of the others; its
-//! firings go through the firing log like any chain's (recorded, reconciled at restart) and
-//! become `device-offline` and `device-online` notifications on every channel. A device that
-//! has never sent anything is offline from its registration, silently ([`presumed_active`]):
-//! its first notification is `device-online`.
+//! Every reading made durable also tells the engine that its device was seen: the feed adds one
+//! reading of the pseudo-sensor `$device:{id}` (variable `seen`) per run of the device's
+//! readings in each group commit ([`seen_sensor`]; no user sensor can be named so, `$` is
+//! outside the sensor charset). Each registered device has a system chain, `$presence:{id}`,
+//! with one filter, `no_data('{inactivityTimeout}')` on that pseudo-sensor: it is active, and
+//! the device offline, while the device has sent nothing for that long, whichever of its
+//! sensors (a gateway may have thousands). The engine keeps one window count per device and
+//! moves every window at its tick, so an idle device costs no timer and no work per reading of
+//! the others; its firings go through the firing log like any chain's (recorded, reconciled at
+//! restart) and become `device-offline` and `device-online` notifications on every channel. A
+//! device that has never sent anything is offline from its registration, silently
+//! ([`presumed_active`]): its first notification is `device-online`.
 //!
 //! Chain ids starting with `$` are reserved for these chains: the API refuses them from users
 //! and does not list them.
@@ -24,6 +27,15 @@ const PRESENCE: &str = "$presence:";
 pub const CONNECTIVITY: &str = "connectivity";
 pub const DEVICE_ONLINE: &str = "device-online";
 pub const DEVICE_OFFLINE: &str = "device-offline";
+
+/// The pseudo-sensor whose readings say that a device was seen.
+pub const SEEN_PREFIX: &str = "$device:";
+/// The variable of those readings.
+pub const SEEN_VARIABLE: &str = "seen";
+
+pub fn seen_sensor(device: &str) -> String {
+    format!("{SEEN_PREFIX}{device}")
+}
 
 pub fn chain_id(device: &str) -> String {
     format!("{PRESENCE}{device}")
@@ -59,17 +71,10 @@ pub fn notification_kind(chain: &str, new_value: &str) -> Option<&'static str> {
 
 /// The presence chain of a device.
 pub fn presence_chain(device: &Device) -> ChainSpec {
-    let window = format!("no_data('{}ms')", device.inactivity_timeout.as_millis());
-    let mut sensors: Vec<&str> = device.sensors.iter().map(String::as_str).collect();
-    sensors.push(&device.id);
-    sensors.sort_unstable();
-    let mut nodes: Vec<Node> = sensors
-        .into_iter()
-        .map(|sensor| Node::Filter {
-            sensor: sensor.to_owned(),
-            condition: window.clone(),
-        })
-        .collect();
+    let mut nodes = vec![Node::Filter {
+        sensor: seen_sensor(&device.id),
+        condition: format!("no_data('{}ms')", device.inactivity_timeout.as_millis()),
+    }];
     nodes.push(Node::Action {
         action: ActionKind::Notify,
         device: Some(device.id.to_string()),

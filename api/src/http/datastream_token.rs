@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aemos_ingest::validate::{
-    check_sensor, check_time_ms, check_value, check_variable, parse_rfc3339_ms,
+    check_sensor, check_time_bounds, check_time_ms, check_value, check_variable, parse_rfc3339_ms,
 };
+use aemos_ingest::TimeBounds;
 use aemos_storage::schema::ReadingsBuilder;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -63,17 +64,19 @@ fn parse_value(value: Option<&Value>) -> Result<f64, ApiError> {
     Ok(v)
 }
 
-fn parse_time(value: Option<&Value>, now_ms: i64) -> Result<i64, ApiError> {
+fn parse_time(value: Option<&Value>, now_ms: i64, bounds: &TimeBounds) -> Result<i64, ApiError> {
     let bad = |why: String| ApiError::BadRequest(format!("`recievedAt`: {why}"));
-    match value {
-        None | Some(Value::Null) => Ok(now_ms),
-        Some(Value::String(s)) => parse_rfc3339_ms(s).map_err(bad),
+    let time = match value {
+        None | Some(Value::Null) => return Ok(now_ms),
+        Some(Value::String(s)) => parse_rfc3339_ms(s).map_err(bad)?,
         Some(Value::Number(n)) => n
             .as_i64()
             .ok_or_else(|| bad(format!("{n} is not integer epoch milliseconds")))
-            .and_then(|ms| check_time_ms(ms).map_err(bad)),
-        Some(other) => Err(bad(format!("expected an RFC 3339 string, got {other}"))),
-    }
+            .and_then(|ms| check_time_ms(ms).map_err(bad))?,
+        Some(other) => return Err(bad(format!("expected an RFC 3339 string, got {other}"))),
+    };
+    check_time_bounds(time, now_ms, bounds).map_err(bad)?;
+    Ok(time)
 }
 
 pub(super) async fn write_one(
@@ -95,6 +98,10 @@ pub(super) async fn write_one(
             .as_ref()
             .or(reading.received_at.as_ref()),
         now,
+        &TimeBounds {
+            retention: state.storage.retention(),
+            max_future: state.storage.max_future(),
+        },
     )?;
     let (sensor, device): (String, Arc<str>) = match &principal {
         Principal::Device(d) => {

@@ -70,6 +70,7 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let spec = parse(&body)?;
     compile(&spec)?;
+    let _writes = state.rules.writes.lock().await;
     let engine = &state.rules.engine;
     if engine.chain(&spec.id).is_some() {
         return Err(ApiError::Conflict(format!(
@@ -104,6 +105,7 @@ pub(super) async fn replace(
         )));
     }
     compile(&spec)?;
+    let _writes = state.rules.writes.lock().await;
     state
         .storage
         .put_document(
@@ -131,6 +133,7 @@ pub(super) async fn remove(
     if presence::is_system(&id) {
         return Err(ApiError::NotFound(format!("no rule chain {id:?}")));
     }
+    let _writes = state.rules.writes.lock().await;
     let stored = state
         .storage
         .remove_document(CHAINS, &id)

@@ -77,7 +77,7 @@ async fn write_inner(
         .storage
         .check_admission()
         .map_err(|e| storage_error(state, e))?;
-    let args = DecodeArgs::new(state.storage.now_ms()).with_scope(scope_of(state, principal));
+    let args = DecodeArgs::for_storage(&state.storage).with_scope(scope_of(state, principal));
     let decode = || decode(format, &body, &args);
     let decoded = if body.len() > LARGE_BODY {
         tokio::task::block_in_place(decode)

@@ -42,6 +42,9 @@ pub struct RulesArgs {
 pub struct Rules {
     pub engine: Arc<Engine>,
     pub firings: Arc<FiringLog>,
+    /// Serializes the API's chain writes (check, store, install), so that two requests for one
+    /// id cannot both pass the check, and the stored document is the one the engine runs.
+    pub writes: Arc<tokio::sync::Mutex<()>>,
     live: Arc<AtomicBool>,
 }
 
@@ -68,6 +71,7 @@ impl Rules {
         Ok(Self {
             engine: Arc::new(engine),
             firings,
+            writes: Arc::default(),
             live,
         })
     }

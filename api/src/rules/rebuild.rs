@@ -2,6 +2,7 @@
 //! contents) is rebuilt from storage, and the firing log is reconciled with the rebuilt state,
 //! all before the server is ready.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use aemos_engine::{ChainSpec, Engine, Input, Reading};
@@ -39,28 +40,38 @@ pub async fn restore_chains(storage: &Storage, engine: &Engine) -> anyhow::Resul
     Ok(restored)
 }
 
-fn columns(
-    b: &RecordBatch,
-) -> anyhow::Result<(StringArray, StringArray, Int64Array, Float64Array)> {
+type Columns = (
+    StringArray,
+    StringArray,
+    Int64Array,
+    Float64Array,
+    StringArray,
+);
+
+fn columns(b: &RecordBatch) -> anyhow::Result<Columns> {
     let cast = |i: usize, t: &DataType| arrow::compute::cast(b.column(i), t);
     let s = cast(0, &DataType::Utf8)?;
     let v = cast(1, &DataType::Utf8)?;
     let t = cast(2, &DataType::Int64)?;
     let x = cast(3, &DataType::Float64)?;
+    let d = cast(4, &DataType::Utf8)?;
     let get = |a: &dyn Array| a.to_data();
     Ok((
         StringArray::from(get(s.as_ref())),
         StringArray::from(get(v.as_ref())),
         Int64Array::from(get(t.as_ref())),
         Float64Array::from(get(x.as_ref())),
+        StringArray::from(get(d.as_ref())),
     ))
 }
 
-/// Feeds the result of `sql` (sensor, variable, time, value) to the engine, 10,000 per tick.
+/// Feeds the result of `sql` (sensor, variable, time, value, device) to the engine, 10,000 per
+/// tick, and notes each device's newest time in `seen`.
 async fn feed_query(
     queries: &QueryEngine,
     engine: &Arc<Engine>,
     sql: &str,
+    seen: &mut HashMap<String, i64>,
 ) -> anyhow::Result<usize> {
     let (_, batches) = queries
         .sql(sql)
@@ -69,8 +80,14 @@ async fn feed_query(
     let mut readings = Vec::new();
     let mut total = 0;
     for b in &batches {
-        let (s, v, t, x) = columns(b)?;
+        let (s, v, t, x, d) = columns(b)?;
         for i in 0..b.num_rows() {
+            match seen.get_mut(d.value(i)) {
+                Some(newest) => *newest = (*newest).max(t.value(i)),
+                None => {
+                    seen.insert(d.value(i).to_owned(), t.value(i));
+                }
+            }
             if x.is_null(i) {
                 continue;
             }
@@ -114,23 +131,38 @@ pub async fn rebuild(
     let older = since.map_or(String::new(), |t| {
         format!(" HAVING max(time) < to_timestamp_millis({t})")
     });
+    let mut seen = HashMap::new();
     let latest = feed_query(
         queries,
         engine,
         &format!(
-            "SELECT sensor, variable, max(time) AS time, last_value(value ORDER BY time) AS value \
-             FROM readings GROUP BY sensor, variable{older}"
+            "SELECT sensor, variable, max(time) AS time, last_value(value ORDER BY time) AS value, \
+             device FROM readings GROUP BY sensor, variable, device{older}"
         ),
+        &mut seen,
     )
     .await?;
     let mut windowed = 0;
     if let Some(t) = since {
         let sql = format!(
-            "SELECT sensor, variable, time, value FROM readings \
+            "SELECT sensor, variable, time, value, device FROM readings \
              WHERE time >= to_timestamp_millis({t}) ORDER BY time"
         );
-        windowed = feed_query(queries, engine, &sql).await?;
+        windowed = feed_query(queries, engine, &sql, &mut seen).await?;
     }
+    // When each device was last seen, for presence (the feed's `$device:` readings).
+    let seen: Vec<Reading> = seen
+        .iter()
+        .map(|(device, time)| {
+            Reading::new(
+                &presence::seen_sensor(device),
+                presence::SEEN_VARIABLE,
+                *time,
+                1.0,
+            )
+        })
+        .collect();
+    engine.feed(seen)?;
     let waiting = Arc::clone(engine);
     tokio::task::spawn_blocking(move || waiting.sync()).await??;
     let mut changes = Vec::new();

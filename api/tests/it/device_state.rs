@@ -43,14 +43,16 @@ async fn online_offline_settings_and_notifications() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    // A second device, with an aggregate window chain beside it, seen once and then long
+    // A second device, a gateway of 300 sensors (more than one chain may read), with an
+    // aggregate window chain beside it, seen once through one of its sensors and then long
     // within its timeout: it must come back online from a restart (rebuilt from its newest
     // reading, not from the window's).
     let (status, _) = server
         .post(
             &http,
             "/api/v1/devices",
-            &json!({"id": "steady", "inactivityTimeout": "10m"}),
+            &json!({"id": "steady", "inactivityTimeout": "10m",
+                    "sensors": (0..300).map(|i| format!("gw-{i}")).collect::<Vec<_>>()}),
         )
         .await;
     assert_eq!(status, 201);
@@ -59,7 +61,7 @@ async fn online_offline_settings_and_notifications() {
             &http,
             "/api/v1/rulechains",
             &json!({"id": "warm", "nodes": [
-                {"type": "filter", "sensor": "steady", "condition": "avg(t, '1s') > 100"}]}),
+                {"type": "filter", "sensor": "gw-250", "condition": "avg(t, '1s') > 100"}]}),
         )
         .await;
     assert_eq!(status, 201);
@@ -67,7 +69,7 @@ async fn online_offline_settings_and_notifications() {
         .post(
             &http,
             "/api/v1/write",
-            &json!({"readings": [{"sensor": "steady", "variable": "t", "value": 1}]}),
+            &json!({"readings": [{"sensor": "gw-250", "variable": "t", "value": 1}]}),
         )
         .await;
     assert_eq!(status, 200);

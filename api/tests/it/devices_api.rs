@@ -237,6 +237,7 @@ async fn dev_mode_is_open_but_checks_a_credential_that_is_presented() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latest_and_data_of_a_device() {
     let app = app_in(Mode::Dev, 1 << 20, usize::MAX).await;
+    app.clock.set(5_000); // the readings below are stamped in the first seconds of 1970
     let (s, _) = send(
         &app,
         "POST",

@@ -106,7 +106,8 @@ async fn sigkill_loses_no_acknowledged_reading() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_persists_and_sql_reads_the_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = TestServer::start(dir.path(), &[], &[]);
+    // The readings are stamped 2026-01-20: kept for ten years, not refused as beyond retention.
+    let mut server = TestServer::start(dir.path(), &["--retention", "3650d"], &[]);
     let client = reqwest::Client::new();
     let r = client
         .post(format!("{}/api/v1/write?precision=ms", server.url))

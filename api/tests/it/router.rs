@@ -544,13 +544,62 @@ async fn a_registered_chain_fires_for_the_next_reading_and_is_recorded() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = send_json(&app, "DELETE", "/api/v1/rulechains/high-temp", Value::Null).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(app
+    assert!(
+        app.storage
+            .documents("rulechains")
+            .await
+            .unwrap()
+            .is_empty(),
+        "the stored chain is deleted too"
+    );
+    assert!(app.rules.engine.chains().is_empty());
+}
+
+/// Concurrent POSTs of one id: one is created, the others get 409, and the stored document
+/// (what a restart loads) is the created one, not one answered 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_posts_of_one_chain_create_it_once_and_store_the_one_created() {
+    let app = Arc::new(app(1 << 20).await);
+    let posts = (0..8).map(|i| {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            let (status, _) = send_json(
+                &app,
+                "POST",
+                "/api/v1/rulechains",
+                hot_chain(20.0 + i as f64),
+            )
+            .await;
+            (status, 20.0 + i as f64)
+        })
+    });
+    let answers: Vec<(StatusCode, f64)> = futures::future::join_all(posts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let created: Vec<f64> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(created.len(), 1, "{answers:?}");
+    assert!(answers
+        .iter()
+        .all(|(s, _)| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT));
+    let stored = app
         .storage
-        .documents("rulechains/")
+        .document("rulechains", "high-temp")
         .await
         .unwrap()
-        .is_empty());
-    assert!(app.rules.engine.chains().is_empty());
+        .unwrap();
+    let condition = stored["nodes"][0]["condition"].as_str().unwrap();
+    assert!(
+        condition.contains(&format!("temperature > {}", created[0])),
+        "{condition}"
+    );
+    let running = &app.rules.engine.chain("high-temp").unwrap().spec;
+    assert_eq!(serde_json::to_value(running).unwrap(), stored);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -349,7 +349,7 @@ async fn post_telemetry(
     if let Err(e) = shared.storage.check_admission() {
         return (ResponseType::ServiceUnavailable, error_body(e));
     }
-    let args = DecodeArgs::new(shared.storage.now_ms()).with_scope(scope);
+    let args = DecodeArgs::for_storage(&shared.storage).with_scope(scope);
     let decoded = match decode_device_payload(device, &request.message.payload, &args) {
         Ok(d) => d,
         Err(e) => return (ResponseType::BadRequest, error_body(e)),
