@@ -189,6 +189,16 @@ pub struct ServeArgs {
     /// Query parallelism (default: the number of cores).
     #[arg(long, env = "AEMOS_QUERY_PARTITIONS")]
     pub query_partitions: Option<usize>,
+    /// A user's SQL query running longer than this is stopped (400 naming the flag).
+    #[arg(long, env = "AEMOS_QUERY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub query_timeout: Duration,
+    /// SQL queries running at once; one more gets 503 with Retry-After.
+    #[arg(long, env = "AEMOS_QUERY_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub query_concurrency: u32,
+    /// Memory all SQL queries together may hold, in MiB (hash tables, sorts); a query that
+    /// needs more fails with 400 "resources exhausted". 0: unbounded.
+    #[arg(long, env = "AEMOS_QUERY_MEMORY_MB", default_value_t = 4096)]
+    pub query_memory_mb: usize,
     /// Rule engine worker threads (default: the number of cores).
     #[arg(long, env = "AEMOS_WORKERS")]
     pub workers: Option<usize>,

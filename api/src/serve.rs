@@ -7,7 +7,7 @@ use crate::commands::preclean::Precleans;
 use crate::commands::scheduler::Schedules;
 use crate::devices::presence::presence_chain;
 use aemos_clock::{Clock, SystemClock};
-use aemos_queries::{QueryEngine, QueryEngineArgs};
+use aemos_queries::{QueryEngine, QueryEngineArgs, QueryLimits};
 use aemos_storage::{ObjectStoreConfig, Storage, StorageArgs};
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -198,6 +198,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         source: Arc::clone(&storage) as _,
         object_store: Arc::clone(&storage.object_store().store),
         target_partitions: args.query_partitions,
+        limits: QueryLimits {
+            timeout: args.query_timeout,
+            concurrency: args.query_concurrency as usize,
+            memory_bytes: (args.query_memory_mb > 0).then(|| args.query_memory_mb << 20),
+        },
     })?;
     rules.register_tables(&queries)?;
     notifier.register_table(&queries)?;

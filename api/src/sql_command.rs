@@ -16,6 +16,7 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
         source: Arc::new(StaticSource(snapshot)),
         object_store: Arc::clone(&object_store.store),
         target_partitions: None,
+        limits: Default::default(),
     })?;
     let (schema, batches) = engine.sql(&args.sql).await?;
     let mut stdout = std::io::stdout().lock();

@@ -49,6 +49,8 @@ fn main() {
         engine.upsert(spec).expect("registered");
     }
     engine.sync().expect("sync");
+    // A plain thread, no runtime: let the workers settle before reading the resident size.
+    #[allow(clippy::disallowed_methods)]
     std::thread::sleep(std::time::Duration::from_secs(2));
     engine.sync().expect("sync");
     let after = rss_kb();

@@ -1,20 +1,26 @@
 //! [`QueryEngine`]: one DataFusion session with the `readings` table registered.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aemos_storage::schema::{DEVICE, TIME, VALUE, VARIABLE};
 use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::SchemaRef;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::functions_aggregate::expr_fn::{avg, count, max, min};
 use datafusion::logical_expr::{col, lit};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
 use object_store::ObjectStore;
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TIMEOUT_MARK};
 use crate::provider::{ReadingsSource, ReadingsTable};
 use crate::rollup::RollupRule;
 
@@ -26,11 +32,37 @@ pub struct QueryEngineArgs {
     pub object_store: Arc<dyn ObjectStore>,
     /// Parallelism of query plans; defaults to the number of cores.
     pub target_partitions: Option<usize>,
+    pub limits: QueryLimits,
+}
+
+/// Bounds on the users' queries ([`QueryEngine::execute_limited`]), so that one query cannot
+/// take the server's memory or CPU for good.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    /// A query running longer is stopped with an error.
+    pub timeout: Duration,
+    /// Queries running at once; one more is refused ([`Error::Busy`]).
+    pub concurrency: usize,
+    /// Memory all queries together may hold (hash tables, sorts); a query that needs more
+    /// fails with DataFusion's "resources exhausted". `None`: unbounded.
+    pub memory_bytes: Option<usize>,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(60),
+            concurrency: 16,
+            memory_bytes: None,
+        }
+    }
 }
 
 #[derive(Clone)]
 pub struct QueryEngine {
     ctx: SessionContext,
+    limits: QueryLimits,
+    slots: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -55,13 +87,57 @@ impl QueryEngine {
         if let Some(n) = args.target_partitions {
             config = config.with_target_partitions(n.max(1));
         }
-        let ctx = SessionContext::new_with_config(config);
+        // No spilling to disk: the memory bound is the bound, and a query beyond it fails.
+        let mut runtime = RuntimeEnvBuilder::new().with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        );
+        if let Some(bytes) = args.limits.memory_bytes {
+            runtime = runtime.with_memory_limit(bytes, 1.0);
+        }
+        let runtime = runtime.build_arc().map_err(Error::from_datafusion)?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         let url = ObjectStoreUrl::parse(STORE_URL).map_err(Error::from_datafusion)?;
         ctx.register_object_store(url.as_ref(), args.object_store);
         ctx.register_table("readings", Arc::new(ReadingsTable::new(args.source, url)))
             .map_err(Error::from_datafusion)?;
         ctx.add_optimizer_rule(Arc::new(RollupRule));
-        Ok(Self { ctx })
+        Ok(Self {
+            ctx,
+            limits: args.limits,
+            slots: Arc::new(Semaphore::new(args.limits.concurrency.max(1))),
+        })
+    }
+
+    /// [`QueryEngine::execute`] for a user's query: refused when every slot is taken, and its
+    /// stream fails once it has run longer than the timeout (the slot is held until the stream
+    /// ends or is dropped). Internal queries (the rebuild at start) are not bounded.
+    pub async fn execute_limited(
+        &self,
+        sql: &str,
+    ) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+        let permit = Arc::clone(&self.slots)
+            .try_acquire_owned()
+            .map_err(|_| Error::Busy {
+                running: self.limits.concurrency,
+            })?;
+        let timeout = self.limits.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (schema, stream) = tokio::time::timeout_at(deadline, self.execute(sql))
+            .await
+            .map_err(|_| Error::from_datafusion(timed_out(timeout)))??;
+        let bounded = futures::stream::unfold(Some((stream, permit)), move |state| async move {
+            let (mut stream, permit) = state?;
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(item)) => Some((item, Some((stream, permit)))),
+                Ok(None) => None,
+                Err(_) => Some((Err(timed_out(timeout)), None)),
+            }
+        });
+        let schema_out = Arc::clone(&schema);
+        Ok((
+            schema,
+            Box::pin(RecordBatchStreamAdapter::new(schema_out, bounded)),
+        ))
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -82,6 +158,14 @@ impl QueryEngine {
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let stream = df.execute_stream().await.map_err(Error::from_datafusion)?;
         Ok((schema, stream))
+    }
+
+    /// Runs a user's statement to completion, within the limits.
+    pub async fn sql_limited(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        use futures::TryStreamExt;
+        let (schema, stream) = self.execute_limited(sql).await?;
+        let batches = stream.try_collect().await.map_err(Error::from_datafusion)?;
+        Ok((schema, batches))
     }
 
     /// Runs a statement to completion.
@@ -162,4 +246,11 @@ impl QueryEngine {
         }
         Ok(out)
     }
+}
+
+fn timed_out(timeout: Duration) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::Execution(format!(
+        "the query ran longer than {}s {TIMEOUT_MARK} and was stopped",
+        timeout.as_secs_f64()
+    ))
 }

@@ -15,6 +15,11 @@ pub enum Error {
     Storage(#[from] aemos_storage::Error),
     #[error("unknown output format {0:?}: use json, ndjson, csv, arrow or parquet")]
     Format(String),
+    /// Every query slot is taken (`--query-concurrency`): retry shortly.
+    #[error(
+        "{running} queries are running, the most at once (--query-concurrency); retry shortly"
+    )]
+    Busy { running: usize },
 }
 
 impl Error {
@@ -26,7 +31,24 @@ impl Error {
             | D::Plan(_)
             | D::SchemaError(..)
             | D::NotImplemented(_)
-            | D::Configuration(_) => Self::Query(e),
+            | D::Configuration(_)
+            // More memory than `--query-memory`: the query's size, the user's to change.
+            | D::ResourcesExhausted(_) => Self::Query(e),
+            // Errors of the data the query computes on (1/0, a failed cast): the user's too.
+            D::ArrowError(inner, _)
+                if matches!(
+                    **inner,
+                    arrow::error::ArrowError::DivideByZero
+                        | arrow::error::ArrowError::CastError(_)
+                        | arrow::error::ArrowError::ComputeError(_)
+                        | arrow::error::ArrowError::ArithmeticOverflow(_)
+                        | arrow::error::ArrowError::ParseError(_)
+                        | arrow::error::ArrowError::InvalidArgumentError(_)
+                ) =>
+            {
+                Self::Query(e)
+            }
+            D::Execution(m) if m.contains(TIMEOUT_MARK) => Self::Query(e),
             _ => Self::Execution(e),
         }
     }
@@ -35,5 +57,8 @@ impl Error {
         matches!(self, Self::Query(_) | Self::Format(_))
     }
 }
+
+/// What the message of an execution error stopped by the query timeout contains.
+pub(crate) const TIMEOUT_MARK: &str = "(--query-timeout)";
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -18,7 +18,7 @@ mod provider;
 mod rollup;
 mod snapshot;
 
-pub use engine::{QueryEngine, QueryEngineArgs, VariableStatistics, STORE_URL};
+pub use engine::{QueryEngine, QueryEngineArgs, QueryLimits, VariableStatistics, STORE_URL};
 pub use error::{Error, Result};
 pub use format::{encode, OutputFormat, ResultEncoder};
 pub use provider::{ReadingsSource, ReadingsTable, StaticSource, TimeRange};

@@ -1,5 +1,6 @@
 //! SQL files with expected output (`tests/sql/*.sql`), run against a data set that is partly
-//! persisted to Parquet and partly still in the buffer, so every query reads both.
+//! persisted to Parquet and partly still in the buffer, so every query reads both; and the
+//! bounds on users' queries (time, memory, concurrency).
 //!
 //! File format: blocks separated by blank lines; a block is `-- comment` lines, the query, a
 //! line `----`, then the expected pretty-printed table (or `error: <substring>`). Run with
@@ -8,7 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use aemos_queries::{QueryEngine, QueryEngineArgs, StaticSource};
+use aemos_queries::{QueryEngine, QueryEngineArgs, QueryLimits, StaticSource};
 use aemos_storage::schema::ReadingsBuilder;
 use aemos_storage::{ManualClock, ObjectStoreConfig, Storage, StorageArgs};
 
@@ -64,6 +65,7 @@ async fn fixture(dir: &Path) -> (Arc<Storage>, QueryEngine) {
         source: Arc::clone(&storage) as _,
         object_store: Arc::clone(&storage.object_store().store),
         target_partitions: Some(2),
+        limits: Default::default(),
     })
     .unwrap();
     (storage, engine)
@@ -196,6 +198,7 @@ async fn summaries_answer_aggregates_like_the_rows_do() {
         source: Arc::new(StaticSource(legacy)),
         object_store: Arc::clone(&storage.object_store().store),
         target_partitions: Some(2),
+        limits: Default::default(),
     })
     .unwrap();
     // `{c}` is `true` (summaries can answer) or a time bound (rows must be read).
@@ -238,4 +241,83 @@ async fn summaries_answer_aggregates_like_the_rows_do() {
         let plan = render(&engine, &format!("EXPLAIN {sql}")).await;
         assert!(!plan.contains("readings_summary"), "{sql}:\n{plan}");
     }
+}
+
+/// A user's query is bounded: a runtime error of the data is the user's (not an internal
+/// error), a query that runs too long is stopped, one that needs more memory than the pool
+/// fails, and one beyond the concurrency is refused while the others run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_queries_are_bounded_in_time_memory_and_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ObjectStoreConfig::from_url(&ObjectStoreConfig::default_url(dir.path())).unwrap();
+    let storage = Storage::open(StorageArgs::new(
+        dir.path().to_path_buf(),
+        store,
+        Arc::new(ManualClock::new(T0)),
+    ))
+    .await
+    .unwrap();
+    let engine = QueryEngine::new(QueryEngineArgs {
+        source: Arc::clone(&storage) as _,
+        object_store: Arc::clone(&storage.object_store().store),
+        target_partitions: Some(2),
+        limits: QueryLimits {
+            timeout: std::time::Duration::from_millis(300),
+            concurrency: 2,
+            memory_bytes: Some(4 << 20),
+        },
+    })
+    .unwrap();
+    let refused = |sql: &'static str| {
+        let engine = engine.clone();
+        async move { engine.sql_limited(sql).await.map(|_| ()).unwrap_err() }
+    };
+
+    let e = refused("SELECT 1 / 0 AS x").await;
+    assert!(
+        e.is_user_error() && e.to_string().contains("Divide by zero"),
+        "{e}"
+    );
+    let e = refused("SELECT CAST('x' AS INT) AS x").await;
+    assert!(e.is_user_error(), "{e}");
+
+    let e =
+        refused("SELECT count(*) FROM generate_series(1, 100000000000) AS t(v) WHERE v % 7 = 3")
+            .await;
+    assert!(
+        e.is_user_error() && e.to_string().contains("--query-timeout"),
+        "{e}"
+    );
+
+    let e = refused(
+        "SELECT v, count(*) FROM generate_series(1, 5000000) AS t(v) GROUP BY v ORDER BY v",
+    )
+    .await;
+    assert!(
+        e.is_user_error() && e.to_string().contains("Resources exhausted"),
+        "{e}"
+    );
+
+    // Two running (their streams held, unfinished): a third is refused; once one ends, the
+    // next is admitted.
+    let first = engine.execute_limited("SELECT 1 AS x").await.unwrap();
+    let second = engine.execute_limited("SELECT 2 AS x").await.unwrap();
+    let e = refused("SELECT 3 AS x").await;
+    assert!(
+        matches!(e, aemos_queries::Error::Busy { running: 2 }),
+        "{e}"
+    );
+    drop(first);
+    engine.sql_limited("SELECT 3 AS x").await.unwrap();
+    drop(second);
+    // Internal queries (the rebuild at start) are not bounded by the user limits.
+    let started = std::time::Instant::now();
+    engine
+        .sql("SELECT count(*) FROM generate_series(1, 300000000) AS t(v) WHERE v % 7 = 3")
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() > std::time::Duration::from_millis(300),
+        "the internal query must outlast the user timeout for this check to mean anything"
+    );
 }

@@ -25,7 +25,10 @@ pub enum ApiError {
         node: Option<usize>,
         position: Option<u64>,
     },
+    /// 503 with `Retry-After`: shed load (writes faster than durability, every query slot
+    /// taken).
     Overloaded {
+        error: String,
         retry_after_secs: u64,
     },
     /// 503 without a time to retry: a part the request needs has failed (the WAL after an
@@ -65,6 +68,12 @@ impl ApiError {
 
 impl From<aemos_queries::Error> for ApiError {
     fn from(e: aemos_queries::Error) -> Self {
+        if let aemos_queries::Error::Busy { .. } = e {
+            return Self::Overloaded {
+                error: e.to_string(),
+                retry_after_secs: 1,
+            };
+        }
         if e.is_user_error() {
             Self::BadRequest(e.to_string())
         } else {
@@ -140,10 +149,13 @@ impl IntoResponse for ApiError {
                 Json(json!({ "error": error, "rejected": rejected, "rejectedCount": rejected_count })),
             )
                 .into_response(),
-            Self::Overloaded { retry_after_secs } => (
+            Self::Overloaded {
+                error,
+                retry_after_secs,
+            } => (
                 status,
                 [(header::RETRY_AFTER, retry_after_secs.to_string())],
-                Json(json!({ "error": "overloaded: writes are arriving faster than they can be made durable and persisted, retry later" })),
+                Json(json!({ "error": error })),
             )
                 .into_response(),
             Self::Internal(detail) => {

@@ -88,7 +88,7 @@ async fn run(
             .and_then(|v| v.to_str().ok())
             .map_or(OutputFormat::Json, OutputFormat::from_accept),
     };
-    let (schema, mut stream) = state.queries.execute(sql).await?;
+    let (schema, mut stream) = state.queries.execute_limited(sql).await?;
     let mut encoder = ResultEncoder::new(format, &schema)?;
     // The first batch is awaited here so that an early execution error still gets a status.
     let first = match stream.next().await {

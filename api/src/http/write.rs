@@ -150,6 +150,7 @@ pub(super) fn storage_error(state: &AppState, e: aemos_storage::Error) -> ApiErr
         aemos_storage::Error::Overloaded { .. } | aemos_storage::Error::WalQueueFull { .. } => {
             state.metrics.overload_rejections.inc();
             ApiError::Overloaded {
+                error: "overloaded: writes are arriving faster than they can be made durable and persisted, retry later".into(),
                 retry_after_secs: 1,
             }
         }

@@ -48,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
         source: Arc::clone(&storage) as _,
         object_store: Arc::clone(&storage.object_store().store),
         target_partitions: None,
+        limits: Default::default(),
     })?;
 
     let existing: u64 = storage.read_snapshot().files.iter().map(|f| f.rows).sum();

@@ -121,7 +121,7 @@ fn take_publish(
         let _ = tx.try_publish(errors_topic(device), body.to_string());
     };
     let scope = authorizer.and_then(|a| a.mqtt_scope(device));
-    let args = DecodeArgs::for_storage(&storage).with_scope(scope);
+    let args = DecodeArgs::for_storage(storage).with_scope(scope);
     match decode_device_payload(device, payload, &args) {
         Ok(decoded) if decoded.rejected_count == 0 => {
             let rows = decoded.accepted();
