@@ -201,7 +201,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: QueryLimits {
             timeout: args.query_timeout,
             concurrency: args.query_concurrency as usize,
-            memory_bytes: (args.query_memory_mb > 0).then(|| args.query_memory_mb << 20),
+            memory_bytes: (args.query_memory_mb > 0).then_some(args.query_memory_mb << 20),
         },
     })?;
     rules.register_tables(&queries)?;
