@@ -99,9 +99,14 @@ impl<'a> Collector<'a> {
         self.rejected_count
     }
 
+    /// Whether the latest rejection is listed (not only counted).
+    pub(crate) fn listed_last_rejection(&self) -> bool {
+        self.rejected.len() == self.rejected_count
+    }
+
     /// Sets the line of the latest listed rejection (JSON, whose lines are found on demand).
     pub(crate) fn set_line_of_last_rejection(&mut self, line: usize) {
-        if self.rejected.len() == self.rejected_count {
+        if self.listed_last_rejection() {
             if let Some(last) = self.rejected.last_mut() {
                 last.line = Some(line);
             }

@@ -171,6 +171,9 @@ pub(crate) fn decode_json<'a>(body: &[u8], args: &'a DecodeArgs) -> Result<Colle
     let text = utf8(body)?;
     let raws = elements(text)?;
     let mut out = Collector::new(raws.len(), args);
+    // Lines counted so far: up to this offset, which is on this line. Offsets only grow, so
+    // finding the lines of all rejections scans the body once.
+    let (mut counted_to, mut line) = (0usize, 1usize);
     for (index, raw) in raws.into_iter().enumerate() {
         let at = Location { index, line: None };
         let rejected_before = out.rejected_count();
@@ -178,13 +181,14 @@ pub(crate) fn decode_json<'a>(body: &[u8], args: &'a DecodeArgs) -> Result<Colle
             Ok(reading) => reading.collect(at, &mut out),
             Err(e) => out.reject(at, strip_position(&e)),
         }
-        if out.rejected_count() > rejected_before {
-            // Only rejected readings pay for finding their line.
+        if out.rejected_count() > rejected_before && out.listed_last_rejection() {
+            // Only listed rejections pay for finding their line.
             let offset = raw.get().as_ptr() as usize - text.as_ptr() as usize;
-            let line = 1 + text.as_bytes()[..offset]
+            line += text.as_bytes()[counted_to..offset]
                 .iter()
                 .filter(|b| **b == b'\n')
                 .count();
+            counted_to = offset;
             out.set_line_of_last_rejection(line);
         }
     }

@@ -412,3 +412,36 @@ fn times_beyond_the_retention_or_too_far_ahead_are_refused_in_every_format() {
         );
     }
 }
+
+/// A JSON body of many rejected readings: each listed one has the line its object starts on
+/// (counted incrementally: one pass over the body, not one per rejection), the first 1,000 are
+/// listed and all are counted.
+#[test]
+fn json_rejections_name_their_lines_in_one_pass() {
+    let mut body = String::from("[\n");
+    for i in 0..5000 {
+        // Every third reading is good; the others have a NaN-free but wrong value type, and
+        // every object spans i % 3 + 1 lines.
+        let value = if i % 3 == 0 { "1" } else { "\"x\"" };
+        let pad = "\n".repeat(i % 3);
+        body.push_str(&format!(
+            "{{\"sensor\": \"s\",{pad} \"variable\": \"v\", \"value\": {value}}},\n"
+        ));
+    }
+    body.pop();
+    body.pop();
+    body.push_str("\n]");
+    let d = run(Format::Json, &body);
+    let mut line = 2;
+    let mut expected = Vec::new();
+    for i in 0..5000 {
+        if i % 3 != 0 {
+            expected.push((i, Some(line)));
+        }
+        line += i % 3 + 1;
+    }
+    let got: Vec<(usize, Option<usize>)> = d.rejected.iter().map(|r| (r.index, r.line)).collect();
+    assert_eq!(got, expected[..1000]);
+    assert_eq!(d.rejected_count, expected.len());
+    assert_eq!(d.accepted(), 5000 - expected.len());
+}

@@ -317,7 +317,10 @@ async fn sql_errors_are_400_with_the_message() {
     // Errors of the computation (not of the server) are the user's too, with the message.
     let (status, v) = query(&app, "SELECT 1 / 0 AS x").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("Divide by zero"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("Divide by zero"),
+        "{v}"
+    );
     let req = Request::get("/api/v1/query").body(Body::empty()).unwrap();
     assert_eq!(call(&app, req).await.0, StatusCode::BAD_REQUEST);
     let req = Request::get("/api/v1/query?sql=SELECT%201&format=xml")
