@@ -148,15 +148,20 @@ impl TimeRange {
                     },
                     _ => return,
                 };
-                let Some(ms) = literal_ms(value) else { return };
+                let Some((floor, ceil)) = literal_ms(value) else {
+                    return;
+                };
+                // Rows are whole milliseconds t; the literal v may fall between two.
                 match op {
-                    Operator::Gt => self.min = self.min.max(ms.saturating_add(1)),
-                    Operator::GtEq => self.min = self.min.max(ms),
-                    Operator::Lt => self.max = self.max.min(ms.saturating_sub(1)),
-                    Operator::LtEq => self.max = self.max.min(ms),
+                    // t > v ⇔ t ≥ ⌊v⌋ + 1
+                    Operator::Gt => self.min = self.min.max(floor.saturating_add(1)),
+                    Operator::GtEq => self.min = self.min.max(ceil),
+                    // t < v ⇔ t ≤ ⌈v⌉ − 1
+                    Operator::Lt => self.max = self.max.min(ceil.saturating_sub(1)),
+                    Operator::LtEq => self.max = self.max.min(floor),
                     Operator::Eq => {
-                        self.min = self.min.max(ms);
-                        self.max = self.max.min(ms);
+                        self.min = self.min.max(ceil);
+                        self.max = self.max.min(floor);
                     }
                     _ => {}
                 }
@@ -166,10 +171,10 @@ impl TimeRange {
                     (b.expr.as_ref(), b.low.as_ref(), b.high.as_ref())
                 {
                     if c.name == TIME {
-                        if let Some(lo) = literal_ms(lo) {
+                        if let Some((_, lo)) = literal_ms(lo) {
                             self.min = self.min.max(lo);
                         }
-                        if let Some(hi) = literal_ms(hi) {
+                        if let Some((hi, _)) = literal_ms(hi) {
                             self.max = self.max.min(hi);
                         }
                     }
@@ -184,12 +189,21 @@ impl TimeRange {
     }
 }
 
-fn literal_ms(value: &ScalarValue) -> Option<i64> {
-    let ms = value
+/// A time literal's floor and ceiling in milliseconds: a finer literal (µs, ns) may fall
+/// between two, and truncating it would prune a file holding a matching row.
+fn literal_ms(value: &ScalarValue) -> Option<(i64, i64)> {
+    if let Ok(ScalarValue::TimestampNanosecond(Some(ns), _)) =
+        value.cast_to(&DataType::Timestamp(TimeUnit::Nanosecond, None))
+    {
+        let floor = ns.div_euclid(1_000_000);
+        return Some((floor, floor + i64::from(ns.rem_euclid(1_000_000) != 0)));
+    }
+    // Beyond the nanosecond range (years past 2262): milliseconds are exact.
+    match value
         .cast_to(&DataType::Timestamp(TimeUnit::Millisecond, None))
-        .ok()?;
-    match ms {
-        ScalarValue::TimestampMillisecond(Some(v), _) => Some(v),
+        .ok()?
+    {
+        ScalarValue::TimestampMillisecond(Some(v), _) => Some((v, v)),
         _ => None,
     }
 }
@@ -344,4 +358,40 @@ pub(crate) fn scan_parquet(
         .with_projection_indices(projection.cloned())?
         .build();
     Ok(DataSourceExec::from_data_source(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::logical_expr::{col, lit};
+
+    use super::*;
+
+    /// Pruning reads a finer literal's floor and ceiling: a file whose only rows are at
+    /// x.000 ms is kept for `time < x.0005` and `time <= x.0005`, dropped for `time > x.0005`.
+    /// (DataFusion's own coercion casts such literals to the column's milliseconds before they
+    /// reach the provider today; the range must not depend on that.)
+    #[test]
+    fn sub_millisecond_bounds_keep_the_files_that_hold_matching_rows() {
+        const X: i64 = 1_768_906_800_000;
+        let ns = |n: i64| {
+            lit(ScalarValue::TimestampNanosecond(
+                Some(n),
+                Some("UTC".into()),
+            ))
+        };
+        let range = |e: Expr| TimeRange::from_filters(&[e]);
+        let at = X * 1_000_000 + 500_000;
+        assert_eq!(range(col(TIME).lt(ns(at))).max, X);
+        assert_eq!(range(col(TIME).lt_eq(ns(at))).max, X);
+        assert_eq!(range(col(TIME).gt(ns(at))).min, X + 1);
+        assert_eq!(range(col(TIME).gt_eq(ns(at))).min, X + 1);
+        let eq = range(col(TIME).eq(ns(at)));
+        assert!(eq.min > eq.max, "no whole millisecond equals x.0005");
+        // Whole milliseconds as before.
+        assert_eq!(range(col(TIME).lt(ns(X * 1_000_000))).max, X - 1);
+        assert_eq!(range(col(TIME).gt_eq(ns(X * 1_000_000))).min, X);
+        // Before 1970 the floor is below: -0.5 ms lies between -1 and 0.
+        assert_eq!(range(col(TIME).lt(ns(-500_000))).max, -1);
+        assert_eq!(range(col(TIME).gt(ns(-500_000))).min, 0);
+    }
 }
