@@ -155,23 +155,52 @@ async fn racing_catalog_writers_on_s3_lose_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_servers_share_one_bucket_and_sql_reads_it() {
+/// Two servers on one bucket prefix, each with its own data directory (fields drop in order:
+/// the servers before the store).
+struct Pair {
+    a: TestServer,
+    b: TestServer,
+    url: String,
+    env: Vec<(&'static str, String)>,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    _s3: S3Server,
+}
+
+async fn two_servers(prefix: &str, flags: &[&str]) -> Pair {
     let s3 = start_s3().await;
     let env = env(&s3);
+    let url = format!("s3://{BUCKET}/{prefix}");
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut all = vec!["--object-store", url.as_str()];
+    all.extend_from_slice(flags);
+    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = TestServer::start(dirs.0.path(), &all, &vars);
+    let b = TestServer::start(dirs.1.path(), &all, &vars);
+    Pair {
+        a,
+        b,
+        url,
+        env,
+        _dirs: dirs,
+        _s3: s3,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_one_bucket_and_sql_reads_it() {
+    let Pair {
+        mut a,
+        mut b,
+        url,
+        env,
+        _dirs,
+        _s3,
+    } = two_servers(
+        "shared",
+        &["--persist-interval", "100ms", "--retention", "3650d"],
+    )
+    .await;
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let url = format!("s3://{BUCKET}/shared");
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let flags = [
-        "--object-store",
-        url.as_str(),
-        "--persist-interval",
-        "100ms",
-        "--retention",
-        "3650d",
-    ];
-    let mut a = TestServer::start(dir_a.path(), &flags, &env);
-    let mut b = TestServer::start(dir_b.path(), &flags, &env);
     let client = reqwest::Client::new();
     for round in 0..10 {
         for (server, name) in [(&a, "a"), (&b, "b")] {
@@ -236,14 +265,7 @@ async fn until(client: &reqwest::Client, server: &TestServer, token: &str, want:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_registered_on_one_server_is_known_to_another_sharing_the_bucket() {
     const SECRET: &str = "registry-sync-test-secret-of-32-bytes-or-more";
-    let s3 = start_s3().await;
-    let env = env(&s3);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let url = format!("s3://{BUCKET}/registry");
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let flags = [
-        "--object-store",
-        url.as_str(),
         "--mode",
         "production",
         "--jwt-secret",
@@ -251,8 +273,10 @@ async fn a_device_registered_on_one_server_is_known_to_another_sharing_the_bucke
         "--registry-sync",
         "100ms",
     ];
-    let a = TestServer::start(dir_a.path(), &flags, &env);
-    let b = TestServer::start(dir_b.path(), &flags, &env);
+    // Every field bound: one left to `..` would be dropped here (the store stopped).
+    let Pair {
+        a, b, _dirs, _s3, ..
+    } = two_servers("registry", &flags).await;
     let admin = format!("Bearer {}", crate::access::user_jwt(SECRET, "admin"));
     let client = reqwest::Client::new();
     let created: serde_json::Value = client
