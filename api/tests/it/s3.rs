@@ -279,41 +279,35 @@ async fn a_device_registered_on_one_server_is_known_to_another_sharing_the_bucke
     } = two_servers("registry", &flags).await;
     let admin = format!("Bearer {}", crate::access::user_jwt(SECRET, "admin"));
     let client = reqwest::Client::new();
-    let created: serde_json::Value = client
-        .post(format!("{}/api/v1/devices", a.url))
-        .header("Authorization", &admin)
-        .json(&serde_json::json!({"id": "pur-7", "sensors": ["pur-7-air"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // An admin's request: its status and JSON body (null when it has none).
+    let call = |method: reqwest::Method, url: String, body: Option<serde_json::Value>| {
+        let mut request = client.request(method, url).header("Authorization", &admin);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json().await.unwrap_or(serde_json::Value::Null),
+            )
+        }
+    };
+    use reqwest::Method;
+    let devices = |server: &TestServer| format!("{}/api/v1/devices", server.url);
+    let body = serde_json::json!({"id": "pur-7", "sensors": ["pur-7-air"]});
+    let (status, created) = call(Method::POST, devices(&a), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
     let first = created["token"].as_str().unwrap().to_string();
     assert_eq!(write(&client, &a, &first).await, 201);
     let start = Instant::now();
     until(&client, &b, &first, 201).await;
-    let device: serde_json::Value = client
-        .get(format!("{}/api/v1/devices/pur-7", b.url))
-        .header("Authorization", &admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, device) = call(Method::GET, format!("{}/pur-7", devices(&b)), None).await;
     assert_eq!(device["sensors"], serde_json::json!(["pur-7-air"]));
     let seen_after = start.elapsed();
 
-    let rotated: serde_json::Value = client
-        .post(format!("{}/api/v1/devices/pur-7/token", a.url))
-        .header("Authorization", &admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, rotated) = call(Method::POST, format!("{}/pur-7/token", devices(&a)), None).await;
     let second = rotated["token"].as_str().unwrap().to_string();
     assert_eq!(
         write(&client, &a, &first).await,
@@ -323,20 +317,10 @@ async fn a_device_registered_on_one_server_is_known_to_another_sharing_the_bucke
     until(&client, &b, &first, 401).await;
     assert_eq!(write(&client, &b, &second).await, 201);
 
-    let removed = client
-        .delete(format!("{}/api/v1/devices/pur-7", a.url))
-        .header("Authorization", &admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(removed.status(), 204);
+    let (status, _) = call(Method::DELETE, format!("{}/pur-7", devices(&a)), None).await;
+    assert_eq!(status, 204);
     until(&client, &b, &second, 401).await;
-    let gone = client
-        .get(format!("{}/api/v1/devices/pur-7", b.url))
-        .header("Authorization", &admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gone.status(), 404);
+    let (status, _) = call(Method::GET, format!("{}/pur-7", devices(&b)), None).await;
+    assert_eq!(status, 404);
     eprintln!("registration seen by the other server after {seen_after:?}");
 }
