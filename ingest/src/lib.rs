@@ -103,6 +103,16 @@ pub struct TimeBounds {
     pub max_future: std::time::Duration,
 }
 
+impl TimeBounds {
+    /// The bounds of a server's storage: its `--retention` and `--max-future`.
+    pub fn of(storage: &aemos_storage::Storage) -> Self {
+        Self {
+            retention: storage.retention(),
+            max_future: storage.max_future(),
+        }
+    }
+}
+
 impl DecodeArgs {
     pub fn new(now_ms: i64) -> Self {
         Self {
@@ -115,10 +125,7 @@ impl DecodeArgs {
 
     /// What a server's protocols decode with: its clock, its retention and `--max-future`.
     pub fn for_storage(storage: &aemos_storage::Storage) -> Self {
-        Self::new(storage.now_ms()).with_time_bounds(TimeBounds {
-            retention: storage.retention(),
-            max_future: storage.max_future(),
-        })
+        Self::new(storage.now_ms()).with_time_bounds(TimeBounds::of(storage))
     }
 
     pub fn with_time_bounds(mut self, bounds: TimeBounds) -> Self {

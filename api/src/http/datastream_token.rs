@@ -98,10 +98,7 @@ pub(super) async fn write_one(
             .as_ref()
             .or(reading.received_at.as_ref()),
         now,
-        &TimeBounds {
-            retention: state.storage.retention(),
-            max_future: state.storage.max_future(),
-        },
+        &TimeBounds::of(&state.storage),
     )?;
     let (sensor, device): (String, Arc<str>) = match &principal {
         Principal::Device(d) => {
