@@ -199,6 +199,7 @@ fn read_stream<'a>(body: &[u8], args: &'a DecodeArgs) -> Result<Collector<'a>, E
                         .as_ref()
                         .filter(|t| t.is_valid(row))
                         .map(|t| t.value(row)),
+                    series: None,
                 },
             );
         }

@@ -38,6 +38,8 @@ pub(crate) struct Fields<'a> {
     pub variable: &'a str,
     pub value: f64,
     pub time_ms: Option<i64>,
+    /// Line protocol's measurement and its tags other than `sensor` and `device`, by key.
+    pub series: Option<(&'a str, &'a [(&'a str, &'a str)])>,
 }
 
 /// The outcome of decoding one payload.
@@ -159,13 +161,24 @@ impl<'a> Collector<'a> {
                 owner
             }
         };
-        self.builder.push(
-            time_ms,
-            device,
-            fields.sensor,
-            fields.variable,
-            fields.value,
-        );
+        match fields.series {
+            None => self.builder.push(
+                time_ms,
+                device,
+                fields.sensor,
+                fields.variable,
+                fields.value,
+            ),
+            Some((measurement, tags)) => self.builder.push_tagged(
+                time_ms,
+                device,
+                fields.sensor,
+                fields.variable,
+                fields.value,
+                measurement,
+                tags,
+            ),
+        }
     }
 
     pub(crate) fn finish(self) -> Decoded {

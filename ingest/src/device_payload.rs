@@ -101,6 +101,7 @@ fn shorthand(device: &str, object: &serde_json::Map<String, Value>, out: &mut Co
                 variable,
                 value,
                 time_ms: None,
+                series: None,
             },
         );
     }

@@ -59,6 +59,7 @@ impl WireReading<'_> {
                 variable,
                 value,
                 time_ms,
+                series: None,
             },
         );
     }

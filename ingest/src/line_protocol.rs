@@ -1,9 +1,11 @@
 //! InfluxDB line protocol, as Telegraf writes it, parsed with `influxdb-line-protocol`.
 //!
 //! `measurement,sensor=S[,tags] field=value[,field=value] [timestamp]` gives one reading per
-//! numeric or boolean field (string fields are skipped): the `sensor` tag, else the `device`
-//! tag, else the measurement is the sensor; a `device` tag is the device; the field key is the
-//! variable.
+//! numeric or boolean field: the `sensor` tag, else the `device` tag, else the measurement is
+//! the sensor; a `device` tag is the device; the field key is the variable. The measurement
+//! and the other tags are kept in the `measurement` and `tags` columns. What InfluxDB refuses
+//! is refused: a line beginning with a tab, a tag key given twice; and a string field, which
+//! aemos does not store, is refused with its key (the line's other fields are kept).
 
 use influxdb_line_protocol::{parse_lines, FieldValue};
 
@@ -75,6 +77,29 @@ pub(crate) fn decode_line_protocol<'a>(
             }
             None => continue,
         };
+        if line.first() == Some(&b'\t') {
+            index += 1;
+            out.reject(
+                at,
+                "line begins with a tab; a line begins with its measurement",
+            );
+            continue;
+        }
+        let mut tags: Vec<(&str, &str)> = parsed
+            .series
+            .tag_set
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        tags.sort_unstable_by_key(|(k, _)| *k);
+        if let Some(pair) = tags.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            index += 1;
+            out.reject(at, format!("tag key {:?} is given twice", pair[0].0));
+            continue;
+        }
+        tags.retain(|(k, _)| *k != "sensor" && *k != "device");
+        let series = Some((parsed.series.measurement.as_str(), tags.as_slice()));
         let device = parsed.tag_value("device").map(|d| d.as_str());
         let sensor = parsed
             .tag_value("sensor")
@@ -95,21 +120,29 @@ pub(crate) fn decode_line_protocol<'a>(
                 }
             },
         };
-        let mut numeric = 0;
         for (key, value) in &parsed.field_set {
             let value = match value {
-                FieldValue::F64(v) => *v,
-                FieldValue::I64(v) => *v as f64,
-                FieldValue::U64(v) => *v as f64,
-                FieldValue::Boolean(v) => f64::from(u8::from(*v)),
-                FieldValue::String(_) => continue,
+                FieldValue::F64(v) => Some(*v),
+                FieldValue::I64(v) => Some(*v as f64),
+                FieldValue::U64(v) => Some(*v as f64),
+                FieldValue::Boolean(v) => Some(f64::from(u8::from(*v))),
+                FieldValue::String(_) => None,
             };
-            numeric += 1;
             let at = Location {
                 index,
                 line: Some(line_no),
             };
             index += 1;
+            let Some(value) = value else {
+                out.reject(
+                    at,
+                    format!(
+                        "field {:?} is a string; aemos stores numbers and booleans",
+                        key.as_str()
+                    ),
+                );
+                continue;
+            };
             out.push(
                 at,
                 Fields {
@@ -118,12 +151,13 @@ pub(crate) fn decode_line_protocol<'a>(
                     variable: key.as_str(),
                     value,
                     time_ms,
+                    series,
                 },
             );
         }
-        if numeric == 0 {
+        if parsed.field_set.is_empty() {
             index += 1;
-            out.reject(at, "line has no numeric or boolean field");
+            out.reject(at, "line has no field");
         }
     }
     Ok(out)

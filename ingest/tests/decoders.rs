@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use aemos_ingest::{decode, DecodeArgs, Decoded, Error, Format, Precision};
-use aemos_storage::schema::{DEVICE_IDX, SENSOR_IDX, TIME_IDX, VALUE_IDX, VARIABLE_IDX};
-use arrow::array::{Array, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use aemos_storage::schema::{self, DEVICE_IDX, SENSOR_IDX, TIME_IDX, VALUE_IDX, VARIABLE_IDX};
+use arrow::array::{
+    Array, AsArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
 
 const NOW: i64 = 1_768_905_000_000; // 2026-01-20T10:30:00Z
 
@@ -184,7 +186,9 @@ fn oversized_lines_are_rejected() {
 fn line_protocol_fields_become_readings() {
     let body = "# comment\nair,sensor=s-1,site=x temperature=25.5,humidity=60i,on=true,label=\"x\" 1768905000000000000\nair,device=d-9 co2=410u 1768905001000000000\nairq pm25=3\n";
     let d = run(Format::LineProtocol(Precision::Nanoseconds), body);
-    assert!(d.rejected.is_empty(), "{:?}", d.rejected);
+    assert_eq!(d.rejected.len(), 1, "{:?}", d.rejected);
+    assert_eq!(d.rejected[0].line, Some(2));
+    assert!(d.rejected[0].reason.contains("\"label\" is a string"));
     assert_eq!(
         rows(&d),
         vec![
@@ -209,9 +213,60 @@ fn line_protocol_rejections_name_the_line() {
     assert_eq!(d.accepted(), 1);
     let lines: Vec<_> = d.rejected.iter().map(|r| r.line.unwrap()).collect();
     assert_eq!(lines, vec![2, 3, 4, 5, 6]);
-    assert!(d.rejected[2].reason.contains("no numeric or boolean field"));
+    assert!(d.rejected[2].reason.contains("\"only\" is a string"));
     assert!(d.rejected[3].reason.contains("sensor"));
     assert!(Precision::parse("h").is_err());
+}
+
+#[test]
+fn line_protocol_keeps_the_measurement_and_the_other_tags() {
+    let body = "cpu,host=b,cpu=cpu0,sensor=s usage=1\ncpu,host=a usage=2\nplain v=3\n";
+    let d = run(Format::LineProtocol(Precision::Nanoseconds), body);
+    assert!(d.rejected.is_empty(), "{:?}", d.rejected);
+    let measurements = d.batch.column(schema::MEASUREMENT_IDX).as_string::<i32>();
+    assert_eq!(measurements.value(0), "cpu");
+    assert_eq!(measurements.value(2), "plain");
+    let tags = d.batch.column(schema::TAGS_IDX).as_map();
+    let tags_of = |row: usize| -> Vec<(String, String)> {
+        let entries = tags.value(row);
+        let keys = entries.column(0).as_string::<i32>();
+        let values = entries.column(1).as_string::<i32>();
+        (0..entries.len())
+            .map(|i| (keys.value(i).to_string(), values.value(i).to_string()))
+            .collect()
+    };
+    // Sorted by key, without `sensor` and `device` (they are columns of their own).
+    assert_eq!(
+        tags_of(0),
+        vec![("cpu".into(), "cpu0".into()), ("host".into(), "b".into())]
+    );
+    assert_eq!(tags_of(1), vec![("host".into(), "a".into())]);
+    assert!(tags_of(2).is_empty());
+    // Other formats leave both null.
+    let d = run(
+        Format::Ndjson,
+        "{\"sensor\":\"a\",\"variable\":\"t\",\"value\":1}\n",
+    );
+    assert!(d.batch.column(schema::MEASUREMENT_IDX).is_null(0));
+    assert!(d.batch.column(schema::TAGS_IDX).is_null(0));
+}
+
+#[test]
+fn line_protocol_refuses_what_influxdb_refuses() {
+    let body =
+        "m,sensor=s v=1\n\tm,sensor=s v=2\nm,host=a,host=b,sensor=s v=3\nm,sensor=s,sensor=t v=4\n";
+    let d = run(Format::LineProtocol(Precision::Nanoseconds), body);
+    assert_eq!(d.accepted(), 1);
+    let reasons: Vec<_> = d
+        .rejected
+        .iter()
+        .map(|r| (r.line.unwrap(), r.reason.as_str()))
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert_eq!(reasons[0].0, 2);
+    assert!(reasons[0].1.contains("begins with a tab"));
+    assert_eq!(reasons[1], (3, "tag key \"host\" is given twice"));
+    assert_eq!(reasons[2], (4, "tag key \"sensor\" is given twice"));
 }
 
 fn ipc(batch: &RecordBatch) -> Vec<u8> {

@@ -46,6 +46,18 @@ async fn fixture(dir: &Path) -> (Arc<Storage>, QueryEngine) {
             );
         }
     }
+    // Two Telegraf-like series of one measurement that differ only in their `host` tag.
+    for (minute, host) in [(0, "a"), (0, "b"), (1, "a"), (1, "b")] {
+        b.push_tagged(
+            T0 + minute * 60_000,
+            "cpu",
+            "cpu",
+            "usage",
+            if host == "a" { 10.0 } else { 90.0 } + minute as f64,
+            "cpu",
+            &[("cpu", "cpu-total"), ("host", host)],
+        );
+    }
     storage.write(b.finish()).await.unwrap();
     storage.persist().await.unwrap();
     // And some recent readings still in the buffer.
@@ -60,6 +72,15 @@ async fn fixture(dir: &Path) -> (Arc<Storage>, QueryEngine) {
             99.0 + s as f64,
         );
     }
+    b.push_tagged(
+        T0 + 120 * 60_000,
+        "cpu",
+        "cpu",
+        "usage",
+        12.0,
+        "cpu",
+        &[("host", "a")],
+    );
     storage.write(b.finish()).await.unwrap();
     let engine = QueryEngine::new(QueryEngineArgs {
         source: Arc::clone(&storage) as _,

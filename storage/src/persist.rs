@@ -141,11 +141,20 @@ pub fn decode_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>> {
     reader
         .map(|b| {
             let b = b?;
-            // The file schema may differ in metadata only; rebuild with the table schema.
-            Ok(RecordBatch::try_new(
-                Arc::clone(&schema),
+            // The file schema may differ in metadata only, or lack the columns added since it
+            // was written; rebuild with the table schema.
+            let fields = schema.fields().get(..b.num_columns()).ok_or_else(|| {
+                arrow::error::ArrowError::SchemaError(format!(
+                    "a readings file has {} columns, more than the {} of the table",
+                    b.num_columns(),
+                    schema.fields().len()
+                ))
+            })?;
+            let b = RecordBatch::try_new(
+                Arc::new(arrow::datatypes::Schema::new(fields.to_vec())),
                 b.columns().to_vec(),
-            )?)
+            )?;
+            Ok(crate::schema::conform(b)?)
         })
         .collect()
 }
@@ -154,6 +163,15 @@ pub fn decode_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>> {
 mod tests {
     use super::*;
     use crate::schema::ReadingsBuilder;
+
+    #[test]
+    fn a_file_of_the_older_schema_is_read_into_the_current_one() {
+        let old = crate::schema::tests::five_column_batch();
+        let bytes = encode_parquet(&old).unwrap();
+        let batches = decode_parquet(bytes).unwrap();
+        assert_eq!(batches[0].schema(), readings_schema());
+        assert_eq!(batches[0].num_rows(), 2);
+    }
 
     #[test]
     fn splits_by_hour_and_sorts_within() {

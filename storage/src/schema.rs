@@ -1,9 +1,13 @@
 //! The `readings` table: one row per value of one variable of one sensor at one time.
+//!
+//! Line protocol keeps what it says about a series: its `measurement` and its other tags (a
+//! map, sorted by key) are the last two columns, null for readings written in other formats.
 
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, Float64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    new_null_array, Array, ArrayBuilder, ArrayRef, Float64Builder, MapBuilder, MapFieldNames,
+    RecordBatch, StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
@@ -12,6 +16,8 @@ pub const DEVICE: &str = "device";
 pub const SENSOR: &str = "sensor";
 pub const VARIABLE: &str = "variable";
 pub const VALUE: &str = "value";
+pub const MEASUREMENT: &str = "measurement";
+pub const TAGS: &str = "tags";
 
 /// Column positions in [`readings_schema`].
 pub const TIME_IDX: usize = 0;
@@ -19,6 +25,27 @@ pub const DEVICE_IDX: usize = 1;
 pub const SENSOR_IDX: usize = 2;
 pub const VARIABLE_IDX: usize = 3;
 pub const VALUE_IDX: usize = 4;
+pub const MEASUREMENT_IDX: usize = 5;
+pub const TAGS_IDX: usize = 6;
+
+fn tags_builder(rows: usize) -> MapBuilder<StringBuilder, StringBuilder> {
+    let names = MapFieldNames {
+        entry: "entries".into(),
+        key: "key".into(),
+        value: "value".into(),
+    };
+    MapBuilder::with_capacity(
+        Some(names),
+        StringBuilder::with_capacity(rows, rows * 8),
+        StringBuilder::with_capacity(rows, rows * 8),
+        rows,
+    )
+}
+
+/// `Map<Utf8, Utf8>` with the field names DataFusion's `map()` uses.
+fn tags_type() -> DataType {
+    tags_builder(0).finish().data_type().clone()
+}
 
 static READINGS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
@@ -31,12 +58,29 @@ static READINGS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(SENSOR, DataType::Utf8, false),
         Field::new(VARIABLE, DataType::Utf8, false),
         Field::new(VALUE, DataType::Float64, false),
+        Field::new(MEASUREMENT, DataType::Utf8, true),
+        Field::new(TAGS, tags_type(), true),
     ]))
 });
 
-/// `readings(time TIMESTAMP(ms, UTC), device, sensor, variable, value DOUBLE)`.
+/// `readings(time TIMESTAMP(ms, UTC), device, sensor, variable, value DOUBLE, measurement,
+/// tags MAP(TEXT, TEXT))`.
 pub fn readings_schema() -> SchemaRef {
     Arc::clone(&READINGS_SCHEMA)
+}
+
+/// `batch` in the current readings schema: batches of an older one (WAL records and Parquet
+/// files written before `measurement` and `tags` existed) get those columns as nulls.
+pub fn conform(batch: RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let schema = readings_schema();
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let mut columns = batch.columns().to_vec();
+    for field in schema.fields().iter().skip(columns.len()) {
+        columns.push(new_null_array(field.data_type(), batch.num_rows()));
+    }
+    RecordBatch::try_new(schema, columns)
 }
 
 /// Builds a readings [`RecordBatch`] row by row (decoders, tests, generators).
@@ -47,6 +91,9 @@ pub struct ReadingsBuilder {
     sensor: StringBuilder,
     variable: StringBuilder,
     value: Float64Builder,
+    /// Created at the first tagged row (the rows before it get nulls); absent, both columns
+    /// are one null array at the end.
+    tagged: Option<(StringBuilder, MapBuilder<StringBuilder, StringBuilder>)>,
 }
 
 impl ReadingsBuilder {
@@ -57,10 +104,55 @@ impl ReadingsBuilder {
             sensor: StringBuilder::with_capacity(rows, rows * 16),
             variable: StringBuilder::with_capacity(rows, rows * 12),
             value: Float64Builder::with_capacity(rows),
+            tagged: None,
         }
     }
 
     pub fn push(&mut self, time_ms: i64, device: &str, sensor: &str, variable: &str, value: f64) {
+        self.push_base(time_ms, device, sensor, variable, value);
+        if let Some((measurements, maps)) = &mut self.tagged {
+            measurements.append_null();
+            maps.append(false)
+                .expect("map keys and values are appended together");
+        }
+    }
+
+    /// A row of line protocol: its measurement and its other tags (sorted by key, without
+    /// `sensor` and `device`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_tagged(
+        &mut self,
+        time_ms: i64,
+        device: &str,
+        sensor: &str,
+        variable: &str,
+        value: f64,
+        measurement: &str,
+        tags: &[(&str, &str)],
+    ) {
+        let earlier = self.len();
+        let capacity = (earlier + 1).max(self.value.capacity());
+        self.push_base(time_ms, device, sensor, variable, value);
+        let (measurements, maps) = self.tagged.get_or_insert_with(|| {
+            let mut measurements = StringBuilder::with_capacity(capacity, capacity * 8);
+            let mut maps = tags_builder(capacity);
+            for _ in 0..earlier {
+                measurements.append_null();
+                maps.append(false)
+                    .expect("map keys and values are appended together");
+            }
+            (measurements, maps)
+        });
+        measurements.append_value(measurement);
+        for (k, v) in tags {
+            maps.keys().append_value(k);
+            maps.values().append_value(v);
+        }
+        maps.append(true)
+            .expect("map keys and values are appended together");
+    }
+
+    fn push_base(&mut self, time_ms: i64, device: &str, sensor: &str, variable: &str, value: f64) {
         self.time.append_value(time_ms);
         self.device.append_value(device);
         self.sensor.append_value(sensor);
@@ -77,13 +169,66 @@ impl ReadingsBuilder {
     }
 
     pub fn finish(mut self) -> RecordBatch {
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.time.finish()),
             Arc::new(self.device.finish()),
             Arc::new(self.sensor.finish()),
             Arc::new(self.variable.finish()),
             Arc::new(self.value.finish()),
         ];
+        let rows = columns[0].len();
+        match self.tagged.take() {
+            Some((mut measurements, mut maps)) => {
+                columns.push(Arc::new(measurements.finish()));
+                columns.push(Arc::new(maps.finish()));
+            }
+            None => {
+                let schema = readings_schema();
+                columns.push(new_null_array(
+                    schema.field(MEASUREMENT_IDX).data_type(),
+                    rows,
+                ));
+                columns.push(new_null_array(schema.field(TAGS_IDX).data_type(), rows));
+            }
+        }
         RecordBatch::try_new(readings_schema(), columns).expect("builder columns match the schema")
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A batch of the schema before `measurement` and `tags` (five columns).
+    pub(crate) fn five_column_batch() -> RecordBatch {
+        let full = {
+            let mut b = ReadingsBuilder::with_capacity(2);
+            b.push(1, "d", "s", "v", 1.0);
+            b.push(2, "d", "s", "v", 2.0);
+            b.finish()
+        };
+        full.project(&[TIME_IDX, DEVICE_IDX, SENSOR_IDX, VARIABLE_IDX, VALUE_IDX])
+            .unwrap()
+    }
+
+    #[test]
+    fn older_batches_conform_with_null_measurement_and_tags() {
+        let conformed = conform(five_column_batch()).unwrap();
+        assert_eq!(conformed.schema(), readings_schema());
+        assert_eq!(conformed.column(MEASUREMENT_IDX).null_count(), 2);
+        assert_eq!(conformed.column(TAGS_IDX).null_count(), 2);
+    }
+
+    #[test]
+    fn untagged_rows_before_and_after_a_tagged_one_are_null() {
+        let mut b = ReadingsBuilder::with_capacity(1);
+        b.push(1, "d", "s", "v", 1.0);
+        b.push_tagged(2, "d", "s", "v", 2.0, "m", &[("host", "a")]);
+        b.push(3, "d", "s", "v", 3.0);
+        let batch = b.finish();
+        let measurements = batch.column(MEASUREMENT_IDX);
+        assert!(measurements.is_null(0) && measurements.is_valid(1) && measurements.is_null(2));
+        let tags = batch.column(TAGS_IDX);
+        assert!(tags.is_null(0) && tags.is_valid(1) && tags.is_null(2));
     }
 }

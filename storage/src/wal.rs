@@ -81,7 +81,10 @@ impl WalRecord {
 
 fn decode_payload(payload: &[u8]) -> Result<Vec<RecordBatch>> {
     let reader = StreamReader::try_new(payload, None)?;
-    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+    // Records written before the schema's last columns existed are read into it.
+    Ok(reader
+        .map(|b| crate::schema::conform(b?))
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 enum Request {

@@ -4,7 +4,7 @@ SELECT count(*) AS n FROM readings
 +-----+
 | n   |
 +-----+
-| 723 |
+| 728 |
 +-----+
 
 -- per variable over all sensors
@@ -15,6 +15,7 @@ SELECT variable, count(*) AS n, min(value) AS lo, max(value) AS hi FROM readings
 +-------------+-----+------+-------+
 | humidity    | 360 | 40.0 | 99.5  |
 | temperature | 363 | 20.0 | 101.0 |
+| usage       | 5   | 10.0 | 91.0  |
 +-------------+-----+------+-------+
 
 -- the buffer's rows are visible
@@ -34,7 +35,7 @@ SELECT count(*) AS n FROM readings WHERE time >= '2026-01-20T12:30:00Z'
 +---+
 | n |
 +---+
-| 3 |
+| 4 |
 +---+
 
 SELECT count(*) AS n FROM readings WHERE time BETWEEN '2026-01-20T10:30:00Z' AND '2026-01-20T10:39:59Z' AND variable = 'temperature'
@@ -70,15 +71,17 @@ SELECT sensor, max(value) AS m FROM readings WHERE variable = 'temperature' GROU
 -- schema of the table
 SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'readings' ORDER BY ordinal_position
 ----
-+-------------+----------------------+
-| column_name | data_type            |
-+-------------+----------------------+
-| time        | Timestamp(ms, "UTC") |
-| device      | Utf8View             |
-| sensor      | Utf8View             |
-| variable    | Utf8View             |
-| value       | Float64              |
-+-------------+----------------------+
++-------------+--------------------------------------------------------------------------------+
+| column_name | data_type                                                                      |
++-------------+--------------------------------------------------------------------------------+
+| time        | Timestamp(ms, "UTC")                                                           |
+| device      | Utf8View                                                                       |
+| sensor      | Utf8View                                                                       |
+| variable    | Utf8View                                                                       |
+| value       | Float64                                                                        |
+| measurement | Utf8View                                                                       |
+| tags        | Map("entries": non-null Struct("key": non-null Utf8, "value": Utf8), unsorted) |
++-------------+--------------------------------------------------------------------------------+
 
 -- errors carry DataFusion's message
 SELECT nope FROM readings
@@ -95,3 +98,22 @@ SELECT sensor, variable, time, value FROM readings WHERE sensor = 'sensor-1' ORD
 | sensor-1 | temperature | 2026-01-20T12:29:00Z | 21.9  |
 | sensor-1 | temperature | 2026-01-20T12:28:00Z | 21.8  |
 +----------+-------------+----------------------+-------+
+
+-- line protocol's tags are a map: filter and group by one of them, from files and the buffer
+SELECT tags['host'] AS host, count(*) AS n, max(value) AS top FROM readings WHERE measurement = 'cpu' AND tags['host'] IS NOT NULL GROUP BY tags['host'] ORDER BY host
+----
++------+---+------+
+| host | n | top  |
++------+---+------+
+| a    | 3 | 12.0 |
+| b    | 2 | 91.0 |
++------+---+------+
+
+-- readings of other formats have no measurement and no tags
+SELECT count(*) AS n FROM readings WHERE sensor = 'sensor-0' AND measurement IS NULL AND tags IS NULL
+----
++-----+
+| n   |
++-----+
+| 241 |
++-----+
