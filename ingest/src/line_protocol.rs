@@ -20,6 +20,9 @@ pub enum Precision {
     Microseconds,
     Milliseconds,
     Seconds,
+    /// Each timestamp's unit guessed from its magnitude, as InfluxDB 3's `precision=auto`:
+    /// below 5e9 seconds, below 5e12 milliseconds, below 5e15 microseconds, else nanoseconds.
+    Auto,
 }
 
 impl Precision {
@@ -35,12 +38,38 @@ impl Precision {
         }
     }
 
+    /// InfluxDB 3's names (`auto`, `nanosecond`, `microsecond`, `millisecond`, `second`) and
+    /// the short ones.
+    pub fn parse_v3(text: &str) -> Result<Self, Error> {
+        match text {
+            "auto" => Ok(Self::Auto),
+            "nanosecond" => Ok(Self::Nanoseconds),
+            "microsecond" => Ok(Self::Microseconds),
+            "millisecond" => Ok(Self::Milliseconds),
+            "second" => Ok(Self::Seconds),
+            short => Self::parse(short).map_err(|_| {
+                Error::Parameter(format!(
+                    "precision {short:?} is not one of auto, nanosecond, microsecond, millisecond, second"
+                ))
+            }),
+        }
+    }
+
     fn to_millis(self, t: i64) -> Option<i64> {
         match self {
             Self::Nanoseconds => Some(t.div_euclid(1_000_000)),
             Self::Microseconds => Some(t.div_euclid(1_000)),
             Self::Milliseconds => Some(t),
             Self::Seconds => t.checked_mul(1_000),
+            Self::Auto => {
+                let unit = match t.unsigned_abs() {
+                    m if m < 5_000_000_000 => Self::Seconds,
+                    m if m < 5_000_000_000_000 => Self::Milliseconds,
+                    m if m < 5_000_000_000_000_000 => Self::Microseconds,
+                    _ => Self::Nanoseconds,
+                };
+                unit.to_millis(t)
+            }
         }
     }
 }

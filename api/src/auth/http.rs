@@ -2,9 +2,11 @@
 //! matched route before its handler runs (liveness and readiness are open).
 //!
 //! The credential is `Authorization: Bearer <token>` (or `Token <token>`, as InfluxDB clients
-//! send it), or `X-Device-Token`. The handler finds the [`Principal`] in the request's
-//! extensions.
+//! send it, or `Basic` with the token as the password, as InfluxDB 1 clients send a username
+//! and password), or `X-Device-Token`; on the InfluxDB 1 routes (`/write`, `/query`) also the
+//! `p` query parameter. The handler finds the [`Principal`] in the request's extensions.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -25,6 +27,9 @@ pub fn policy<'a>(method: &Method, template: &str, path: &'a str) -> Option<Acce
     Some(match template {
         "/api/v1/health/liveness" | "/api/v1/health/readiness" => return None,
         "/api/v1/write" | "/api/v1/datastreams/token" => Access::WriteReadings,
+        // InfluxDB's write routes, and its `/query` (which answers `CREATE DATABASE` only).
+        "/write" | "/api/v2/write" | "/api/v3/write_lp" | "/query" => Access::WriteReadings,
+        "/ping" => return None,
         "/api/v1/query" => Access::Query,
         "/api/v1/devices" if read => Access::ReadAll,
         "/api/v1/devices/{id}" if read => Access::ReadDevice(id()),
@@ -60,7 +65,7 @@ fn segment_at<'a>(template: &str, path: &'a str, name: &str) -> Option<&'a str> 
 }
 
 /// The presented credential, if any; `Err` for a malformed `Authorization` header.
-pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+pub fn credential(headers: &HeaderMap) -> Result<Option<Cow<'_, str>>, AuthError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let text = value.to_str().map_err(|_| {
             AuthError::Invalid("`Authorization` header is not visible ASCII".into())
@@ -68,12 +73,15 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
         let (scheme, token) = text.split_once(' ').ok_or_else(|| {
             AuthError::Invalid("`Authorization` header must be `Bearer <token>`".into())
         })?;
-        if !(scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token")) {
+        let token = if scheme.eq_ignore_ascii_case("basic") {
+            Cow::Owned(basic_password(token.trim())?)
+        } else if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
+            Cow::Borrowed(token.trim())
+        } else {
             return Err(AuthError::Invalid(format!(
                 "`Authorization` scheme {scheme:?} is not supported; use `Bearer <token>`"
             )));
-        }
-        let token = token.trim();
+        };
         if token.is_empty() {
             return Err(AuthError::Invalid(
                 "`Authorization` header has no token".into(),
@@ -84,10 +92,34 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     match headers.get("x-device-token") {
         Some(value) => value
             .to_str()
-            .map(|t| Some(t.trim()))
+            .map(|t| Some(Cow::Borrowed(t.trim())))
             .map_err(|_| AuthError::Invalid("`X-Device-Token` is not visible ASCII".into())),
         None => Ok(None),
     }
+}
+
+/// The password of `Basic base64(user:password)`: the token (the user name is not checked).
+fn basic_password(encoded: &str) -> Result<String, AuthError> {
+    use base64::Engine;
+    let invalid =
+        || AuthError::Invalid("`Authorization: Basic` is not base64 of `user:password`".into());
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let (_, password) = text.split_once(':').ok_or_else(invalid)?;
+    Ok(password.to_string())
+}
+
+/// The credential of an InfluxDB 1 request without an `Authorization` header: its `p` query
+/// parameter.
+fn query_password(template: &str, query: Option<&str>) -> Option<String> {
+    if !matches!(template, "/write" | "/query") {
+        return None;
+    }
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == "p")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// The peer's address, over plain TCP or TLS (absent in `oneshot` tests).
@@ -126,7 +158,13 @@ pub async fn require(State(state): State<HttpAuth>, mut request: Request, next: 
         return next.run(request).await;
     };
     let outcome = credential(request.headers()).and_then(|c| {
-        let principal = state.auth.authorize(c, &access)?;
+        let from_query = match c {
+            Some(_) => None,
+            None => query_password(template, uri.query()),
+        };
+        let principal = state
+            .auth
+            .authorize(c.as_deref().or(from_query.as_deref()), &access)?;
         // No key is built when devices and users are not limited.
         let key = match principal {
             Principal::Anonymous => None,

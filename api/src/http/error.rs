@@ -18,6 +18,8 @@ pub enum ApiError {
         rejected_count: usize,
     },
     NotFound(String),
+    /// 413: a body beyond the limit (a gzip body once inflated).
+    PayloadTooLarge(String),
     Conflict(String),
     /// A rule chain refused at registration: the node index and the column in its expression.
     InvalidChain {
@@ -57,6 +59,7 @@ impl ApiError {
             }
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Overloaded { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -120,6 +123,7 @@ impl IntoResponse for ApiError {
         match self {
             Self::BadRequest(error)
             | Self::NotFound(error)
+            | Self::PayloadTooLarge(error)
             | Self::Conflict(error)
             | Self::Unavailable(error)
             | Self::Forbidden(error) => (status, Json(json!({ "error": error }))).into_response(),

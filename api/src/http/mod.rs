@@ -8,6 +8,7 @@ mod devices;
 mod error;
 mod gate;
 mod health;
+mod influx;
 mod notifications;
 mod preclean;
 mod query;
@@ -71,6 +72,11 @@ pub fn router(args: RouterArgs) -> Router {
     };
     let router = Router::new()
         .route("/api/v1/write", post(write::write))
+        .route("/write", post(influx::write_v1))
+        .route("/api/v2/write", post(influx::write_v2))
+        .route("/api/v3/write_lp", post(influx::write_v3))
+        .route("/query", get(influx::query_v1).post(influx::query_v1))
+        .route("/ping", get(influx::ping).head(influx::ping))
         .route(
             "/api/v1/datastreams/token",
             post(datastream_token::write_one),
@@ -140,6 +146,8 @@ pub fn router(args: RouterArgs) -> Router {
             crate::auth::http::require,
         ))
         .layer(DefaultBodyLimit::max(args.max_body_bytes))
+        .layer(axum::Extension(influx::BodyLimit(args.max_body_bytes)))
+        .layer(axum::middleware::from_fn(influx::v2_error_shape))
         .with_state(args.state);
     match args.socket_io {
         Some(layer) => router.layer(layer),

@@ -73,12 +73,48 @@ async fn write_inner(
         .and_then(|v| v.to_str().ok());
     let format = Format::from_content_type(content_type, precision)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let decoded = decode_body(state, principal, format, &body)?;
+    if decoded.forbidden && !params.partial {
+        return Err(forbidden(principal, &decoded));
+    }
+    if decoded.rejected_count > 0 && !params.partial {
+        return Err(ApiError::Rejected {
+            error: format!(
+                "{} of {} readings rejected; nothing was stored (use ?partial=true to store the valid ones)",
+                decoded.rejected_count,
+                decoded.rejected_count + decoded.accepted()
+            ),
+            rejected: decoded.rejected,
+            rejected_count: decoded.rejected_count,
+        });
+    }
+    let (accepted, rejected, rejected_count) =
+        (decoded.accepted(), decoded.rejected, decoded.rejected_count);
+    store(state, decoded.batch).await?;
+    if rejected_count > 0 {
+        Ok(Json(json!({
+            "accepted": accepted,
+            "rejected": rejected,
+            "rejectedCount": rejected_count,
+        })))
+    } else {
+        Ok(Json(json!({ "accepted": accepted })))
+    }
+}
+
+/// Admission, then the body decoded and validated for `principal` (its rejections counted).
+pub(super) fn decode_body(
+    state: &AppState,
+    principal: &Principal,
+    format: Format,
+    body: &[u8],
+) -> Result<aemos_ingest::Decoded, ApiError> {
     state
         .storage
         .check_admission()
         .map_err(|e| storage_error(state, e))?;
     let args = DecodeArgs::for_storage(&state.storage).with_scope(scope_of(state, principal));
-    let decode = || decode(format, &body, &args);
+    let decode = || decode(format, body, &args);
     let decoded = if body.len() > LARGE_BODY {
         tokio::task::block_in_place(decode)
     } else {
@@ -100,44 +136,35 @@ async fn write_inner(
         .metrics
         .readings_rejected
         .inc_by(decoded.rejected_count as u64);
-    if decoded.forbidden && !params.partial {
-        return Err(ApiError::Forbidden(format!(
-            "{} may not write some of these sensors; nothing was stored: {}",
-            principal.describe(),
-            decoded
-                .rejected
-                .first()
-                .map(|r| r.reason.as_str())
-                .unwrap_or_default()
-        )));
-    }
-    if decoded.rejected_count > 0 && !params.partial {
-        return Err(ApiError::Rejected {
-            error: format!(
-                "{} of {} readings rejected; nothing was stored (use ?partial=true to store the valid ones)",
-                decoded.rejected_count,
-                decoded.rejected_count + decoded.accepted()
-            ),
-            rejected: decoded.rejected,
-            rejected_count: decoded.rejected_count,
-        });
-    }
-    let accepted = decoded.accepted();
+    Ok(decoded)
+}
+
+/// 403: a device credential named sensors it does not own.
+pub(super) fn forbidden(principal: &Principal, decoded: &aemos_ingest::Decoded) -> ApiError {
+    ApiError::Forbidden(format!(
+        "{} may not write some of these sensors; nothing was stored: {}",
+        principal.describe(),
+        decoded
+            .rejected
+            .first()
+            .map(|r| r.reason.as_str())
+            .unwrap_or_default()
+    ))
+}
+
+/// Makes `batch` durable (answers once it is in the WAL) and counts it.
+pub(super) async fn store(
+    state: &AppState,
+    batch: arrow::array::RecordBatch,
+) -> Result<(), ApiError> {
+    let accepted = batch.num_rows();
     state
         .storage
-        .write(decoded.batch)
+        .write(batch)
         .await
         .map_err(|e| storage_error(state, e))?;
     state.metrics.readings_accepted.inc_by(accepted as u64);
-    if decoded.rejected_count > 0 {
-        Ok(Json(json!({
-            "accepted": accepted,
-            "rejected": decoded.rejected,
-            "rejectedCount": decoded.rejected_count,
-        })))
-    } else {
-        Ok(Json(json!({ "accepted": accepted })))
-    }
+    Ok(())
 }
 
 /// Overload is 503 with `Retry-After` (and counted); a failed WAL is 503 with its reason

@@ -50,6 +50,10 @@ pub(crate) async fn send(
         req = req.header("authorization", c);
     }
     let req = match body {
+        // A string body is sent as it is (line protocol), anything else as JSON.
+        Some(Value::String(text)) => req
+            .header("content-type", "text/plain")
+            .body(Body::from(text)),
         Some(b) => req
             .header("content-type", "application/json")
             .body(Body::from(b.to_string())),
@@ -172,6 +176,46 @@ fn routes() -> Vec<Route> {
             None,
             Some(ok),
             None,
+        ),
+        r(
+            "POST",
+            "/write?db=telegraf",
+            |_| Some(json!("m,sensor=a-s1 t=2")),
+            Some(204),
+            Some(204),
+            None,
+            Some(204),
+            None,
+        ),
+        r(
+            "POST",
+            "/api/v2/write?org=o&bucket=b",
+            |_| Some(json!("m,sensor=a-s1 t=2")),
+            Some(204),
+            Some(204),
+            None,
+            Some(204),
+            None,
+        ),
+        r(
+            "POST",
+            "/api/v3/write_lp?db=d",
+            |_| Some(json!("m,sensor=a-s1 t=2")),
+            Some(204),
+            Some(204),
+            None,
+            Some(204),
+            None,
+        ),
+        r(
+            "GET",
+            "/query?q=CREATE%20DATABASE%20telegraf",
+            none,
+            Some(ok),
+            Some(ok),
+            None,
+            Some(ok),
+            Some(ok),
         ),
         r(
             "POST",
@@ -543,9 +587,15 @@ fn bad_credentials(w: &World) -> Vec<(&'static str, Option<String>, &'static str
         ("none", None, "credential is required"),
         (
             "not bearer",
-            Some("Basic YWRtaW46YWRtaW4=".into()),
+            Some("Digest YWRtaW46YWRtaW4=".into()),
             "scheme",
         ),
+        (
+            "basic with a wrong password",
+            Some("Basic YWRtaW46YWRtaW4=".into()),
+            "neither a device token",
+        ),
+        ("basic not base64", Some("Basic !!!".into()), "base64"),
         ("empty bearer", Some("Bearer ".into()), "no token"),
         (
             "garbage",
@@ -673,7 +723,11 @@ async fn every_route_refuses_every_bad_credential_and_admits_the_rights_ones() {
                 route.method,
                 route.path
             );
-            let error = body["error"].as_str().unwrap_or_default();
+            // InfluxDB 2.x's shape on its route: `{"code", "message"}`.
+            let error = body["error"]
+                .as_str()
+                .or(body["message"].as_str())
+                .unwrap_or_default();
             assert!(
                 error.contains(says),
                 "{} {} with {name}: {error:?} should say {says:?}",
@@ -714,13 +768,17 @@ async fn every_route_refuses_every_bad_credential_and_admits_the_rights_ones() {
             );
         }
     }
-    // Liveness and readiness stay open.
+    // Liveness, readiness and InfluxDB's ping stay open.
     for path in ["/api/v1/health/liveness", "/api/v1/health/readiness"] {
         assert_eq!(
             send(&w.app, "GET", path, None, None).await.0,
             StatusCode::OK
         );
     }
+    assert_eq!(
+        send(&w.app, "GET", "/ping", None, None).await.0,
+        StatusCode::NO_CONTENT
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
