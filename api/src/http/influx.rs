@@ -76,64 +76,53 @@ impl Outcome {
     }
 }
 
-/// `POST /write?db=&precision=` (InfluxDB 1.x; precision `n`, `u`, `ms`, `s`).
-pub(super) async fn write_v1(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(limit): Extension<BodyLimit>,
-    Query(params): Query<WriteParams>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let precision = params.precision.as_deref().map(Precision::parse);
-    let result = write_line_protocol(&state, &principal, &headers, body, limit, precision, true);
-    respond(&state, result.await, |outcome| {
-        Json(json!({ "error": outcome.message(true) }))
-    })
+/// Which InfluxDB's write API a route speaks: its precisions, whether a body with bad lines
+/// stores the good ones, and the shape of its partial-write answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    /// `POST /write?db=&precision=` (InfluxDB 1.x; precision `n`, `u`, `ms`, `s`).
+    V1,
+    /// `POST /api/v2/write?org=&bucket=&precision=` (InfluxDB 2.x; `ns`, `us`, `ms`, `s`).
+    V2,
+    /// `POST /api/v3/write_lp?db=&precision=&accept_partial=&no_sync=` (InfluxDB 3.x;
+    /// precision `auto` by default). `no_sync=true` lets InfluxDB answer before its WAL is on
+    /// disk; aemos answers after, always.
+    V3,
 }
 
-/// `POST /api/v2/write?org=&bucket=&precision=` (InfluxDB 2.x; precision `ns`, `us`, `ms`,
-/// `s`).
-pub(super) async fn write_v2(
+/// The write routes, each with its [`Dialect`] as a route extension.
+pub(super) async fn write(
     State(state): State<AppState>,
+    Extension(dialect): Extension<Dialect>,
     Extension(principal): Extension<Principal>,
     Extension(limit): Extension<BodyLimit>,
     Query(params): Query<WriteParams>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let precision = params.precision.as_deref().map(Precision::parse);
-    let result = write_line_protocol(&state, &principal, &headers, body, limit, precision, true);
-    respond(&state, result.await, |outcome| {
-        Json(json!({ "code": "invalid", "message": outcome.message(true) }))
-    })
-}
-
-/// `POST /api/v3/write_lp?db=&precision=&accept_partial=&no_sync=` (InfluxDB 3.x; precision
-/// `auto` by default). `no_sync=true` lets InfluxDB answer before its WAL is on disk; aemos
-/// answers after, always.
-pub(super) async fn write_v3(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(limit): Extension<BodyLimit>,
-    Query(params): Query<WriteParams>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let precision = Some(Precision::parse_v3(
-        params.precision.as_deref().unwrap_or("auto"),
-    ));
-    let partial = params.accept_partial.unwrap_or(true);
+    let (precision, partial) = match dialect {
+        Dialect::V1 | Dialect::V2 => (params.precision.as_deref().map(Precision::parse), true),
+        Dialect::V3 => (
+            Some(Precision::parse_v3(
+                params.precision.as_deref().unwrap_or("auto"),
+            )),
+            params.accept_partial.unwrap_or(true),
+        ),
+    };
     let result = write_line_protocol(
         &state, &principal, &headers, body, limit, precision, partial,
     );
-    respond(&state, result.await, |outcome| {
-        let error = if partial {
-            "partial write of line protocol occurred"
-        } else {
-            "parsing failed for write_lp endpoint"
-        };
-        Json(json!({ "error": error, "data": v3_data(&outcome.body, &outcome.rejected) }))
+    respond(&state, result.await, |outcome| match dialect {
+        Dialect::V1 => Json(json!({ "error": outcome.message(true) })),
+        Dialect::V2 => Json(json!({ "code": "invalid", "message": outcome.message(true) })),
+        Dialect::V3 => {
+            let error = if partial {
+                "partial write of line protocol occurred"
+            } else {
+                "parsing failed for write_lp endpoint"
+            };
+            Json(json!({ "error": error, "data": v3_data(&outcome.body, &outcome.rejected) }))
+        }
     })
 }
 

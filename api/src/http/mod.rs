@@ -65,6 +65,11 @@ pub struct RouterArgs {
     pub socket_io: Option<SocketIoLayer>,
 }
 
+/// An InfluxDB write route speaking `dialect`.
+fn influx_write(dialect: influx::Dialect) -> axum::routing::MethodRouter<AppState> {
+    post(influx::write).layer(axum::Extension(dialect))
+}
+
 pub fn router(args: RouterArgs) -> Router {
     let http_auth = crate::auth::http::HttpAuth {
         auth: Arc::clone(&args.state.auth),
@@ -72,9 +77,9 @@ pub fn router(args: RouterArgs) -> Router {
     };
     let router = Router::new()
         .route("/api/v1/write", post(write::write))
-        .route("/write", post(influx::write_v1))
-        .route("/api/v2/write", post(influx::write_v2))
-        .route("/api/v3/write_lp", post(influx::write_v3))
+        .route("/write", influx_write(influx::Dialect::V1))
+        .route("/api/v2/write", influx_write(influx::Dialect::V2))
+        .route("/api/v3/write_lp", influx_write(influx::Dialect::V3))
         .route("/query", get(influx::query_v1).post(influx::query_v1))
         .route("/ping", get(influx::ping).head(influx::ping))
         .route(
