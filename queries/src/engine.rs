@@ -15,14 +15,18 @@ use datafusion::logical_expr::{col, lit};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use futures::StreamExt;
 use object_store::ObjectStore;
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result, TIMEOUT_MARK};
 use crate::provider::{ReadingsSource, ReadingsTable};
 use crate::rollup::RollupRule;
+
+/// The catalog (Postgres: the database) holding the tables, in schema `public`.
+pub const CATALOG: &str = "aemos";
 
 /// The URL under which the object store is registered with DataFusion.
 pub const STORE_URL: &str = "aemos://store";
@@ -83,7 +87,9 @@ pub struct VariableStatistics {
 
 impl QueryEngine {
     pub fn new(args: QueryEngineArgs) -> Result<Self> {
-        let mut config = SessionConfig::new().with_information_schema(true);
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG, "public");
         if let Some(n) = args.target_partitions {
             config = config.with_target_partitions(n.max(1));
         }
@@ -101,6 +107,12 @@ impl QueryEngine {
         ctx.register_table("readings", Arc::new(ReadingsTable::new(args.source, url)))
             .map_err(Error::from_datafusion)?;
         ctx.add_optimizer_rule(Arc::new(RollupRule));
+        for selector in crate::selectors::selectors() {
+            ctx.register_udaf(selector);
+        }
+        // What Postgres clients ask on connect (psql's `\d`, Grafana's and DBeaver's catalog queries).
+        datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG, EmptyContextProvider)
+            .map_err(|e| Error::from_datafusion(*e))?;
         Ok(Self {
             ctx,
             limits: args.limits,
@@ -115,29 +127,29 @@ impl QueryEngine {
         &self,
         sql: &str,
     ) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+        let admission = self.admit(None)?;
+        let (schema, stream) = admission.within(self.execute(sql)).await??;
+        Ok((schema, admission.bound(stream)))
+    }
+
+    /// A slot for one user query, and its deadline: `--query-timeout` from now, or a session's
+    /// own shorter `timeout` (Postgres' `statement_timeout`). Refused when every slot is taken.
+    pub fn admit(&self, timeout: Option<Duration>) -> Result<Admission> {
         let permit = Arc::clone(&self.slots)
             .try_acquire_owned()
             .map_err(|_| Error::Busy {
                 running: self.limits.concurrency,
             })?;
-        let timeout = self.limits.timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let (schema, stream) = tokio::time::timeout_at(deadline, self.execute(sql))
-            .await
-            .map_err(|_| Error::from_datafusion(timed_out(timeout)))??;
-        let bounded = futures::stream::unfold(Some((stream, permit)), move |state| async move {
-            let (mut stream, permit) = state?;
-            match tokio::time::timeout_at(deadline, stream.next()).await {
-                Ok(Some(item)) => Some((item, Some((stream, permit)))),
-                Ok(None) => None,
-                Err(_) => Some((Err(timed_out(timeout)), None)),
-            }
-        });
-        let schema_out = Arc::clone(&schema);
-        Ok((
-            schema,
-            Box::pin(RecordBatchStreamAdapter::new(schema_out, bounded)),
-        ))
+        let (timeout, setting) = match timeout {
+            Some(t) if t < self.limits.timeout => (t, "statement_timeout"),
+            _ => (self.limits.timeout, "--query-timeout"),
+        };
+        Ok(Admission {
+            permit,
+            deadline: tokio::time::Instant::now() + timeout,
+            timeout,
+            setting,
+        })
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -248,9 +260,44 @@ impl QueryEngine {
     }
 }
 
-fn timed_out(timeout: Duration) -> datafusion::error::DataFusionError {
-    datafusion::error::DataFusionError::Execution(format!(
-        "the query ran longer than {}s {TIMEOUT_MARK} and was stopped",
-        timeout.as_secs_f64()
-    ))
+/// One admitted user query ([`QueryEngine::admit`]): its slot, held until its stream ends, and
+/// its deadline.
+#[derive(Debug)]
+pub struct Admission {
+    permit: OwnedSemaphorePermit,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    setting: &'static str,
+}
+
+impl Admission {
+    /// Runs `work` (planning, starting the stream) within the deadline.
+    pub async fn within<T>(&self, work: impl std::future::Future<Output = T>) -> Result<T> {
+        tokio::time::timeout_at(self.deadline, work)
+            .await
+            .map_err(|_| Error::from_datafusion(self.timed_out()))
+    }
+
+    /// `stream`, failing once the deadline passes; the slot is given back when it ends.
+    pub fn bound(self, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+        let schema = stream.schema();
+        let bounded = futures::stream::unfold(Some((stream, self)), |state| async move {
+            let (mut stream, admission) = state?;
+            match tokio::time::timeout_at(admission.deadline, stream.next()).await {
+                Ok(Some(item)) => Some((item, Some((stream, admission)))),
+                Ok(None) => None,
+                Err(_) => Some((Err(admission.timed_out()), None)),
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(schema, bounded))
+    }
+
+    fn timed_out(&self) -> datafusion::error::DataFusionError {
+        let _slot = &self.permit;
+        datafusion::error::DataFusionError::Execution(format!(
+            "the query {TIMEOUT_MARK} {}s ({}) and was stopped",
+            self.timeout.as_secs_f64(),
+            self.setting
+        ))
+    }
 }

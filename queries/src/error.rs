@@ -59,6 +59,6 @@ impl Error {
 }
 
 /// What the message of an execution error stopped by the query timeout contains.
-pub(crate) const TIMEOUT_MARK: &str = "(--query-timeout)";
+pub(crate) const TIMEOUT_MARK: &str = "ran longer than";
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -9,18 +9,25 @@
 //! all time that the files' summaries answer exactly (min, max, sum, avg, count per device,
 //! sensor or variable) are rewritten by [`RollupRule`] to read the summaries instead of every
 //! row. Results leave
-//! through [`ResultEncoder`] in the format the client asked for.
+//! through [`ResultEncoder`] in the format the client asked for, or as Postgres rows through
+//! the wire-protocol front-end ([`PgServer`]), which plans on the same session and runs within
+//! the same limits ([`QueryEngine::admit`]).
 
 mod engine;
 mod error;
 mod format;
+mod pg;
 mod provider;
 mod rollup;
+mod selectors;
 mod snapshot;
 
-pub use engine::{QueryEngine, QueryEngineArgs, QueryLimits, VariableStatistics, STORE_URL};
+pub use engine::{
+    Admission, QueryEngine, QueryEngineArgs, QueryLimits, VariableStatistics, CATALOG, STORE_URL,
+};
 pub use error::{Error, Result};
 pub use format::{encode, OutputFormat, ResultEncoder};
+pub use pg::{PgLogin, PgServer, PgServerArgs};
 pub use provider::{ReadingsSource, ReadingsTable, StaticSource, TimeRange};
 pub use rollup::{RollupRule, RollupTable};
 pub use snapshot::{SnapshotSource, SnapshotTable};

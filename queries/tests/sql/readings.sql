@@ -117,3 +117,23 @@ SELECT count(*) AS n FROM readings WHERE sensor = 'sensor-0' AND measurement IS 
 +-----+
 | 241 |
 +-----+
+
+-- first(value, time) and last(value, time): the earliest and the latest value, files and buffer
+SELECT sensor, first(value, time) AS first, last(value, time) AS last FROM readings WHERE variable = 'temperature' GROUP BY sensor ORDER BY sensor
+----
++----------+-------+-------+
+| sensor   | first | last  |
++----------+-------+-------+
+| sensor-0 | 20.0  | 99.0  |
+| sensor-1 | 21.0  | 100.0 |
+| sensor-2 | 22.0  | 101.0 |
++----------+-------+-------+
+
+SELECT tags['host'] AS host, first(value, time) AS first, last(value, time) AS last FROM readings WHERE measurement = 'cpu' GROUP BY 1 ORDER BY 1
+----
++------+-------+------+
+| host | first | last |
++------+-------+------+
+| a    | 10.0  | 12.0 |
+| b    | 90.0  | 91.0 |
++------+-------+------+
