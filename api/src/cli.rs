@@ -144,6 +144,13 @@ pub struct ServeArgs {
     /// MQTT 5 listener of the embedded broker, or `off`.
     #[arg(long, env = "AEMOS_MQTT5_ADDR", default_value = "127.0.0.1:1884", value_parser = parse_optional_addr)]
     pub mqtt5_addr: OptionalAddr,
+    /// Postgres wire protocol (psql, Grafana, psycopg, JDBC), or `off`. Not 5432, which a
+    /// local PostgreSQL may hold.
+    #[arg(long, env = "AEMOS_PG_ADDR", default_value = "127.0.0.1:5433", value_parser = parse_optional_addr)]
+    pub pg_addr: OptionalAddr,
+    /// Postgres connections open at once; one more is refused (`too many clients`).
+    #[arg(long, env = "AEMOS_PG_MAX_CONNECTIONS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub pg_max_connections: u32,
     /// Largest MQTT publish; a larger one closes the publisher's connection.
     #[arg(long, env = "AEMOS_MQTT_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
     pub mqtt_max_payload_bytes: usize,
@@ -269,8 +276,8 @@ impl std::fmt::Debug for SecurityArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct SqlArgs {
-    /// The query.
-    pub sql: String,
+    /// The query; without one, an interactive shell (`\?` in it for help).
+    pub sql: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
     /// json, ndjson, csv, arrow, parquet, or table (aligned text, the default).

@@ -21,4 +21,5 @@ pub mod rules;
 pub mod serve;
 pub mod simulate;
 pub mod sql_command;
+pub mod sql_shell;
 pub mod tls;

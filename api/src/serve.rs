@@ -7,7 +7,7 @@ use crate::commands::preclean::Precleans;
 use crate::commands::scheduler::Schedules;
 use crate::devices::presence::presence_chain;
 use aemos_clock::{Clock, SystemClock};
-use aemos_queries::{QueryEngine, QueryEngineArgs, QueryLimits};
+use aemos_queries::{PgServer, PgServerArgs, QueryEngine, QueryEngineArgs, QueryLimits};
 use aemos_storage::{ObjectStoreConfig, Storage, StorageArgs};
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -22,6 +22,7 @@ use arrow::array::RecordBatch;
 
 use crate::auth::edge::EdgeAuth;
 use crate::auth::limits::Rate;
+use crate::auth::sql::SqlLogin;
 use crate::auth::{Auth, JwtVerifier, Mode, RateLimits};
 use crate::cli::ServeArgs;
 use crate::devices::DeviceRegistry;
@@ -71,6 +72,9 @@ fn check_production(args: &ServeArgs) -> anyhow::Result<()> {
     ];
     if let Some(a) = args.mqtt5_addr.0 {
         tcp.push(("--mqtt5-addr", a));
+    }
+    if let Some(a) = args.pg_addr.0 {
+        tcp.push(("--pg-addr", a));
     }
     for (flag, addr) in tcp {
         if !tls && !addr.ip().is_loopback() {
@@ -337,6 +341,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(Arc::clone(&commands).run(mqtt.commands.clone(), acks, stop_storage.subscribe()));
 
     // 6. The full router behind the listener opened first.
+    let (queries_for_pg, auth_for_pg) = (queries.clone(), Arc::clone(&auth));
     let state = AppState {
         auth,
         storage: Arc::clone(&storage),
@@ -359,6 +364,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         socket_io: Some(socket_io_layer),
     });
+    // 7. SQL over the Postgres wire protocol, on the same engine and limits.
+    if let Some(addr) = args.pg_addr.0 {
+        let pg = PgServer::start(PgServerArgs {
+            addr,
+            engine: queries_for_pg,
+            login: Arc::new(SqlLogin(auth_for_pg)),
+            tls: tls.as_ref().map(|(config, _, _)| Arc::clone(config)),
+            max_connections: args.pg_max_connections as usize,
+        })
+        .await
+        .with_context(|| format!("binding --pg-addr {addr}"))?;
+        info!(pg_addr = %pg.addr, "postgres listening");
+    }
     gate.open(app);
     info!(%http_addr, %scheme, object_store = %url, data_dir = %args.store.data_dir.display(), "aemos listening and ready");
     http.await??;

@@ -4,7 +4,8 @@
 //! registry). [`Auth::authenticate`] turns a presented credential into a [`Principal`];
 //! [`Principal::allows`] answers for one [`Access`]. HTTP applies it per route
 //! ([`http`]: one policy table), MQTT per packet and CoAP per request ([`edge`], through the
-//! authorizer trait of `aemos-ingest`), Socket.IO at the handshake and per room.
+//! authorizer trait of `aemos-ingest`), Socket.IO at the handshake and per room, Postgres
+//! clients at login ([`sql`]: the password is a user JWT).
 //!
 //! In `production` mode every request needs a credential. In `dev` mode a request without one
 //! is [`Principal::Anonymous`] and may do anything; a credential that is presented is still
@@ -14,6 +15,7 @@ pub mod edge;
 pub mod http;
 pub mod jwt;
 pub mod limits;
+pub mod sql;
 pub mod token;
 
 use std::sync::Arc;

@@ -149,6 +149,43 @@ async fn graceful_shutdown_persists_and_sql_reads_the_directory() {
         &[],
     );
     assert!(out.contains("| 3 |"), "{out}");
+
+    // Without a query, the shell: statements over lines, `\d`, `\d readings`, an error that
+    // ends the statement and not the shell, `\q`. Scripted through stdin (not a terminal).
+    let mut shell = std::process::Command::new(env!("CARGO_BIN_EXE_aemos"))
+        .args(["sql", "--data-dir", dir_arg])
+        .env("HOME", dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    shell
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"\\d\nSELECT sensor, count(*) AS n\n  FROM readings GROUP BY sensor ORDER BY sensor;\n\\d readings\nSELECT nope FROM readings;\n\\timing\nSELECT 1 AS one;\n\\q\n")
+        .unwrap();
+    let out = shell.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for expected in [
+        "| readings ",
+        "| s-1    | 2 |",
+        "| s-2    | 1 |",
+        "(2 rows)",
+        "| tags ",
+        "ERROR: ",
+        "Timing is off.",
+        "| 1   |",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in:\n{text}");
+    }
+    assert_eq!(
+        text.matches("Time: ").count(),
+        4,
+        "timing off for the last: {text}"
+    );
 }
 
 /// While the WAL is replayed and the engine rebuilt, the listener is already open: liveness

@@ -11,7 +11,14 @@ fn json_logs_are_one_object_per_line_with_the_fields() {
         .args(["--log-format", "json", "serve", "--data-dir"])
         .arg(dir.path())
         .args(["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
-        .args(["--mqtt5-addr", "off", "--coap-addr", "127.0.0.1:0"])
+        .args([
+            "--mqtt5-addr",
+            "off",
+            "--coap-addr",
+            "127.0.0.1:0",
+            "--pg-addr",
+            "off",
+        ])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

@@ -686,4 +686,16 @@ fn production_refuses_to_start_unsafe() {
         "0.0.0.0:0",
     ]);
     assert!(coap.contains("DTLS"), "{coap}");
+    let pg = run(&[
+        "--mode",
+        "production",
+        "--jwt-secret",
+        SECRET,
+        "--pg-addr",
+        "0.0.0.0:0",
+    ]);
+    assert!(
+        pg.contains("without TLS") && pg.contains("--pg-addr"),
+        "{pg}"
+    );
 }

@@ -15,6 +15,8 @@ pub(crate) struct TestServer {
     pub(crate) mqtt5_addr: String,
     /// The CoAP (UDP) address, `host:port`.
     pub(crate) coap_addr: String,
+    /// The Postgres wire protocol listener, `host:port` (empty when off).
+    pub(crate) pg_addr: String,
 }
 
 /// The value of `key=` in a log line.
@@ -36,6 +38,9 @@ impl TestServer {
         if !extra.contains(&"--http-addr") {
             cmd.args(["--http-addr", "127.0.0.1:0"]);
         }
+        if !extra.contains(&"--pg-addr") {
+            cmd.args(["--pg-addr", "127.0.0.1:0"]);
+        }
         cmd.args(["--mqtt-addr", "127.0.0.1:0", "--mqtt5-addr", "127.0.0.1:0"])
             .args(["--coap-addr", "127.0.0.1:0"])
             .arg("--data-dir")
@@ -52,8 +57,13 @@ impl TestServer {
         let (tx, rx) = mpsc::channel();
         // Keep draining stderr for the server's whole life, so logging never blocks it.
         std::thread::spawn(move || {
-            let (mut mqtt, mut mqtt5, mut coap, mut sent) =
-                (String::new(), String::new(), String::new(), false);
+            let (mut mqtt, mut mqtt5, mut coap, mut pg, mut sent) = (
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                false,
+            );
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent {
                     if let Some(a) = field(&line, "mqtt_addr") {
@@ -68,8 +78,12 @@ impl TestServer {
                     if let Some(a) = field(&line, "coap_addr") {
                         coap = a;
                     }
+                    if let Some(a) = field(&line, "pg_addr") {
+                        pg = a;
+                    }
                     if let Some(http) = field(&line, "http_addr") {
-                        let _ = tx.send((http, mqtt.clone(), mqtt5.clone(), coap.clone()));
+                        let addrs = [mqtt.clone(), mqtt5.clone(), coap.clone(), pg.clone()];
+                        let _ = tx.send((http, addrs));
                         sent = true;
                     }
                 }
@@ -78,7 +92,7 @@ impl TestServer {
                 }
             }
         });
-        let (http, mqtt_addr, mqtt5_addr, coap_addr) = rx
+        let (http, [mqtt_addr, mqtt5_addr, coap_addr, pg_addr]) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("aemos did not report its address in time");
         Self {
@@ -87,6 +101,7 @@ impl TestServer {
             mqtt_addr,
             mqtt5_addr,
             coap_addr,
+            pg_addr,
         }
     }
 
