@@ -23,6 +23,11 @@ struct Args {
     /// json or lp (line protocol).
     #[arg(long, default_value = "json")]
     format: String,
+    /// Where to write: `aemos` (`/api/v1/write`), `influx-v1` (`/write`), `influx-v2`
+    /// (`/api/v2/write`) or `influx-v3` (`/api/v3/write_lp`); the InfluxDB ones take `lp` only
+    /// and answer `204`, counted as the body's readings.
+    #[arg(long, default_value = "aemos")]
+    endpoint: String,
     #[arg(long, default_value_t = 8)]
     connections: usize,
     /// Readings per request.
@@ -59,6 +64,16 @@ async fn main() -> anyhow::Result<()> {
         "lp" => ("text/plain", "?precision=ms"),
         other => anyhow::bail!("unknown format {other}"),
     };
+    let path = match (args.endpoint.as_str(), args.format.as_str()) {
+        ("aemos", _) => format!("/api/v1/write{query}"),
+        ("influx-v1", "lp") => "/write?db=aemos&precision=ms".to_owned(),
+        ("influx-v2", "lp") => "/api/v2/write?org=aemos&bucket=aemos&precision=ms".to_owned(),
+        ("influx-v3", "lp") => "/api/v3/write_lp?db=aemos&precision=millisecond".to_owned(),
+        (other, format) => {
+            anyhow::bail!("endpoint {other} with format {format}: InfluxDB endpoints take lp")
+        }
+    };
+    let per_body = args.batch as u64;
     let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
         (0..args.bodies)
             .map(|_| {
@@ -76,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.connections)
         .build()?;
     let base = args.url.trim_end_matches('/');
-    let url = format!("{base}/api/v1/write{query}");
+    let url = format!("{base}{path}");
     let mut token = args.token.clone();
     if let (Some(id), Some(admin)) = (&args.register_device, &args.admin_token) {
         let sensors: Vec<String> = (0..args.sensors)
@@ -125,6 +140,10 @@ async fn main() -> anyhow::Result<()> {
                 }
                 let result = request.send().await;
                 match result {
+                    Ok(r) if r.status() == reqwest::StatusCode::NO_CONTENT => {
+                        accepted.fetch_add(per_body, Ordering::Relaxed);
+                        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
                     Ok(r) if r.status().is_success() => {
                         let v: serde_json::Value = r.json().await.unwrap_or_default();
                         accepted.fetch_add(v["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
@@ -148,7 +167,8 @@ async fn main() -> anyhow::Result<()> {
     latencies.sort_by(|a, b| a.total_cmp(b));
     let n = accepted.load(Ordering::Relaxed);
     println!(
-        "format={} connections={} batch={} body_bytes~{} requests={} errors={} readings={} seconds={:.1}",
+        "endpoint={} format={} connections={} batch={} body_bytes~{} requests={} errors={} readings={} seconds={:.1}",
+        args.endpoint,
         args.format,
         args.connections,
         args.batch,
