@@ -148,6 +148,9 @@ pub struct ServeArgs {
     /// local PostgreSQL may hold.
     #[arg(long, env = "AEMOS_PG_ADDR", default_value = "127.0.0.1:5433", value_parser = parse_optional_addr)]
     pub pg_addr: OptionalAddr,
+    /// Arrow Flight SQL over gRPC (ADBC, the Flight SQL JDBC driver, pyarrow), or `off`.
+    #[arg(long, env = "AEMOS_FLIGHT_ADDR", default_value = "127.0.0.1:8082", value_parser = parse_optional_addr)]
+    pub flight_addr: OptionalAddr,
     /// Postgres connections open at once; one more is refused (`too many clients`).
     #[arg(long, env = "AEMOS_PG_MAX_CONNECTIONS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub pg_max_connections: u32,

@@ -7,7 +7,10 @@ use crate::commands::preclean::Precleans;
 use crate::commands::scheduler::Schedules;
 use crate::devices::presence::presence_chain;
 use aemos_clock::{Clock, SystemClock};
-use aemos_queries::{PgServer, PgServerArgs, QueryEngine, QueryEngineArgs, QueryLimits};
+use aemos_queries::{
+    FlightServer, FlightServerArgs, FlightTls, PgServer, PgServerArgs, QueryEngine,
+    QueryEngineArgs, QueryLimits,
+};
 use aemos_storage::{ObjectStoreConfig, Storage, StorageArgs};
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -22,7 +25,7 @@ use arrow::array::RecordBatch;
 
 use crate::auth::edge::EdgeAuth;
 use crate::auth::limits::Rate;
-use crate::auth::sql::SqlLogin;
+use crate::auth::sql::SqlAuth;
 use crate::auth::{Auth, JwtVerifier, Mode, RateLimits};
 use crate::cli::ServeArgs;
 use crate::devices::DeviceRegistry;
@@ -75,6 +78,9 @@ fn check_production(args: &ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(a) = args.pg_addr.0 {
         tcp.push(("--pg-addr", a));
+    }
+    if let Some(a) = args.flight_addr.0 {
+        tcp.push(("--flight-addr", a));
     }
     for (flag, addr) in tcp {
         if !tls && !addr.ip().is_loopback() {
@@ -341,7 +347,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(Arc::clone(&commands).run(mqtt.commands.clone(), acks, stop_storage.subscribe()));
 
     // 6. The full router behind the listener opened first.
-    let (queries_for_pg, auth_for_pg) = (queries.clone(), Arc::clone(&auth));
+    let (queries_for_sql, login) = (queries.clone(), Arc::new(SqlAuth(Arc::clone(&auth))));
     let state = AppState {
         auth,
         storage: Arc::clone(&storage),
@@ -368,14 +374,35 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.pg_addr.0 {
         let pg = PgServer::start(PgServerArgs {
             addr,
-            engine: queries_for_pg,
-            login: Arc::new(SqlLogin(auth_for_pg)),
+            engine: queries_for_sql.clone(),
+            login: Arc::clone(&login) as _,
             tls: tls.as_ref().map(|(config, _, _)| Arc::clone(config)),
             max_connections: args.pg_max_connections as usize,
         })
         .await
         .with_context(|| format!("binding --pg-addr {addr}"))?;
         info!(pg_addr = %pg.addr, "postgres listening");
+    }
+    // 8. Arrow Flight SQL, on the same engine, limits and logins.
+    if let Some(addr) = args.flight_addr.0 {
+        let tls = match (&args.security.tls_cert, &args.security.tls_key) {
+            (Some(cert), Some(key)) => Some(FlightTls {
+                cert_pem: std::fs::read(cert)
+                    .with_context(|| format!("reading --tls-cert {}", cert.display()))?,
+                key_pem: std::fs::read(key)
+                    .with_context(|| format!("reading --tls-key {}", key.display()))?,
+            }),
+            _ => None,
+        };
+        let flight = FlightServer::start(FlightServerArgs {
+            addr,
+            engine: queries_for_sql,
+            login,
+            tls,
+        })
+        .await
+        .with_context(|| format!("binding --flight-addr {addr}"))?;
+        info!(flight_addr = %flight.addr, "flight sql listening");
     }
     gate.open(app);
     info!(%http_addr, %scheme, object_store = %url, data_dir = %args.store.data_dir.display(), "aemos listening and ready");

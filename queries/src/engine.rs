@@ -5,15 +5,16 @@ use std::time::Duration;
 
 use aemos_storage::schema::{DEVICE, TIME, VALUE, VARIABLE};
 use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::functions_aggregate::expr_fn::{avg, count, max, min};
-use datafusion::logical_expr::{col, lit};
+use datafusion::logical_expr::{col, lit, Expr, LogicalPlan};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use futures::StreamExt;
@@ -110,6 +111,9 @@ impl QueryEngine {
         for selector in crate::selectors::selectors() {
             ctx.register_udaf(selector);
         }
+        for function in crate::gapfill::functions() {
+            ctx.register_udf(function);
+        }
         // What Postgres clients ask on connect (psql's `\d`, Grafana's and DBeaver's catalog queries).
         datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG, EmptyContextProvider)
             .map_err(|e| Error::from_datafusion(*e))?;
@@ -156,17 +160,25 @@ impl QueryEngine {
         &self.ctx
     }
 
-    /// Plans a read-only statement (no DDL, DML or `SET`) and starts it.
-    pub async fn execute(&self, sql: &str) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+    /// Plans a read-only statement: DDL, DML and `SET` are refused.
+    pub async fn plan(&self, sql: &str) -> Result<DataFrame> {
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let df = self
-            .ctx
-            .sql_with_options(sql, options)
+        let state = self.ctx.state();
+        let plan = state
+            .create_logical_plan(sql)
             .await
             .map_err(Error::from_datafusion)?;
+        options.verify_plan(&plan).map_err(Error::from_datafusion)?;
+        let plan = crate::gapfill::fill_gaps(plan, &state).map_err(Error::from_datafusion)?;
+        Ok(DataFrame::new(state, plan))
+    }
+
+    /// Plans a read-only statement ([`QueryEngine::plan`]) and starts it.
+    pub async fn execute(&self, sql: &str) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+        let df = self.plan(sql).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let stream = df.execute_stream().await.map_err(Error::from_datafusion)?;
         Ok((schema, stream))
@@ -258,6 +270,39 @@ impl QueryEngine {
         }
         Ok(out)
     }
+}
+
+/// The types of `$1`, `$2`, ... in order: as DataFusion infers them from their use, else from
+/// a cast (`$1::int`), else unknown (the client's own type, or text, decides).
+pub(crate) fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
+    let mut inferred = plan.get_parameter_types().map_err(Error::from_datafusion)?;
+    let _ = plan.apply(|node| {
+        for expr in node.expressions() {
+            let _ = expr.apply(|e| {
+                if let Expr::Cast(c) = e {
+                    if let Expr::Placeholder(p) = c.expr.as_ref() {
+                        let slot = inferred.entry(p.id.clone()).or_insert(None);
+                        if slot.is_none() {
+                            *slot = Some(c.field.data_type().clone());
+                        }
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    let mut numbered: Vec<(usize, Option<DataType>)> = inferred
+        .into_iter()
+        .filter_map(|(id, t)| Some((id.strip_prefix('$')?.parse().ok()?, t)))
+        .collect();
+    numbered.sort_by_key(|(n, _)| *n);
+    let count = numbered.last().map_or(0, |(n, _)| *n);
+    let mut types = vec![None; count];
+    for (n, t) in numbered {
+        types[n - 1] = t;
+    }
+    Ok(types)
 }
 
 /// One admitted user query ([`QueryEngine::admit`]): its slot, held until its stream ends, and

@@ -61,9 +61,9 @@ impl OutputFormat {
     }
 }
 
-/// Arrow and Parquet output carry `Utf8` rather than `Utf8View`, so that readers built on
+/// Arrow, Parquet and Flight SQL output carry `Utf8` rather than `Utf8View`, so that readers built on
 /// older Arrow versions (view types arrived in 2024) can open them.
-fn portable_schema(schema: &SchemaRef) -> SchemaRef {
+pub(crate) fn portable_schema(schema: &SchemaRef) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
@@ -76,7 +76,7 @@ fn portable_schema(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-fn portable_batch(batch: &RecordBatch) -> Result<RecordBatch> {
+pub(crate) fn portable_batch(batch: &RecordBatch) -> Result<RecordBatch> {
     let schema = portable_schema(&batch.schema());
     let columns = batch
         .columns()

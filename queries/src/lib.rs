@@ -15,7 +15,10 @@
 
 mod engine;
 mod error;
+mod flight;
 mod format;
+mod gapfill;
+mod login;
 mod pg;
 mod provider;
 mod rollup;
@@ -26,8 +29,10 @@ pub use engine::{
     Admission, QueryEngine, QueryEngineArgs, QueryLimits, VariableStatistics, CATALOG, STORE_URL,
 };
 pub use error::{Error, Result};
+pub use flight::{FlightServer, FlightServerArgs, FlightTls};
 pub use format::{encode, OutputFormat, ResultEncoder};
-pub use pg::{PgLogin, PgServer, PgServerArgs};
+pub use login::SqlLogin;
+pub use pg::{PgServer, PgServerArgs};
 pub use provider::{ReadingsSource, ReadingsTable, StaticSource, TimeRange};
 pub use rollup::{RollupRule, RollupTable};
 pub use snapshot::{SnapshotSource, SnapshotTable};

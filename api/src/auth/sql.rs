@@ -1,25 +1,25 @@
-//! The Postgres front-end's logins: the password is a user's JWT, and every role may query.
-//! In `dev` mode no password is asked, as HTTP asks no credential.
+//! The SQL front-ends' logins (Postgres, Flight SQL): the credential is a user's JWT, and every
+//! role may query. In `dev` mode none is asked, as HTTP asks no credential.
 
 use std::sync::Arc;
 
-use aemos_queries::PgLogin;
+use aemos_queries::SqlLogin;
 
 use super::{Access, Auth};
 
-/// [`PgLogin`] over the credential checks every protocol shares.
-pub struct SqlLogin(pub Arc<Auth>);
+/// [`SqlLogin`] over the credential checks every protocol shares.
+pub struct SqlAuth(pub Arc<Auth>);
 
-impl PgLogin for SqlLogin {
-    fn password_required(&self) -> bool {
+impl SqlLogin for SqlAuth {
+    fn credential_required(&self) -> bool {
         self.0.production()
     }
 
-    /// The user name is not checked against the token's subject: clients (Grafana, DBeaver)
-    /// insist on one, and the JWT alone says who is asking.
-    fn check(&self, _user: &str, password: &str) -> Result<(), String> {
+    /// A Postgres user name is not checked against the token's subject: clients (Grafana,
+    /// DBeaver) insist on one, and the JWT alone says who is asking.
+    fn check(&self, credential: &str) -> Result<(), String> {
         self.0
-            .authorize(Some(password), &Access::Query)
+            .authorize(Some(credential), &Access::Query)
             .map(|_| ())
             .map_err(|e| e.to_string())
     }

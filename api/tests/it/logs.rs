@@ -18,6 +18,8 @@ fn json_logs_are_one_object_per_line_with_the_fields() {
             "127.0.0.1:0",
             "--pg-addr",
             "off",
+            "--flight-addr",
+            "off",
         ])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())

@@ -8,6 +8,7 @@ mod devices_api;
 mod durability;
 mod edge;
 mod edge_abuse;
+mod flight;
 mod influx_clients;
 mod logs;
 mod mqtt_device;

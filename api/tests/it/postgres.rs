@@ -62,7 +62,7 @@ fn conninfo(server: &TestServer, extra: &str) -> String {
 }
 
 /// A whole second an hour ago, in epoch ms (within retention, not in the future).
-fn an_hour_ago() -> i64 {
+pub(crate) fn an_hour_ago() -> i64 {
     (chrono::Utc::now().timestamp() - 3600) * 1000
 }
 
@@ -80,7 +80,7 @@ fn python_time(ms: i64) -> String {
 }
 
 /// Readings of two sensors over line protocol, tags and all, at `t0` (epoch ms) and after.
-async fn write_readings(server: &TestServer, t0: i64) {
+pub(crate) async fn write_readings(server: &TestServer, t0: i64) {
     let lines = format!(
         "env,sensor=s1,host=a temperature=21.5,humidity=40 {t0}\n\
          env,sensor=s1,host=a temperature=22.5 {}\n\

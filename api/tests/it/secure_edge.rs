@@ -698,4 +698,16 @@ fn production_refuses_to_start_unsafe() {
         pg.contains("without TLS") && pg.contains("--pg-addr"),
         "{pg}"
     );
+    let flight = run(&[
+        "--mode",
+        "production",
+        "--jwt-secret",
+        SECRET,
+        "--flight-addr",
+        "0.0.0.0:0",
+    ]);
+    assert!(
+        flight.contains("without TLS") && flight.contains("--flight-addr"),
+        "{flight}"
+    );
 }

@@ -17,7 +17,18 @@ pub(crate) struct TestServer {
     pub(crate) coap_addr: String,
     /// The Postgres wire protocol listener, `host:port` (empty when off).
     pub(crate) pg_addr: String,
+    /// The Arrow Flight SQL listener, `host:port` (empty when off).
+    pub(crate) flight_addr: String,
 }
+
+/// The listeners whose addresses the server logs before `http_addr`, in [`TestServer`] order.
+const LISTENERS: [&str; 5] = [
+    "mqtt_addr",
+    "mqtt5_addr",
+    "coap_addr",
+    "pg_addr",
+    "flight_addr",
+];
 
 /// The value of `key=` in a log line.
 fn field(line: &str, key: &str) -> Option<String> {
@@ -38,8 +49,10 @@ impl TestServer {
         if !extra.contains(&"--http-addr") {
             cmd.args(["--http-addr", "127.0.0.1:0"]);
         }
-        if !extra.contains(&"--pg-addr") {
-            cmd.args(["--pg-addr", "127.0.0.1:0"]);
+        for flag in ["--pg-addr", "--flight-addr"] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, "127.0.0.1:0"]);
+            }
         }
         cmd.args(["--mqtt-addr", "127.0.0.1:0", "--mqtt5-addr", "127.0.0.1:0"])
             .args(["--coap-addr", "127.0.0.1:0"])
@@ -57,33 +70,21 @@ impl TestServer {
         let (tx, rx) = mpsc::channel();
         // Keep draining stderr for the server's whole life, so logging never blocks it.
         std::thread::spawn(move || {
-            let (mut mqtt, mut mqtt5, mut coap, mut pg, mut sent) = (
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-                false,
-            );
+            let mut addrs = [const { String::new() }; LISTENERS.len()];
+            let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent {
-                    if let Some(a) = field(&line, "mqtt_addr") {
-                        mqtt = a;
-                    }
-                    if let Some(a) = field(&line, "mqtt5_addr") {
-                        mqtt5 = a
-                            .trim_start_matches("Some(")
-                            .trim_end_matches(')')
-                            .to_owned();
-                    }
-                    if let Some(a) = field(&line, "coap_addr") {
-                        coap = a;
-                    }
-                    if let Some(a) = field(&line, "pg_addr") {
-                        pg = a;
+                    for (slot, key) in addrs.iter_mut().zip(LISTENERS) {
+                        if let Some(a) = field(&line, key) {
+                            // `mqtt5_addr=Some(127.0.0.1:1884)`
+                            *slot = a
+                                .trim_start_matches("Some(")
+                                .trim_end_matches(')')
+                                .to_owned();
+                        }
                     }
                     if let Some(http) = field(&line, "http_addr") {
-                        let addrs = [mqtt.clone(), mqtt5.clone(), coap.clone(), pg.clone()];
-                        let _ = tx.send((http, addrs));
+                        let _ = tx.send((http, addrs.clone()));
                         sent = true;
                     }
                 }
@@ -92,7 +93,7 @@ impl TestServer {
                 }
             }
         });
-        let (http, [mqtt_addr, mqtt5_addr, coap_addr, pg_addr]) = rx
+        let (http, [mqtt_addr, mqtt5_addr, coap_addr, pg_addr, flight_addr]) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("aemos did not report its address in time");
         Self {
@@ -102,6 +103,7 @@ impl TestServer {
             mqtt5_addr,
             coap_addr,
             pg_addr,
+            flight_addr,
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ParamValues;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SQLOptions;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
@@ -95,6 +95,8 @@ impl PgParser {
         if let Err(e) = options.verify_plan(&plan) {
             return Err(read_only(&e.strip_backtrace()));
         }
+        let plan = crate::gapfill::fill_gaps(plan, &state)
+            .map_err(|e| pg_error(Error::from_datafusion(e)))?;
         Ok(PgStatement::Query(Box::new(plan)))
     }
 
@@ -182,7 +184,8 @@ impl QueryParser for PgParser {
 
     fn get_parameter_types(&self, statement: &PgStatement) -> PgWireResult<Vec<Type>> {
         match statement {
-            PgStatement::Query(plan) => parameter_types(plan)?
+            PgStatement::Query(plan) => crate::engine::parameter_types(plan)
+                .map_err(pg_error)?
                 .into_iter()
                 .map(|t| match t {
                     Some(t) => arrow_pg::datatypes::into_pg_type(&t),
@@ -209,42 +212,6 @@ impl QueryParser for PgParser {
     }
 }
 
-/// The types of `$1`, `$2`, ... in order: as DataFusion infers them from their use, else from
-/// a cast (`$1::int`), else unknown (the client's own type, or text, decides).
-fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
-    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    let mut inferred = plan
-        .get_parameter_types()
-        .map_err(|e| pg_error(Error::from_datafusion(e)))?;
-    let _ = plan.apply(|node| {
-        for expr in node.expressions() {
-            let _ = expr.apply(|e| {
-                if let Expr::Cast(c) = e {
-                    if let Expr::Placeholder(p) = c.expr.as_ref() {
-                        let slot = inferred.entry(p.id.clone()).or_insert(None);
-                        if slot.is_none() {
-                            *slot = Some(c.field.data_type().clone());
-                        }
-                    }
-                }
-                Ok(TreeNodeRecursion::Continue)
-            });
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    let mut numbered: Vec<(usize, Option<DataType>)> = inferred
-        .into_iter()
-        .filter_map(|(id, t)| Some((id.strip_prefix('$')?.parse().ok()?, t)))
-        .collect();
-    numbered.sort_by_key(|(n, _)| *n);
-    let count = numbered.last().map_or(0, |(n, _)| *n);
-    let mut types = vec![None; count];
-    for (n, t) in numbered {
-        types[n - 1] = t;
-    }
-    Ok(types)
-}
-
 #[async_trait]
 impl ExtendedQueryHandler for PgHandler {
     type Statement = PgStatement;
@@ -269,7 +236,7 @@ impl ExtendedQueryHandler for PgHandler {
         match &portal.statement.statement {
             PgStatement::Session(s) => session::answer(client, s).await,
             PgStatement::Query(plan) => {
-                let types = parameter_types(plan)?;
+                let types = crate::engine::parameter_types(plan).map_err(pg_error)?;
                 let hints: Vec<Option<&DataType>> = types.iter().map(Option::as_ref).collect();
                 let params: ParamValues =
                     arrow_pg::datatypes::df::deserialize_parameters(portal, &hints)?;

@@ -1,8 +1,8 @@
 //! The Postgres wire protocol over the [`QueryEngine`] (`--pg-addr`), so that psql, Grafana,
 //! psycopg and JDBC read aemos as they would a Postgres database.
 //!
-//! A connection's startup ([`startup`]) asks for a password when the [`PgLogin`] says one is
-//! needed (a user's JWT in `production` mode), and refuses it in clear text beyond loopback
+//! A connection's startup ([`startup`]) asks for a password when the [`SqlLogin`] says one is
+//! needed (a user's JWT in `production` mode, checked by the [`SqlLogin`]), and refuses it in clear text beyond loopback
 //! when TLS is on offer. Its statements ([`handler`]) are parsed with the Postgres dialect
 //! (catalog casts such as `'t'::regclass` rewritten), then either answered by the session
 //! ([`session`]: `SET`, `SHOW`, `BEGIN`, `COMMIT`) or planned read-only on the shared session
@@ -26,21 +26,14 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::engine::QueryEngine;
+use crate::login::SqlLogin;
 use handler::PgHandler;
 use startup::PgStartup;
-
-/// Who may connect: the check of a Postgres client's user name and password.
-pub trait PgLogin: Send + Sync + 'static {
-    /// Whether a client must give a password (otherwise connections are let in at once).
-    fn password_required(&self) -> bool;
-    /// Checks `password` (for aemos: a user JWT) given with `user`; `Err` says why not.
-    fn check(&self, user: &str, password: &str) -> Result<(), String>;
-}
 
 pub struct PgServerArgs {
     pub addr: SocketAddr,
     pub engine: QueryEngine,
-    pub login: Arc<dyn PgLogin>,
+    pub login: Arc<dyn SqlLogin>,
     /// TLS on offer (clients ask with `sslmode`); a password then never crosses the network in
     /// clear: beyond loopback, a connection without TLS is refused before it is asked for one.
     pub tls: Option<Arc<ServerConfig>>,

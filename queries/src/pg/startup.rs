@@ -21,10 +21,10 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::PgLogin;
+use crate::login::SqlLogin;
 
 pub(crate) struct PgStartup {
-    login: Arc<dyn PgLogin>,
+    login: Arc<dyn SqlLogin>,
     /// TLS is on offer: a password must not then cross the network in clear.
     tls: bool,
     connections: Arc<ConnectionManager>,
@@ -34,7 +34,7 @@ pub(crate) struct PgStartup {
 
 impl PgStartup {
     pub(crate) fn new(
-        login: Arc<dyn PgLogin>,
+        login: Arc<dyn SqlLogin>,
         tls: bool,
         connections: Arc<ConnectionManager>,
     ) -> Self {
@@ -93,7 +93,7 @@ impl StartupHandler for PgStartup {
             PgWireFrontendMessage::Startup(ref startup) => {
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
-                if !self.login.password_required() {
+                if !self.login.credential_required() {
                     return self.admit(client).await;
                 }
                 if self.tls && !client.is_secure() && !client.socket_addr().ip().is_loopback() {
@@ -118,7 +118,7 @@ impl StartupHandler for PgStartup {
                     .get(pgwire::api::METADATA_USER)
                     .cloned()
                     .unwrap_or_default();
-                match self.login.check(&user, &password.password) {
+                match self.login.check(&password.password) {
                     Ok(()) => self.admit(client).await,
                     Err(reason) => Err(fatal(
                         "28P01",
