@@ -4,9 +4,6 @@
 //! GetObjects and GetTableSchema, writes refused; and in `production` mode over TLS, a user JWT
 //! as the bearer token or as the password, every bad credential refused.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use serde_json::{json, Value};
 
 use super::access::user_jwt;
@@ -16,31 +13,7 @@ use crate::server::TestServer;
 
 /// What `flight_client.py` saw for `request`.
 fn adbc(request: Value) -> Value {
-    let python = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/.venv/bin/python"
-    );
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/flight_client.py"
-    );
-    let mut child = Command::new(python)
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the tests' Python venv (bash .ci/install-test-deps makes it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "flight_client.py failed: {stderr}");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"))
+    super::python::client("flight_client.py", &[], &request)
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ mod logs;
 mod mqtt_device;
 mod postgres;
 mod preclean;
+mod python;
 mod revocation;
 mod router;
 mod rules;

@@ -3,7 +3,7 @@
 //! extended protocol, parameters bound on the server, text and binary results, a transaction
 //! around the statements), and the logins of `production` mode over TLS.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
@@ -31,29 +31,8 @@ fn psql(conninfo: &str, password: Option<&str>, args: &[&str]) -> (bool, String,
 
 /// The statements run through psycopg 3 (`tests/clients/pg_client.py`): one result each.
 fn psycopg(dsn: &str, statements: Value) -> Vec<Value> {
-    let python = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/.venv/bin/python"
-    );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/pg_client.py");
-    let mut child = Command::new(python)
-        .args([script, dsn])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the tests' Python venv (bash .ci/install-test-deps makes it)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(statements.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "pg_client.py failed: {stderr}");
-    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"))
+    let seen = super::python::client("pg_client.py", &[dsn], &statements);
+    serde_json::from_value(seen).expect("one result per statement")
 }
 
 fn conninfo(server: &TestServer, extra: &str) -> String {

@@ -660,18 +660,21 @@ fn production_refuses_to_start_unsafe() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     assert!(run(&["--mode", "production"]).contains("--jwt-secret"));
-    let exposed = run(&[
-        "--mode",
-        "production",
-        "--jwt-secret",
-        SECRET,
-        "--http-addr",
-        "0.0.0.0:0",
-    ]);
-    assert!(
-        exposed.contains("without TLS") && exposed.contains("--http-addr"),
-        "{exposed}"
-    );
+    // Every TCP listener beyond loopback needs TLS.
+    for flag in ["--http-addr", "--pg-addr", "--flight-addr"] {
+        let exposed = run(&[
+            "--mode",
+            "production",
+            "--jwt-secret",
+            SECRET,
+            flag,
+            "0.0.0.0:0",
+        ]);
+        assert!(
+            exposed.contains("without TLS") && exposed.contains(flag),
+            "{flag}: {exposed}"
+        );
+    }
     let short = run(&["--mode", "production", "--jwt-secret", "short"]);
     assert!(
         short.contains("at least 32 bytes") && !short.contains("short\""),
@@ -686,28 +689,4 @@ fn production_refuses_to_start_unsafe() {
         "0.0.0.0:0",
     ]);
     assert!(coap.contains("DTLS"), "{coap}");
-    let pg = run(&[
-        "--mode",
-        "production",
-        "--jwt-secret",
-        SECRET,
-        "--pg-addr",
-        "0.0.0.0:0",
-    ]);
-    assert!(
-        pg.contains("without TLS") && pg.contains("--pg-addr"),
-        "{pg}"
-    );
-    let flight = run(&[
-        "--mode",
-        "production",
-        "--jwt-secret",
-        SECRET,
-        "--flight-addr",
-        "0.0.0.0:0",
-    ]);
-    assert!(
-        flight.contains("without TLS") && flight.contains("--flight-addr"),
-        "{flight}"
-    );
 }
