@@ -156,9 +156,15 @@ pub struct Engine {
     feeds: Mutex<Option<SyncSender<Command>>>,
     control: Mutex<Option<SyncSender<Command>>>,
     shared: Arc<Shared>,
+    /// Held across a chain change, from its lookup to its send to worker 0 (which may wait for
+    /// room in the control channel), so chain commands reach the workers in the registry's
+    /// order; `registry` itself is locked only to read or update it, so readers of the chains
+    /// never wait on that send.
+    changes: Mutex<()>,
     registry: Mutex<Registry>,
     status: StatusMap,
     guards: Mutex<Option<timely::communication::WorkerGuards<()>>>,
+    workers: usize,
 }
 
 impl Engine {
@@ -198,7 +204,8 @@ impl Engine {
                 collector,
             })),
         });
-        let config = timely::Config::process(args.workers.max(1));
+        let workers = args.workers.max(1);
+        let config = timely::Config::process(workers);
         let worker_shared = Arc::clone(&shared);
         let guards = timely::execute(config, move |worker| {
             crate::worker::run(worker, &worker_shared)
@@ -214,9 +221,11 @@ impl Engine {
             feeds: Mutex::new(Some(feed_tx)),
             control: Mutex::new(Some(control_tx)),
             shared,
+            changes: Mutex::default(),
             registry: Mutex::default(),
             status,
             guards: Mutex::new(Some(guards)),
+            workers,
         })
     }
 
@@ -272,12 +281,12 @@ impl Engine {
     /// ingestion.
     pub fn register(&self, spec: ChainSpec) -> Result<Arc<CompiledChain>> {
         let chain = Arc::new(CompiledChain::compile(spec)?);
-        let mut registry = self.registry.lock().map_err(|_| Error::Stopped)?;
-        if registry.by_id.contains_key(chain.id()) {
+        let order = self.changes.lock().map_err(|_| Error::Stopped)?;
+        if self.numbered(chain.id())?.is_some() {
             return Err(Error::ChainExists(chain.id().to_owned()));
         }
-        let done = self.install(&mut registry, None, Arc::clone(&chain))?;
-        drop(registry);
+        let done = self.install(None, Arc::clone(&chain))?;
+        drop(order);
         done.recv().map_err(|_| Error::Stopped)?;
         Ok(chain)
     }
@@ -285,13 +294,12 @@ impl Engine {
     /// Replaces an existing chain in one tick.
     pub fn replace(&self, spec: ChainSpec) -> Result<Arc<CompiledChain>> {
         let chain = Arc::new(CompiledChain::compile(spec)?);
-        let mut registry = self.registry.lock().map_err(|_| Error::Stopped)?;
-        let Some((old, _)) = registry.by_id.get(chain.id()) else {
+        let order = self.changes.lock().map_err(|_| Error::Stopped)?;
+        let Some(old) = self.numbered(chain.id())? else {
             return Err(Error::UnknownChain(chain.id().to_owned()));
         };
-        let old = *old;
-        let done = self.install(&mut registry, Some(old), Arc::clone(&chain))?;
-        drop(registry);
+        let done = self.install(Some(old), Arc::clone(&chain))?;
+        drop(order);
         done.recv().map_err(|_| Error::Stopped)?;
         Ok(chain)
     }
@@ -299,24 +307,27 @@ impl Engine {
     /// Registers or replaces; `true` when the chain is new.
     pub fn upsert(&self, spec: ChainSpec) -> Result<(Arc<CompiledChain>, bool)> {
         let chain = Arc::new(CompiledChain::compile(spec)?);
-        let mut registry = self.registry.lock().map_err(|_| Error::Stopped)?;
-        let old = registry.by_id.get(chain.id()).map(|(no, _)| *no);
-        let done = self.install(&mut registry, old, Arc::clone(&chain))?;
-        drop(registry);
+        let order = self.changes.lock().map_err(|_| Error::Stopped)?;
+        let old = self.numbered(chain.id())?;
+        let done = self.install(old, Arc::clone(&chain))?;
+        drop(order);
         done.recv().map_err(|_| Error::Stopped)?;
         Ok((chain, old.is_none()))
     }
 
-    /// Sends the swap under the registry lock (so chain commands keep the registry's order)
-    /// and returns what answers once worker 0 has sequenced it.
-    fn install(
-        &self,
-        registry: &mut Registry,
-        old: Option<ChainNo>,
-        chain: Arc<CompiledChain>,
-    ) -> Result<Receiver<()>> {
-        let no = registry.next;
+    /// The number of the registered chain of this id.
+    fn numbered(&self, id: &str) -> Result<Option<ChainNo>> {
+        let registry = self.registry.lock().map_err(|_| Error::Stopped)?;
+        Ok(registry.by_id.get(id).map(|(no, _)| *no))
+    }
+
+    /// Sends the swap (the caller holds `changes`, so chain commands keep the registry's
+    /// order), then records the chain; returns what answers once worker 0 has sequenced it.
+    fn install(&self, old: Option<ChainNo>, chain: Arc<CompiledChain>) -> Result<Receiver<()>> {
+        // `next` only moves under `changes`, which the caller holds.
+        let no = self.registry.lock().map_err(|_| Error::Stopped)?.next;
         let done = self.swap(old, Some((no, Arc::clone(&chain))))?;
+        let mut registry = self.registry.lock().map_err(|_| Error::Stopped)?;
         registry.next += 1;
         registry.by_id.insert(chain.id().to_owned(), (no, chain));
         Ok(done)
@@ -338,13 +349,17 @@ impl Engine {
 
     /// Removes a chain; its state goes without a clear. Returns once it is out of effect.
     pub fn remove(&self, id: &str) -> Result<()> {
-        let mut registry = self.registry.lock().map_err(|_| Error::Stopped)?;
-        let Some((no, _)) = registry.by_id.get(id) else {
+        let order = self.changes.lock().map_err(|_| Error::Stopped)?;
+        let Some(no) = self.numbered(id)? else {
             return Err(Error::UnknownChain(id.to_owned()));
         };
-        let done = self.swap(Some(*no), None)?;
-        registry.by_id.remove(id);
-        drop(registry);
+        let done = self.swap(Some(no), None)?;
+        self.registry
+            .lock()
+            .map_err(|_| Error::Stopped)?
+            .by_id
+            .remove(id);
+        drop(order);
         done.recv().map_err(|_| Error::Stopped)
     }
 
@@ -391,6 +406,11 @@ impl Engine {
 
     pub fn metrics(&self) -> &EngineMetrics {
         &self.shared.metrics
+    }
+
+    /// Timely worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     /// Registered chains.

@@ -2,6 +2,12 @@
 //! updates at its current tick, then closes the tick; the other workers only run their share
 //! of the dataflow (their inputs are closed at once, so worker 0's inputs set the frontier).
 //!
+//! A tick is a millisecond of the engine's clock, and the feeds that arrive within one share
+//! it: a tick with readings closes once the clock has passed it (or [`COALESCE`] after its
+//! first feed, on a clock that stands still), so however many feeds arrive per second the
+//! engine's time stays the wall-clock time of its readings. A chain command, an advance or a
+//! sync closes the open tick first.
+//!
 //! Worker 0 keeps the latest value of every key, so that a reading becomes one retraction and
 //! one insertion (upsert); a reading older than the latest one of its key is history and leaves
 //! the rules alone. It also knows the longest window over each raw key, and gives each windowed
@@ -32,6 +38,8 @@ use timely::worker::Worker;
 const COLLECTOR_SLICE: Duration = Duration::from_millis(2);
 /// Ticks that may be open (issued but not complete) before worker 0 stops taking commands.
 const MAX_IN_FLIGHT: usize = 3;
+/// How long the tick of a first feed waits for more feeds when the clock has not moved past it.
+const COALESCE: Duration = Duration::from_millis(1);
 
 pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
     let probe = ProbeHandle::new();
@@ -101,6 +109,7 @@ pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
         if stop {
             break;
         }
+        seq.close_if_due();
         worker.step_or_park(Some(seq.park_for(shared.tick)));
         // A chain command that arrived during the step goes in before the collector's work.
         if seq.drain(&control) {
@@ -139,6 +148,8 @@ struct Sequencer {
     /// Removed chains and their removal ticks: their plans go once those are complete.
     retired: Vec<(Time, ChainNo)>,
     syncs: Vec<(Time, std::sync::mpsc::SyncSender<()>)>,
+    /// When the open tick took its first feed (`None`: it has none).
+    fed_since: Option<Instant>,
     collector: Collector,
     shared: Arc<Shared>,
 }
@@ -165,6 +176,7 @@ impl Sequencer {
             retired: Vec::new(),
             collector_behind: false,
             syncs: Vec::new(),
+            fed_since: None,
             collector,
             shared,
         }
@@ -183,12 +195,28 @@ impl Sequencer {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Feed(readings) => self.feed(&readings),
+            Command::Feed(readings) => {
+                let now = self.clock_ms();
+                if self.fed_since.is_some() {
+                    // A feed in a later millisecond than the open tick's starts its own tick.
+                    if now > self.epoch {
+                        self.close_tick();
+                    }
+                } else if now > self.epoch {
+                    // The open tick has nothing yet: it takes the time of its first feed.
+                    self.inputs.advance_to(now);
+                    self.epoch = now;
+                }
+                self.feed(&readings);
+                self.fed_since.get_or_insert_with(Instant::now);
+                return;
+            }
             Command::Swap {
                 remove,
                 install,
                 done,
             } => {
+                self.close_fed_tick();
                 if let Some(no) = remove {
                     if let Some(chain) = self.installed.remove(&no) {
                         self.rows(no, &chain, -1);
@@ -208,6 +236,7 @@ impl Sequencer {
             }
             Command::Advance => {}
             Command::Sync(reply) => {
+                self.close_fed_tick();
                 // Complete once every earlier tick is.
                 self.syncs.push((self.epoch, reply));
                 return;
@@ -216,8 +245,30 @@ impl Sequencer {
         self.close_tick();
     }
 
+    fn clock_ms(&self) -> Time {
+        self.clock.now_ms().max(0) as Time
+    }
+
+    /// Closes the open tick if it has readings.
+    fn close_fed_tick(&mut self) {
+        if self.fed_since.is_some() {
+            self.close_tick();
+        }
+    }
+
+    /// Closes the open tick if it has readings and the clock has passed it, or its first feed
+    /// has waited [`COALESCE`].
+    fn close_if_due(&mut self) {
+        if let Some(since) = self.fed_since {
+            if self.clock_ms() > self.epoch || since.elapsed() >= COALESCE {
+                self.close_tick();
+            }
+        }
+    }
+
     fn close_tick(&mut self) {
-        let next = (self.epoch + 1).max(self.clock.now_ms().max(0) as Time);
+        self.fed_since = None;
+        let next = (self.epoch + 1).max(self.clock_ms());
         self.inputs.advance_to(next);
         self.inputs.flush();
         self.in_flight.push_back(self.epoch);
@@ -462,6 +513,10 @@ impl Sequencer {
     fn park_for(&self, tick: Duration) -> Duration {
         if self.collector_behind {
             return Duration::ZERO;
+        }
+        if let Some(since) = self.fed_since {
+            // Until the open tick is due (a new feed wakes the worker sooner).
+            return COALESCE.saturating_sub(since.elapsed());
         }
         if !self.in_flight.is_empty() {
             return tick;

@@ -6,3 +6,4 @@ mod keys;
 mod oracle;
 mod scenarios;
 mod support;
+mod wall_clock;

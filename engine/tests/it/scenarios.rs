@@ -27,6 +27,29 @@ fn and_waits_for_every_variable_then_fires_on_change_only() {
     }
 }
 
+/// SQL's three-valued logic, the documented semantics: a variable without a value is NULL,
+/// `NULL OR TRUE` is TRUE, and a chain is active when its condition is TRUE. So an OR fires on
+/// one side while the other has never been read; `NOT` of a missing value stays NULL (inactive).
+#[test]
+fn or_fires_while_the_other_variable_has_no_value() {
+    for workers in [1, 2] {
+        let h = Harness::new(workers);
+        h.register(filter("either", "s-1", "temperature > 100 OR humidity > 95"));
+        h.register(filter("not-dry", "s-1", "NOT (humidity < 10)"));
+        h.feed(&[("s-1", "temperature", 120.0)]);
+        assert_eq!(h.take(), fired("either", Activated), "humidity is NULL");
+        h.feed(&[("s-1", "temperature", 20.0)]);
+        assert_eq!(h.take(), fired("either", Cleared), "NULL OR FALSE is NULL");
+        h.feed(&[("s-1", "humidity", 96.0)]);
+        let mut got = h.take();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            vec![("either".to_owned(), Activated), ("not-dry".to_owned(), Activated)]
+        );
+    }
+}
+
 #[test]
 fn a_chain_on_a_sensor_nobody_read_sees_its_latest_values_at_once() {
     for workers in [1, 2] {
