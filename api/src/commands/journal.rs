@@ -1,13 +1,14 @@
-//! The command journal: `{data-dir}/commands/commands.log`, one JSON command record per line,
-//! appended and fsynced in groups by its own thread. Every change of a command writes its whole
-//! record; on open the last record of each id is its state, a torn last line (a crash
-//! mid-write) is cut off, and the file is rewritten with only those states (minus the closed
+//! The command journal: `{data-dir}/commands/commands.log`, one checksummed JSON command record
+//! per line (`json_lines`), appended and fsynced in groups by its own thread. Every change of a
+//! command writes its whole record; on open the last record of each id is its state, a torn
+//! tail (a crash mid-write) is cut off, a damaged record before readable ones skipped, and the
+//! file is rewritten with only those states (minus the closed
 //! commands past retention), so it never holds more than a restart's worth of history.
 //! A running server compacts the same way once the log holds several times more lines than
 //! commands.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::book::Command;
+use crate::json_lines::{encode_line, LineFile};
 
 /// Records folded into one write and fsync at most.
 const MAX_GROUP: usize = 4096;
@@ -41,10 +43,10 @@ impl std::fmt::Debug for Job {
 }
 
 /// Reads the log: each id's last state, in the order the ids first appeared.
-fn replay(path: &Path) -> std::io::Result<(Vec<Command>, u64)> {
+fn replay(path: &Path) -> std::io::Result<Vec<Command>> {
     let mut order = Vec::new();
     let mut last: HashMap<String, Command> = HashMap::new();
-    let good_len = crate::json_lines::read_json_lines(path, |c: Command| {
+    crate::json_lines::read_json_lines(path, |c: Command| {
         if !last.contains_key(&c.command_id) {
             order.push(c.command_id.clone());
         }
@@ -54,17 +56,13 @@ fn replay(path: &Path) -> std::io::Result<(Vec<Command>, u64)> {
         .into_iter()
         .filter_map(|id| last.remove(&id))
         .collect();
-    Ok((commands, good_len))
+    Ok(commands)
 }
 
 /// Writes `commands` to a new file and renames it over `path`, durably.
-fn rewrite(path: &Path, commands: &[Command]) -> std::io::Result<File> {
+fn rewrite(path: &Path, commands: &[Command]) -> std::io::Result<LineFile> {
     let tmp = path.with_extension("log.tmp");
-    let mut bytes = Vec::with_capacity(commands.len() * 200);
-    for c in commands {
-        serde_json::to_writer(&mut bytes, c).map_err(std::io::Error::other)?;
-        bytes.push(b'\n');
-    }
+    let bytes = encode(commands)?;
     let mut file = File::create(&tmp)?;
     file.write_all(&bytes)?;
     file.sync_all()?;
@@ -72,7 +70,15 @@ fn rewrite(path: &Path, commands: &[Command]) -> std::io::Result<File> {
     if let Some(dir) = path.parent() {
         File::open(dir)?.sync_all()?;
     }
-    OpenOptions::new().append(true).open(path)
+    LineFile::open(path, bytes.len() as u64)
+}
+
+fn encode(commands: &[Command]) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(commands.len() * 210);
+    for c in commands {
+        encode_line(&mut bytes, c)?;
+    }
+    Ok(bytes)
 }
 
 impl Journal {
@@ -81,7 +87,7 @@ impl Journal {
     pub fn open(dir: &Path, retain_from: i64) -> std::io::Result<(Self, Vec<Command>)> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("commands.log");
-        let (mut commands, _) = replay(&path)?;
+        let mut commands = replay(&path)?;
         commands.retain(|c| c.status.is_open() || c.created_at >= retain_from);
         let file = rewrite(&path, &commands)?;
         let (jobs, rx) = mpsc::channel(1024);
@@ -96,11 +102,7 @@ impl Journal {
         if records.is_empty() {
             return Ok(());
         }
-        let mut bytes = Vec::with_capacity(records.len() * 200);
-        for r in records {
-            serde_json::to_writer(&mut bytes, r).map_err(std::io::Error::other)?;
-            bytes.push(b'\n');
-        }
+        let bytes = encode(records)?;
         let (done, wait) = oneshot::channel();
         let closed = || std::io::Error::other("the command journal stopped");
         self.jobs
@@ -117,7 +119,7 @@ impl Journal {
     }
 }
 
-fn write_loop(path: PathBuf, mut file: File, mut jobs: mpsc::Receiver<Job>) {
+fn write_loop(path: PathBuf, mut file: LineFile, mut jobs: mpsc::Receiver<Job>) {
     let mut group = Vec::new();
     while let Some(first) = jobs.blocking_recv() {
         group.push(first);
@@ -155,12 +157,8 @@ fn write_loop(path: PathBuf, mut file: File, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-fn flush(file: &mut File, bytes: &[u8]) -> std::io::Result<()> {
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    file.write_all(bytes)?;
-    file.sync_data()
+fn flush(file: &mut LineFile, bytes: &[u8]) -> std::io::Result<()> {
+    file.append(bytes)
 }
 
 fn answer(waiting: &mut Vec<oneshot::Sender<std::io::Result<()>>>, outcome: &std::io::Result<()>) {
@@ -176,6 +174,7 @@ fn answer(waiting: &mut Vec<oneshot::Sender<std::io::Result<()>>>, outcome: &std
 mod tests {
     use super::super::book::{Source, Status};
     use super::*;
+    use std::fs::OpenOptions;
 
     fn command(id: &str, status: Status, created_at: i64) -> Command {
         Command {

@@ -1,6 +1,6 @@
-//! The record of every firing: an append-only log, `{data-dir}/firings/firings.log`, one JSON
-//! object per line, written and fsynced in groups by its own thread before the firings go
-//! further; the recent rows are the `rule_firings` table.
+//! The record of every firing: an append-only log, `{data-dir}/firings/firings.log`, one
+//! checksummed JSON object per line (`json_lines`), written and fsynced in groups by its own
+//! thread before the firings go further; the recent rows are the `rule_firings` table.
 //!
 //! On start the log gives each chain's last recorded state; after the engine has rebuilt its
 //! state from storage, a chain whose state differs gets one firing to record the change it
@@ -8,8 +8,6 @@
 //! twice across a restart.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +21,7 @@ use tracing::warn;
 
 use crate::commands::rule::{command_targets, CommandTarget};
 use crate::devices::presence;
+use crate::json_lines::{encode_line, LineFile};
 use crate::notify::{notify_targets, Notifier, NotifyTarget};
 
 /// Rows of `rule_firings` kept in memory; older firings stay in the log file only.
@@ -88,7 +87,6 @@ impl FiringRecord {
 
 #[derive(Debug)]
 struct Inner {
-    file: File,
     recent: VecDeque<FiringRecord>,
     last_active: HashMap<String, bool>,
 }
@@ -96,6 +94,14 @@ struct Inner {
 #[derive(Debug)]
 pub struct FiringLog {
     path: PathBuf,
+    /// Held across the write and fsync of a group, apart from `inner` so that readers of the
+    /// recent records and states never wait for the disk.
+    file: Mutex<LineFile>,
+    /// Damaged records skipped when the log was opened.
+    skipped_at_open: u64,
+    /// Why the file refuses appends (a failed fsync), once it does; read without the file's
+    /// lock.
+    failed: std::sync::OnceLock<String>,
     inner: Mutex<Inner>,
     notifier: Arc<Notifier>,
     /// Durable records that make commands, to the command service (set once it runs).
@@ -104,13 +110,14 @@ pub struct FiringLog {
 
 impl FiringLog {
     /// Opens the log, reading what it holds (the notifier numbers its notifications again);
-    /// a torn last line (a crash mid-write) is cut off.
+    /// a torn tail (a crash mid-write) is cut off, a damaged record before readable ones
+    /// skipped.
     pub fn open(dir: &Path, notifier: Arc<Notifier>) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("firings.log");
         let mut recent = VecDeque::new();
         let mut last_active = HashMap::new();
-        let good_len = crate::json_lines::read_json_lines(&path, |r: FiringRecord| {
+        let read = crate::json_lines::read_json_lines(&path, |r: FiringRecord| {
             notifier.record(std::slice::from_ref(&r), false);
             last_active.insert(r.chain.clone(), r.active);
             recent.push_back(r);
@@ -118,15 +125,13 @@ impl FiringLog {
                 recent.pop_front();
             }
         })?;
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        if file.metadata()?.len() > good_len {
-            file.set_len(good_len)?;
-            file.sync_all()?;
-        }
+        let file = LineFile::open(&path, read.good_len)?;
         Ok(Arc::new(Self {
             path,
+            file: Mutex::new(file),
+            skipped_at_open: read.skipped,
+            failed: std::sync::OnceLock::new(),
             inner: Mutex::new(Inner {
-                file,
                 recent,
                 last_active,
             }),
@@ -144,20 +149,36 @@ impl FiringLog {
         &self.path
     }
 
+    /// Why appends are refused (after a failed fsync), if they are.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.get().cloned()
+    }
+
+    /// Damaged records skipped when the log was opened.
+    pub fn skipped_at_open(&self) -> u64 {
+        self.skipped_at_open
+    }
+
     /// Appends and syncs; only then are the records visible in `rule_firings` and their
     /// notifications delivered.
     pub fn append(&self, records: &[FiringRecord]) -> std::io::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        let mut bytes = Vec::with_capacity(records.len() * 160);
+        let mut bytes = Vec::with_capacity(records.len() * 170);
         for r in records {
-            serde_json::to_writer(&mut bytes, r).map_err(std::io::Error::other)?;
-            bytes.push(b'\n');
+            encode_line(&mut bytes, r)?;
+        }
+        // The file's lock is taken first and held until the records are numbered, so the
+        // records become visible, and notifications are numbered, in the log's order.
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = file.append(&bytes) {
+            if let Some(reason) = file.failure() {
+                let _ = self.failed.set(reason.to_owned());
+            }
+            return Err(e);
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.file.write_all(&bytes)?;
-        inner.file.sync_data()?;
         for r in records {
             inner.last_active.insert(r.chain.clone(), r.active);
             inner.recent.push_back(r.clone());
@@ -165,9 +186,10 @@ impl FiringLog {
         while inner.recent.len() > MAX_RECENT {
             inner.recent.pop_front();
         }
-        // Numbered under the log's lock, so seqs follow the log's order.
-        self.notifier.record(records, true);
         drop(inner);
+        // Numbered under the file's lock, so seqs follow the log's order.
+        self.notifier.record(records, true);
+        drop(file);
         if let Some(outlet) = self.commands.get() {
             for r in records.iter().filter(|r| !r.commands.is_empty()) {
                 // The writer thread waits for room; an append on the runtime (a firing recorded
