@@ -375,3 +375,48 @@ async fn a_retransmitted_coap_post_is_stored_once() {
         .await;
     assert_eq!(rows, json!([{"n": 1}]));
 }
+
+/// A CoAP POST refused for overload is `5.03` with Max-Age 1 (when to retry, RFC 7252
+/// §5.9.3.4), as HTTP's `503` carries `Retry-After: 1`; the refused reading is not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_coap_post_is_5_03_with_max_age() {
+    use coap_lite::{CoapOption, CoapRequest, MessageType, Packet, RequestType};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        dir.path(),
+        &["--max-buffered-rows", "1", "--persist-interval", "1h"],
+        &[],
+    );
+    let http = reqwest::Client::new();
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut answers = Vec::new();
+    for id in [901u16, 902] {
+        let mut request: CoapRequest<std::net::SocketAddr> = CoapRequest::new();
+        request.set_method(RequestType::Post);
+        request.set_path("/telemetry/d-6");
+        request.message.header.set_type(MessageType::Confirmable);
+        request.message.header.message_id = id;
+        request.message.payload = br#"{"temperature": 21.5}"#.to_vec();
+        udp.send_to(&request.message.to_bytes().unwrap(), &server.coap_addr)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, _) = tokio::time::timeout(WAIT, udp.recv_from(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        answers.push(Packet::from_bytes(&buf[..n]).unwrap());
+    }
+    assert_eq!(answers[0].header.code.to_string(), "2.04");
+    assert!(answers[0].get_option(CoapOption::MaxAge).is_none());
+    assert_eq!(answers[1].header.code.to_string(), "5.03");
+    let max_age = answers[1].get_option(CoapOption::MaxAge).expect("Max-Age");
+    assert_eq!(max_age.front(), Some(&vec![1u8]));
+    let reason: Value = serde_json::from_slice(&answers[1].payload).unwrap();
+    assert!(reason["error"].as_str().unwrap().contains("persistence"), "{reason}");
+    let rows = server
+        .sql(&http, "SELECT count(*) AS n FROM readings WHERE device = 'd-6'")
+        .await;
+    assert_eq!(rows, json!([{"n": 1}]));
+}

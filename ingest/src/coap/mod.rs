@@ -3,7 +3,8 @@
 //! - `POST /telemetry?token=T` (or `/telemetry/{device}`, without a token in `dev` mode) with a
 //!   JSON body as for MQTT answers `2.04 Changed` once the readings are durable, `4.00` with
 //!   the reason otherwise, `4.01` without a valid token, `4.03` for a token of another device
-//!   or a sensor it does not own, `4.29` over its rate limit, `5.03` when overloaded.
+//!   or a sensor it does not own, `4.29` over its rate limit, `5.03` with Max-Age 1 (retry in a
+//!   second) when overloaded.
 //! - `GET /devices/{device}/notifications` with Observe (RFC 7641) registers an observer
 //!   ([`observers`]); each notification is then sent to it as a confirmable `2.05` with an
 //!   increasing Observe number. Without Observe, the GET answers the last notification. Both
@@ -14,6 +15,7 @@
 
 mod dedup;
 mod observers;
+mod recv_backoff;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +38,7 @@ use crate::validate::check_device;
 use crate::{decode_device_payload, DecodeArgs};
 use dedup::Dedup;
 use observers::{Observer, Observers};
+use recv_backoff::RecvBackoff;
 
 #[derive(Debug, Clone)]
 pub struct CoapArgs {
@@ -71,6 +74,8 @@ pub struct CoapStats {
     pub notifications: AtomicU64,
     /// Requests answered 5.03 because too many were in flight.
     pub refused: AtomicU64,
+    /// Errors of `recv_from` (each ICMP port-unreachable of a gone observer among them).
+    pub socket_errors: AtomicU64,
 }
 
 /// Requests handled at once.
@@ -167,15 +172,26 @@ fn rand_start() -> u16 {
 
 async fn receive_loop(shared: Arc<Shared>) {
     let mut buf = vec![0u8; 65_536];
+    let mut backoff = RecvBackoff::default();
     loop {
         let (len, src) = match shared.socket.recv_from(&mut buf).await {
             Ok(r) => r,
             Err(e) => {
-                // ICMP port unreachable from a gone observer surfaces here on Linux.
-                debug!(error = %e, "coap: receive");
+                shared.stats.socket_errors.fetch_add(1, Ordering::Relaxed);
+                match backoff.after_error(e.kind()) {
+                    // ICMP port unreachable from a gone observer: about one datagram.
+                    None => debug!(error = %e, "coap: receive"),
+                    Some(wait) => {
+                        if backoff.should_warn() {
+                            warn!(error = %e, ?wait, "coap: socket error; waiting before the next receive");
+                        }
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 continue;
             }
         };
+        backoff.after_datagram();
         shared.stats.requests.fetch_add(1, Ordering::Relaxed);
         let packet = match Packet::from_bytes(&buf[..len]) {
             Ok(p) => p,
@@ -225,6 +241,7 @@ async fn receive_loop(shared: Arc<Shared>) {
                 let body = error_body("too many requests in flight; retry later");
                 if let Some(r) = request.response.as_mut() {
                     r.set_status(ResponseType::ServiceUnavailable);
+                    retry_after(&mut r.message);
                     r.message.payload = body.to_vec();
                     if let Ok(bytes) = r.message.to_bytes() {
                         if confirmable {
@@ -269,6 +286,9 @@ async fn handle(shared: Arc<Shared>, mut request: CoapRequest<SocketAddr>) {
         return;
     };
     response.set_status(status);
+    if status == ResponseType::ServiceUnavailable {
+        retry_after(&mut response.message);
+    }
     response
         .message
         .set_content_format(ContentFormat::ApplicationJSON);
@@ -284,6 +304,17 @@ async fn handle(shared: Arc<Shared>, mut request: CoapRequest<SocketAddr>) {
         lock(&shared.dedup).answered(src, message_id, bytes.clone(), Instant::now());
     }
     let _ = shared.socket.send_to(&bytes, src).await;
+}
+
+/// Seconds a client should wait before it retries a request answered `5.03`, as HTTP's
+/// `Retry-After: 1` (RFC 7252 §5.9.3.4: the Max-Age option of a 5.03 says when to retry).
+const RETRY_AFTER_SECS: u8 = 1;
+
+fn retry_after(message: &mut Packet) {
+    message.set_option(
+        coap_lite::CoapOption::MaxAge,
+        std::collections::LinkedList::from([vec![RETRY_AFTER_SECS]]),
+    );
 }
 
 /// The value of `name=` among the request's Uri-Query options (one option per argument, as
@@ -378,10 +409,7 @@ async fn post_telemetry(
                 Bytes::from(json!({ "accepted": accepted }).to_string()),
             )
         }
-        Err(
-            e @ (aemos_storage::Error::Overloaded { .. }
-            | aemos_storage::Error::WalQueueFull { .. }),
-        ) => (ResponseType::ServiceUnavailable, error_body(e)),
+        Err(e) if e.is_overload() => (ResponseType::ServiceUnavailable, error_body(e)),
         Err(e) => (ResponseType::InternalServerError, error_body(e)),
     }
 }
