@@ -109,7 +109,7 @@ impl Rules {
             }
         })
         .await?;
-        rebuild(queries, &self.engine, &self.firings, storage.now_ms()).await?;
+        rebuild(storage, queries, &self.engine, &self.firings, storage.now_ms()).await?;
         self.live.store(true, Ordering::Release);
         Ok(chains)
     }

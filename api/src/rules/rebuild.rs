@@ -1,6 +1,7 @@
 //! Start-up: chains come back from storage, the engine's state (latest values, window
 //! contents) is rebuilt from storage, and the firing log is reconciled with the rebuilt state,
-//! all before the server is ready.
+//! all before the server is ready. The engine's calls, which wait for room in its channels,
+//! and the firing log's fsync run on blocking threads, not on the runtime's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,23 +22,35 @@ use crate::notify::notify_targets;
 pub const CHAINS: &str = "rulechains";
 
 /// Registers every stored chain; a stored chain that no longer compiles is logged and skipped.
-pub async fn restore_chains(storage: &Storage, engine: &Engine) -> anyhow::Result<usize> {
-    let mut restored = 0;
+pub async fn restore_chains(storage: &Storage, engine: &Arc<Engine>) -> anyhow::Result<usize> {
+    let mut specs = Vec::new();
     for doc in storage.documents(CHAINS).await? {
-        let spec: ChainSpec = match serde_json::from_value(doc) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "stored rule chain does not parse; skipped");
-                continue;
-            }
-        };
-        let id = spec.id.clone();
-        match engine.upsert(spec) {
-            Ok(_) => restored += 1,
-            Err(e) => warn!(%id, error = %e, "stored rule chain refused; skipped"),
+        match serde_json::from_value::<ChainSpec>(doc) {
+            Ok(s) => specs.push(s),
+            Err(e) => warn!(error = %e, "stored rule chain does not parse; skipped"),
         }
     }
+    let engine = Arc::clone(engine);
+    let restored = tokio::task::spawn_blocking(move || {
+        let mut restored = 0;
+        for spec in specs {
+            let id = spec.id.clone();
+            match engine.upsert(spec) {
+                Ok(_) => restored += 1,
+                Err(e) => warn!(%id, error = %e, "stored rule chain refused; skipped"),
+            }
+        }
+        restored
+    })
+    .await?;
     Ok(restored)
+}
+
+/// Feeds readings from a blocking thread (a full feed channel blocks the caller).
+async fn feed(engine: &Arc<Engine>, readings: Vec<Reading>) -> anyhow::Result<()> {
+    let engine = Arc::clone(engine);
+    tokio::task::spawn_blocking(move || engine.feed(readings)).await??;
+    Ok(())
 }
 
 type Columns = (
@@ -94,21 +107,53 @@ async fn feed_query(
             readings.push(Reading::new(s.value(i), v.value(i), t.value(i), x.value(i)));
             if readings.len() == 10_000 {
                 total += readings.len();
-                engine.feed(std::mem::take(&mut readings))?;
+                feed(engine, std::mem::take(&mut readings)).await?;
             }
         }
     }
     total += readings.len();
-    engine.feed(readings)?;
+    feed(engine, readings).await?;
+    Ok(total)
+}
+
+/// Feeds the newest reading of each key older than `before` (the others come with the
+/// windows' readings), 10,000 per tick, and notes each device's newest time in `seen`.
+async fn feed_newest(
+    engine: &Arc<Engine>,
+    newest: aemos_storage::summary::NewestByKey,
+    before: Option<i64>,
+    seen: &mut HashMap<String, i64>,
+) -> anyhow::Result<usize> {
+    let mut readings = Vec::new();
+    let mut total = 0;
+    for ((device, sensor, variable), (time, value)) in newest {
+        if before.is_none_or(|t| time < t) {
+            readings.push(Reading::new(&sensor, &variable, time, value));
+            if readings.len() == 10_000 {
+                total += readings.len();
+                feed(engine, std::mem::take(&mut readings)).await?;
+            }
+        }
+        let newest_seen = seen.entry(device).or_insert(time);
+        *newest_seen = (*newest_seen).max(time);
+    }
+    total += readings.len();
+    feed(engine, readings).await?;
     Ok(total)
 }
 
 /// Rebuilds latest values and window contents from storage (buffer and Parquet), waits for the
 /// engine to take them in, then reconciles the firing log with the engine's state.
+///
+/// The newest reading of each key comes from the files' summaries and the buffer
+/// (`Storage::newest_per_key`), so a start costs the number of keys, not the history kept;
+/// only the readings within the longest aggregate window are read row by row. Files written
+/// before summaries kept the newest reading are read with a `GROUP BY` instead.
 pub async fn rebuild(
+    storage: &Storage,
     queries: &QueryEngine,
     engine: &Arc<Engine>,
-    firings: &FiringLog,
+    firings: &Arc<FiringLog>,
     now_ms: i64,
 ) -> anyhow::Result<()> {
     let chains = engine.chains();
@@ -132,16 +177,17 @@ pub async fn rebuild(
         format!(" HAVING max(time) < to_timestamp_millis({t})")
     });
     let mut seen = HashMap::new();
-    let latest = feed_query(
-        queries,
-        engine,
-        &format!(
-            "SELECT sensor, variable, max(time) AS time, last_value(value ORDER BY time) AS value, \
-             device FROM readings GROUP BY sensor, variable, device{older}"
-        ),
-        &mut seen,
-    )
-    .await?;
+    let latest = match storage.newest_per_key().await? {
+        Some(newest) => feed_newest(engine, newest, since, &mut seen).await?,
+        None => {
+            info!("files without the newest reading in their summary: reading their rows");
+            let sql = format!(
+                "SELECT sensor, variable, max(time) AS time, last_value(value ORDER BY time) \
+                 AS value, device FROM readings GROUP BY sensor, variable, device{older}"
+            );
+            feed_query(queries, engine, &sql, &mut seen).await?
+        }
+    };
     let mut windowed = 0;
     if let Some(t) = since {
         let sql = format!(
@@ -162,7 +208,7 @@ pub async fn rebuild(
             )
         })
         .collect();
-    engine.feed(seen)?;
+    feed(engine, seen).await?;
     let waiting = Arc::clone(engine);
     tokio::task::spawn_blocking(move || waiting.sync()).await??;
     let mut changes = Vec::new();
@@ -195,11 +241,13 @@ pub async fn rebuild(
             });
         }
     }
-    firings.append(&changes)?;
+    let reconciled = changes.len();
+    let log = Arc::clone(firings);
+    tokio::task::spawn_blocking(move || log.append(&changes)).await??;
     info!(
         latest,
         windowed,
-        reconciled = changes.len(),
+        reconciled,
         "engine state rebuilt"
     );
     Ok(())
