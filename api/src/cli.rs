@@ -105,6 +105,14 @@ fn parse_optional_addr(text: &str) -> Result<OptionalAddr, String> {
         .map_err(|e| format!("{text:?}: {e} (an address such as 127.0.0.1:1884, or `off`)"))
 }
 
+/// A fraction in `(0, 1]`, as `0.9`.
+pub fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!("{text:?} is not a fraction in (0, 1], as 0.9")),
+    }
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("{text:?} is not a duration like 500ms, 10s, 5m, 1h, 7d: {e}"))
@@ -196,6 +204,19 @@ pub struct ServeArgs {
     /// Writes get 503 while this many readings wait in memory for persistence.
     #[arg(long, env = "AEMOS_MAX_BUFFERED_ROWS", default_value_t = 30_000_000)]
     pub max_buffered_rows: usize,
+    /// The circuit breaker opens (telemetry gets 503) when the fuller of the WAL queue and the
+    /// buffer reaches this fraction of its bound.
+    #[arg(long, env = "AEMOS_BREAKER_OPEN_AT", default_value_t = 0.9, value_parser = parse_fraction)]
+    pub breaker_open_at: f64,
+    /// An open breaker half-opens at this load, and closes once it has stayed there for
+    /// `--breaker-stable`.
+    #[arg(long, env = "AEMOS_BREAKER_RECOVER_AT", default_value_t = 0.5, value_parser = parse_fraction)]
+    pub breaker_recover_at: f64,
+    /// Low-priority writes (`?priority=low`) are shed from this load on.
+    #[arg(long, env = "AEMOS_BREAKER_LOW_UNTIL", default_value_t = 0.7, value_parser = parse_fraction)]
+    pub breaker_low_until: f64,
+    #[arg(long, env = "AEMOS_BREAKER_STABLE", default_value = "5s", value_parser = parse_duration)]
+    pub breaker_stable: Duration,
     /// Query parallelism (default: the number of cores).
     #[arg(long, env = "AEMOS_QUERY_PARTITIONS")]
     pub query_partitions: Option<usize>,

@@ -28,11 +28,17 @@ pub struct Metrics {
     pub coap_malformed: IntCounter,
     pub coap_requests: IntCounter,
     pub coap_refused: IntCounter,
+    pub coap_socket_errors: IntCounter,
     pub coap_notifications: IntCounter,
     /// Credentials refused, by protocol and reason (missing, invalid, forbidden).
     pub auth_refusals: IntCounterVec,
     /// Messages refused by a rate limit, by protocol.
     pub rate_limited: IntCounterVec,
+    /// Writes refused at admission, by priority and reason (`shed` by the circuit breaker,
+    /// `full` at a queue's hard bound), every protocol together.
+    pub admission_refusals: IntCounterVec,
+    /// 0 closed, 1 half-open, 2 open (seed 004's `circuit_state`).
+    pub circuit_state: IntGauge,
 }
 
 impl Metrics {
@@ -76,9 +82,19 @@ impl Metrics {
             "Messages refused by a rate limit, by protocol",
             &["protocol"],
         );
+        let admission_refusals = labelled(
+            "admission_refusals_total",
+            "Writes refused at admission, by priority and reason (shed, full)",
+            &["priority", "reason"],
+        );
         Self {
             auth_refusals,
             rate_limited,
+            admission_refusals,
+            circuit_state: gauge(
+                "circuit_state",
+                "The write circuit breaker: 0 closed, 1 half-open, 2 open",
+            ),
             readings_accepted: counter("readings_accepted_total", "Readings made durable"),
             readings_rejected: counter("readings_rejected_total", "Readings refused by validation"),
             write_requests: by_status("write_requests_total", "Write requests by HTTP status"),
@@ -126,6 +142,10 @@ impl Metrics {
             coap_refused: counter(
                 "coap_refused_total",
                 "CoAP requests answered 5.03 because too many were in flight",
+            ),
+            coap_socket_errors: counter(
+                "coap_socket_errors_total",
+                "Errors receiving from the CoAP socket (ICMP port-unreachable of gone observers among them)",
             ),
             coap_notifications: counter("coap_notifications_total", "Observe notifications sent"),
             registry,

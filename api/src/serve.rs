@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::notify::channels::SocketIoChannel;
 use crate::notify::datastream::Datastream;
 use crate::notify::socketio::{serve_namespace, socket_io, Subscriptions};
-use crate::notify::{Notifier, REPLAY_PER_DEVICE};
+use crate::notify::{Notifier, REPLAY_PER_DEVICE, REPLAY_TOTAL};
 use crate::rules::{Rules, RulesArgs, MAX_RECENT};
 
 /// Events a Socket.IO socket may have waiting before it misses some.
@@ -162,7 +162,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut engine_args = aemos_engine::EngineArgs::new(workers);
     engine_args.clock = Arc::clone(&clock);
     engine_args.tick = args.engine_tick;
-    let notifier = Notifier::new(REPLAY_PER_DEVICE);
+    let notifier = Notifier::new(REPLAY_PER_DEVICE, REPLAY_TOTAL);
     let rules = Rules::start(RulesArgs {
         firings_dir: args.store.data_dir.join("firings"),
         engine: engine_args,
@@ -196,6 +196,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     storage_args.compaction_min_files = args.compaction_min_files;
     storage_args.wal_queue = args.wal_queue;
     storage_args.max_buffered_rows = args.max_buffered_rows;
+    if args.breaker_recover_at >= args.breaker_open_at {
+        anyhow::bail!(
+            "--breaker-recover-at ({}) must be below --breaker-open-at ({})",
+            args.breaker_recover_at,
+            args.breaker_open_at
+        );
+    }
+    storage_args.breaker = aemos_storage::BreakerArgs {
+        open_at: args.breaker_open_at,
+        recover_at: args.breaker_recover_at,
+        low_until: args.breaker_low_until,
+        stable: args.breaker_stable,
+    };
     storage_args.observer = Some(Arc::new(Observers(vec![rules.observer(), datastream])));
     let storage = Storage::open(storage_args)
         .await

@@ -20,6 +20,12 @@ pub enum Error {
     Overloaded { buffered: usize, limit: usize },
     #[error("overloaded: {depth} writes wait for the wal (capacity {capacity})")]
     WalQueueFull { depth: usize, capacity: usize },
+    #[error("overloaded: {priority}-priority writes are shed while the circuit breaker is {circuit} (load {load_percent}% of the queues' bounds)")]
+    Shed {
+        priority: &'static str,
+        circuit: &'static str,
+        load_percent: u32,
+    },
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("parquet: {0}")]
@@ -37,6 +43,17 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl Error {
+    /// A refusal for load (a full queue or a shed priority): answered `503` with a time to
+    /// retry (HTTP `Retry-After`, CoAP Max-Age), retried by the MQTT edge.
+    pub fn is_overload(&self) -> bool {
+        matches!(
+            self,
+            Error::Overloaded { .. } | Error::WalQueueFull { .. } | Error::Shed { .. }
+        )
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -23,9 +23,13 @@
 //! {prefix}/documents/{namespace}/{name}.json                    documents of upper layers (rule chains)
 //! ```
 //!
+//! Writes are admitted by priority behind a circuit breaker on the WAL queue and the buffer
+//! ([`Storage::admit`], `admission.rs`).
+//!
 //! Background maintenance compacts partitions with many small files, drops files older than the
 //! retention period and deletes removed files after a grace period.
 
+mod admission;
 mod buffer;
 mod catalog;
 mod documents;
@@ -42,6 +46,7 @@ mod wal;
 
 /// The clock storage takes (re-exported: one clock type for all of aemos).
 pub use aemos_clock::{Clock, ManualClock, SystemClock};
+pub use admission::{AdmissionStatus, BreakerArgs, CircuitState, Priority};
 pub use buffer::{Buffer, Generation};
 pub use catalog::{Catalog, CatalogState, FileId, ParquetFile, SummaryFile, Tombstone};
 pub use documents::{DocumentChanges, DocumentWatch, CHANGE_MARGIN_MS, CHANGE_RETENTION_MS};

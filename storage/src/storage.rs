@@ -11,6 +11,7 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::sync::{watch, Mutex, Notify};
 use tracing::{debug, info, warn};
 
+use crate::admission::{Admission, AdmissionStatus, BreakerArgs, Priority, Refusal};
 use crate::buffer::{Buffer, Generation};
 use crate::catalog::{Catalog, FileId, ParquetFile, SummaryFile};
 use crate::error::{Error, Result};
@@ -51,6 +52,8 @@ pub struct StorageArgs {
     pub observer: Option<Arc<dyn crate::wal::DurableObserver>>,
     /// Faults injected into the WAL writer and the background maintenance (tests).
     pub faults: Option<Arc<dyn crate::faults::Faults>>,
+    /// The circuit breaker's thresholds (see `admission`).
+    pub breaker: BreakerArgs,
 }
 
 impl StorageArgs {
@@ -69,6 +72,7 @@ impl StorageArgs {
             time,
             observer: None,
             faults: None,
+            breaker: BreakerArgs::default(),
         }
     }
 }
@@ -101,6 +105,7 @@ pub struct Storage {
     next_file_id: AtomicU64,
     replay: ReplayReport,
     maintenance: MaintenanceRecord,
+    admission: Admission,
     args: StorageArgs,
 }
 
@@ -148,6 +153,7 @@ impl Storage {
             next_file_id: AtomicU64::new(0),
             replay,
             maintenance: MaintenanceRecord::default(),
+            admission: Admission::new(args.breaker, args.time.now_ms()),
             args,
         }))
     }
@@ -156,27 +162,113 @@ impl Storage {
     /// too many rows wait for persistence. Callers check before decoding to shed load early;
     /// [`Storage::write`] checks again.
     pub fn check_admission(&self) -> Result<()> {
+        self.admit(Priority::Normal)
+    }
+
+    /// Whether a write of `priority` is admitted now: the queues' hard bounds for every
+    /// priority, then the circuit breaker (see `admission`).
+    pub fn admit(&self, priority: Priority) -> Result<()> {
         let (depth, capacity) = (self.wal.queue_depth(), self.args.wal_queue);
-        if depth >= capacity {
-            return Err(Error::WalQueueFull { depth, capacity });
-        }
         let buffered = self.buffer.rows();
-        if buffered >= self.args.max_buffered_rows {
-            return Err(Error::Overloaded {
+        let full = if depth >= capacity {
+            Some(Error::WalQueueFull { depth, capacity })
+        } else if buffered >= self.args.max_buffered_rows {
+            Some(Error::Overloaded {
                 buffered,
                 limit: self.args.max_buffered_rows,
-            });
+            })
+        } else {
+            None
+        };
+        let load = self.load();
+        let state = self.admission.observe(load, self.now_ms());
+        if let Some(e) = full {
+            self.admission.count(priority, Refusal::Full);
+            return Err(e);
         }
-        Ok(())
+        self.admission
+            .decide(priority, state, load)
+            .map_err(|_| Error::Shed {
+                priority: priority.name(),
+                circuit: state.name(),
+                load_percent: (load * 100.0).round() as u32,
+            })
+    }
+
+    /// The fuller of the WAL queue and the buffer, as a fraction of its bound.
+    pub fn load(&self) -> f64 {
+        let wal = self.wal.queue_depth() as f64 / self.args.wal_queue.max(1) as f64;
+        let buffer = self.buffer.rows() as f64 / self.args.max_buffered_rows.max(1) as f64;
+        wal.max(buffer)
+    }
+
+    /// The breaker's state and counters, moved for the current load.
+    pub fn admission_status(&self) -> AdmissionStatus {
+        self.admission.status(self.load(), self.now_ms())
+    }
+
+    /// Writes of `priority` refused since start, shed (`full == false`) or at a hard bound.
+    pub fn admission_refused(&self, priority: Priority, full: bool) -> u64 {
+        let refusal = if full { Refusal::Full } else { Refusal::Shed };
+        self.admission.refused(priority, refusal)
+    }
+
+    /// Closes the breaker (an operator's reset); the load may open it again at once.
+    pub fn reset_admission(&self) {
+        self.admission.reset(self.now_ms());
     }
 
     /// Makes a batch of readings durable; it is visible to queries when this returns.
     pub async fn write(&self, batch: RecordBatch) -> Result<()> {
+        self.write_with(batch, Priority::Normal).await
+    }
+
+    /// [`Self::write`] admitted at `priority`.
+    pub async fn write_with(&self, batch: RecordBatch, priority: Priority) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.check_admission()?;
+        self.admit(priority)?;
         self.wal.append(WalRecord::encode(batch)?).await
+    }
+
+    /// The newest reading of every `(device, sensor, variable)`, from the files' summaries
+    /// and the buffer's rows, without reading the files' rows: what the rule engine's state is
+    /// rebuilt from at start, at a cost that grows with the keys, not with the history. `None`
+    /// when a file has no summary with its newest readings (written by an older version): the
+    /// caller then reads the rows.
+    pub async fn newest_per_key(&self) -> Result<Option<crate::summary::NewestByKey>> {
+        let snapshot = self.read_snapshot();
+        let mut newest = crate::summary::NewestByKey::new();
+        for file in &snapshot.files {
+            let Some(summary) = &file.summary else {
+                return Ok(None);
+            };
+            let path = object_store::path::Path::from(summary.path.as_str());
+            let bytes = self.object_store.store.get(&path).await?.bytes().await?;
+            // Decoding is CPU work: off the runtime's scheduler (a multi-threaded runtime).
+            let complete = tokio::task::block_in_place(|| -> Result<bool> {
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
+                        .with_batch_size(64 * 1024)
+                        .build()?;
+                for batch in reader {
+                    if !crate::summary::fold_newest(&batch?, &mut newest) {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            })?;
+            if !complete {
+                return Ok(None);
+            }
+        }
+        tokio::task::block_in_place(|| {
+            for batch in &snapshot.batches {
+                crate::summary::fold_readings(batch, &mut newest);
+            }
+        });
+        Ok(Some(newest))
     }
 
     pub fn replay_report(&self) -> &ReplayReport {
@@ -206,6 +298,11 @@ impl Storage {
 
     pub fn wal_queue_capacity(&self) -> usize {
         self.args.wal_queue
+    }
+
+    /// Readings the buffer may hold before every write is refused.
+    pub fn max_buffered_rows(&self) -> usize {
+        self.args.max_buffered_rows
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -564,22 +661,46 @@ impl Storage {
 
 /// What a server on `data_dir` would serve, read without starting a writer or changing any
 /// file (`aemos sql`): the catalog's files and the WAL's unpersisted rows.
+///
+/// A server running beside it may persist between the two reads and then delete the WAL
+/// segments it persisted: the catalog is read again after the WAL, and if the server's
+/// persisted mark moved in between, both are read again, so every row is seen once, from a
+/// file or from the WAL.
 pub async fn read_only_snapshot(
     data_dir: &std::path::Path,
     object_store: &ObjectStoreConfig,
 ) -> Result<ReadSnapshot> {
+    const ATTEMPTS: usize = 10;
+    let writer = std::fs::read_to_string(data_dir.join("writer-id")).ok();
+    let writer = writer.as_deref().map(str::trim);
+    let wal_dir = data_dir.join("wal");
+    let (_, mut mark) = catalog_and_mark(object_store, writer).await?;
+    for _ in 0..ATTEMPTS {
+        let read = tokio::task::block_in_place(|| crate::wal::read_unpersisted(&wal_dir, mark));
+        let (state, now) = catalog_and_mark(object_store, writer).await?;
+        if now == mark {
+            let (buffer, _) = read?;
+            return Ok(ReadSnapshot {
+                batches: buffer.snapshot().into_iter().flat_map(|(_, b)| b).collect(),
+                files: state.files_of(READINGS_TABLE).cloned().collect(),
+            });
+        }
+        // Persisted meanwhile: a segment read may be gone, its rows now in a file.
+        mark = now;
+    }
+    Err(Error::CatalogContention { attempts: ATTEMPTS })
+}
+
+/// The newest catalog and the WAL segment up to which `writer` has persisted.
+async fn catalog_and_mark(
+    object_store: &ObjectStoreConfig,
+    writer: Option<&str>,
+) -> Result<(Arc<crate::catalog::CatalogState>, Option<crate::wal::SegmentId>)> {
     let catalog =
         Catalog::load(Arc::clone(&object_store.store), object_store.prefix.clone()).await?;
     let state = catalog.snapshot();
-    let writer = std::fs::read_to_string(data_dir.join("writer-id")).ok();
-    let persisted = writer.and_then(|w| state.writers.get(w.trim()).copied());
-    let wal_dir = data_dir.join("wal");
-    let (buffer, _) =
-        tokio::task::block_in_place(|| crate::wal::read_unpersisted(&wal_dir, persisted))?;
-    Ok(ReadSnapshot {
-        batches: buffer.snapshot().into_iter().flat_map(|(_, b)| b).collect(),
-        files: state.files_of(READINGS_TABLE).cloned().collect(),
-    })
+    let mark = writer.and_then(|w| state.writers.get(w).copied());
+    Ok((state, mark))
 }
 
 /// A stable id for this data directory, created on first start.

@@ -52,7 +52,11 @@ pub fn policy<'a>(method: &Method, template: &str, path: &'a str) -> Option<Acce
         "/api/v1/schedules" | "/api/v1/schedules/{id}" if read => Access::ReadAll,
         "/api/v1/schedules" | "/api/v1/schedules/{id}" => Access::Operate,
         "/api/v1/rulechains" | "/api/v1/rulechains/{id}" => Access::Operate,
-        "/api/v1/health" | "/api/v1/metrics/prometheus" => Access::ReadAll,
+        "/api/v1/health"
+        | "/api/v1/metrics/prometheus"
+        | "/api/v1/metrics/queue"
+        | "/api/v1/metrics/queue/summary" => Access::ReadAll,
+        "/api/v1/metrics/backpressure/reset" => Access::Administer,
         // A route nobody listed here needs the most, so that a new route is never open.
         _ => Access::Administer,
     })

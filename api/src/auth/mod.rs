@@ -214,6 +214,6 @@ fn describe_access(access: &Access<'_>) -> String {
         Access::ReadDevice(id) => format!("read device {id:?}"),
         Access::ReadAll => "read this resource".into(),
         Access::Operate => "change rule chains or send commands (operator or admin)".into(),
-        Access::Administer => "manage devices and tokens (admin)".into(),
+        Access::Administer => "manage devices, tokens and the server (admin)".into(),
     }
 }

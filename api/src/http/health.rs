@@ -16,7 +16,10 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
     let failure = storage.wal_failure();
     let maintenance = storage.maintenance_status();
     let behind = maintenance.consecutive_failures > 0;
+    let firings = &state.rules.firings;
+    let firing_failure = firings.failure();
     let status = match (&failure, depth >= capacity || behind) {
+        _ if firing_failure.is_some() => "failing",
         (Some(_), _) => "failing",
         (None, true) => "degraded",
         (None, false) => "ok",
@@ -24,6 +27,7 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
     let wal_status = if failure.is_some() { "failed" } else { "ok" };
     Json(json!({
         "status": status,
+        "circuitState": storage.admission_status().circuit_state,
         "components": {
             "wal": {
                 "status": wal_status,
@@ -41,6 +45,12 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
                 "panics": maintenance.panics,
                 "consecutiveFailures": maintenance.consecutive_failures,
                 "lastError": maintenance.last_error,
+            },
+            // Refuses appends after a failed fsync (firings are then only logged as lost).
+            "firingLog": {
+                "status": if firing_failure.is_some() { "failed" } else { "ok" },
+                "error": firing_failure,
+                "skippedAtOpen": firings.skipped_at_open(),
             },
             "engine": {
                 "status": "ok",
@@ -100,6 +110,16 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
     up(&m.engine_eval_errors, load(&em.eval_errors));
     up(&m.engine_key_collisions, load(&em.key_collisions));
     up(&m.notifications, state.notifier.delivered());
+    m.circuit_state
+        .set(state.storage.admission_status().circuit_state.code());
+    for p in aemos_storage::Priority::ALL {
+        for (reason, full) in [("shed", false), ("full", true)] {
+            up(
+                &m.admission_refusals.with_label_values(&[p.name(), reason]),
+                state.storage.admission_refused(p, full),
+            );
+        }
+    }
     let edge = &state.edge;
     let dropped =
         |channel: &str, n: u64| up(&m.notifications_dropped.with_label_values(&[channel]), n);
@@ -113,6 +133,7 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
         up(&m.coap_malformed, load(&coap.stats.malformed));
         up(&m.coap_requests, load(&coap.stats.requests));
         up(&m.coap_refused, load(&coap.stats.refused));
+        up(&m.coap_socket_errors, load(&coap.stats.socket_errors));
         up(&m.coap_notifications, load(&coap.stats.notifications));
     }
     if let Some(sio) = &edge.socketio {

@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::write::{decode_body, forbidden, store};
+use aemos_storage::Priority;
 use super::{ApiError, AppState};
 use crate::auth::Principal;
 
@@ -179,7 +180,13 @@ async fn write_line_protocol(
         .map_err(|e| ApiError::BadRequest(e.to_string()))?
         .unwrap_or_default();
     let body = decompressed(headers, body, limit)?;
-    let decoded: Decoded = decode_body(state, principal, Format::LineProtocol(precision), &body)?;
+    let decoded: Decoded = decode_body(
+        state,
+        principal,
+        Format::LineProtocol(precision),
+        &body,
+        Priority::Normal,
+    )?;
     if decoded.forbidden {
         return Err(forbidden(principal, &decoded));
     }
@@ -196,7 +203,7 @@ async fn write_line_protocol(
         });
     }
     if outcome.accepted > 0 {
-        store(state, decoded.batch).await?;
+        store(state, decoded.batch, Priority::Normal).await?;
     }
     Ok(outcome)
 }

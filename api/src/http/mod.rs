@@ -8,6 +8,7 @@ mod devices;
 mod error;
 mod gate;
 mod health;
+mod queue;
 mod influx;
 mod notifications;
 mod preclean;
@@ -146,6 +147,9 @@ pub fn router(args: RouterArgs) -> Router {
         .route("/api/v1/health/liveness", get(health::liveness))
         .route("/api/v1/health/readiness", get(health::readiness))
         .route("/api/v1/metrics/prometheus", get(health::prometheus))
+        .route("/api/v1/metrics/queue", get(queue::queue))
+        .route("/api/v1/metrics/queue/summary", get(queue::summary))
+        .route("/api/v1/metrics/backpressure/reset", post(queue::reset))
         .route_layer(axum::middleware::from_fn_with_state(
             http_auth,
             crate::auth::http::require,

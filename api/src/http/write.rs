@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
 use crate::auth::Principal;
+use aemos_storage::Priority;
 use crate::devices::scope::{DeviceScope, RegistryScope};
 
 /// Bodies above this are decoded with `block_in_place`, off the async scheduler's hot path.
@@ -23,6 +24,8 @@ pub(super) struct WriteParams {
     #[serde(default)]
     partial: bool,
     precision: Option<String>,
+    /// `normal` (the default) or `low` (backfill: shed first under load).
+    priority: Option<String>,
 }
 
 pub(super) async fn write(
@@ -73,7 +76,11 @@ async fn write_inner(
         .and_then(|v| v.to_str().ok());
     let format = Format::from_content_type(content_type, precision)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let decoded = decode_body(state, principal, format, &body)?;
+    let priority = match params.priority.as_deref() {
+        Some(p) => Priority::from_client(p).map_err(ApiError::BadRequest)?,
+        None => Priority::Normal,
+    };
+    let decoded = decode_body(state, principal, format, &body, priority)?;
     if decoded.forbidden && !params.partial {
         return Err(forbidden(principal, &decoded));
     }
@@ -90,7 +97,7 @@ async fn write_inner(
     }
     let (accepted, rejected, rejected_count) =
         (decoded.accepted(), decoded.rejected, decoded.rejected_count);
-    store(state, decoded.batch).await?;
+    store(state, decoded.batch, priority).await?;
     if rejected_count > 0 {
         Ok(Json(json!({
             "accepted": accepted,
@@ -102,16 +109,18 @@ async fn write_inner(
     }
 }
 
-/// Admission, then the body decoded and validated for `principal` (its rejections counted).
+/// Admission at `priority` (a refused write is not decoded), then the body decoded and
+/// validated for `principal` (its rejections counted).
 pub(super) fn decode_body(
     state: &AppState,
     principal: &Principal,
     format: Format,
     body: &[u8],
+    priority: Priority,
 ) -> Result<aemos_ingest::Decoded, ApiError> {
     state
         .storage
-        .check_admission()
+        .admit(priority)
         .map_err(|e| storage_error(state, e))?;
     let args = DecodeArgs::for_storage(&state.storage).with_scope(scope_of(state, principal));
     let decode = || decode(format, body, &args);
@@ -156,11 +165,12 @@ pub(super) fn forbidden(principal: &Principal, decoded: &aemos_ingest::Decoded) 
 pub(super) async fn store(
     state: &AppState,
     batch: arrow::array::RecordBatch,
+    priority: Priority,
 ) -> Result<(), ApiError> {
     let accepted = batch.num_rows();
     state
         .storage
-        .write(batch)
+        .write_with(batch, priority)
         .await
         .map_err(|e| storage_error(state, e))?;
     state.metrics.readings_accepted.inc_by(accepted as u64);
@@ -174,7 +184,14 @@ pub(super) fn storage_error(state: &AppState, e: aemos_storage::Error) -> ApiErr
         return ApiError::Unavailable(format!("nothing was stored: {reason}"));
     }
     match e {
-        aemos_storage::Error::Overloaded { .. } | aemos_storage::Error::WalQueueFull { .. } => {
+        e @ aemos_storage::Error::Shed { .. } => {
+            state.metrics.overload_rejections.inc();
+            ApiError::Overloaded {
+                error: format!("{e}; nothing was stored, retry later"),
+                retry_after_secs: 1,
+            }
+        }
+        e if e.is_overload() => {
             state.metrics.overload_rejections.inc();
             ApiError::Overloaded {
                 error: "overloaded: writes are arriving faster than they can be made durable and persisted, retry later".into(),

@@ -31,6 +31,9 @@ use crate::rules::FiringRecord;
 
 /// Notifications kept per device for replay.
 pub const REPLAY_PER_DEVICE: usize = 1000;
+/// Notifications kept for replay over all devices together: beyond it the oldest go first,
+/// whichever device they belong to, so memory stays bounded however many devices there are.
+pub const REPLAY_TOTAL: usize = 1_000_000;
 
 /// A way out to clients. `deliver` must not block: queue and return.
 pub trait NotificationChannel: Send + Sync {
@@ -43,10 +46,19 @@ struct DeviceLog {
     recent: VecDeque<Arc<Notification>>,
 }
 
+#[derive(Debug, Default)]
+struct Logs {
+    by_device: HashMap<String, DeviceLog>,
+    /// Every kept notification, oldest first (some already dropped by their device's own
+    /// bound), so the oldest over all devices goes first when `replay_total` is reached.
+    order: VecDeque<Arc<Notification>>,
+}
+
 pub struct Notifier {
-    devices: Mutex<HashMap<String, DeviceLog>>,
+    devices: Mutex<Logs>,
     channels: RwLock<Vec<Arc<dyn NotificationChannel>>>,
     replay_per_device: usize,
+    replay_total: usize,
     delivered: AtomicU64,
 }
 
@@ -67,12 +79,29 @@ pub struct Replay {
     pub oldest_seq: Option<u64>,
 }
 
+impl Logs {
+    /// Drops the oldest kept notification over all devices (unless its device's own bound
+    /// dropped it already). A device's `last_seq` stays, so its numbering goes on.
+    fn drop_oldest(&mut self) {
+        let Some(oldest) = self.order.pop_front() else {
+            return;
+        };
+        if let Some(log) = self.by_device.get_mut(&oldest.device_uuid) {
+            if log.recent.front().is_some_and(|n| Arc::ptr_eq(n, &oldest)) {
+                log.recent.pop_front();
+            }
+        }
+    }
+}
+
 impl Notifier {
-    pub fn new(replay_per_device: usize) -> Arc<Self> {
+    /// Keeps at most `replay_per_device` notifications per device and `replay_total` in all.
+    pub fn new(replay_per_device: usize, replay_total: usize) -> Arc<Self> {
         Arc::new(Self {
-            devices: Mutex::new(HashMap::new()),
+            devices: Mutex::new(Logs::default()),
             channels: RwLock::new(Vec::new()),
             replay_per_device: replay_per_device.max(1),
+            replay_total: replay_total.max(1),
             delivered: AtomicU64::new(0),
         })
     }
@@ -92,7 +121,7 @@ impl Notifier {
             let mut devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
             for r in records {
                 for target in &r.notify {
-                    let log = devices.entry(target.device.clone()).or_default();
+                    let log = devices.by_device.entry(target.device.clone()).or_default();
                     log.last_seq += 1;
                     let kind = crate::devices::presence::notification_kind(&r.chain, &target.new)
                         .unwrap_or(DEVICE_STATE_CHANGE);
@@ -113,6 +142,10 @@ impl Notifier {
                     log.recent.push_back(Arc::clone(&n));
                     if log.recent.len() > self.replay_per_device {
                         log.recent.pop_front();
+                    }
+                    devices.order.push_back(Arc::clone(&n));
+                    if devices.order.len() > self.replay_total {
+                        devices.drop_oldest();
                     }
                     if deliver {
                         fresh.push(n);
@@ -146,7 +179,7 @@ impl Notifier {
     pub fn add_channel_with_latest(&self, channel: Arc<dyn NotificationChannel>) -> usize {
         let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
         let mut handed = 0;
-        for n in devices.values().filter_map(|d| d.recent.back()) {
+        for n in devices.by_device.values().filter_map(|d| d.recent.back()) {
             match serde_json::to_vec(&**n) {
                 Ok(json) => {
                     channel.deliver(n, &Bytes::from(json));
@@ -163,7 +196,7 @@ impl Notifier {
     /// Notifications of `device` with `seq > since_seq`, oldest first, at most `limit`.
     pub fn since(&self, device: &str, since_seq: u64, limit: usize) -> Replay {
         let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(log) = devices.get(device) else {
+        let Some(log) = devices.by_device.get(device) else {
             return Replay {
                 notifications: Vec::new(),
                 last_seq: 0,
@@ -225,6 +258,7 @@ impl SnapshotSource for Notifier {
         let rows: Vec<Arc<Notification>> = {
             let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
             devices
+                .by_device
                 .values()
                 .flat_map(|d| d.recent.iter().cloned())
                 .collect()
@@ -257,5 +291,61 @@ impl SnapshotSource for Notifier {
                 Vec::new()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(device: &str, n: usize) -> FiringRecord {
+        FiringRecord {
+            time: 1_768_900_000_000 + n as i64,
+            chain: format!("c-{device}"),
+            device: device.to_owned(),
+            kind: "activated".into(),
+            active: true,
+            values: Default::default(),
+            fields: Default::default(),
+            notify: vec![NotifyTarget {
+                device: device.to_owned(),
+                state: "alert".into(),
+                new: format!("v{n}"),
+                old: String::new(),
+            }],
+            commands: Vec::new(),
+        }
+    }
+
+    fn kept(n: &Notifier, device: &str) -> Vec<u64> {
+        n.since(device, 0, usize::MAX)
+            .notifications
+            .iter()
+            .map(|n| n.seq)
+            .collect()
+    }
+
+    #[test]
+    fn replay_is_bounded_per_device_and_over_all_devices() {
+        let notifier = Notifier::new(3, 5);
+        for i in 0..4 {
+            notifier.record(&[record("a", i)], false);
+        }
+        assert_eq!(kept(&notifier, "a"), vec![2, 3, 4], "the device's own bound");
+        for i in 0..3 {
+            notifier.record(&[record("b", i)], false);
+        }
+        // Seven recorded, five kept in all (one of a's already gone by its own bound): the
+        // oldest over both devices went first.
+        assert_eq!(kept(&notifier, "a"), vec![3, 4]);
+        assert_eq!(kept(&notifier, "b"), vec![1, 2, 3]);
+        for i in 0..5 {
+            notifier.record(&[record("c", i)], false);
+        }
+        assert_eq!(kept(&notifier, "a"), Vec::<u64>::new());
+        assert_eq!(notifier.since("a", 0, 10).last_seq, 4, "numbering goes on");
+        let total: usize = ["a", "b", "c"].iter().map(|d| kept(&notifier, d).len()).sum();
+        assert!(total <= 5, "{total}");
+        assert_eq!(kept(&notifier, "c"), vec![3, 4, 5]);
     }
 }

@@ -557,6 +557,24 @@ fn routes() -> Vec<Route> {
                 None,
             )
         },
+        {
+            let (a, o, v) = users(ok);
+            r("GET", "/api/v1/metrics/queue", none, a, o, v, None, None)
+        },
+        {
+            let (a, o, v) = users(ok);
+            r("GET", "/api/v1/metrics/queue/summary", none, a, o, v, None, None)
+        },
+        r(
+            "POST",
+            "/api/v1/metrics/backpressure/reset",
+            none,
+            Some(ok),
+            None,
+            None,
+            None,
+            None,
+        ),
     ];
     routes.splice(1..1, influx);
     routes

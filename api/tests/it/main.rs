@@ -2,6 +2,7 @@
 //! (durability across SIGKILL, `aemos sql`, S3 through a real S3-compatible server).
 
 mod access;
+mod backpressure;
 mod commands;
 mod device_state;
 mod devices_api;

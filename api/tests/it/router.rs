@@ -10,7 +10,7 @@ use aemos_api::auth::{Auth, JwtVerifier, Mode, RateLimits};
 use aemos_api::devices::DeviceRegistry;
 use aemos_api::http::{router, AppState, Edge, RouterArgs};
 use aemos_api::metrics::Metrics;
-use aemos_api::notify::{Notifier, REPLAY_PER_DEVICE};
+use aemos_api::notify::{Notifier, REPLAY_PER_DEVICE, REPLAY_TOTAL};
 use aemos_api::rules::{Rules, RulesArgs};
 use aemos_queries::{QueryEngine, QueryEngineArgs};
 use aemos_storage::{ManualClock, ObjectStoreConfig, Storage, StorageArgs};
@@ -40,7 +40,7 @@ async fn app(max_body_bytes: usize) -> App {
     app_with(max_body_bytes, usize::MAX).await
 }
 
-async fn app_with(max_body_bytes: usize, max_buffered_rows: usize) -> App {
+pub(crate) async fn app_with(max_body_bytes: usize, max_buffered_rows: usize) -> App {
     app_in(Mode::Dev, max_body_bytes, max_buffered_rows).await
 }
 
@@ -64,7 +64,7 @@ pub(crate) async fn app_faulty(
         StorageArgs::new(dir.path().to_path_buf(), store, Arc::clone(&clock) as _);
     storage_args.max_buffered_rows = max_buffered_rows;
     storage_args.faults = faults;
-    let notifier = Notifier::new(REPLAY_PER_DEVICE);
+    let notifier = Notifier::new(REPLAY_PER_DEVICE, REPLAY_TOTAL);
     let rules = Rules::start(RulesArgs {
         firings_dir: dir.path().join("firings"),
         engine: aemos_engine::EngineArgs {
@@ -149,7 +149,7 @@ pub(crate) async fn call(app: &App, req: Request<Body>) -> (StatusCode, Vec<u8>)
     (status, body.to_vec())
 }
 
-async fn write(
+pub(crate) async fn write(
     app: &App,
     uri: &str,
     content_type: &str,
@@ -172,7 +172,7 @@ async fn query(app: &App, sql: &str) -> (StatusCode, Value) {
     (status, serde_json::from_slice(&body).unwrap())
 }
 
-async fn count(app: &App) -> i64 {
+pub(crate) async fn count(app: &App) -> i64 {
     query(app, "SELECT count(*) AS n FROM readings").await.1[0]["n"]
         .as_i64()
         .unwrap()

@@ -178,9 +178,7 @@ async fn write(
                     .observe(received.elapsed().as_secs_f64());
                 return;
             }
-            Err(
-                aemos_storage::Error::Overloaded { .. } | aemos_storage::Error::WalQueueFull { .. },
-            ) => {
+            Err(e) if e.is_overload() => {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(200));
             }
