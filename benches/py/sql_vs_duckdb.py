@@ -105,8 +105,8 @@ def main():
     aemos = run_aemos(args)
     files, rows = catalog_files(args.data_dir)
     duck, con = run_duckdb(files, args.runs)
-    print(f"duckdb {duckdb.__version__}, threads {con.execute('SELECT current_setting(''threads'')').fetchone()[0]}; "
-          f"{len(files)} files, {rows} rows")
+    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    print(f"duckdb {duckdb.__version__}, threads {threads}; {len(files)} files, {rows} rows")
     print(f"{'query':34} {'aemos best/median s':>22} {'duckdb best/median s':>22} {'ratio (best)':>12}")
     for name, (d_best, d_med) in duck.items():
         a_best, a_med = aemos[name]
