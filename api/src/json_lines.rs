@@ -209,7 +209,10 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let (got, report) = read(&path);
         assert_eq!(got, vec![json!({"n": 0}), json!({"n": 1})]);
-        assert_eq!((report.good_len, report.skipped, report.records), (good, 0, 2));
+        assert_eq!(
+            (report.good_len, report.skipped, report.records),
+            (good, 0, 2)
+        );
         // Opening for appends cuts the tail; a new record follows the last good one.
         let mut file = LineFile::open(&path, report.good_len).unwrap();
         file.append(&lines(&[json!({"n": 3})])).unwrap();
@@ -244,7 +247,9 @@ mod tests {
         file.append(&lines(&[json!({"n": 2})])).unwrap();
         assert!(file.failure().is_none());
         let (got, report) = read(&path);
-        let _ = std::process::Command::new("umount").arg(dir.path()).status();
+        let _ = std::process::Command::new("umount")
+            .arg(dir.path())
+            .status();
         assert_eq!(got, vec![json!({"n": 1}), json!({"n": 2})]);
         assert_eq!(report.skipped, 0);
     }

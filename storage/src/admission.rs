@@ -182,15 +182,18 @@ impl Admission {
                 b.since_ms = now_ms; // not stable: the wait starts again
                 None
             }
-            CircuitState::HalfOpen
-                if now_ms - b.since_ms >= a.stable.as_millis() as i64 =>
-            {
+            CircuitState::HalfOpen if now_ms - b.since_ms >= a.stable.as_millis() as i64 => {
                 Some(CircuitState::Closed)
             }
             _ => None,
         };
         if let Some(state) = next {
-            tracing::warn!(from = b.state.name(), to = state.name(), load, "circuit breaker");
+            tracing::warn!(
+                from = b.state.name(),
+                to = state.name(),
+                load,
+                "circuit breaker"
+            );
             b.state = state;
             b.since_ms = now_ms;
             self.counts.transitions.fetch_add(1, Ordering::Relaxed);
@@ -199,7 +202,12 @@ impl Admission {
     }
 
     /// Whether a write of `priority` is admitted at `load` (after [`Self::observe`]).
-    pub(crate) fn decide(&self, priority: Priority, state: CircuitState, load: f64) -> Result<(), Refusal> {
+    pub(crate) fn decide(
+        &self,
+        priority: Priority,
+        state: CircuitState,
+        load: f64,
+    ) -> Result<(), Refusal> {
         let admitted = match priority {
             Priority::Critical => true,
             Priority::Normal => state != CircuitState::Open,
@@ -215,7 +223,10 @@ impl Admission {
 
     /// Counts a refusal (the caller's, for the hard bounds).
     pub(crate) fn count(&self, priority: Priority, refusal: Refusal) {
-        let p = Priority::ALL.iter().position(|x| *x == priority).unwrap_or(1);
+        let p = Priority::ALL
+            .iter()
+            .position(|x| *x == priority)
+            .unwrap_or(1);
         let r = usize::from(refusal == Refusal::Full);
         self.counts.total[p][r].fetch_add(1, Ordering::Relaxed);
         self.counts.since_reset.fetch_add(1, Ordering::Relaxed);
@@ -223,7 +234,10 @@ impl Admission {
 
     /// Refusals since start of `priority` for `refusal`.
     pub(crate) fn refused(&self, priority: Priority, refusal: Refusal) -> u64 {
-        let p = Priority::ALL.iter().position(|x| *x == priority).unwrap_or(1);
+        let p = Priority::ALL
+            .iter()
+            .position(|x| *x == priority)
+            .unwrap_or(1);
         self.counts.total[p][usize::from(refusal == Refusal::Full)].load(Ordering::Relaxed)
     }
 
@@ -232,7 +246,10 @@ impl Admission {
     pub(crate) fn reset(&self, now_ms: i64) {
         let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
         if b.state != CircuitState::Closed {
-            tracing::warn!(from = b.state.name(), "circuit breaker reset by an operator");
+            tracing::warn!(
+                from = b.state.name(),
+                "circuit breaker reset by an operator"
+            );
             self.counts.transitions.fetch_add(1, Ordering::Relaxed);
         }
         b.state = CircuitState::Closed;
@@ -275,7 +292,11 @@ mod tests {
         assert_eq!(a.observe(0.6, 4), Open, "not yet down to recover_at");
         assert_eq!(a.observe(0.5, 5), HalfOpen);
         assert_eq!(a.observe(0.4, 4_000), HalfOpen, "not stable for 5 s yet");
-        assert_eq!(a.observe(0.6, 4_500), HalfOpen, "above recover_at: the wait restarts");
+        assert_eq!(
+            a.observe(0.6, 4_500),
+            HalfOpen,
+            "above recover_at: the wait restarts"
+        );
         assert_eq!(a.observe(0.4, 9_000), HalfOpen);
         assert_eq!(a.observe(0.4, 9_500), Closed);
         assert_eq!(a.observe(0.95, 9_600), Open);
@@ -292,19 +313,39 @@ mod tests {
             a.decide(p, state, load)
         };
         assert_eq!(admit(Priority::Low, 0.69, 1), Ok(()));
-        assert_eq!(admit(Priority::Low, 0.7, 2), Err(Refusal::Shed), "low goes first");
+        assert_eq!(
+            admit(Priority::Low, 0.7, 2),
+            Err(Refusal::Shed),
+            "low goes first"
+        );
         assert_eq!(admit(Priority::Normal, 0.7, 3), Ok(()));
         assert_eq!(admit(Priority::Normal, 0.95, 4), Err(Refusal::Shed), "open");
-        assert_eq!(admit(Priority::Critical, 0.95, 5), Ok(()), "critical always");
-        assert_eq!(admit(Priority::Normal, 0.2, 6), Ok(()), "half-open admits normal");
-        assert_eq!(admit(Priority::Low, 0.2, 7), Err(Refusal::Shed), "but not low");
+        assert_eq!(
+            admit(Priority::Critical, 0.95, 5),
+            Ok(()),
+            "critical always"
+        );
+        assert_eq!(
+            admit(Priority::Normal, 0.2, 6),
+            Ok(()),
+            "half-open admits normal"
+        );
+        assert_eq!(
+            admit(Priority::Low, 0.2, 7),
+            Err(Refusal::Shed),
+            "but not low"
+        );
         assert_eq!(a.refused(Priority::Low, Refusal::Shed), 2);
         assert_eq!(a.refused(Priority::Normal, Refusal::Shed), 1);
         assert_eq!(a.status(0.2, 8).rejected_since_reset, 3);
         a.reset(9);
         let s = a.status(0.2, 10);
         assert_eq!((s.circuit_state, s.rejected_since_reset), (Closed, 0));
-        assert_eq!(a.refused(Priority::Low, Refusal::Shed), 2, "totals stay monotonic");
+        assert_eq!(
+            a.refused(Priority::Low, Refusal::Shed),
+            2,
+            "totals stay monotonic"
+        );
         assert_eq!(admit(Priority::Low, 0.2, 11), Ok(()));
     }
 

@@ -44,9 +44,9 @@ mod storage;
 pub mod summary;
 mod wal;
 
+pub use admission::{AdmissionStatus, BreakerArgs, CircuitState, Priority};
 /// The clock storage takes (re-exported: one clock type for all of aemos).
 pub use aemos_clock::{Clock, ManualClock, SystemClock};
-pub use admission::{AdmissionStatus, BreakerArgs, CircuitState, Priority};
 pub use buffer::{Buffer, Generation};
 pub use catalog::{Catalog, CatalogState, FileId, ParquetFile, SummaryFile, Tombstone};
 pub use documents::{DocumentChanges, DocumentWatch, CHANGE_MARGIN_MS, CHANGE_RETENTION_MS};

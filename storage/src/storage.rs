@@ -695,7 +695,10 @@ pub async fn read_only_snapshot(
 async fn catalog_and_mark(
     object_store: &ObjectStoreConfig,
     writer: Option<&str>,
-) -> Result<(Arc<crate::catalog::CatalogState>, Option<crate::wal::SegmentId>)> {
+) -> Result<(
+    Arc<crate::catalog::CatalogState>,
+    Option<crate::wal::SegmentId>,
+)> {
     let catalog =
         Catalog::load(Arc::clone(&object_store.store), object_store.prefix.clone()).await?;
     let state = catalog.snapshot();

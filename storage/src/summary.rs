@@ -219,7 +219,11 @@ pub fn fold_newest(summary: &RecordBatch, newest: &mut NewestByKey) -> bool {
     }
     let strings = |a: &ArrayRef| -> Vec<String> {
         match arrow::compute::cast(a, &DataType::Utf8) {
-            Ok(a) => a.as_string::<i32>().iter().map(|s| s.unwrap_or_default().to_owned()).collect(),
+            Ok(a) => a
+                .as_string::<i32>()
+                .iter()
+                .map(|s| s.unwrap_or_default().to_owned())
+                .collect(),
             Err(_) => Vec::new(),
         }
     };
@@ -227,7 +231,13 @@ pub fn fold_newest(summary: &RecordBatch, newest: &mut NewestByKey) -> bool {
     if d.len() != summary.num_rows() || s.len() != d.len() || v.len() != d.len() {
         return false;
     }
-    for (row, key) in d.into_iter().zip(s).zip(v).map(|((d, s), v)| (d, s, v)).enumerate() {
+    for (row, key) in d
+        .into_iter()
+        .zip(s)
+        .zip(v)
+        .map(|((d, s), v)| (d, s, v))
+        .enumerate()
+    {
         fold_one(newest, key, t.value(row), x.value(row));
     }
     true

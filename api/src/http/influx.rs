@@ -25,9 +25,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::write::{decode_body, forbidden, store};
-use aemos_storage::Priority;
 use super::{ApiError, AppState};
 use crate::auth::Principal;
+use aemos_storage::Priority;
 
 /// The largest body a request may carry once decompressed (`--max-body-bytes`).
 #[derive(Debug, Clone, Copy)]

@@ -27,7 +27,12 @@ fn health(state: &AppState, circuit: CircuitState, load: f64, low_until: f64) ->
 fn refusals(state: &AppState, full: bool) -> Map<String, Value> {
     Priority::ALL
         .iter()
-        .map(|p| (p.name().to_owned(), json!(state.storage.admission_refused(*p, full))))
+        .map(|p| {
+            (
+                p.name().to_owned(),
+                json!(state.storage.admission_refused(*p, full)),
+            )
+        })
         .collect()
 }
 

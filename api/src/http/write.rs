@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
 use crate::auth::Principal;
-use aemos_storage::Priority;
 use crate::devices::scope::{DeviceScope, RegistryScope};
+use aemos_storage::Priority;
 
 /// Bodies above this are decoded with `block_in_place`, off the async scheduler's hot path.
 const LARGE_BODY: usize = 1 << 20;

@@ -331,7 +331,11 @@ mod tests {
         for i in 0..4 {
             notifier.record(&[record("a", i)], false);
         }
-        assert_eq!(kept(&notifier, "a"), vec![2, 3, 4], "the device's own bound");
+        assert_eq!(
+            kept(&notifier, "a"),
+            vec![2, 3, 4],
+            "the device's own bound"
+        );
         for i in 0..3 {
             notifier.record(&[record("b", i)], false);
         }
@@ -344,7 +348,10 @@ mod tests {
         }
         assert_eq!(kept(&notifier, "a"), Vec::<u64>::new());
         assert_eq!(notifier.since("a", 0, 10).last_seq, 4, "numbering goes on");
-        let total: usize = ["a", "b", "c"].iter().map(|d| kept(&notifier, d).len()).sum();
+        let total: usize = ["a", "b", "c"]
+            .iter()
+            .map(|d| kept(&notifier, d).len())
+            .sum();
         assert!(total <= 5, "{total}");
         assert_eq!(kept(&notifier, "c"), vec![3, 4, 5]);
     }

@@ -109,7 +109,14 @@ impl Rules {
             }
         })
         .await?;
-        rebuild(storage, queries, &self.engine, &self.firings, storage.now_ms()).await?;
+        rebuild(
+            storage,
+            queries,
+            &self.engine,
+            &self.firings,
+            storage.now_ms(),
+        )
+        .await?;
         self.live.store(true, Ordering::Release);
         Ok(chains)
     }

@@ -244,11 +244,6 @@ pub async fn rebuild(
     let reconciled = changes.len();
     let log = Arc::clone(firings);
     tokio::task::spawn_blocking(move || log.append(&changes)).await??;
-    info!(
-        latest,
-        windowed,
-        reconciled,
-        "engine state rebuilt"
-    );
+    info!(latest, windowed, reconciled, "engine state rebuilt");
     Ok(())
 }

@@ -563,7 +563,16 @@ fn routes() -> Vec<Route> {
         },
         {
             let (a, o, v) = users(ok);
-            r("GET", "/api/v1/metrics/queue/summary", none, a, o, v, None, None)
+            r(
+                "GET",
+                "/api/v1/metrics/queue/summary",
+                none,
+                a,
+                o,
+                v,
+                None,
+                None,
+            )
         },
         r(
             "POST",

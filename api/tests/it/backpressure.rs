@@ -21,14 +21,22 @@ async fn post(app: &App, uri: &str, n: usize) -> (StatusCode, Option<String>, Va
         .header("content-type", "application/json")
         .body(Body::from(readings(n)))
         .unwrap();
-    let res = tower::ServiceExt::oneshot(app.router.clone(), req).await.unwrap();
+    let res = tower::ServiceExt::oneshot(app.router.clone(), req)
+        .await
+        .unwrap();
     let status = res.status();
     let retry = res
         .headers()
         .get("retry-after")
         .map(|v| v.to_str().unwrap().to_owned());
-    let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
-    (status, retry, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        retry,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
 }
 
 async fn get(app: &App, uri: &str) -> Value {
@@ -48,7 +56,8 @@ async fn low_priority_is_shed_first_then_the_breaker_opens_half_opens_and_closes
     assert_eq!(retry.as_deref(), Some("1"));
     let error = body["error"].as_str().unwrap();
     assert!(
-        error.contains("low-priority writes are shed while the circuit breaker is CLOSED (load 80%"),
+        error
+            .contains("low-priority writes are shed while the circuit breaker is CLOSED (load 80%"),
         "{error}"
     );
     assert_eq!(post(&app, "/api/v1/write", 1).await.0, StatusCode::OK);
@@ -56,7 +65,13 @@ async fn low_priority_is_shed_first_then_the_breaker_opens_half_opens_and_closes
     let (status, retry, body) = post(&app, "/api/v1/write", 1).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(retry.as_deref(), Some("1"));
-    assert!(body["error"].as_str().unwrap().contains("circuit breaker is OPEN"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("circuit breaker is OPEN"),
+        "{body}"
+    );
     let summary = get(&app, "/api/v1/metrics/queue/summary").await;
     assert_eq!(summary["health"], "critical", "{summary}");
     assert_eq!(summary["circuitState"], "OPEN", "{summary}");
@@ -64,14 +79,23 @@ async fn low_priority_is_shed_first_then_the_breaker_opens_half_opens_and_closes
     assert_eq!(summary["queueDepth"], 9, "{summary}");
     assert_eq!(summary["workers"], 2, "{summary}");
     let queue = get(&app, "/api/v1/metrics/queue").await;
-    assert_eq!(queue["refused"]["shed"], json!({"critical": 0, "normal": 1, "low": 1}), "{queue}");
+    assert_eq!(
+        queue["refused"]["shed"],
+        json!({"critical": 0, "normal": 1, "low": 1}),
+        "{queue}"
+    );
     assert_eq!(queue["buffer"], json!({"rows": 9, "limit": 10}), "{queue}");
     assert_eq!(queue["circuit"]["circuitState"], "OPEN", "{queue}");
     assert_eq!(get(&app, "/api/v1/health").await["circuitState"], "OPEN");
     let metrics = String::from_utf8(
-        call(&app, Request::get("/api/v1/metrics/prometheus").body(Body::empty()).unwrap())
-            .await
-            .1,
+        call(
+            &app,
+            Request::get("/api/v1/metrics/prometheus")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .1,
     )
     .unwrap();
     assert!(metrics.contains("aemos_circuit_state 2"), "{metrics}");
@@ -81,25 +105,48 @@ async fn low_priority_is_shed_first_then_the_breaker_opens_half_opens_and_closes
     );
     // Nothing refused was stored; a priority a client may not ask for is a 400.
     assert_eq!(count(&app).await, 9);
-    let (status, body) = write(&app, "/api/v1/write?priority=critical", "application/json", readings(1)).await;
+    let (status, body) = write(
+        &app,
+        "/api/v1/write?priority=critical",
+        "application/json",
+        readings(1),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"].as_str().unwrap().starts_with("priority:"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().starts_with("priority:"),
+        "{body}"
+    );
 
     // Persistence empties the buffer: half-open, telemetry admitted, low still shed.
     app.storage.persist().await.unwrap();
     assert_eq!(post(&app, "/api/v1/write", 1).await.0, StatusCode::OK);
     let summary = get(&app, "/api/v1/metrics/queue/summary").await;
-    assert_eq!((summary["circuitState"].as_str(), summary["health"].as_str()), (Some("HALF_OPEN"), Some("warning")));
-    assert_eq!(post(&app, "/api/v1/write?priority=low", 1).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        (summary["circuitState"].as_str(), summary["health"].as_str()),
+        (Some("HALF_OPEN"), Some("warning"))
+    );
+    assert_eq!(
+        post(&app, "/api/v1/write?priority=low", 1).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     // Stable for --breaker-stable (5 s): closed, low admitted again.
     app.clock.advance(5_000);
-    assert_eq!(post(&app, "/api/v1/write?priority=low", 1).await.0, StatusCode::OK);
+    assert_eq!(
+        post(&app, "/api/v1/write?priority=low", 1).await.0,
+        StatusCode::OK
+    );
     let summary = get(&app, "/api/v1/metrics/queue/summary").await;
-    assert_eq!((summary["circuitState"].as_str(), summary["health"].as_str()), (Some("CLOSED"), Some("healthy")));
+    assert_eq!(
+        (summary["circuitState"].as_str(), summary["health"].as_str()),
+        (Some("CLOSED"), Some("healthy"))
+    );
     assert_eq!(count(&app).await, 11);
 
     // An operator's reset zeroes the refusals since the last reset.
-    let req = Request::post("/api/v1/metrics/backpressure/reset").body(Body::empty()).unwrap();
+    let req = Request::post("/api/v1/metrics/backpressure/reset")
+        .body(Body::empty())
+        .unwrap();
     let (status, body) = call(&app, req).await;
     assert_eq!(status, StatusCode::OK);
     let body: Value = serde_json::from_slice(&body).unwrap();

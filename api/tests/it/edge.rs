@@ -414,9 +414,15 @@ async fn an_overloaded_coap_post_is_5_03_with_max_age() {
     let max_age = answers[1].get_option(CoapOption::MaxAge).expect("Max-Age");
     assert_eq!(max_age.front(), Some(&vec![1u8]));
     let reason: Value = serde_json::from_slice(&answers[1].payload).unwrap();
-    assert!(reason["error"].as_str().unwrap().contains("persistence"), "{reason}");
+    assert!(
+        reason["error"].as_str().unwrap().contains("persistence"),
+        "{reason}"
+    );
     let rows = server
-        .sql(&http, "SELECT count(*) AS n FROM readings WHERE device = 'd-6'")
+        .sql(
+            &http,
+            "SELECT count(*) AS n FROM readings WHERE device = 'd-6'",
+        )
         .await;
     assert_eq!(rows, json!([{"n": 1}]));
 }

@@ -323,11 +323,19 @@ fn run(workers: usize, ops: &[Op]) -> Result<(), TestCaseError> {
 fn or_with_a_variable_never_read_agrees_with_reevaluation() {
     let condition = "(a > 5) OR (b > 5)".to_owned();
     let ops = [
-        Op::Register { id: 0, sensor: 0, condition: condition.clone() },
+        Op::Register {
+            id: 0,
+            sensor: 0,
+            condition: condition.clone(),
+        },
         Op::Feed(vec![(0, 0, 0, 7)]),
         Op::Advance(10),
         Op::Feed(vec![(0, 0, 0, 1)]),
-        Op::Register { id: 1, sensor: 0, condition: format!("NOT ({condition})") },
+        Op::Register {
+            id: 1,
+            sensor: 0,
+            condition: format!("NOT ({condition})"),
+        },
     ];
     for workers in 1..=2 {
         run(workers, &ops).unwrap();
@@ -337,8 +345,17 @@ fn or_with_a_variable_never_read_agrees_with_reevaluation() {
     let mut epoch = T0;
     let mut now = T0;
     for op in &ops {
-        if let Op::Register { id, sensor, condition } = op {
-            let chain = spec(crate::support::filter(&format!("c{id}"), SENSORS[*sensor], condition));
+        if let Op::Register {
+            id,
+            sensor,
+            condition,
+        } = op
+        {
+            let chain = spec(crate::support::filter(
+                &format!("c{id}"),
+                SENSORS[*sensor],
+                condition,
+            ));
             compiled = Some(Arc::new(CompiledChain::compile(chain).unwrap()));
         }
         if let Op::Advance(ms) = op {
@@ -347,7 +364,11 @@ fn or_with_a_variable_never_read_agrees_with_reevaluation() {
         oracle.tick(epoch, now, op, compiled.clone());
         epoch = (epoch + 1).max(now);
     }
-    let states: Vec<(&str, bool)> = oracle.events.iter().map(|(c, _, a)| (c.as_str(), *a)).collect();
+    let states: Vec<(&str, bool)> = oracle
+        .events
+        .iter()
+        .map(|(c, _, a)| (c.as_str(), *a))
+        .collect();
     // c0 activates on a alone and clears when a falls (b is NULL: NULL OR FALSE is not TRUE);
     // c1, NOT of that NULL, never activates.
     assert_eq!(states, vec![("c0", true), ("c0", false)]);

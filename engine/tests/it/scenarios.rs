@@ -34,7 +34,11 @@ fn and_waits_for_every_variable_then_fires_on_change_only() {
 fn or_fires_while_the_other_variable_has_no_value() {
     for workers in [1, 2] {
         let h = Harness::new(workers);
-        h.register(filter("either", "s-1", "temperature > 100 OR humidity > 95"));
+        h.register(filter(
+            "either",
+            "s-1",
+            "temperature > 100 OR humidity > 95",
+        ));
         h.register(filter("not-dry", "s-1", "NOT (humidity < 10)"));
         h.feed(&[("s-1", "temperature", 120.0)]);
         assert_eq!(h.take(), fired("either", Activated), "humidity is NULL");
@@ -45,7 +49,10 @@ fn or_fires_while_the_other_variable_has_no_value() {
         got.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             got,
-            vec![("either".to_owned(), Activated), ("not-dry".to_owned(), Activated)]
+            vec![
+                ("either".to_owned(), Activated),
+                ("not-dry".to_owned(), Activated)
+            ]
         );
     }
 }

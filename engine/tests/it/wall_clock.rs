@@ -21,7 +21,10 @@ fn firing_times_and_windows_follow_the_wall_clock_at_thousands_of_feeds_a_second
         command_capacity: 64,
         tick: Duration::from_millis(100),
     };
-    let engine = Engine::start(args, move |f| sink.lock().unwrap_or_else(|e| e.into_inner()).push(f)).unwrap();
+    let engine = Engine::start(args, move |f| {
+        sink.lock().unwrap_or_else(|e| e.into_inner()).push(f)
+    })
+    .unwrap();
     engine
         .register(spec(json!({
             "id": "every", "on": "every",
@@ -42,7 +45,10 @@ fn firing_times_and_windows_follow_the_wall_clock_at_thousands_of_feeds_a_second
     engine.sync().unwrap();
     let end = clock.now_ms();
     let rate = feeds as f64 / ((end - start) as f64 / 1000.0);
-    assert!(rate > 1000.0, "only {rate:.0} feeds/s: the test needs more than 1,000");
+    assert!(
+        rate > 1000.0,
+        "only {rate:.0} feeds/s: the test needs more than 1,000"
+    );
     engine.shutdown();
     let firings = std::mem::take(&mut *firings.lock().unwrap());
     assert!(firings.len() > 100, "{} firings", firings.len());
@@ -61,7 +67,10 @@ fn firing_times_and_windows_follow_the_wall_clock_at_thousands_of_feeds_a_second
         let (max, min) = (value("max").expect("max"), value("min").expect("min"));
         // The newest reading in the window was stamped at most a few ms before the firing.
         let lag = (f.time_ms - start) as f64 - max;
-        assert!((-5.0..=50.0).contains(&lag), "a firing {lag} ms after its newest reading");
+        assert!(
+            (-5.0..=50.0).contains(&lag),
+            "a firing {lag} ms after its newest reading"
+        );
         // Once 300 ms have been fed, the window spans 300 ms of the readings' wall-clock time.
         if f.time_ms - start >= 350 {
             assert!(

@@ -21,10 +21,15 @@ pub(super) struct RecvBackoff {
 impl RecvBackoff {
     /// The wait before the next receive after an error of this kind (`None`: receive at once).
     pub(super) fn after_error(&mut self, kind: ErrorKind) -> Option<Duration> {
-        if matches!(kind, ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset) {
+        if matches!(
+            kind,
+            ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset
+        ) {
             return None;
         }
-        let wait = FIRST.saturating_mul(1u32 << self.consecutive.min(10)).min(MAX);
+        let wait = FIRST
+            .saturating_mul(1u32 << self.consecutive.min(10))
+            .min(MAX);
         self.consecutive = self.consecutive.saturating_add(1);
         Some(wait)
     }
@@ -55,7 +60,9 @@ mod tests {
         assert!(waits.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(*waits.last().unwrap(), MAX);
         // A thousand errors in a row take at least ~16 minutes of waiting, not a busy core.
-        let total: Duration = (0..1000).filter_map(|_| b.after_error(ErrorKind::Other)).sum();
+        let total: Duration = (0..1000)
+            .filter_map(|_| b.after_error(ErrorKind::Other))
+            .sum();
         assert!(total >= Duration::from_secs(900), "{total:?}");
     }
 

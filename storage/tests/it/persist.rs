@@ -231,7 +231,10 @@ async fn a_read_only_snapshot_beside_a_persisting_server_sees_every_row_once() {
     let store = local_store(dir.path());
     let mut written = 0;
     for round in 0..150 {
-        storage.write(batch(T0 + round * 10, 10, "r")).await.unwrap();
+        storage
+            .write(batch(T0 + round * 10, 10, "r"))
+            .await
+            .unwrap();
         written += 10;
         let persisting = {
             let storage = Arc::clone(&storage);
@@ -240,8 +243,8 @@ async fn a_read_only_snapshot_beside_a_persisting_server_sees_every_row_once() {
         let snapshot = aemos_storage::read_only_snapshot(dir.path(), &store)
             .await
             .unwrap();
-        let seen = rows(&snapshot.batches) as u64
-            + snapshot.files.iter().map(|f| f.rows).sum::<u64>();
+        let seen =
+            rows(&snapshot.batches) as u64 + snapshot.files.iter().map(|f| f.rows).sum::<u64>();
         assert_eq!(seen, written, "round {round}");
         persisting.await.unwrap();
     }
