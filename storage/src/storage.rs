@@ -180,7 +180,7 @@ impl Storage {
         } else {
             None
         };
-        let load = self.load();
+        let load = load_of(depth, capacity, buffered, self.args.max_buffered_rows);
         let state = self.admission.observe(load, self.now_ms());
         if let Some(e) = full {
             self.admission.count(priority, Refusal::Full);
@@ -197,9 +197,12 @@ impl Storage {
 
     /// The fuller of the WAL queue and the buffer, as a fraction of its bound.
     pub fn load(&self) -> f64 {
-        let wal = self.wal.queue_depth() as f64 / self.args.wal_queue.max(1) as f64;
-        let buffer = self.buffer.rows() as f64 / self.args.max_buffered_rows.max(1) as f64;
-        wal.max(buffer)
+        load_of(
+            self.wal.queue_depth(),
+            self.args.wal_queue,
+            self.buffer.rows(),
+            self.args.max_buffered_rows,
+        )
     }
 
     /// The breaker's state and counters, moved for the current load.
@@ -689,6 +692,13 @@ pub async fn read_only_snapshot(
         mark = now;
     }
     Err(Error::CatalogContention { attempts: ATTEMPTS })
+}
+
+/// The fuller of the WAL queue and the buffer, as a fraction of its bound.
+fn load_of(depth: usize, capacity: usize, buffered: usize, max_buffered: usize) -> f64 {
+    let wal = depth as f64 / capacity.max(1) as f64;
+    let buffer = buffered as f64 / max_buffered.max(1) as f64;
+    wal.max(buffer)
 }
 
 /// The newest catalog and the WAL segment up to which `writer` has persisted.
