@@ -169,6 +169,28 @@ pub struct ServeArgs {
     /// dropped and counted (they were acknowledged on receipt).
     #[arg(long, env = "AEMOS_MQTT_BACKLOG_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub mqtt_backlog_bytes: usize,
+    /// An external broker in place of the embedded one: `mqtt://[user[:password]@]host[:port]`
+    /// or `mqtts://...`. aemos subscribes to the telemetry with a persistent session and
+    /// acknowledges each publish once it is durable; notifications and commands go to it too.
+    #[arg(long, env = "AEMOS_MQTT_BROKER")]
+    pub mqtt_broker: Option<String>,
+    /// Username at the external broker (overrides the URL's).
+    #[arg(long, env = "AEMOS_MQTT_BROKER_USERNAME")]
+    pub mqtt_broker_username: Option<String>,
+    /// Password at the external broker (overrides the URL's); never logged.
+    #[arg(long, env = "AEMOS_MQTT_BROKER_PASSWORD", hide_env_values = true)]
+    pub mqtt_broker_password: Option<String>,
+    /// PEM file of the CA that signed the external broker's certificate (`mqtts://`); the
+    /// system's roots otherwise.
+    #[arg(long, env = "AEMOS_MQTT_BROKER_CA")]
+    pub mqtt_broker_ca: Option<PathBuf>,
+    /// Client id at the external broker (its session); give each aemos process its own.
+    #[arg(long, env = "AEMOS_MQTT_CLIENT_ID", default_value = "aemos")]
+    pub mqtt_client_id: String,
+    /// Shared-subscription group for telemetry at the external broker (`$share/{group}/...`),
+    /// so that several aemos processes split it; empty: a plain subscription.
+    #[arg(long, env = "AEMOS_MQTT_SHARE_GROUP", default_value = "aemos")]
+    pub mqtt_share_group: String,
     /// How long a sent command waits for its ack before it is sent again.
     #[arg(long, env = "AEMOS_COMMAND_ACK_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub command_ack_timeout: Duration,

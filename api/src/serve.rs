@@ -19,7 +19,8 @@ use tokio::sync::watch;
 use tracing::info;
 
 use aemos_ingest::coap::{CoapArgs, CoapServer};
-use aemos_ingest::mqtt::{MqttArgs, MqttBroker, MqttMetrics};
+use aemos_ingest::mqtt::external::{self, ExternalArgs};
+use aemos_ingest::mqtt::{MqttArgs, MqttBroker, MqttMetrics, MqttMode};
 use aemos_storage::DurableObserver;
 use arrow::array::RecordBatch;
 
@@ -69,12 +70,21 @@ fn check_production(args: &ServeArgs) -> anyhow::Result<()> {
     );
     let tls = sec.tls_cert.is_some();
     let mut exposed: Vec<String> = Vec::new();
-    let mut tcp = vec![
-        ("--http-addr", args.http_addr),
-        ("--mqtt-addr", args.mqtt_addr),
-    ];
-    if let Some(a) = args.mqtt5_addr.0 {
-        tcp.push(("--mqtt5-addr", a));
+    let mut tcp = vec![("--http-addr", args.http_addr)];
+    match &args.mqtt_broker {
+        // The embedded broker's listeners stay closed; the external one gets aemos's
+        // credentials, so not in clear beyond this machine.
+        Some(url) => anyhow::ensure!(
+            url.starts_with("mqtts://") || url.starts_with("ssl://") || broker_is_local(url),
+            "--mode production sends aemos's broker credentials only over TLS beyond loopback (--mqtt-broker {}): use mqtts://",
+            aemos_ingest::mqtt::external::redacted(url)
+        ),
+        None => {
+            tcp.push(("--mqtt-addr", args.mqtt_addr));
+            if let Some(a) = args.mqtt5_addr.0 {
+                tcp.push(("--mqtt5-addr", a));
+            }
+        }
     }
     if let Some(a) = args.pg_addr.0 {
         tcp.push(("--pg-addr", a));
@@ -98,6 +108,16 @@ fn check_production(args: &ServeArgs) -> anyhow::Result<()> {
         args.coap_addr
     );
     Ok(())
+}
+
+/// Whether an external broker's URL names this machine.
+fn broker_is_local(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    })
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -324,22 +344,44 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     gate.phase("starting the device edge");
     // 5. The device edge: MQTT broker and CoAP server, both ways.
-    let mut mqtt_args = MqttArgs::new(args.mqtt_addr);
-    mqtt_args.v5_addr = args.mqtt5_addr.0;
-    mqtt_args.max_payload_bytes = args.mqtt_max_payload_bytes;
-    mqtt_args.backlog_bytes = args.mqtt_backlog_bytes;
-    mqtt_args.authorizer = Some(Arc::clone(&edge_auth) as _);
-    mqtt_args.tls = tls
-        .as_ref()
-        .map(|(_, cert, key)| (cert.clone(), key.clone()));
-    let mqtt = MqttBroker::start(
-        mqtt_args,
-        Arc::clone(&storage),
-        MqttMetrics::new(&metrics.registry)?,
-    )
-    .await
-    .context("starting the MQTT broker")?;
-    info!(mqtt_addr = %mqtt.v4_addr, mqtt5_addr = ?mqtt.v5_addr, "mqtt listening");
+    let mqtt_metrics = MqttMetrics::new(&metrics.registry)?;
+    let mqtt = match &args.mqtt_broker {
+        Some(url) => external::start(
+            ExternalArgs {
+                url: url.clone(),
+                client_id: args.mqtt_client_id.clone(),
+                share_group: Some(args.mqtt_share_group.clone()).filter(|g| !g.is_empty()),
+                username: args.mqtt_broker_username.clone(),
+                password: args.mqtt_broker_password.clone(),
+                ca_file: args.mqtt_broker_ca.clone(),
+                state_dir: args.store.data_dir.clone(),
+                keep_alive: std::time::Duration::from_secs(30),
+                max_payload_bytes: args.mqtt_max_payload_bytes,
+                notify_queue: 65_536,
+                authorizer: Some(Arc::clone(&edge_auth) as _),
+            },
+            Arc::clone(&storage),
+            mqtt_metrics,
+        )
+        .context("connecting to the external MQTT broker")?,
+        None => {
+            let mut mqtt_args = MqttArgs::new(args.mqtt_addr);
+            mqtt_args.v5_addr = args.mqtt5_addr.0;
+            mqtt_args.max_payload_bytes = args.mqtt_max_payload_bytes;
+            mqtt_args.backlog_bytes = args.mqtt_backlog_bytes;
+            mqtt_args.authorizer = Some(Arc::clone(&edge_auth) as _);
+            mqtt_args.tls = tls
+                .as_ref()
+                .map(|(_, cert, key)| (cert.clone(), key.clone()));
+            let mqtt = MqttBroker::start(mqtt_args, Arc::clone(&storage), mqtt_metrics)
+                .await
+                .context("starting the MQTT broker")?;
+            if let MqttMode::Embedded { v4_addr, v5_addr } = &mqtt.mode {
+                info!(mqtt_addr = %v4_addr, mqtt5_addr = ?v5_addr, "mqtt listening");
+            }
+            mqtt
+        }
+    };
     // The broker keeps nothing across restarts: retain each device's last state again.
     let retained = notifier.add_channel_with_latest(Arc::new(mqtt.publisher.clone()));
     let mut coap_args = CoapArgs::new(args.coap_addr);
@@ -373,6 +415,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         schedules,
         edge: Edge {
             mqtt: Some(mqtt.publisher.clone()),
+            mqtt_mode: Some(mqtt.mode.clone()),
             coap: Some(coap),
             socketio: Some(socketio),
             subscriptions: Some(subscriptions),

@@ -18,7 +18,11 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
     let behind = maintenance.consecutive_failures > 0;
     let firings = &state.rules.firings;
     let firing_failure = firings.failure();
-    let status = match (&failure, depth >= capacity || behind) {
+    let broker = state.edge.mqtt_mode.as_ref().map(|m| m.health());
+    let broker_down = broker
+        .as_ref()
+        .is_some_and(|b| b["status"] != "ok");
+    let status = match (&failure, depth >= capacity || behind || broker_down) {
         _ if firing_failure.is_some() => "failing",
         (Some(_), _) => "failing",
         (None, true) => "degraded",
@@ -52,6 +56,8 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
                 "error": firing_failure,
                 "skippedAtOpen": firings.skipped_at_open(),
             },
+            // Embedded, or the external broker's two connections (connected, subscribed).
+            "mqtt": broker,
             "engine": {
                 "status": "ok",
                 "chains": state.rules.engine.chain_count(),

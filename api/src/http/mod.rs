@@ -39,6 +39,8 @@ use crate::rules::Rules;
 #[derive(Debug, Clone, Default)]
 pub struct Edge {
     pub mqtt: Option<aemos_ingest::mqtt::MqttPublisher>,
+    /// Embedded or external broker, for health.
+    pub mqtt_mode: Option<aemos_ingest::mqtt::MqttMode>,
     pub coap: Option<aemos_ingest::coap::CoapServer>,
     pub socketio: Option<Arc<SocketIoChannel>>,
     pub subscriptions: Option<Arc<crate::notify::socketio::Subscriptions>>,

@@ -9,6 +9,7 @@ mod devices_api;
 mod durability;
 mod edge;
 mod edge_abuse;
+mod external_broker;
 mod flight;
 mod influx_clients;
 mod logs;

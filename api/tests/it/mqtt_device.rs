@@ -21,7 +21,12 @@ impl MqttDevice {
     /// Connects as `id` (no credential: dev mode) and subscribes to `aemos/devices/{id}/{t}`
     /// for each of `topics`; returns once every subscription is acknowledged.
     pub(crate) async fn connect(server: &TestServer, id: &str, topics: &[&str]) -> Self {
-        let (host, port) = server.mqtt_addr.rsplit_once(':').unwrap();
+        Self::connect_to(&server.mqtt_addr, id, topics).await
+    }
+
+    /// As [`MqttDevice::connect`], to the broker at `addr` (`host:port`).
+    pub(crate) async fn connect_to(addr: &str, id: &str, topics: &[&str]) -> Self {
+        let (host, port) = addr.rsplit_once(':').unwrap();
         let mut options = MqttOptions::new(id, host, port.parse().unwrap());
         options.set_keep_alive(Duration::from_secs(30));
         let (client, mut eventloop) = AsyncClient::new(options, 100);

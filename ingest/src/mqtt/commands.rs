@@ -28,7 +28,14 @@ pub struct CommandAck {
 /// Publishes commands; cheap to clone.
 #[derive(Clone)]
 pub struct CommandLink {
-    tx: Arc<Mutex<LinkTx>>,
+    tx: Sender,
+}
+
+/// The embedded broker's link, or a client of an external broker.
+#[derive(Clone)]
+enum Sender {
+    Local(Arc<Mutex<LinkTx>>),
+    Remote(rumqttc::AsyncClient),
 }
 
 impl std::fmt::Debug for CommandLink {
@@ -79,21 +86,34 @@ impl CommandLink {
             .map_err(|e| crate::Error::Edge(format!("starting the command link: {e}")))?;
         Ok((
             Self {
-                tx: Arc::new(Mutex::new(tx)),
+                tx: Sender::Local(Arc::new(Mutex::new(tx))),
             },
             received,
         ))
+    }
+
+    /// Commands published through a client of an external broker, at QoS 1.
+    pub(super) fn remote(client: rumqttc::AsyncClient) -> Self {
+        Self {
+            tx: Sender::Remote(client),
+        }
     }
 
     /// Publishes a command to the device's `commands` topic; an error when the router's queue
     /// is full or the broker is gone (the caller retries).
     pub fn send(&self, device: &str, payload: String) -> crate::Result<()> {
         let topic = format!("aemos/devices/{device}/commands");
-        self.tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .try_publish(topic, payload)
-            .map(|_| ())
-            .map_err(|e| crate::Error::Edge(format!("publishing a command: {e}")))
+        let failed = |e: &dyn std::fmt::Display| crate::Error::Edge(format!("publishing a command: {e}"));
+        match &self.tx {
+            Sender::Local(tx) => tx
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .try_publish(topic, payload)
+                .map(|_| ())
+                .map_err(|e| failed(&e)),
+            Sender::Remote(client) => client
+                .try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+                .map_err(|e| failed(&e)),
+        }
     }
 }

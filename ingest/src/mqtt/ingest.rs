@@ -17,9 +17,9 @@ use crate::validate::check_device;
 use crate::{decode_device_payload, DecodeArgs, EdgeAuthorizer};
 
 /// Writes in flight at once: enough for publishes to share group commits.
-const MAX_IN_FLIGHT: usize = 4;
+pub(super) const MAX_IN_FLIGHT: usize = 4;
 /// Readings gathered into one write at most.
-const MAX_BATCH_ROWS: usize = 65_536;
+pub(super) const MAX_BATCH_ROWS: usize = 65_536;
 
 pub(super) async fn run(
     mut tx: LinkTx,
@@ -86,7 +86,13 @@ pub(super) async fn run(
                     }
                 }
                 if !batches.is_empty() {
-                    in_flight.push(write(Arc::clone(&storage), batches, rows, received, metrics.clone()));
+                    let lost = metrics.lost_readings.clone();
+                    in_flight.push(write(Arc::clone(&storage), batches, rows, received, metrics.clone()).map(move |written| {
+                        // The broker acknowledged them already.
+                        if !written {
+                            lost.inc_by(rows as u64);
+                        }
+                    }));
                 }
             }
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
@@ -95,7 +101,8 @@ pub(super) async fn run(
     while in_flight.next().await.is_some() {}
 }
 
-/// Decodes one publish into `batches`; returns its reading count (0 when refused).
+/// Decodes one publish into `batches`; returns its reading count (0 when refused, with the
+/// refusal published on the device's errors topic).
 fn take_publish(
     tx: &mut LinkTx,
     storage: &Storage,
@@ -105,57 +112,83 @@ fn take_publish(
     payload: &[u8],
     batches: &mut Vec<RecordBatch>,
 ) -> usize {
+    match decode_publish(storage, metrics, authorizer, topic, payload) {
+        Taken::Readings(batch) => {
+            let rows = batch.num_rows();
+            if rows > 0 {
+                batches.push(batch);
+            }
+            rows
+        }
+        Taken::Refused { topic, body } => {
+            let _ = tx.try_publish(topic, body.to_string());
+            0
+        }
+        Taken::Ignored => 0,
+    }
+}
+
+/// What one telemetry publish comes to.
+pub(super) enum Taken {
+    /// Its valid readings (possibly none).
+    Readings(RecordBatch),
+    /// Refused whole: the errors topic to tell and what to tell it.
+    Refused {
+        topic: String,
+        body: serde_json::Value,
+    },
+    /// Not a telemetry topic, or a device id that cannot be answered.
+    Ignored,
+}
+
+/// Decodes one publish on a telemetry topic (counted in `metrics`).
+pub(super) fn decode_publish(
+    storage: &Storage,
+    metrics: &MqttMetrics,
+    authorizer: Option<&dyn EdgeAuthorizer>,
+    topic: &[u8],
+    payload: &[u8],
+) -> Taken {
     metrics.publishes.inc();
     let topic = String::from_utf8_lossy(topic);
     let Some(device) = device_of_telemetry(&topic) else {
-        // The link only subscribes to telemetry; anything else is the router's business.
-        return 0;
+        // The links only subscribe to telemetry; anything else is the router's business.
+        return Taken::Ignored;
     };
     if let Err(reason) = check_device(device) {
         metrics.rejected_publishes.inc();
         warn!(%topic, %reason, "mqtt: refused a publish");
-        return 0;
+        return Taken::Ignored;
     }
-    let refuse = |tx: &mut LinkTx, body: serde_json::Value| {
+    let refuse = |body: serde_json::Value| {
         metrics.rejected_publishes.inc();
-        let _ = tx.try_publish(errors_topic(device), body.to_string());
+        Taken::Refused {
+            topic: errors_topic(device),
+            body,
+        }
     };
     let scope = authorizer.and_then(|a| a.mqtt_scope(device));
     let args = DecodeArgs::for_storage(storage).with_scope(scope);
     match decode_device_payload(device, payload, &args) {
-        Ok(decoded) if decoded.rejected_count == 0 => {
-            let rows = decoded.accepted();
-            if rows > 0 {
-                batches.push(decoded.batch);
-            }
-            rows
-        }
-        Ok(decoded) => {
-            refuse(
-                tx,
-                json!({
-                    "topic": topic,
-                    "error": format!("{} of {} readings rejected; nothing was stored", decoded.rejected_count, decoded.rejected_count + decoded.accepted()),
-                    "rejected": decoded.rejected,
-                }),
-            );
-            0
-        }
-        Err(e) => {
-            refuse(tx, json!({"topic": topic, "error": e.to_string()}));
-            0
-        }
+        Ok(decoded) if decoded.rejected_count == 0 => Taken::Readings(decoded.batch),
+        Ok(decoded) => refuse(json!({
+            "topic": topic,
+            "error": format!("{} of {} readings rejected; nothing was stored", decoded.rejected_count, decoded.rejected_count + decoded.accepted()),
+            "rejected": decoded.rejected,
+        })),
+        Err(e) => refuse(json!({"topic": topic, "error": e.to_string()})),
     }
 }
 
-/// Writes the gathered readings, waiting out overload: the broker has acknowledged them.
-async fn write(
+/// Writes the gathered readings, waiting out overload: the broker has acknowledged them (or,
+/// with an external broker, will once this returns `true`).
+pub(super) async fn write(
     storage: Arc<Storage>,
     batches: Vec<RecordBatch>,
     rows: usize,
     received: Instant,
     metrics: MqttMetrics,
-) {
+) -> bool {
     let batch = if batches.len() == 1 {
         batches.into_iter().next().expect("one batch")
     } else {
@@ -163,8 +196,7 @@ async fn write(
             Ok(b) => b,
             Err(e) => {
                 error!(error = %e, rows, "mqtt: concatenating readings failed");
-                metrics.lost_readings.inc_by(rows as u64);
-                return;
+                return false;
             }
         }
     };
@@ -176,16 +208,15 @@ async fn write(
                 metrics
                     .durable_window
                     .observe(received.elapsed().as_secs_f64());
-                return;
+                return true;
             }
             Err(e) if e.is_overload() => {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(200));
             }
             Err(e) => {
-                error!(error = %e, rows, "mqtt: acknowledged readings could not be written");
-                metrics.lost_readings.inc_by(rows as u64);
-                return;
+                error!(error = %e, rows, "mqtt: readings could not be written");
+                return false;
             }
         }
     }

@@ -17,9 +17,13 @@
 //!
 //! Notifications go the other way through a second link ([`publisher`]), retained, from a
 //! thread fed by a drop-oldest queue, so a stalled router never holds up the fan-out.
+//!
+//! With `--mqtt-broker`, the user's broker takes the embedded one's place ([`external`]): aemos
+//! is its client, and acknowledges telemetry to it only once it is durable.
 
 mod commands;
 mod config;
+pub mod external;
 mod ingest;
 mod publisher;
 
@@ -101,6 +105,10 @@ pub struct MqttMetrics {
     pub rejected_publishes: IntCounter,
     pub lost_readings: IntCounter,
     pub dropped_publishes: IntCounter,
+    /// External broker: publishes delivered again after a crash and recognised as stored.
+    pub redeliveries: IntCounter,
+    /// External broker: publishes left unacknowledged because their write failed.
+    pub unacknowledged: IntCounter,
     pub notifications: IntCounter,
     pub durable_window: Histogram,
 }
@@ -137,6 +145,14 @@ impl MqttMetrics {
                 "mqtt_dropped_publishes_total",
                 "Acknowledged telemetry publishes the broker dropped before aemos read them (backlog full)",
             )?,
+            redeliveries: counter(
+                "mqtt_redeliveries_skipped_total",
+                "Publishes an external broker delivered again (after a crash) that were already stored",
+            )?,
+            unacknowledged: counter(
+                "mqtt_unacknowledged_publishes_total",
+                "Publishes left unacknowledged to an external broker because their write failed (delivered again later)",
+            )?,
             notifications: counter(
                 "mqtt_notifications_total",
                 "Notifications published to the broker",
@@ -146,16 +162,45 @@ impl MqttMetrics {
     }
 }
 
-/// The running broker: its addresses and the notification publisher.
+/// The MQTT side of the device edge, embedded or external: the notification publisher, the
+/// command link and the device acks.
 #[derive(Debug)]
-pub struct MqttBroker {
-    pub v4_addr: SocketAddr,
-    pub v5_addr: Option<SocketAddr>,
+pub struct MqttEdge {
     pub publisher: MqttPublisher,
     pub commands: CommandLink,
     /// Taken once by the command service.
     pub acks: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<CommandAck>>>,
+    pub mode: MqttMode,
 }
+
+/// Which broker the devices talk to.
+#[derive(Debug, Clone)]
+pub enum MqttMode {
+    Embedded {
+        v4_addr: SocketAddr,
+        v5_addr: Option<SocketAddr>,
+    },
+    External(Arc<external::ExternalStatus>),
+}
+
+impl MqttMode {
+    /// The broker's entry in `GET /api/v1/health`.
+    pub fn health(&self) -> serde_json::Value {
+        match self {
+            Self::Embedded { v4_addr, v5_addr } => serde_json::json!({
+                "status": "ok",
+                "mode": "embedded",
+                "v4Addr": v4_addr.to_string(),
+                "v5Addr": v5_addr.map(|a| a.to_string()),
+            }),
+            Self::External(status) => status.health(),
+        }
+    }
+}
+
+/// The embedded broker.
+#[derive(Debug)]
+pub struct MqttBroker;
 
 impl MqttBroker {
     /// Starts the broker's threads, the ingest link on the current runtime and the publisher;
@@ -164,7 +209,7 @@ impl MqttBroker {
         args: MqttArgs,
         storage: Arc<Storage>,
         metrics: MqttMetrics,
-    ) -> crate::Result<Self> {
+    ) -> crate::Result<MqttEdge> {
         let v4_addr = config::resolve(args.v4_addr)?;
         let v5_addr = args.v5_addr.map(config::resolve).transpose()?;
         let mut broker = rumqttd::Broker::new(config::broker_config(&args, v4_addr, v5_addr));
@@ -193,12 +238,11 @@ impl MqttBroker {
         for addr in std::iter::once(v4_addr).chain(v5_addr) {
             config::wait_listening(addr, Duration::from_secs(10)).await?;
         }
-        Ok(Self {
-            v4_addr,
-            v5_addr,
+        Ok(MqttEdge {
             publisher,
             commands,
             acks: std::sync::Mutex::new(Some(acks)),
+            mode: MqttMode::Embedded { v4_addr, v5_addr },
         })
     }
 }

@@ -69,6 +69,11 @@ impl MqttPublisher {
         Ok(Self { queue })
     }
 
+    /// A publisher over a queue that the caller drains (the external broker's control link).
+    pub(super) fn over(queue: Arc<DropOldest<(String, Bytes)>>) -> Self {
+        Self { queue }
+    }
+
     /// Queues a retained publish; the oldest queued one is dropped when full.
     pub fn publish(&self, topic: String, payload: Bytes) {
         self.queue.push((topic, payload));

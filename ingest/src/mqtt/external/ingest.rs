@@ -1,0 +1,203 @@
+//! The ingest connection's writer: gathers what the broker delivered, writes it through the
+//! WAL, records the packet ids, and only then acknowledges, in the order received.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use aemos_storage::Storage;
+use arrow::array::RecordBatch;
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use rumqttc::{AsyncClient, MqttOptions, Publish, QoS};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::{error, warn};
+
+use super::slots::{content_id, DeliverySlots, Taken};
+use super::{LinkStatus, RECEIVED, REQUESTS};
+use crate::mqtt::ingest::{decode_publish, write, Taken as Decoded, MAX_BATCH_ROWS, MAX_IN_FLIGHT};
+use crate::mqtt::MqttMetrics;
+use crate::EdgeAuthorizer;
+
+pub(super) struct IngestArgs {
+    pub options: MqttOptions,
+    pub filter: String,
+    pub max_payload_bytes: usize,
+    pub authorizer: Option<Arc<dyn EdgeAuthorizer>>,
+    pub slots: Arc<DeliverySlots>,
+    pub status: Arc<LinkStatus>,
+}
+
+/// One write's worth of publishes.
+#[derive(Default)]
+struct Gathered {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    /// Slots taken by the publishes in `batches`.
+    taken: Vec<Taken>,
+    /// Every QoS 1 publish of the write, in the order received: acknowledged after it.
+    acks: Vec<(QoS, u16)>,
+}
+
+pub(super) fn start(args: IngestArgs, storage: Arc<Storage>, metrics: MqttMetrics) {
+    let mut options = args.options;
+    options.set_manual_acks(true);
+    let (client, eventloop) = AsyncClient::new(options, REQUESTS);
+    let (publishes, received) = mpsc::channel(RECEIVED);
+    tokio::spawn(super::drive(
+        eventloop,
+        client.clone(),
+        args.filter,
+        args.status,
+        publishes,
+    ));
+    let writer = Writer {
+        client,
+        storage,
+        metrics,
+        authorizer: args.authorizer,
+        slots: args.slots,
+        max_payload_bytes: args.max_payload_bytes,
+    };
+    tokio::spawn(writer.run(received));
+}
+
+struct Writer {
+    client: AsyncClient,
+    storage: Arc<Storage>,
+    metrics: MqttMetrics,
+    authorizer: Option<Arc<dyn EdgeAuthorizer>>,
+    slots: Arc<DeliverySlots>,
+    max_payload_bytes: usize,
+}
+
+impl Writer {
+    async fn run(self, mut received: mpsc::Receiver<Publish>) {
+        let mut in_flight = FuturesOrdered::new();
+        loop {
+            tokio::select! {
+                first = received.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                    let Some(first) = first else { break };
+                    let started = Instant::now();
+                    let mut gathered = Gathered::default();
+                    self.gather(first, &mut gathered);
+                    while gathered.rows < MAX_BATCH_ROWS {
+                        match received.try_recv() {
+                            Ok(publish) => self.gather(publish, &mut gathered),
+                            Err(_) => break,
+                        }
+                    }
+                    in_flight.push_back(self.commit(gathered, started));
+                }
+                Some(acks) = in_flight.next(), if !in_flight.is_empty() => self.ack(acks),
+            }
+        }
+        while let Some(acks) = in_flight.next().await {
+            self.ack(acks);
+        }
+    }
+
+    /// Decodes one publish into `gathered`, or recognises it as a redelivery of one stored.
+    fn gather(&self, publish: Publish, gathered: &mut Gathered) {
+        let acknowledged = publish.qos != QoS::AtMostOnce;
+        if acknowledged {
+            gathered.acks.push((publish.qos, publish.pkid));
+        }
+        let id = content_id(&publish.topic, &publish.payload);
+        if acknowledged && publish.dup && self.slots.is_redelivery(publish.pkid, id) {
+            self.metrics.redeliveries.inc();
+            return;
+        }
+        let decoded = if publish.payload.len() > self.max_payload_bytes {
+            self.metrics.publishes.inc();
+            self.metrics.rejected_publishes.inc();
+            match crate::mqtt::device_of_telemetry(&publish.topic) {
+                Some(device) => Decoded::Refused {
+                    topic: crate::mqtt::errors_topic(device),
+                    body: json!({
+                        "topic": publish.topic,
+                        "error": format!("payload of {} bytes exceeds the limit of {} bytes", publish.payload.len(), self.max_payload_bytes),
+                    }),
+                },
+                None => Decoded::Ignored,
+            }
+        } else {
+            decode_publish(
+                &self.storage,
+                &self.metrics,
+                self.authorizer.as_deref(),
+                publish.topic.as_bytes(),
+                &publish.payload,
+            )
+        };
+        match decoded {
+            Decoded::Readings(batch) => {
+                if batch.num_rows() > 0 {
+                    gathered.rows += batch.num_rows();
+                    gathered.batches.push(batch);
+                    if acknowledged {
+                        gathered.taken.push(self.slots.take(publish.pkid, id));
+                    }
+                }
+            }
+            Decoded::Refused { topic, body } => {
+                // Refused for good: acknowledged, so that the broker does not send it again.
+                let _ = self
+                    .client
+                    .try_publish(topic, QoS::AtMostOnce, false, body.to_string());
+            }
+            Decoded::Ignored => {}
+        }
+    }
+
+    /// Writes the readings and records their packet ids; the acks to send, or none when the
+    /// write failed (the broker keeps those publishes and delivers them again after the next
+    /// reconnection or restart).
+    fn commit(
+        &self,
+        gathered: Gathered,
+        started: Instant,
+    ) -> impl std::future::Future<Output = Vec<(QoS, u16)>> {
+        let storage = Arc::clone(&self.storage);
+        let (metrics, slots) = (self.metrics.clone(), Arc::clone(&self.slots));
+        async move {
+            let Gathered {
+                batches,
+                rows,
+                taken,
+                acks,
+            } = gathered;
+            if rows > 0 && !write(storage, batches, rows, started, metrics.clone()).await {
+                slots.give_back(&taken);
+                metrics.unacknowledged.inc_by(acks.len() as u64);
+                return Vec::new();
+            }
+            if !taken.is_empty() {
+                let persisted = {
+                    let slots = Arc::clone(&slots);
+                    tokio::task::spawn_blocking(move || slots.persist(&taken)).await
+                };
+                match persisted {
+                    Ok(Ok(())) => {}
+                    // The readings are durable: acknowledge them all the same. A crash before
+                    // the slots are on disk could store a redelivery twice; say so.
+                    Ok(Err(e)) => {
+                        error!(error = %e, "mqtt: recording delivered packet ids failed")
+                    }
+                    Err(e) => error!(error = %e, "mqtt: recording delivered packet ids failed"),
+                }
+            }
+            acks
+        }
+    }
+
+    fn ack(&self, acks: Vec<(QoS, u16)>) {
+        for (qos, pkid) in acks {
+            let mut publish = Publish::new("", qos, Vec::<u8>::new());
+            publish.pkid = pkid;
+            if let Err(e) = self.client.try_ack(&publish) {
+                warn!(error = %e, pkid, "mqtt: acknowledging a publish to the external broker failed");
+            }
+        }
+    }
+}
