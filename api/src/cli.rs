@@ -143,6 +143,10 @@ impl StoreArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// A TOML file of these flags (keys without `--`, e.g. `http-addr = "0.0.0.0:3000"`);
+    /// flags and environment variables override it. `deploy/aemos.toml` lists them all.
+    #[arg(long, env = "AEMOS_CONFIG")]
+    pub config: Option<PathBuf>,
     /// HTTP API address (port 0 picks a free port).
     #[arg(long, env = "AEMOS_HTTP_ADDR", default_value = "127.0.0.1:3000")]
     pub http_addr: SocketAddr,
@@ -200,6 +204,10 @@ pub struct ServeArgs {
     /// CoAP (UDP) address (port 0 picks a free port).
     #[arg(long, env = "AEMOS_COAP_ADDR", default_value = "127.0.0.1:5683")]
     pub coap_addr: SocketAddr,
+    /// CoAP's ACK_TIMEOUT (RFC 7252 §4.8): the first wait for the ACK of a confirmable
+    /// notification, then doubling; after four retransmissions the observer is removed.
+    #[arg(long, env = "AEMOS_COAP_ACK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub coap_ack_timeout: Duration,
     #[command(flatten)]
     pub store: StoreArgs,
     /// How often the buffer is persisted to Parquet.

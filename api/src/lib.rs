@@ -12,6 +12,7 @@ pub mod auth;
 pub mod chains_command;
 pub mod cli;
 pub mod commands;
+pub mod config_file;
 pub mod devices;
 pub mod http;
 pub mod json_lines;

@@ -1,9 +1,8 @@
-use clap::Parser;
-
-use aemos_api::cli::{Cli, Command, LogFormat};
+use aemos_api::cli::{Command, LogFormat};
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // Flags, environment, and `serve --config FILE` under them.
+    let cli = aemos_api::config_file::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,datafusion=warn,rumqttd=warn".into());
     let logs = tracing_subscriber::fmt()

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub coap_refused: IntCounter,
     pub coap_socket_errors: IntCounter,
     pub coap_notifications: IntCounter,
+    pub coap_retransmissions: IntCounter,
+    pub coap_observers_timed_out: IntCounter,
+    pub coap_amplification_refused: IntCounter,
     /// Credentials refused, by protocol and reason (missing, invalid, forbidden).
     pub auth_refusals: IntCounterVec,
     /// Messages refused by a rate limit, by protocol.
@@ -148,6 +151,18 @@ impl Metrics {
                 "Errors receiving from the CoAP socket (ICMP port-unreachable of gone observers among them)",
             ),
             coap_notifications: counter("coap_notifications_total", "Observe notifications sent"),
+            coap_retransmissions: counter(
+                "coap_retransmissions_total",
+                "Confirmable notifications sent again for want of an ACK",
+            ),
+            coap_observers_timed_out: counter(
+                "coap_observers_timed_out_total",
+                "Observers removed after a notification went unacknowledged through every retransmission",
+            ),
+            coap_amplification_refused: counter(
+                "coap_amplification_refused_total",
+                "CoAP datagrams not sent to a source that has not shown it receives, over its bound",
+            ),
             registry,
         }
     }

@@ -386,6 +386,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let retained = notifier.add_channel_with_latest(Arc::new(mqtt.publisher.clone()));
     let mut coap_args = CoapArgs::new(args.coap_addr);
     coap_args.authorizer = Some(edge_auth as _);
+    coap_args.ack_timeout = args.coap_ack_timeout;
     let coap = CoapServer::start(coap_args, Arc::clone(&storage))
         .await
         .context("starting the CoAP server")?;

@@ -141,6 +141,9 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
         up(&m.coap_refused, load(&coap.stats.refused));
         up(&m.coap_socket_errors, load(&coap.stats.socket_errors));
         up(&m.coap_notifications, load(&coap.stats.notifications));
+        up(&m.coap_retransmissions, load(&coap.stats.retransmissions));
+        up(&m.coap_observers_timed_out, load(&coap.stats.observers_timed_out));
+        up(&m.coap_amplification_refused, load(&coap.stats.amplification_refused));
     }
     if let Some(sio) = &edge.socketio {
         dropped("socketio", sio.dropped());

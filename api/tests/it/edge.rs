@@ -426,3 +426,75 @@ async fn an_overloaded_coap_post_is_5_03_with_max_age() {
         .await;
     assert_eq!(rows, json!([{"n": 1}]));
 }
+
+/// A confirmable notification nobody acknowledges is sent again with backoff (RFC 7252 §4.2:
+/// here 100 ms, 200, 400, 800), four times, and then the observer is removed (RFC 7641 §4.5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_coap_notification_is_retransmitted_then_the_observer_goes() {
+    use coap_lite::{CoapRequest, MessageType, ObserveOption, Packet, RequestType};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--coap-ack-timeout", "100ms"], &[]);
+    let http = reqwest::Client::new();
+    create_chain(&http, &server, hot_chain("d-7")).await;
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut request: CoapRequest<std::net::SocketAddr> = CoapRequest::new();
+    request.set_method(RequestType::Get);
+    request.set_path("/devices/d-7/notifications");
+    request.set_observe_flag(ObserveOption::Register);
+    request.message.header.set_type(MessageType::Confirmable);
+    request.message.header.message_id = 4242;
+    request.message.set_token(vec![7, 7]);
+    udp.send_to(&request.message.to_bytes().unwrap(), &server.coap_addr)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let receive = |buf: &mut [u8; 1500]| {
+        let udp = &udp;
+        async move {
+            let (n, _) = tokio::time::timeout(WAIT, udp.recv_from(buf))
+                .await
+                .expect("a datagram")
+                .unwrap();
+            Packet::from_bytes(&buf[..n]).unwrap()
+        }
+    };
+    let registered = receive(&mut buf).await;
+    assert_eq!(registered.header.message_id, 4242);
+    assert!(registered.get_observe_value().is_some(), "observing");
+
+    let (status, _) = server
+        .post(
+            &http,
+            "/api/v1/write",
+            &json!({"readings": [{"sensor": "d-7", "variable": "temperature", "value": 30}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // The notification, then the same message four more times, never acknowledged.
+    let mut sends = Vec::new();
+    for _ in 0..5 {
+        let n = receive(&mut buf).await;
+        assert_eq!(n.header.get_type(), MessageType::Confirmable);
+        sends.push((std::time::Instant::now(), n.header.message_id, n.payload));
+    }
+    assert!(sends.iter().all(|s| s.1 == sends[0].1 && s.2 == sends[0].2));
+    let gaps: Vec<Duration> = sends.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    for pair in gaps.windows(2) {
+        assert!(pair[1] > pair[0], "the timeout doubles: {gaps:?}");
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), udp.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "a sixth send"
+    );
+    let metrics = server.metrics(&http).await;
+    for line in [
+        "coap_retransmissions_total 4",
+        "coap_observers_timed_out_total 1",
+        "coap_observers 0",
+    ] {
+        assert!(metrics.lines().any(|l| l.ends_with(line)), "{line} in {metrics}");
+    }
+}

@@ -11,8 +11,11 @@
 //!   need a credential that may read the device (`?token=`), as the authorizer decides.
 //!
 //! Confirmable requests are deduplicated by endpoint and message id for the exchange
-//! lifetime, so a retransmitted POST is answered again, not stored twice.
+//! lifetime, so a retransmitted POST is answered again, not stored twice. Confirmable
+//! notifications are retransmitted with backoff until acknowledged ([`observers`]), and what
+//! goes to a source that has not shown it receives is bounded ([`amplification`]).
 
+mod amplification;
 mod dedup;
 mod observers;
 mod recv_backoff;
@@ -36,8 +39,9 @@ use tracing::{debug, warn};
 use crate::queue::DropOldest;
 use crate::validate::check_device;
 use crate::{decode_device_payload, DecodeArgs};
+use amplification::Amplification;
 use dedup::Dedup;
-use observers::{Observer, Observers};
+use observers::{Observer, Observers, Registered};
 use recv_backoff::RecvBackoff;
 
 #[derive(Debug, Clone)]
@@ -49,6 +53,11 @@ pub struct CoapArgs {
     /// How long an observation lasts without being renewed.
     pub observe_lifetime: Duration,
     pub max_observers: usize,
+    /// Observers sharing one source address at most.
+    pub max_observers_per_source: usize,
+    /// RFC 7252's ACK_TIMEOUT: the first wait for a confirmable notification's ACK (then
+    /// doubling, four retransmissions at most).
+    pub ack_timeout: Duration,
     /// Notifications waiting to be sent before the oldest is dropped.
     pub notify_queue: usize,
 }
@@ -60,6 +69,8 @@ impl CoapArgs {
             authorizer: None,
             observe_lifetime: Duration::from_secs(24 * 3600),
             max_observers: 100_000,
+            max_observers_per_source: 64,
+            ack_timeout: Duration::from_secs(2),
             notify_queue: 65_536,
         }
     }
@@ -76,6 +87,13 @@ pub struct CoapStats {
     pub refused: AtomicU64,
     /// Errors of `recv_from` (each ICMP port-unreachable of a gone observer among them).
     pub socket_errors: AtomicU64,
+    /// Confirmable notifications sent again for want of an ACK.
+    pub retransmissions: AtomicU64,
+    /// Observers removed after their notification went unacknowledged through every
+    /// retransmission.
+    pub observers_timed_out: AtomicU64,
+    /// Datagrams not sent to an unverified source over its amplification bound.
+    pub amplification_refused: AtomicU64,
 }
 
 /// Requests handled at once.
@@ -89,6 +107,7 @@ struct Shared {
     /// The last notification per device, answered to a plain GET and to a new observer.
     last: Mutex<HashMap<String, (u32, Bytes)>>,
     dedup: Mutex<Dedup>,
+    amplification: Mutex<Amplification>,
     message_id: AtomicU16,
     stats: Arc<CoapStats>,
     /// Requests being handled (most wait for a group commit); beyond it 5.03 at once.
@@ -129,7 +148,13 @@ impl CoapServer {
         let shared = Arc::new(Shared {
             socket,
             storage,
-            observers: Mutex::new(Observers::new(args.observe_lifetime, args.max_observers)),
+            observers: Mutex::new(Observers::new(
+                args.observe_lifetime,
+                args.max_observers,
+                args.max_observers_per_source,
+                args.ack_timeout,
+            )),
+            amplification: Mutex::new(Amplification::new(Instant::now())),
             last: Mutex::new(HashMap::new()),
             dedup: Mutex::new(Dedup::new(Duration::from_secs(247), 65_536)),
             message_id: AtomicU16::new(rand_start()),
@@ -193,6 +218,7 @@ async fn receive_loop(shared: Arc<Shared>) {
         };
         backoff.after_datagram();
         shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+        lock(&shared.amplification).received(src.ip(), len, Instant::now());
         let packet = match Packet::from_bytes(&buf[..len]) {
             Ok(p) => p,
             Err(e) => {
@@ -204,7 +230,10 @@ async fn receive_loop(shared: Arc<Shared>) {
         let message_id = packet.header.message_id;
         match packet.header.get_type() {
             MessageType::Acknowledgement => {
-                lock(&shared.observers).acknowledged(src, message_id);
+                if lock(&shared.observers).acknowledged(src, message_id) {
+                    // It received our message: its address is its own.
+                    lock(&shared.amplification).verify(src.ip(), Instant::now());
+                }
                 continue;
             }
             MessageType::Reset => {
@@ -216,7 +245,7 @@ async fn receive_loop(shared: Arc<Shared>) {
                 match cached {
                     dedup::Seen::New => {}
                     dedup::Seen::Answered(bytes) => {
-                        let _ = shared.socket.send_to(&bytes, src).await;
+                        send(&shared, &bytes, src).await;
                         continue;
                     }
                     dedup::Seen::InProgress => continue,
@@ -252,7 +281,7 @@ async fn receive_loop(shared: Arc<Shared>) {
                                 Instant::now(),
                             );
                         }
-                        let _ = shared.socket.send_to(&bytes, src).await;
+                        send(&shared, &bytes, src).await;
                     }
                 }
                 shared.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -303,7 +332,19 @@ async fn handle(shared: Arc<Shared>, mut request: CoapRequest<SocketAddr>) {
     if confirmable {
         lock(&shared.dedup).answered(src, message_id, bytes.clone(), Instant::now());
     }
-    let _ = shared.socket.send_to(&bytes, src).await;
+    send(&shared, &bytes, src).await;
+}
+
+/// Sends a datagram unless it is over the destination's amplification bound.
+async fn send(shared: &Shared, bytes: &[u8], to: SocketAddr) -> bool {
+    if !lock(&shared.amplification).may_send(to.ip(), bytes.len(), Instant::now()) {
+        shared
+            .stats
+            .amplification_refused
+            .fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    shared.socket.send_to(bytes, to).await.is_ok()
 }
 
 /// Seconds a client should wait before it retries a request answered `5.03`, as HTTP's
@@ -448,7 +489,7 @@ fn get_notifications(
                 &token,
                 credential.as_deref(),
                 Instant::now(),
-            ) =>
+            ) != Registered::Full =>
         {
             if let Some(r) = request.response.as_mut() {
                 r.message.set_observe_value(sequence);
@@ -472,11 +513,36 @@ fn get_notifications(
 async fn notify_loop(shared: Arc<Shared>, queue: Arc<DropOldest<(String, Bytes)>>) {
     let mut items = Vec::new();
     let mut last_sweep = Instant::now();
-    while queue.next_all(&mut items).await {
+    loop {
+        let next_due = lock(&shared.observers).next_due();
+        let retransmit = async {
+            match next_due {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            more = queue.next_all(&mut items) => {
+                if !more {
+                    return;
+                }
+            }
+            () = retransmit => {}
+        }
         let now = Instant::now();
         if now.duration_since(last_sweep) > Duration::from_secs(60) {
             lock(&shared.observers).expire(now);
             last_sweep = now;
+        }
+        let (again, timed_out) = lock(&shared.observers).due(now);
+        shared
+            .stats
+            .observers_timed_out
+            .fetch_add(timed_out as u64, Ordering::Relaxed);
+        for (endpoint, bytes) in again {
+            if send(&shared, &bytes, endpoint).await {
+                shared.stats.retransmissions.fetch_add(1, Ordering::Relaxed);
+            }
         }
         for (device, payload) in items.drain(..) {
             let sequence = {
@@ -506,12 +572,28 @@ async fn notify_loop(shared: Arc<Shared>, queue: Arc<DropOldest<(String, Bytes)>
                 packet.set_content_format(ContentFormat::ApplicationJSON);
                 match packet.to_bytes() {
                     Ok(bytes) => {
-                        let _ = shared.socket.send_to(&bytes, observer.endpoint).await;
-                        shared.stats.notifications.fetch_add(1, Ordering::Relaxed);
+                        let bytes = Bytes::from(bytes);
+                        lock(&shared.observers).sent(
+                            &device,
+                            &observer,
+                            message_id,
+                            bytes.clone(),
+                            now,
+                            jitter(message_id),
+                        );
+                        if send(&shared, &bytes, observer.endpoint).await {
+                            shared.stats.notifications.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     Err(e) => warn!(error = ?e, "coap: encoding a notification"),
                 }
             }
         }
     }
+}
+
+/// A value in [0, 1) that spreads first retransmission timeouts (RFC 7252 §4.2's random
+/// factor) without a random number generator: the message id's bits, reversed.
+fn jitter(message_id: u16) -> f64 {
+    f64::from(message_id.reverse_bits()) / 65_536.0
 }
