@@ -1,6 +1,6 @@
 //! Prometheus metrics of the write and query paths.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -42,6 +42,13 @@ pub struct Metrics {
     pub admission_refusals: IntCounterVec,
     /// 0 closed, 1 half-open, 2 open (seed 004's `circuit_state`).
     pub circuit_state: IntGauge,
+    /// Latencies: the WAL's `fdatasync` per group commit, a persistence round, a user's SQL
+    /// query (admission to the end of its stream, every front-end), and a notification (its
+    /// firing's time, i.e. the readings' wall-clock time, to its hand-off to the channels).
+    pub wal_sync_seconds: Histogram,
+    pub persist_seconds: Histogram,
+    pub query_seconds: Histogram,
+    pub notification_seconds: Histogram,
 }
 
 impl Metrics {
@@ -61,6 +68,18 @@ impl Metrics {
                 .expect("unique metric");
             c
         };
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+                .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let fast = [
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ];
+        let slow = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
             registry
@@ -162,6 +181,26 @@ impl Metrics {
             coap_amplification_refused: counter(
                 "coap_amplification_refused_total",
                 "CoAP datagrams not sent to a source that has not shown it receives, over its bound",
+            ),
+            wal_sync_seconds: histogram(
+                "wal_sync_seconds",
+                "Time of the WAL's fdatasync, per group commit",
+                &fast,
+            ),
+            persist_seconds: histogram(
+                "persist_seconds",
+                "Time of a persistence round that wrote readings (Parquet, upload, catalog commit)",
+                &slow,
+            ),
+            query_seconds: histogram(
+                "query_seconds",
+                "Time of a user's SQL query, admission to the end of its results (HTTP, Postgres, Flight SQL)",
+                &slow,
+            ),
+            notification_seconds: histogram(
+                "notification_seconds",
+                "From a firing's time (its readings' wall-clock time) to its notification's hand-off to the channels",
+                &fast,
             ),
             registry,
         }

@@ -189,6 +189,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         notifier: Arc::clone(&notifier),
     })?;
     let metrics = Metrics::new();
+    notifier.observe_latency(metrics.notification_seconds.clone(), Arc::clone(&clock));
 
     // Socket.IO: its rooms watch devices; durable readings of watched devices become
     // throttled `datastream` events.
@@ -230,6 +231,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         stable: args.breaker_stable,
     };
     storage_args.observer = Some(Arc::new(Observers(vec![rules.observer(), datastream])));
+    storage_args.histograms = aemos_storage::StorageHistograms {
+        wal_sync_seconds: Some(metrics.wal_sync_seconds.clone()),
+        persist_seconds: Some(metrics.persist_seconds.clone()),
+    };
     let storage = Storage::open(storage_args)
         .await
         .context("opening storage")?;
@@ -246,7 +251,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             concurrency: args.query_concurrency as usize,
             memory_bytes: (args.query_memory_mb > 0).then_some(args.query_memory_mb << 20),
         },
-    })?;
+    })?
+    .with_latency(metrics.query_seconds.clone());
     rules.register_tables(&queries)?;
     notifier.register_table(&queries)?;
 

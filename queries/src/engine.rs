@@ -68,6 +68,7 @@ pub struct QueryEngine {
     ctx: SessionContext,
     limits: QueryLimits,
     slots: Arc<Semaphore>,
+    latency: Option<prometheus::Histogram>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -121,7 +122,14 @@ impl QueryEngine {
             ctx,
             limits: args.limits,
             slots: Arc::new(Semaphore::new(args.limits.concurrency.max(1))),
+            latency: None,
         })
+    }
+
+    /// Observes each user query's time, from admission to the end of its stream.
+    pub fn with_latency(mut self, histogram: prometheus::Histogram) -> Self {
+        self.latency = Some(histogram);
+        self
     }
 
     /// [`QueryEngine::execute`] for a user's query: refused when every slot is taken, and its
@@ -153,6 +161,8 @@ impl QueryEngine {
             deadline: tokio::time::Instant::now() + timeout,
             timeout,
             setting,
+            started: std::time::Instant::now(),
+            latency: self.latency.clone(),
         })
     }
 
@@ -313,6 +323,16 @@ pub struct Admission {
     deadline: tokio::time::Instant,
     timeout: Duration,
     setting: &'static str,
+    started: std::time::Instant,
+    latency: Option<prometheus::Histogram>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(h) = &self.latency {
+            h.observe(self.started.elapsed().as_secs_f64());
+        }
+    }
 }
 
 impl Admission {

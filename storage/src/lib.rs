@@ -57,7 +57,9 @@ pub use object_store_config::ObjectStoreConfig;
 pub use persist::{
     decode_parquet, encode_parquet, sort_and_split, writer_properties, SortedPartition,
 };
-pub use storage::{read_only_snapshot, PersistReport, ReadSnapshot, Storage, StorageArgs};
+pub use storage::{
+    read_only_snapshot, PersistReport, ReadSnapshot, Storage, StorageArgs, StorageHistograms,
+};
 pub use wal::{
     read_unpersisted, DurableObserver, ReplayReport, SegmentId, Wal, WalArgs, WalFailure,
     WalRecord, MAX_RECORD_BYTES,

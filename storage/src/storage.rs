@@ -54,6 +54,16 @@ pub struct StorageArgs {
     pub faults: Option<Arc<dyn crate::faults::Faults>>,
     /// The circuit breaker's thresholds (see `admission`).
     pub breaker: BreakerArgs,
+    /// Latency histograms of the server's metrics: WAL `fdatasync`, persistence rounds.
+    pub histograms: StorageHistograms,
+}
+
+/// Where storage observes its latencies (histograms registered by the server); none by default.
+#[derive(Debug, Clone, Default)]
+pub struct StorageHistograms {
+    pub wal_sync_seconds: Option<prometheus::Histogram>,
+    /// A persistence round that wrote rows: Parquet encoding, upload, catalog commit.
+    pub persist_seconds: Option<prometheus::Histogram>,
 }
 
 impl StorageArgs {
@@ -73,6 +83,7 @@ impl StorageArgs {
             observer: None,
             faults: None,
             breaker: BreakerArgs::default(),
+            histograms: StorageHistograms::default(),
         }
     }
 }
@@ -132,6 +143,7 @@ impl Storage {
         let persist_notify = Arc::new(Notify::new());
         let wal_args = WalArgs {
             dir: args.data_dir.join("wal"),
+            sync_seconds: args.histograms.wal_sync_seconds.clone(),
             observer: args.observer.clone(),
             persisted_through,
             buffer: Arc::clone(&buffer),
@@ -348,6 +360,7 @@ impl Storage {
         if self.buffer.open_rows() == 0 && self.buffer.sealed().is_empty() {
             return Ok(PersistReport::default()); // idle: no rotation, no catalog version
         }
+        let started = std::time::Instant::now();
         self.wal.rotate().await?;
         let mut report = PersistReport::default();
         for generation in self.buffer.sealed() {
@@ -358,6 +371,9 @@ impl Storage {
             report.bytes += bytes;
         }
         if report.rows > 0 {
+            if let Some(h) = &self.args.histograms.persist_seconds {
+                h.observe(started.elapsed().as_secs_f64());
+            }
             debug!(?report, "persisted");
         }
         Ok(report)

@@ -109,6 +109,8 @@ pub type WalFailure = Arc<Mutex<Option<String>>>;
 
 pub struct WalArgs {
     pub dir: PathBuf,
+    /// Observes the time of each group commit's `fdatasync`.
+    pub sync_seconds: Option<prometheus::Histogram>,
     pub observer: Option<Arc<dyn DurableObserver>>,
     /// Segments up to and including this one are already persisted (from the catalog).
     pub persisted_through: Option<SegmentId>,
@@ -143,6 +145,7 @@ impl Wal {
     pub fn open(args: WalArgs) -> Result<(Self, ReplayReport)> {
         let WalArgs {
             dir,
+            sync_seconds,
             observer,
             persisted_through,
             buffer,
@@ -186,6 +189,7 @@ impl Wal {
             observer,
             failed: Arc::clone(&failure),
             faults,
+            sync_seconds,
         };
         std::thread::Builder::new()
             .name("aemos-wal".into())
@@ -450,6 +454,7 @@ struct Writer {
     observer: Option<Arc<dyn DurableObserver>>,
     failed: WalFailure,
     faults: Option<Arc<dyn Faults>>,
+    sync_seconds: Option<prometheus::Histogram>,
 }
 
 impl Writer {
@@ -548,11 +553,15 @@ impl Writer {
             }
             return Err(reason);
         }
+        let started = std::time::Instant::now();
         let synced = match &self.faults {
             Some(faults) => faults.before_sync(),
             None => Ok(()),
         }
         .and_then(|()| self.file.sync_data());
+        if let Some(h) = &self.sync_seconds {
+            h.observe(started.elapsed().as_secs_f64());
+        }
         if let Err(e) = synced {
             let reason = format!("wal fdatasync failed: {e}; refusing writes until restart");
             // Best effort: the group was never acknowledged, keep it out of the next replay.

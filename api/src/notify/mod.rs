@@ -60,6 +60,7 @@ pub struct Notifier {
     replay_per_device: usize,
     replay_total: usize,
     delivered: AtomicU64,
+    latency: std::sync::OnceLock<(prometheus::Histogram, Arc<dyn aemos_clock::Clock>)>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -103,7 +104,17 @@ impl Notifier {
             replay_per_device: replay_per_device.max(1),
             replay_total: replay_total.max(1),
             delivered: AtomicU64::new(0),
+            latency: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Observes each delivered notification's time from its firing (set once, at start).
+    pub fn observe_latency(
+        &self,
+        histogram: prometheus::Histogram,
+        clock: Arc<dyn aemos_clock::Clock>,
+    ) {
+        let _ = self.latency.set((histogram, clock));
     }
 
     pub fn add_channel(&self, channel: Arc<dyn NotificationChannel>) {
@@ -169,6 +180,9 @@ impl Notifier {
                 c.deliver(&n, &json);
             }
             self.delivered.fetch_add(1, Ordering::Relaxed);
+            if let Some((histogram, clock)) = self.latency.get() {
+                histogram.observe((clock.now_ms() - n.time_ms).max(0) as f64 / 1000.0);
+            }
         }
     }
 

@@ -332,6 +332,19 @@ async fn a_firing_reaches_mqtt_coap_and_socketio() {
         "normal",
         2,
     );
+
+    // The latency histograms saw the syncs, the queries and the notifications.
+    let metrics = server.metrics(&http).await;
+    let count = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("aemos_{name}_count ")))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("aemos_{name}_count in {metrics}"))
+    };
+    assert!(count("wal_sync_seconds") >= 2);
+    assert!(count("query_seconds") >= 2);
+    assert_eq!(count("notification_seconds"), 2);
 }
 
 /// A confirmable POST sent twice with one message id (a retransmission) is answered twice

@@ -14,16 +14,16 @@ use serde_json::{json, Value};
 use crate::mqtt_device::{MqttDevice, WAIT};
 use crate::server::TestServer;
 
-struct Mosquitto {
+pub(crate) struct Mosquitto {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Mosquitto {
     /// Mosquitto on `port` (0: a free one), anonymous, with room for aemos's window and for
     /// what it queues while aemos is down.
-    fn start(port: u16) -> Self {
+    pub(crate) fn start(port: u16) -> Self {
         let port = if port == 0 {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -66,7 +66,7 @@ impl Mosquitto {
         }
     }
 
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 }

@@ -4,6 +4,7 @@
 mod access;
 mod backpressure;
 mod commands;
+mod crash;
 mod device_state;
 mod devices_api;
 mod durability;

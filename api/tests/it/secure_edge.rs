@@ -689,4 +689,18 @@ fn production_refuses_to_start_unsafe() {
         "0.0.0.0:0",
     ]);
     assert!(coap.contains("DTLS"), "{coap}");
+    // An external broker beyond loopback gets aemos's credentials only over TLS, and the
+    // password is not repeated in the refusal.
+    let broker = run(&[
+        "--mode",
+        "production",
+        "--jwt-secret",
+        SECRET,
+        "--mqtt-broker",
+        "mqtt://aemos:hunter2hunter2@broker.example:1883",
+    ]);
+    assert!(
+        broker.contains("mqtts://") && !broker.contains("hunter2"),
+        "{broker}"
+    );
 }

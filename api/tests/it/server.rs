@@ -46,17 +46,20 @@ impl TestServer {
     pub(crate) fn start(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_aemos"));
         cmd.arg("serve");
-        if !extra.contains(&"--http-addr") {
-            cmd.args(["--http-addr", "127.0.0.1:0"]);
-        }
-        for flag in ["--pg-addr", "--flight-addr"] {
+        // Free ports for every listener the test does not place itself.
+        for flag in [
+            "--http-addr",
+            "--pg-addr",
+            "--flight-addr",
+            "--mqtt-addr",
+            "--mqtt5-addr",
+            "--coap-addr",
+        ] {
             if !extra.contains(&flag) {
                 cmd.args([flag, "127.0.0.1:0"]);
             }
         }
-        cmd.args(["--mqtt-addr", "127.0.0.1:0", "--mqtt5-addr", "127.0.0.1:0"])
-            .args(["--coap-addr", "127.0.0.1:0"])
-            .arg("--data-dir")
+        cmd.arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "info")
