@@ -15,6 +15,7 @@ mod flight;
 mod influx_clients;
 mod logs;
 mod mqtt_device;
+mod overload;
 mod postgres;
 mod preclean;
 mod python;

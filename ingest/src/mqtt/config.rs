@@ -14,6 +14,7 @@ use rumqttd::{
 
 use crate::{EdgeAuthorizer, EdgeRefusal};
 
+use super::throttle::Throttle;
 use super::{MqttArgs, TELEMETRY_FILTER};
 
 /// Commit log of every other filter (device subscriptions: notifications, errors, commands).
@@ -48,6 +49,7 @@ pub(super) async fn wait_listening(addr: SocketAddr, limit: Duration) -> crate::
 /// The broker's verdict on one packet of a remote client.
 fn verdict(
     authorizer: Option<&dyn EdgeAuthorizer>,
+    throttle: Option<&Throttle>,
     client_id: &str,
     packet: &Packet,
 ) -> PacketVerdict {
@@ -55,6 +57,12 @@ fn verdict(
     match packet {
         Packet::Publish(publish, _) => {
             let topic = String::from_utf8_lossy(&publish.topic);
+            if let Some(cut) = throttle
+                .filter(|_| super::device_of_telemetry(&topic).is_some())
+                .and_then(|t| t.check(client_id, publish.payload.len()))
+            {
+                return cut;
+            }
             let outcome = match authorizer {
                 Some(a) => a.mqtt_publish(client_id, &topic),
                 None if crate::edge_auth::is_server_topic(&topic) => Err(EdgeRefusal::Forbidden(
@@ -101,7 +109,12 @@ fn refusal_verdict(refusal: EdgeRefusal) -> PacketVerdict {
     }
 }
 
-fn server(name: &str, listen: SocketAddr, args: &MqttArgs) -> HashMap<String, ServerSettings> {
+fn server(
+    name: &str,
+    listen: SocketAddr,
+    args: &MqttArgs,
+    throttle: Option<Arc<Throttle>>,
+) -> HashMap<String, ServerSettings> {
     let mut connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
         max_payload_size: args.max_payload_bytes,
@@ -114,7 +127,7 @@ fn server(name: &str, listen: SocketAddr, args: &MqttArgs) -> HashMap<String, Se
     };
     let filter_auth = args.authorizer.clone();
     connections.packet_filter = Some(Arc::new(move |client_id: &str, packet: &Packet| {
-        verdict(filter_auth.as_deref(), client_id, packet)
+        verdict(filter_auth.as_deref(), throttle.as_deref(), client_id, packet)
     }));
     if let Some(authorizer) = args.authorizer.clone() {
         connections.session_check = Some(Arc::new(move |client_id: &str| {
@@ -147,6 +160,7 @@ pub(super) fn broker_config(
     args: &MqttArgs,
     v4_addr: SocketAddr,
     v5_addr: Option<SocketAddr>,
+    throttle: Option<Arc<Throttle>>,
 ) -> Config {
     let telemetry = SegmentConfig {
         max_segment_size: (args.backlog_bytes / 2).max(args.max_payload_bytes * 2),
@@ -163,8 +177,8 @@ pub(super) fn broker_config(
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
-        v4: Some(server("aemos-mqtt-v4", v4_addr, args)),
-        v5: v5_addr.map(|addr| server("aemos-mqtt-v5", addr, args)),
+        v4: Some(server("aemos-mqtt-v4", v4_addr, args, throttle.clone())),
+        v5: v5_addr.map(|addr| server("aemos-mqtt-v5", addr, args, throttle)),
         ..Config::default()
     }
 }

@@ -26,6 +26,7 @@ mod config;
 pub mod external;
 mod ingest;
 mod publisher;
+mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -109,6 +110,8 @@ pub struct MqttMetrics {
     pub redeliveries: IntCounter,
     /// External broker: publishes left unacknowledged because their write failed.
     pub unacknowledged: IntCounter,
+    /// Embedded broker: heavy publishers disconnected while the circuit breaker was open.
+    pub throttled: IntCounter,
     pub notifications: IntCounter,
     pub durable_window: Histogram,
 }
@@ -152,6 +155,10 @@ impl MqttMetrics {
             unacknowledged: counter(
                 "mqtt_unacknowledged_publishes_total",
                 "Publishes left unacknowledged to an external broker because their write failed (delivered again later)",
+            )?,
+            throttled: counter(
+                "mqtt_throttled_total",
+                "Heavy telemetry publishers disconnected while the circuit breaker was open",
             )?,
             notifications: counter(
                 "mqtt_notifications_total",
@@ -212,7 +219,16 @@ impl MqttBroker {
     ) -> crate::Result<MqttEdge> {
         let v4_addr = config::resolve(args.v4_addr)?;
         let v5_addr = args.v5_addr.map(config::resolve).transpose()?;
-        let mut broker = rumqttd::Broker::new(config::broker_config(&args, v4_addr, v5_addr));
+        let throttle = Arc::new(throttle::Throttle::new(
+            Arc::clone(&storage),
+            metrics.throttled.clone(),
+        ));
+        let mut broker = rumqttd::Broker::new(config::broker_config(
+            &args,
+            v4_addr,
+            v5_addr,
+            Some(throttle),
+        ));
         let link_error =
             |e: rumqttd::local::LinkError| crate::Error::Edge(format!("mqtt link: {e}"));
         let (ingest_tx, ingest_rx) = broker.link("aemos-ingest").map_err(link_error)?;
