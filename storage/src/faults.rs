@@ -12,4 +12,15 @@ pub trait Faults: Send + Sync + std::fmt::Debug + 'static {
     /// Before each round of background maintenance (persist, compact, retention): may panic,
     /// as a bug in it would.
     fn before_maintenance(&self) {}
+
+    /// Around persistence's catalog commit: an error before it fails the commit as a store
+    /// that refuses the write would (the files uploaded, nothing recorded); an error after it
+    /// fails it as a lost answer would (the commit landed, the writer was told otherwise).
+    fn before_commit(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn after_commit(&self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

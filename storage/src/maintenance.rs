@@ -13,6 +13,8 @@ pub struct MaintenanceStatus {
     /// Rounds failed (or panicked) since the last one that succeeded.
     pub consecutive_failures: u64,
     pub last_error: Option<String>,
+    /// Files of failed catalog commits deleted (uploaded, recorded nowhere).
+    pub orphans_collected: u64,
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +40,10 @@ impl MaintenanceRecord {
             s.consecutive_failures += 1;
             s.last_error = Some(reason);
         });
+    }
+
+    pub(crate) fn collected(&self, files: u64) {
+        self.update(|s| s.orphans_collected += files);
     }
 
     pub(crate) fn status(&self) -> MaintenanceStatus {

@@ -111,6 +111,9 @@ pub struct Storage {
     object_store: ObjectStoreConfig,
     writer_id: String,
     persist_lock: Mutex<()>,
+    /// Files uploaded by a catalog commit that failed, whose fate the catalog has not told
+    /// yet: deleted once a catalog read shows them unrecorded (see `settle_uncommitted`).
+    uncommitted: std::sync::Mutex<Vec<ParquetFile>>,
     persist_notify: Arc<Notify>,
     /// Next Parquet file id to try (ids of files written but not yet committed included).
     next_file_id: AtomicU64,
@@ -161,6 +164,7 @@ impl Storage {
             object_store,
             writer_id,
             persist_lock: Mutex::new(()),
+            uncommitted: std::sync::Mutex::new(Vec::new()),
             persist_notify,
             next_file_id: AtomicU64::new(0),
             replay,
@@ -380,6 +384,14 @@ impl Storage {
     }
 
     async fn persist_generation(&self, generation: &Generation) -> Result<(usize, u64)> {
+        // A commit that failed earlier may have landed: then this generation is in the
+        // catalog already, and writing it again would store its rows twice.
+        self.settle_uncommitted().await?;
+        if self.committed_through(generation.through) {
+            self.buffer.release(generation.through);
+            self.wal.remove_through(generation.through)?;
+            return Ok((0, 0));
+        }
         let batches = generation.batches.clone();
         let parts = tokio::task::spawn_blocking(move || sort_and_split(&batches))
             .await
@@ -395,18 +407,81 @@ impl Storage {
             return Ok((0, 0));
         }
         let writer = self.writer_id.clone();
-        self.catalog
-            .commit(|state| {
-                for file in &files {
-                    state.add_file(file.clone());
-                }
-                state.writers.insert(writer.clone(), through);
-                true
-            })
-            .await?;
+        let fault = |hook: fn(&dyn crate::faults::Faults) -> std::io::Result<()>| {
+            match &self.args.faults {
+                Some(f) => hook(f.as_ref()).map_err(|e| Error::ObjectStore(object_store::Error::Generic {
+                    store: "injected fault",
+                    source: Box::new(e),
+                })),
+                None => Ok(()),
+            }
+        };
+        let committed = match fault(|f| f.before_commit()) {
+            Err(e) => Err(e),
+            Ok(()) => self
+                .catalog
+                .commit(|state| {
+                    for file in &files {
+                        state.add_file(file.clone());
+                    }
+                    state.writers.insert(writer.clone(), through);
+                    true
+                })
+                .await
+                .and_then(|_| fault(|f| f.after_commit())),
+        };
+        if let Err(e) = committed {
+            // Not a lost race (those are retried inside `commit`): the store failed. The
+            // files are in no catalog unless the commit landed before the error; find out
+            // now if the store answers, or before the next round.
+            self.lock_uncommitted().extend(files.iter().cloned());
+            let _ = self.settle_uncommitted().await;
+            if !self.committed_through(through) {
+                return Err(e);
+            }
+            warn!(error = %e, "a catalog commit reported an error but landed");
+        }
         self.buffer.release(through);
         self.wal.remove_through(through)?;
         Ok((count, bytes))
+    }
+
+    fn lock_uncommitted(&self) -> std::sync::MutexGuard<'_, Vec<ParquetFile>> {
+        self.uncommitted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the newest catalog version read says this writer's segments up to `through`
+    /// are persisted.
+    fn committed_through(&self, through: crate::wal::SegmentId) -> bool {
+        self.catalog
+            .snapshot()
+            .writers
+            .get(&self.writer_id)
+            .is_some_and(|&t| t >= through)
+    }
+
+    /// Reads the catalog and deletes the files of failed commits that it does not record
+    /// (counted in the maintenance status); the recorded ones were committed after all.
+    /// Nothing to do, or the catalog unreadable (an error): the files wait for the next call.
+    async fn settle_uncommitted(&self) -> Result<()> {
+        if self.lock_uncommitted().is_empty() {
+            return Ok(());
+        }
+        let state = self.catalog.refresh().await?;
+        let recorded: std::collections::HashSet<&str> = state
+            .files_of(READINGS_TABLE)
+            .map(|f| f.path.as_str())
+            .collect();
+        let orphans: Vec<ParquetFile> = std::mem::take(&mut *self.lock_uncommitted())
+            .into_iter()
+            .filter(|f| !recorded.contains(f.path.as_str()))
+            .collect();
+        if !orphans.is_empty() {
+            self.delete_uncommitted(&orphans).await;
+            self.maintenance.collected(orphans.len() as u64);
+            info!(files = orphans.len(), "deleted the files of a failed catalog commit");
+        }
+        Ok(())
     }
 
     /// Writes every part; if one fails, deletes the ones written before it (they are in no

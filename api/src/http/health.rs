@@ -48,6 +48,7 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
                 "failures": maintenance.failures,
                 "panics": maintenance.panics,
                 "consecutiveFailures": maintenance.consecutive_failures,
+                "orphansCollected": maintenance.orphans_collected,
                 "lastError": maintenance.last_error,
             },
             // Refuses appends after a failed fsync (firings are then only logged as lost).

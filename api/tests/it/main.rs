@@ -6,6 +6,7 @@ mod backpressure;
 mod commands;
 mod crash;
 mod device_state;
+mod deploy;
 mod devices_api;
 mod durability;
 mod edge;

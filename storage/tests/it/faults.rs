@@ -191,3 +191,76 @@ async fn a_panic_in_maintenance_is_counted_and_the_next_round_persists() {
     let _ = stop.send(true);
     background.await.unwrap();
 }
+
+/// Fails the first catalog commit of persistence, before (`landed: false`) or after
+/// (`landed: true`) it reached the store.
+#[derive(Debug)]
+struct FailFirstCommit {
+    landed: bool,
+    commits: AtomicUsize,
+}
+
+impl Faults for FailFirstCommit {
+    fn before_commit(&self) -> std::io::Result<()> {
+        if !self.landed && self.commits.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(std::io::Error::other("the store refused the write"));
+        }
+        Ok(())
+    }
+
+    fn after_commit(&self) -> std::io::Result<()> {
+        if self.landed && self.commits.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(std::io::Error::other("the answer was lost"));
+        }
+        Ok(())
+    }
+}
+
+/// Parquet files under the store's `readings/`.
+fn parquet_files(dir: &Path) -> usize {
+    let out = Command::new("find")
+        .arg(dir.join("objects"))
+        .args(["-path", "*readings/*", "-name", "*.parquet"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_catalog_commit_leaves_no_orphans_and_no_duplicates() {
+    for landed in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(
+            dir.path(),
+            local_store(dir.path()),
+            Arc::new(ManualClock::new(T0)),
+        );
+        a.faults = Some(Arc::new(FailFirstCommit {
+            landed,
+            commits: AtomicUsize::new(0),
+        }));
+        let storage = Storage::open(a).await.unwrap();
+        storage.write(batch(T0, 100, "a")).await.unwrap();
+        let first = storage.persist().await;
+        if landed {
+            // The commit landed: the generation is persisted, once.
+            assert!(first.is_ok(), "{first:?}");
+        } else {
+            assert!(first.is_err(), "the failed commit is reported");
+            assert_eq!(parquet_files(dir.path()), 0, "the uploaded files were collected");
+            assert!(storage.maintenance_status().orphans_collected >= 1);
+            storage.persist().await.unwrap();
+        }
+        // Nothing left to persist, and the catalog holds each row once.
+        storage.persist().await.unwrap();
+        let catalog = storage.catalog().snapshot();
+        let persisted: u64 = catalog.files_of("readings").map(|f| f.rows).sum();
+        assert_eq!(persisted, 100, "landed: {landed}");
+        assert_eq!(storage.buffered_rows(), 0);
+        assert_eq!(
+            parquet_files(dir.path()),
+            catalog.files_of("readings").count(),
+            "every file on the store is in the catalog (landed: {landed})"
+        );
+    }
+}
