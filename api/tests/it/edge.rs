@@ -444,7 +444,7 @@ async fn an_overloaded_coap_post_is_5_03_with_max_age() {
 /// here 100 ms, 200, 400, 800), four times, and then the observer is removed (RFC 7641 §4.5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unacknowledged_coap_notification_is_retransmitted_then_the_observer_goes() {
-    use coap_lite::{CoapRequest, MessageType, ObserveOption, Packet, RequestType};
+    use coap_lite::{CoapRequest, MessageType, ObserveOption, RequestType};
 
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &["--coap-ack-timeout", "100ms"], &[]);
@@ -462,17 +462,7 @@ async fn an_unacknowledged_coap_notification_is_retransmitted_then_the_observer_
         .await
         .unwrap();
     let mut buf = [0u8; 1500];
-    let receive = |buf: &mut [u8; 1500]| {
-        let udp = &udp;
-        async move {
-            let (n, _) = tokio::time::timeout(WAIT, udp.recv_from(buf))
-                .await
-                .expect("a datagram")
-                .unwrap();
-            Packet::from_bytes(&buf[..n]).unwrap()
-        }
-    };
-    let registered = receive(&mut buf).await;
+    let registered = receive_coap(&udp, &mut buf).await;
     assert_eq!(registered.header.message_id, 4242);
     assert!(registered.get_observe_value().is_some(), "observing");
 
@@ -487,7 +477,7 @@ async fn an_unacknowledged_coap_notification_is_retransmitted_then_the_observer_
     // The notification, then the same message four more times, never acknowledged.
     let mut sends = Vec::new();
     for _ in 0..5 {
-        let n = receive(&mut buf).await;
+        let n = receive_coap(&udp, &mut buf).await;
         assert_eq!(n.header.get_type(), MessageType::Confirmable);
         sends.push((std::time::Instant::now(), n.header.message_id, n.payload));
     }
@@ -510,4 +500,12 @@ async fn an_unacknowledged_coap_notification_is_retransmitted_then_the_observer_
     ] {
         assert!(metrics.lines().any(|l| l.ends_with(line)), "{line} in {metrics}");
     }
+}
+
+async fn receive_coap(udp: &tokio::net::UdpSocket, buf: &mut [u8; 1500]) -> coap_lite::Packet {
+    let (n, _) = tokio::time::timeout(WAIT, udp.recv_from(buf))
+        .await
+        .expect("a datagram")
+        .unwrap();
+    coap_lite::Packet::from_bytes(&buf[..n]).unwrap()
 }

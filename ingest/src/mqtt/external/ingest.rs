@@ -20,12 +20,12 @@ use crate::mqtt::MqttMetrics;
 use crate::EdgeAuthorizer;
 
 pub(super) struct IngestArgs {
-    pub options: MqttOptions,
-    pub filter: String,
-    pub max_payload_bytes: usize,
-    pub authorizer: Option<Arc<dyn EdgeAuthorizer>>,
-    pub slots: Arc<DeliverySlots>,
-    pub status: Arc<LinkStatus>,
+    pub(super) options: MqttOptions,
+    pub(super) filter: String,
+    pub(super) max_payload_bytes: usize,
+    pub(super) authorizer: Option<Arc<dyn EdgeAuthorizer>>,
+    pub(super) slots: Arc<DeliverySlots>,
+    pub(super) status: Arc<LinkStatus>,
 }
 
 /// One write's worth of publishes.

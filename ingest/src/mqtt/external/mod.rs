@@ -171,8 +171,9 @@ fn options(args: &ExternalArgs, client_id: String) -> crate::Result<MqttOptions>
         .set_clean_session(false)
         .set_max_packet_size(MAX_PACKET, MAX_PACKET)
         .set_inflight(1000);
+    // Userinfo is percent-encoded; form decoding would also turn `+` into a space.
     let decode = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
             .next()
             .map(|(_, v)| v.into_owned())
             .unwrap_or_default()

@@ -34,8 +34,8 @@ pub(super) fn content_id(topic: &str, payload: &[u8]) -> u64 {
 /// A publish taken into a write: its slot and what the slot held before.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Taken {
-    pub pkid: u16,
-    pub id: u64,
+    pkid: u16,
+    id: u64,
     previous: u64,
 }
 
