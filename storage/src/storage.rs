@@ -407,15 +407,16 @@ impl Storage {
             return Ok((0, 0));
         }
         let writer = self.writer_id.clone();
-        let fault = |hook: fn(&dyn crate::faults::Faults) -> std::io::Result<()>| {
-            match &self.args.faults {
-                Some(f) => hook(f.as_ref()).map_err(|e| Error::ObjectStore(object_store::Error::Generic {
-                    store: "injected fault",
-                    source: Box::new(e),
-                })),
+        let fault =
+            |hook: fn(&dyn crate::faults::Faults) -> std::io::Result<()>| match &self.args.faults {
+                Some(f) => hook(f.as_ref()).map_err(|e| {
+                    Error::ObjectStore(object_store::Error::Generic {
+                        store: "injected fault",
+                        source: Box::new(e),
+                    })
+                }),
                 None => Ok(()),
-            }
-        };
+            };
         let committed = match fault(|f| f.before_commit()) {
             Err(e) => Err(e),
             Ok(()) => self
@@ -479,7 +480,10 @@ impl Storage {
         if !orphans.is_empty() {
             self.delete_uncommitted(&orphans).await;
             self.maintenance.collected(orphans.len() as u64);
-            info!(files = orphans.len(), "deleted the files of a failed catalog commit");
+            info!(
+                files = orphans.len(),
+                "deleted the files of a failed catalog commit"
+            );
         }
         Ok(())
     }

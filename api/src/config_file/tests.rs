@@ -90,7 +90,11 @@ fn bad_files_are_refused_with_the_key_and_line() {
     assert!(value.contains("--retention"), "{value}");
     let missing = format!(
         "{:#}",
-        parse_from(args(&["serve", "--config", "/nonexistent/aemos.toml"]), None).unwrap_err()
+        parse_from(
+            args(&["serve", "--config", "/nonexistent/aemos.toml"]),
+            None
+        )
+        .unwrap_err()
     );
     assert!(missing.contains("/nonexistent/aemos.toml"), "{missing}");
 }

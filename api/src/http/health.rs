@@ -19,9 +19,7 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
     let firings = &state.rules.firings;
     let firing_failure = firings.failure();
     let broker = state.edge.mqtt_mode.as_ref().map(|m| m.health());
-    let broker_down = broker
-        .as_ref()
-        .is_some_and(|b| b["status"] != "ok");
+    let broker_down = broker.as_ref().is_some_and(|b| b["status"] != "ok");
     let status = match (&failure, depth >= capacity || behind || broker_down) {
         _ if firing_failure.is_some() => "failing",
         (Some(_), _) => "failing",
@@ -143,8 +141,14 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
         up(&m.coap_socket_errors, load(&coap.stats.socket_errors));
         up(&m.coap_notifications, load(&coap.stats.notifications));
         up(&m.coap_retransmissions, load(&coap.stats.retransmissions));
-        up(&m.coap_observers_timed_out, load(&coap.stats.observers_timed_out));
-        up(&m.coap_amplification_refused, load(&coap.stats.amplification_refused));
+        up(
+            &m.coap_observers_timed_out,
+            load(&coap.stats.observers_timed_out),
+        );
+        up(
+            &m.coap_amplification_refused,
+            load(&coap.stats.amplification_refused),
+        );
     }
     if let Some(sio) = &edge.socketio {
         dropped("socketio", sio.dropped());

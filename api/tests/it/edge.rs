@@ -498,7 +498,10 @@ async fn an_unacknowledged_coap_notification_is_retransmitted_then_the_observer_
         "coap_observers_timed_out_total 1",
         "coap_observers 0",
     ] {
-        assert!(metrics.lines().any(|l| l.ends_with(line)), "{line} in {metrics}");
+        assert!(
+            metrics.lines().any(|l| l.ends_with(line)),
+            "{line} in {metrics}"
+        );
     }
 }
 

@@ -65,7 +65,10 @@ async fn http_writer(
         match r.status().as_u16() {
             200 => {
                 counts.http_ok.fetch_add(1, Ordering::Relaxed);
-                acked.lock().unwrap().extend((first..next).map(|v| (writer, v)));
+                acked
+                    .lock()
+                    .unwrap()
+                    .extend((first..next).map(|v| (writer, v)));
             }
             503 => {
                 counts.http_503.fetch_add(1, Ordering::Relaxed);
@@ -170,9 +173,7 @@ async fn mqtt_publisher(mqtt_addr: String, counts: Arc<Counts>, stop: Arc<Atomic
 }
 
 async fn summary(http: &reqwest::Client, server: &TestServer) -> Value {
-    server
-        .get_json(http, "/api/v1/metrics/queue/summary")
-        .await
+    server.get_json(http, "/api/v1/metrics/queue/summary").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,9 +259,11 @@ async fn overload_sheds_cuts_off_and_recovers_losing_nothing_acknowledged() {
     }
     let id = command.expect("a command was sent");
     server
-        .get_until(&http, &format!("/api/v1/devices/ov-dev/commands/{id}"), |c| {
-            c["status"] == "acknowledged"
-        })
+        .get_until(
+            &http,
+            &format!("/api/v1/devices/ov-dev/commands/{id}"),
+            |c| c["status"] == "acknowledged",
+        )
         .await;
 
     // Back to CLOSED by itself once the load is gone.
@@ -270,7 +273,10 @@ async fn overload_sheds_cuts_off_and_recovers_losing_nothing_acknowledged() {
         if s["circuitState"] == "CLOSED" {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the breaker stays {s}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the breaker stays {s}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let c = &counts;
@@ -283,11 +289,17 @@ async fn overload_sheds_cuts_off_and_recovers_losing_nothing_acknowledged() {
         c.mqtt_acked.load(Ordering::Relaxed),
         c.mqtt_cut_off.load(Ordering::Relaxed),
     );
-    assert!(states.contains("OPEN"), "the breaker never opened: {states:?}");
+    assert!(
+        states.contains("OPEN"),
+        "the breaker never opened: {states:?}"
+    );
     assert!(c.http_503.load(Ordering::Relaxed) > 0, "no 503");
     assert_eq!(c.http_503_without_retry_after.load(Ordering::Relaxed), 0);
     assert!(c.http_ok.load(Ordering::Relaxed) > 0 && c.coap_ok.load(Ordering::Relaxed) > 0);
-    assert!(peak_kb < RSS_BOUND_KB, "resident memory reached {peak_kb} kB");
+    assert!(
+        peak_kb < RSS_BOUND_KB,
+        "resident memory reached {peak_kb} kB"
+    );
     let metrics = server.metrics(&http).await;
     let value = |name: &str| {
         metrics
@@ -296,8 +308,15 @@ async fn overload_sheds_cuts_off_and_recovers_losing_nothing_acknowledged() {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    assert!(value("mqtt_throttled_total") > 0, "the heavy publisher was never cut off");
-    assert_eq!(value("mqtt_dropped_publishes_total"), 0, "acknowledged publishes dropped");
+    assert!(
+        value("mqtt_throttled_total") > 0,
+        "the heavy publisher was never cut off"
+    );
+    assert_eq!(
+        value("mqtt_dropped_publishes_total"),
+        0,
+        "acknowledged publishes dropped"
+    );
     assert_eq!(value("mqtt_lost_readings_total"), 0);
 
     // Every acknowledged reading is stored.
@@ -310,7 +329,12 @@ async fn overload_sheds_cuts_off_and_recovers_losing_nothing_acknowledged() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|r| (r["s"].as_str().unwrap_or_default().to_owned(), r["v"].as_u64().unwrap()))
+                .map(|r| {
+                    (
+                        r["s"].as_str().unwrap_or_default().to_owned(),
+                        r["v"].as_u64().unwrap(),
+                    )
+                })
                 .collect::<HashSet<(String, u64)>>()
         }
     };
@@ -322,7 +346,11 @@ async fn overload_sheds_cuts_off_and_recovers_losing_nothing_acknowledged() {
         .filter(|(w, v)| !http_stored.contains(&(format!("ov-http-{w}"), *v)))
         .count();
     assert_eq!(missing, 0, "acknowledged HTTP readings missing");
-    let coap_stored = stored("SELECT sensor AS s, CAST(value AS BIGINT) AS v FROM readings WHERE sensor = 'ov-coap'".into()).await;
+    let coap_stored = stored(
+        "SELECT sensor AS s, CAST(value AS BIGINT) AS v FROM readings WHERE sensor = 'ov-coap'"
+            .into(),
+    )
+    .await;
     let missing = coap_acked
         .lock()
         .unwrap()
@@ -335,7 +363,10 @@ async fn overload_sheds_cuts_off_and_recovers_losing_nothing_acknowledged() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mqtt_distinct = loop {
         let n = server
-            .sql(&http, "SELECT count(DISTINCT value) AS n FROM readings WHERE sensor = 'ov-mqtt'")
+            .sql(
+                &http,
+                "SELECT count(DISTINCT value) AS n FROM readings WHERE sensor = 'ov-mqtt'",
+            )
             .await[0]["n"]
             .as_u64()
             .unwrap();

@@ -63,8 +63,8 @@ impl Amplification {
         ip.is_loopback()
             || self
                 .verified
-            .get(ip)
-            .is_some_and(|at| now.duration_since(*at) < VERIFIED_FOR)
+                .get(ip)
+                .is_some_and(|at| now.duration_since(*at) < VERIFIED_FOR)
     }
 
     /// A datagram of `bytes` from `ip`.

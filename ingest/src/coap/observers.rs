@@ -110,11 +110,10 @@ impl Observers {
         credential: Option<&str>,
         now: Instant,
     ) -> Registered {
-        if let Some(o) = self
-            .by_device
-            .get_mut(device)
-            .and_then(|list| list.iter_mut().find(|o| o.endpoint == endpoint && o.token == token))
-        {
+        if let Some(o) = self.by_device.get_mut(device).and_then(|list| {
+            list.iter_mut()
+                .find(|o| o.endpoint == endpoint && o.token == token)
+        }) {
             o.registered = now;
             o.credential = credential.map(str::to_owned);
             return Registered::Renewed;
@@ -185,7 +184,9 @@ impl Observers {
         let Some(list) = self.by_device.get(device) else {
             return Vec::new();
         };
-        list.iter().map(|o| (o.clone(), next_message_id())).collect()
+        list.iter()
+            .map(|o| (o.clone(), next_message_id()))
+            .collect()
     }
 
     /// Records a confirmable notification sent to an observer: it is sent again until
@@ -358,11 +359,21 @@ mod tests {
     }
 
     /// Notifies `device`'s observers, recording each message as sent.
-    fn notify_all(obs: &mut Observers, device: &str, now: Instant, id: &mut u16) -> Vec<(Observer, u16)> {
-        let sent = obs.notify(device, now, |_| true, || {
-            *id += 1;
-            *id
-        });
+    fn notify_all(
+        obs: &mut Observers,
+        device: &str,
+        now: Instant,
+        id: &mut u16,
+    ) -> Vec<(Observer, u16)> {
+        let sent = obs.notify(
+            device,
+            now,
+            |_| true,
+            || {
+                *id += 1;
+                *id
+            },
+        );
         for (o, mid) in &sent {
             obs.sent(device, o, *mid, Bytes::from_static(b"n"), now, 0.0);
         }
@@ -373,15 +384,34 @@ mod tests {
     fn register_renew_deregister_reset_expire() {
         let start = Instant::now();
         let mut obs = observers(3);
-        assert_eq!(obs.register("d", addr(1), b"t1", None, start), Registered::New);
-        assert_eq!(obs.register("d", addr(1), b"t1", None, start), Registered::Renewed);
-        assert_eq!(obs.register("d", addr(2), b"t2", None, start), Registered::New);
+        assert_eq!(
+            obs.register("d", addr(1), b"t1", None, start),
+            Registered::New
+        );
+        assert_eq!(
+            obs.register("d", addr(1), b"t1", None, start),
+            Registered::Renewed
+        );
+        assert_eq!(
+            obs.register("d", addr(2), b"t2", None, start),
+            Registered::New
+        );
         // Two per source address at most (ports differ, the address does not).
-        assert_eq!(obs.register("e", addr(3), b"t3", None, start), Registered::Full);
+        assert_eq!(
+            obs.register("e", addr(3), b"t3", None, start),
+            Registered::Full
+        );
         let other = SocketAddr::from(([127, 0, 0, 2], 3));
-        assert_eq!(obs.register("e", other, b"t3", None, start), Registered::New);
+        assert_eq!(
+            obs.register("e", other, b"t3", None, start),
+            Registered::New
+        );
         let fourth = SocketAddr::from(([127, 0, 0, 3], 4));
-        assert_eq!(obs.register("e", fourth, b"t4", None, start), Registered::Full, "full");
+        assert_eq!(
+            obs.register("e", fourth, b"t4", None, start),
+            Registered::Full,
+            "full"
+        );
         assert_eq!(obs.len(), 3);
 
         let mut id = 0u16;
@@ -392,7 +422,10 @@ mod tests {
         obs.deregister("d", addr(1), b"t1");
         assert_eq!(obs.len(), 1);
         // The source's share is free again.
-        assert_eq!(obs.register("f", addr(5), b"t5", None, start), Registered::New);
+        assert_eq!(
+            obs.register("f", addr(5), b"t5", None, start),
+            Registered::New
+        );
         obs.expire(start + Duration::from_secs(61));
         assert_eq!(obs.len(), 0);
         assert!(obs.by_message.is_empty() && obs.per_source.is_empty());
@@ -425,12 +458,20 @@ mod tests {
         // Only the second observer acknowledges.
         let acked = sent.iter().find(|(o, _)| o.endpoint == addr(2)).unwrap().1;
         assert!(obs.acknowledged(addr(2), acked));
-        assert!(!obs.acknowledged(addr(2), acked), "a second ACK finds nothing");
+        assert!(
+            !obs.acknowledged(addr(2), acked),
+            "a second ACK finds nothing"
+        );
         // Timeouts 2, 4, 8, 16 s after each send: four retransmissions, then removal.
         let mut now = start;
         let mut resent = Vec::new();
         for wait in [2, 4, 8, 16] {
-            assert_eq!(obs.due(now + Duration::from_millis(wait * 1000 - 1)).0.len(), 0);
+            assert_eq!(
+                obs.due(now + Duration::from_millis(wait * 1000 - 1))
+                    .0
+                    .len(),
+                0
+            );
             now += Duration::from_secs(wait);
             let (again, removed) = obs.due(now);
             assert_eq!(removed, 0);
@@ -454,7 +495,10 @@ mod tests {
         let first = notify_all(&mut obs, "d", start, &mut id)[0].1;
         let second = notify_all(&mut obs, "d", start + Duration::from_secs(1), &mut id)[0].1;
         assert_eq!(obs.next_due(), Some(start + Duration::from_secs(2)));
-        assert!(!obs.acknowledged(addr(1), first), "the replaced message is forgotten");
+        assert!(
+            !obs.acknowledged(addr(1), first),
+            "the replaced message is forgotten"
+        );
         let (again, _) = obs.due(start + Duration::from_secs(2));
         assert_eq!(again.len(), 1, "one message in flight, not two");
         assert!(obs.acknowledged(addr(1), second));

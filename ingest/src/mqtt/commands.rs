@@ -103,7 +103,8 @@ impl CommandLink {
     /// is full or the broker is gone (the caller retries).
     pub fn send(&self, device: &str, payload: String) -> crate::Result<()> {
         let topic = format!("aemos/devices/{device}/commands");
-        let failed = |e: &dyn std::fmt::Display| crate::Error::Edge(format!("publishing a command: {e}"));
+        let failed =
+            |e: &dyn std::fmt::Display| crate::Error::Edge(format!("publishing a command: {e}"));
         match &self.tx {
             Sender::Local(tx) => tx
                 .lock()

@@ -127,7 +127,12 @@ fn server(
     };
     let filter_auth = args.authorizer.clone();
     connections.packet_filter = Some(Arc::new(move |client_id: &str, packet: &Packet| {
-        verdict(filter_auth.as_deref(), throttle.as_deref(), client_id, packet)
+        verdict(
+            filter_auth.as_deref(),
+            throttle.as_deref(),
+            client_id,
+            packet,
+        )
     }));
     if let Some(authorizer) = args.authorizer.clone() {
         connections.session_check = Some(Arc::new(move |client_id: &str| {

@@ -247,7 +247,11 @@ async fn a_failed_catalog_commit_leaves_no_orphans_and_no_duplicates() {
             assert!(first.is_ok(), "{first:?}");
         } else {
             assert!(first.is_err(), "the failed commit is reported");
-            assert_eq!(parquet_files(dir.path()), 0, "the uploaded files were collected");
+            assert_eq!(
+                parquet_files(dir.path()),
+                0,
+                "the uploaded files were collected"
+            );
             assert!(storage.maintenance_status().orphans_collected >= 1);
             storage.persist().await.unwrap();
         }

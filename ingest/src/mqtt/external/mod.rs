@@ -8,7 +8,7 @@
 //!   several aemos processes split the devices' load. Acknowledgements are manual: a publish
 //!   is acknowledged to the broker only once its readings are in the WAL ([`ingest`]), in the
 //!   order the publishes came, and a redelivery after a crash is recognised by its packet id
-//!   ([`slots`]) and stored once.
+//!   ([`slots`]) to be stored once (at least once today: see the README).
 //! - **control** (client id `{id}-control`): publishes notifications (retained) and commands
 //!   (not retained) at QoS 1 and subscribes to every device's `acks` topic, unshared: each
 //!   process gets every ack and ignores those of commands it did not send.
@@ -182,10 +182,7 @@ fn options(args: &ExternalArgs, client_id: String) -> crate::Result<MqttOptions>
         .username
         .clone()
         .or_else(|| (!url.username().is_empty()).then(|| decode(url.username())));
-    let password = args
-        .password
-        .clone()
-        .or_else(|| url.password().map(decode));
+    let password = args.password.clone().or_else(|| url.password().map(decode));
     if let Some(user) = username {
         options.set_credentials(user, password.unwrap_or_default());
     }

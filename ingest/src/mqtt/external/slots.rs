@@ -1,4 +1,5 @@
-//! Which publish each packet id last carried: how a redelivery after a crash is stored once.
+//! Which publish each packet id last carried, so that a redelivery after a crash is stored once
+//! (at least once today: the WAL sync and this file's are two syncs; see the README).
 //!
 //! aemos acknowledges a QoS 1 publish to the external broker only once its readings are in
 //! the WAL. Killed between the WAL sync and the PUBACK, it gets the publish again after
@@ -26,8 +27,8 @@ const SLOT_BYTES: usize = 8;
 /// The identity of one publish's content: CRC-32 of the topic and of the payload, never 0
 /// (an empty slot).
 pub(super) fn content_id(topic: &str, payload: &[u8]) -> u64 {
-    let id = (u64::from(crc32fast::hash(topic.as_bytes())) << 32)
-        | u64::from(crc32fast::hash(payload));
+    let id =
+        (u64::from(crc32fast::hash(topic.as_bytes())) << 32) | u64::from(crc32fast::hash(payload));
     id.max(1)
 }
 
