@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coap_lite::{CoapRequest, MessageType, Packet, RequestType};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet as MqttPacket, QoS};
 use serde_json::{json, Value};
 
+use crate::crash::coap_post_seq;
 use crate::mqtt_device::MqttDevice;
 use crate::server::TestServer;
 
@@ -92,36 +92,27 @@ async fn coap_writer(
     stop: Arc<AtomicBool>,
 ) {
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut buf = [0u8; 1500];
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
         seq += 1;
-        let mut request: CoapRequest<std::net::SocketAddr> = CoapRequest::new();
-        request.set_method(RequestType::Post);
-        request.set_path("/telemetry/ov-coap");
-        request.message.header.set_type(MessageType::Confirmable);
-        request.message.header.message_id = seq as u16;
-        request.message.payload = json!({ "seq": seq }).to_string().into_bytes();
-        udp.send_to(&request.message.to_bytes().unwrap(), &addr)
-            .await
-            .unwrap();
-        let Ok(Ok((n, _))) =
-            tokio::time::timeout(Duration::from_secs(2), udp.recv_from(&mut buf)).await
-        else {
-            continue;
-        };
-        let Ok(answer) = Packet::from_bytes(&buf[..n]) else {
-            continue;
-        };
-        match answer.header.code.to_string().as_str() {
-            "2.04" => {
+        let code = coap_post_seq(
+            &udp,
+            &addr,
+            "/telemetry/ov-coap",
+            seq,
+            Duration::from_secs(2),
+        )
+        .await;
+        match code.as_deref() {
+            Some("2.04") => {
                 counts.coap_ok.fetch_add(1, Ordering::Relaxed);
                 acked.lock().unwrap().push(seq);
             }
-            "5.03" => {
+            Some("5.03") => {
                 counts.coap_503.fetch_add(1, Ordering::Relaxed);
             }
-            other => panic!("coap answered {other}"),
+            Some(other) => panic!("coap answered {other}"),
+            None => {}
         }
     }
 }
