@@ -73,7 +73,8 @@ pub fn readings_schema() -> SchemaRef {
 /// files written before `measurement` and `tags` existed) get those columns as nulls.
 pub fn conform(batch: RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
     let schema = readings_schema();
-    if batch.schema().fields() == schema.fields() {
+    // The canonical schema exactly: a record's own metadata (its WAL tag) is not the data's.
+    if batch.schema().fields() == schema.fields() && batch.schema().metadata().is_empty() {
         return Ok(batch);
     }
     let mut columns = batch.columns().to_vec();

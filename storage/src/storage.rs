@@ -244,11 +244,32 @@ impl Storage {
 
     /// [`Self::write`] admitted at `priority`.
     pub async fn write_with(&self, batch: RecordBatch, priority: Priority) -> Result<()> {
+        self.append(batch, priority, None).await
+    }
+
+    /// [`Self::write_with`], the record tagged with `(key, value)`: durable in the same sync
+    /// as the rows, and given back by [`Self::replay_report`] after a restart as long as the
+    /// rows are not yet persisted (see `wal`).
+    pub async fn write_tagged(
+        &self,
+        batch: RecordBatch,
+        priority: Priority,
+        tag: (&str, &str),
+    ) -> Result<()> {
+        self.append(batch, priority, Some(tag)).await
+    }
+
+    async fn append(
+        &self,
+        batch: RecordBatch,
+        priority: Priority,
+        tag: Option<(&str, &str)>,
+    ) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         self.admit(priority)?;
-        self.wal.append(WalRecord::encode(batch)?).await
+        self.wal.append(WalRecord::encode_tagged(batch, tag)?).await
     }
 
     /// The newest reading of every `(device, sensor, variable)`, from the files' summaries

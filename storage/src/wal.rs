@@ -6,6 +6,11 @@
 //! record  = len:u32le crc32(payload):u32le payload      payload = one Arrow IPC stream
 //! ```
 //!
+//! A record may carry a tag (a key and a value in its IPC schema's metadata) written and made
+//! durable with its rows in the same sync: what a writer needs to know, after a crash, about
+//! the writes that landed (the external MQTT broker's packet ids). Replay hands the tags back
+//! in log order ([`ReplayReport::tags`]); the rows in the buffer carry none.
+//!
 //! One writer thread owns the open segment. Callers encode their batch on their own thread,
 //! queue it on a bounded channel (a full channel is backpressure) and wait. The writer drains
 //! everything queued, writes it with one `write`, makes it durable with one `fdatasync`, inserts
@@ -63,12 +68,29 @@ pub struct WalRecord {
     batch: RecordBatch,
 }
 
+/// The metadata key of a record's tag: `aemos.tag.{key}`.
+const TAG_PREFIX: &str = "aemos.tag.";
+
 impl WalRecord {
     pub fn encode(batch: RecordBatch) -> Result<Self> {
+        Self::encode_tagged(batch, None)
+    }
+
+    /// A record whose rows come back on replay with `tag` (`(key, value)`) beside them.
+    pub fn encode_tagged(batch: RecordBatch, tag: Option<(&str, &str)>) -> Result<Self> {
         let mut payload = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
         {
-            let mut writer = StreamWriter::try_new(&mut payload, &batch.schema())?;
-            writer.write(&batch)?;
+            let written = match tag {
+                None => batch.clone(),
+                Some((key, value)) => {
+                    let mut metadata = batch.schema().metadata().clone();
+                    metadata.insert(format!("{TAG_PREFIX}{key}"), value.to_owned());
+                    let schema = batch.schema().as_ref().clone().with_metadata(metadata);
+                    batch.clone().with_schema(Arc::new(schema))?
+                }
+            };
+            let mut writer = StreamWriter::try_new(&mut payload, &written.schema())?;
+            writer.write(&written)?;
             writer.finish()?;
         }
         Ok(Self { payload, batch })
@@ -79,12 +101,20 @@ impl WalRecord {
     }
 }
 
-fn decode_payload(payload: &[u8]) -> Result<Vec<RecordBatch>> {
+/// A record's batches and its tags (`(key, value)`).
+fn decode_payload(payload: &[u8]) -> Result<(Vec<RecordBatch>, Vec<(String, String)>)> {
     let reader = StreamReader::try_new(payload, None)?;
+    let tags = reader
+        .schema()
+        .metadata()
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(TAG_PREFIX)?.to_owned(), v.clone())))
+        .collect();
     // Records written before the schema's last columns existed are read into it.
-    Ok(reader
+    let batches = reader
         .map(|b| crate::schema::conform(b?))
-        .collect::<Result<Vec<_>, _>>()?)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((batches, tags))
 }
 
 enum Request {
@@ -138,6 +168,18 @@ pub struct ReplayReport {
     pub records: usize,
     pub rows: usize,
     pub truncated_bytes: u64,
+    /// The replayed records' tags (`(key, value)`), in log order.
+    pub tags: Vec<(String, String)>,
+}
+
+impl ReplayReport {
+    /// The values of the replayed records tagged `key`, in log order.
+    pub fn tagged<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.tags
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl Wal {
@@ -199,7 +241,14 @@ impl Wal {
                 source,
             })?;
         if report.records > 0 || report.truncated_bytes > 0 {
-            info!(?report, "wal replayed");
+            info!(
+                segments = report.segments,
+                records = report.records,
+                rows = report.rows,
+                truncated_bytes = report.truncated_bytes,
+                tags = report.tags.len(),
+                "wal replayed"
+            );
         }
         Ok((Self { tx, dir, failure }, report))
     }
@@ -371,8 +420,9 @@ fn replay_segment(
         if let Some(torn) = read_record(&mut reader, remaining, &mut payload).map_err(io)? {
             return truncate_tail(&path, offset, file_len, is_last, repair, report, torn);
         }
-        let batches = decode_payload(&payload)
+        let (batches, tags) = decode_payload(&payload)
             .map_err(|e| corrupt(offset, format!("undecodable record: {e}")))?;
+        report.tags.extend(tags);
         report.records += 1;
         report.rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
         buffer.insert(batches);

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aemos_storage::Storage;
+use aemos_storage::{Priority, Storage};
 use arrow::array::RecordBatch;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -87,7 +87,7 @@ pub(super) async fn run(
                 }
                 if !batches.is_empty() {
                     let lost = metrics.lost_readings.clone();
-                    in_flight.push(write(Arc::clone(&storage), batches, rows, received, metrics.clone()).map(move |written| {
+                    in_flight.push(write(Arc::clone(&storage), batches, rows, received, metrics.clone(), None).map(move |written| {
                         // The broker acknowledged them already.
                         if !written {
                             lost.inc_by(rows as u64);
@@ -181,13 +181,15 @@ pub(super) fn decode_publish(
 }
 
 /// Writes the gathered readings, waiting out overload: the broker has acknowledged them (or,
-/// with an external broker, will once this returns `true`).
+/// with an external broker, will once this returns `true`). `tag` (key, value) goes into the
+/// WAL record with them.
 pub(super) async fn write(
     storage: Arc<Storage>,
     batches: Vec<RecordBatch>,
     rows: usize,
     received: Instant,
     metrics: MqttMetrics,
+    tag: Option<(String, String)>,
 ) -> bool {
     let batch = if batches.len() == 1 {
         batches.into_iter().next().expect("one batch")
@@ -202,7 +204,15 @@ pub(super) async fn write(
     };
     let mut backoff = Duration::from_millis(5);
     loop {
-        match storage.write(batch.clone()).await {
+        let written = match &tag {
+            Some((key, value)) => {
+                storage
+                    .write_tagged(batch.clone(), Priority::Normal, (key, value))
+                    .await
+            }
+            None => storage.write(batch.clone()).await,
+        };
+        match written {
             Ok(()) => {
                 metrics.readings.inc_by(rows as u64);
                 metrics

@@ -249,3 +249,42 @@ async fn a_read_only_snapshot_beside_a_persisting_server_sees_every_row_once() {
         persisting.await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_tags_come_back_on_replay_until_their_rows_are_persisted() {
+    use aemos_storage::Priority;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = crate::helpers::open(dir.path()).await;
+    storage
+        .write_tagged(batch(T0, 10, "a"), Priority::Normal, ("mqtt.x", "0001"))
+        .await
+        .unwrap();
+    storage.write(batch(T0 + 10, 5, "b")).await.unwrap();
+    storage
+        .write_tagged(batch(T0 + 20, 3, "c"), Priority::Normal, ("mqtt.x", "0002"))
+        .await
+        .unwrap();
+    storage
+        .write_tagged(batch(T0 + 30, 2, "d"), Priority::Normal, ("mqtt.y", "0003"))
+        .await
+        .unwrap();
+    drop(storage);
+    let storage = crate::helpers::open(dir.path()).await;
+    let report = storage.replay_report();
+    assert_eq!((report.records, report.rows), (4, 20));
+    assert_eq!(
+        report.tagged("mqtt.x").collect::<Vec<_>>(),
+        ["0001", "0002"]
+    );
+    assert_eq!(report.tagged("mqtt.y").collect::<Vec<_>>(), ["0003"]);
+    // The rows carry no tag: one schema, the canonical one.
+    let snapshot = storage.read_snapshot();
+    assert_eq!(rows(&snapshot.batches), 20);
+    for b in &snapshot.batches {
+        assert_eq!(b.schema(), aemos_storage::schema::readings_schema());
+    }
+    assert_eq!(storage.persist().await.unwrap().rows, 20);
+    drop(storage);
+    let storage = crate::helpers::open(dir.path()).await;
+    assert_eq!(storage.replay_report().tags.len(), 0);
+}

@@ -1,5 +1,6 @@
 //! The ingest connection's writer: gathers what the broker delivered, writes it through the
-//! WAL, records the packet ids, and only then acknowledges, in the order received.
+//! WAL with the packet ids as the record's tag, acknowledges in the order received, and hands
+//! the packet ids to the slot recorder.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +14,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
-use super::slots::{content_id, DeliverySlots, Taken};
+use super::slots::{self, content_id, DeliverySlots, Taken};
 use super::{LinkStatus, RECEIVED, REQUESTS};
 use crate::mqtt::ingest::{decode_publish, write, Taken as Decoded, MAX_BATCH_ROWS, MAX_IN_FLIGHT};
 use crate::mqtt::MqttMetrics;
@@ -25,6 +26,8 @@ pub(super) struct IngestArgs {
     pub(super) max_payload_bytes: usize,
     pub(super) authorizer: Option<Arc<dyn EdgeAuthorizer>>,
     pub(super) slots: Arc<DeliverySlots>,
+    /// The WAL tag key of this connection's writes.
+    pub(super) tag_key: String,
     pub(super) status: Arc<LinkStatus>,
 }
 
@@ -39,7 +42,12 @@ struct Gathered {
     acks: Vec<(QoS, u16)>,
 }
 
-pub(super) fn start(args: IngestArgs, storage: Arc<Storage>, metrics: MqttMetrics) {
+pub(super) fn start(
+    args: IngestArgs,
+    storage: Arc<Storage>,
+    metrics: MqttMetrics,
+) -> std::io::Result<()> {
+    let recorder = args.slots.start_recorder()?;
     let mut options = args.options;
     options.set_manual_acks(true);
     let (client, eventloop) = AsyncClient::new(options, REQUESTS);
@@ -57,9 +65,19 @@ pub(super) fn start(args: IngestArgs, storage: Arc<Storage>, metrics: MqttMetric
         metrics,
         authorizer: args.authorizer,
         slots: args.slots,
+        recorder,
+        tag_key: args.tag_key,
         max_payload_bytes: args.max_payload_bytes,
     };
     tokio::spawn(writer.run(received));
+    Ok(())
+}
+
+/// What a write comes to: the acks to send and the slots to record.
+#[derive(Default)]
+struct Committed {
+    acks: Vec<(QoS, u16)>,
+    stored: Vec<Taken>,
 }
 
 struct Writer {
@@ -68,6 +86,8 @@ struct Writer {
     metrics: MqttMetrics,
     authorizer: Option<Arc<dyn EdgeAuthorizer>>,
     slots: Arc<DeliverySlots>,
+    recorder: mpsc::Sender<Vec<Taken>>,
+    tag_key: String,
     max_payload_bytes: usize,
 }
 
@@ -89,11 +109,11 @@ impl Writer {
                     }
                     in_flight.push_back(self.commit(gathered, started));
                 }
-                Some(acks) = in_flight.next(), if !in_flight.is_empty() => self.ack(acks),
+                Some(committed) = in_flight.next(), if !in_flight.is_empty() => self.ack(committed).await,
             }
         }
-        while let Some(acks) = in_flight.next().await {
-            self.ack(acks);
+        while let Some(committed) = in_flight.next().await {
+            self.ack(committed).await;
         }
     }
 
@@ -150,16 +170,17 @@ impl Writer {
         }
     }
 
-    /// Writes the readings and records their packet ids; the acks to send, or none when the
-    /// write failed (the broker keeps those publishes and delivers them again after the next
-    /// reconnection or restart).
+    /// Writes the readings with their packet ids as the WAL record's tag; what to acknowledge
+    /// and record, or nothing when the write failed (the broker keeps those publishes and
+    /// delivers them again after the next reconnection or restart).
     fn commit(
         &self,
         gathered: Gathered,
         started: Instant,
-    ) -> impl std::future::Future<Output = Vec<(QoS, u16)>> {
+    ) -> impl std::future::Future<Output = Committed> {
         let storage = Arc::clone(&self.storage);
         let (metrics, slots) = (self.metrics.clone(), Arc::clone(&self.slots));
+        let tag_key = self.tag_key.clone();
         async move {
             let Gathered {
                 batches,
@@ -167,37 +188,43 @@ impl Writer {
                 taken,
                 acks,
             } = gathered;
-            if rows > 0 && !write(storage, batches, rows, started, metrics.clone()).await {
+            let tagged = (tag_key, slots::tag(&taken));
+            if rows > 0
+                && !write(
+                    storage,
+                    batches,
+                    rows,
+                    started,
+                    metrics.clone(),
+                    Some(tagged),
+                )
+                .await
+            {
                 slots.give_back(&taken);
                 metrics.unacknowledged.inc_by(acks.len() as u64);
-                return Vec::new();
+                return Committed::default();
             }
-            if !taken.is_empty() {
-                let persisted = {
-                    let slots = Arc::clone(&slots);
-                    tokio::task::spawn_blocking(move || slots.persist(&taken)).await
-                };
-                match persisted {
-                    Ok(Ok(())) => {}
-                    // The readings are durable: acknowledge them all the same. A crash before
-                    // the slots are on disk could store a redelivery twice; say so.
-                    Ok(Err(e)) => {
-                        error!(error = %e, "mqtt: recording delivered packet ids failed")
-                    }
-                    Err(e) => error!(error = %e, "mqtt: recording delivered packet ids failed"),
-                }
+            Committed {
+                acks,
+                stored: taken,
             }
-            acks
         }
     }
 
-    fn ack(&self, acks: Vec<(QoS, u16)>) {
+    /// Acknowledges a stored write's publishes, then queues its slots for the file (the WAL
+    /// holds them until then). Writes complete in the order gathered, so a packet id reused
+    /// by a later write is recorded after the earlier one.
+    async fn ack(&self, committed: Committed) {
+        let Committed { acks, stored } = committed;
         for (qos, pkid) in acks {
             let mut publish = Publish::new("", qos, Vec::<u8>::new());
             publish.pkid = pkid;
             if let Err(e) = self.client.try_ack(&publish) {
                 warn!(error = %e, pkid, "mqtt: acknowledging a publish to the external broker failed");
             }
+        }
+        if !stored.is_empty() && self.recorder.send(stored).await.is_err() {
+            error!("mqtt: the delivery slot recorder stopped; a restart recovers from the WAL");
         }
     }
 }

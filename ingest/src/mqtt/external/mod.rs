@@ -8,7 +8,7 @@
 //!   several aemos processes split the devices' load. Acknowledgements are manual: a publish
 //!   is acknowledged to the broker only once its readings are in the WAL ([`ingest`]), in the
 //!   order the publishes came, and a redelivery after a crash is recognised by its packet id
-//!   ([`slots`]) to be stored once (at least once today: see the README).
+//!   ([`slots`]) and stored exactly once.
 //! - **control** (client id `{id}-control`): publishes notifications (retained) and commands
 //!   (not retained) at QoS 1 and subscribes to every device's `acks` topic, unshared: each
 //!   process gets every ack and ignores those of commands it did not send.
@@ -108,7 +108,9 @@ pub fn start(
         .state_dir
         .join("mqtt-client")
         .join(format!("{}.slots", args.client_id));
-    let slots = slots::DeliverySlots::open(&slots_path).map_err(|e| {
+    let tag_key = format!("mqtt.{}", args.client_id);
+    let replayed = storage.replay_report().tagged(&tag_key);
+    let slots = slots::DeliverySlots::open(&slots_path, replayed).map_err(|e| {
         crate::Error::Edge(format!(
             "opening the delivery slots {}: {e}",
             slots_path.display()
@@ -130,11 +132,13 @@ pub fn start(
             max_payload_bytes: args.max_payload_bytes,
             authorizer: args.authorizer.clone(),
             slots,
+            tag_key,
             status: Arc::clone(&status.ingest),
         },
         storage,
         metrics.clone(),
-    );
+    )
+    .map_err(|e| crate::Error::Edge(format!("starting the delivery slot recorder: {e}")))?;
     let (publisher, commands, acks) = control::start(
         control_options,
         args.notify_queue,
