@@ -240,6 +240,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("opening storage")?;
     let (stop_storage, storage_stopped) = watch::channel(false);
     let background = tokio::spawn(Arc::clone(&storage).run_background(storage_stopped));
+    // Health's view of the object store: a HEAD every 5 s, each given 2 s.
+    tokio::spawn(Arc::clone(&storage).run_probe(
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(2),
+        stop_storage.subscribe(),
+    ));
 
     // 3. Queries over storage.
     let queries = QueryEngine::new(QueryEngineArgs {

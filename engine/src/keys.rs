@@ -381,6 +381,7 @@ mod collisions {
                 clock: Arc::new(ManualClock::new(T0)),
                 command_capacity: 16,
                 tick: Duration::from_secs(3600),
+                ..EngineArgs::new(2)
             };
             let engine = Engine::start(args, move |f| {
                 sink.lock().unwrap().push((f.chain.id().to_owned(), f.kind))

@@ -38,4 +38,6 @@ pub use model::{ActionKind, ChainSpec, Node, Schedule, StateSpec, Trigger};
 pub use name::Name;
 pub use parse::{Agg, Input};
 pub use plan::{Atom, AtomKind, CompiledChain};
-pub use runtime::{Clock, Engine, EngineArgs, EngineMetrics, ManualClock, Reading, SystemClock};
+pub use runtime::{
+    Clock, Engine, EngineArgs, EngineHealth, EngineMetrics, ManualClock, Reading, SystemClock,
+};

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use timely::scheduling::SyncActivator;
 
 pub use aemos_clock::{Clock, ManualClock, SystemClock};
@@ -93,6 +93,21 @@ pub struct EngineMetrics {
     pub key_collisions: AtomicU64,
     /// The dataflow's frontier: every tick before it is complete.
     pub frontier: AtomicI64,
+    /// When worker 0 last went round its loop (which it does at least once a `tick` unless
+    /// something holds it: a blocked sink, a step that never ends), in ms since the start.
+    pub heartbeat_ms: AtomicU64,
+}
+
+/// What health says about the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineHealth {
+    /// `ok`, `stalled` (worker 0 held for [`EngineArgs::stalled_after`]) or `failed` (a worker thread
+    /// ended: a panic; the engine evaluates nothing until a restart).
+    pub status: &'static str,
+    pub workers: usize,
+    pub workers_running: usize,
+    /// Since worker 0 last went round its loop.
+    pub since_heartbeat: Duration,
 }
 
 pub struct EngineArgs {
@@ -103,6 +118,8 @@ pub struct EngineArgs {
     pub command_capacity: usize,
     /// How often time moves forward without readings, when windows or schedules need it.
     pub tick: Duration,
+    /// Health calls the engine stalled when worker 0 has not gone round its loop for this long.
+    pub stalled_after: Duration,
 }
 
 impl EngineArgs {
@@ -112,6 +129,7 @@ impl EngineArgs {
             clock: Arc::new(SystemClock),
             command_capacity: 64,
             tick: Duration::from_millis(100),
+            stalled_after: Duration::from_secs(10),
         }
     }
 }
@@ -136,10 +154,18 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<EngineMetrics>,
     /// Installed chains' plans, read by every worker's `Chains` reduce.
     pub(crate) plans: crate::dataflow::Plans,
+    /// The origin of `metrics.heartbeat_ms`.
+    pub(crate) born: Instant,
     worker0: Mutex<Option<Worker0Parts>>,
 }
 
 impl Shared {
+    /// Worker 0 goes round its loop.
+    pub(crate) fn beat(&self) {
+        let now = self.born.elapsed().as_millis() as u64;
+        self.metrics.heartbeat_ms.store(now, Ordering::Relaxed);
+    }
+
     pub(crate) fn take_worker0_parts(&self) -> Option<Worker0Parts> {
         self.worker0.lock().ok()?.take()
     }
@@ -165,6 +191,7 @@ pub struct Engine {
     status: StatusMap,
     guards: Mutex<Option<timely::communication::WorkerGuards<()>>>,
     workers: usize,
+    stalled_after: Duration,
 }
 
 impl Engine {
@@ -197,6 +224,7 @@ impl Engine {
             started: Condvar::new(),
             metrics,
             plans: Default::default(),
+            born: Instant::now(),
             worker0: Mutex::new(Some(Worker0Parts {
                 feeds: feed_rx,
                 control: control_rx,
@@ -226,6 +254,7 @@ impl Engine {
             status,
             guards: Mutex::new(Some(guards)),
             workers,
+            stalled_after: args.stalled_after,
         })
     }
 
@@ -411,6 +440,34 @@ impl Engine {
     /// Timely worker threads.
     pub fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// Whether the workers are running and worker 0 goes round its loop.
+    pub fn health(&self) -> EngineHealth {
+        let workers_running = self.guards.lock().map_or(0, |g| {
+            g.as_ref().map_or(0, |g| {
+                g.guards().iter().filter(|t| !t.is_finished()).count()
+            })
+        });
+        let beat = self.shared.metrics.heartbeat_ms.load(Ordering::Relaxed);
+        let since_heartbeat = self
+            .shared
+            .born
+            .elapsed()
+            .saturating_sub(Duration::from_millis(beat));
+        let status = if workers_running < self.workers {
+            "failed"
+        } else if since_heartbeat >= self.stalled_after {
+            "stalled"
+        } else {
+            "ok"
+        };
+        EngineHealth {
+            status,
+            workers: self.workers,
+            workers_running,
+            since_heartbeat,
+        }
     }
 
     /// Registered chains.

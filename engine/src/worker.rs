@@ -93,6 +93,7 @@ pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
     let _ = shared.activator.lock().map(|mut a| *a = Some(activator));
     shared.started.notify_all();
     loop {
+        shared.beat();
         // Chain commands first, and again before each feed: one sent before a feed is applied
         // before it, and one sent later may overtake queued readings.
         let mut stop = seq.drain(&control);

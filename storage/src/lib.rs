@@ -27,7 +27,8 @@
 //! ([`Storage::admit`], `admission.rs`).
 //!
 //! Background maintenance compacts partitions with many small files, drops files older than the
-//! retention period and deletes removed files after a grace period.
+//! retention period and deletes removed files after a grace period; a probe of its own tells
+//! health whether the object store answers ([`Storage::run_probe`]).
 
 mod admission;
 mod buffer;
@@ -39,6 +40,7 @@ mod maintenance;
 mod object_store_config;
 pub mod paths;
 mod persist;
+mod probe;
 pub mod schema;
 mod storage;
 pub mod summary;
@@ -57,6 +59,7 @@ pub use object_store_config::ObjectStoreConfig;
 pub use persist::{
     decode_parquet, encode_parquet, sort_and_split, writer_properties, SortedPartition,
 };
+pub use probe::ObjectStoreHealth;
 pub use storage::{
     read_only_snapshot, PersistReport, ReadSnapshot, Storage, StorageArgs, StorageHistograms,
 };

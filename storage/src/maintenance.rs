@@ -3,6 +3,7 @@
 //! the loop goes on with the next round, so a bug in one round never stops persistence silently.
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The maintenance loop's record, for health and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,14 +16,23 @@ pub struct MaintenanceStatus {
     pub last_error: Option<String>,
     /// Files of failed catalog commits deleted (uploaded, recorded nowhere).
     pub orphans_collected: u64,
+    /// How long the round under way has been running (`None` between rounds): a round that
+    /// waits on a hung object store shows here before it fails.
+    pub running_for: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct MaintenanceRecord(Mutex<MaintenanceStatus>);
+pub(crate) struct MaintenanceRecord(Mutex<(MaintenanceStatus, Option<Instant>)>);
 
 impl MaintenanceRecord {
     fn update(&self, f: impl FnOnce(&mut MaintenanceStatus)) {
-        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut record = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        record.1 = None;
+        f(&mut record.0);
+    }
+
+    pub(crate) fn started(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).1 = Some(Instant::now());
     }
 
     pub(crate) fn succeeded(&self) {
@@ -43,11 +53,16 @@ impl MaintenanceRecord {
     }
 
     pub(crate) fn collected(&self, files: u64) {
-        self.update(|s| s.orphans_collected += files);
+        let mut record = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        record.0.orphans_collected += files;
     }
 
     pub(crate) fn status(&self) -> MaintenanceStatus {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let record = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        MaintenanceStatus {
+            running_for: record.1.map(|started| started.elapsed()),
+            ..record.0.clone()
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use crate::maintenance::{panic_message, MaintenanceRecord, MaintenanceStatus};
 use crate::object_store_config::ObjectStoreConfig;
 use crate::paths::{parquet_path, HourPartition, READINGS_SUMMARY_DIR, READINGS_TABLE};
 use crate::persist::{decode_parquet, encode_parquet, sort_and_split, SortedPartition};
+use crate::probe::{ObjectStoreHealth, ProbeRecord};
 use crate::summary::{encode_summary, summarize};
 use crate::wal::{ReplayReport, Wal, WalArgs, WalRecord};
 use aemos_clock::Clock;
@@ -119,6 +120,7 @@ pub struct Storage {
     next_file_id: AtomicU64,
     replay: ReplayReport,
     maintenance: MaintenanceRecord,
+    probe: ProbeRecord,
     admission: Admission,
     args: StorageArgs,
 }
@@ -169,6 +171,7 @@ impl Storage {
             next_file_id: AtomicU64::new(0),
             replay,
             maintenance: MaintenanceRecord::default(),
+            probe: ProbeRecord::default(),
             admission: Admission::new(args.breaker, args.time.now_ms()),
             args,
         }))
@@ -741,6 +744,7 @@ impl Storage {
                 _ = shutdown.changed() => break,
             }
             // Supervised: a failed or panicking round is counted and the next one runs.
+            self.maintenance.started();
             let round = std::panic::AssertUnwindSafe(self.maintain()).catch_unwind();
             match round.await {
                 Ok(Ok(())) => self.maintenance.succeeded(),
@@ -763,6 +767,29 @@ impl Storage {
     /// What the background maintenance has done (rounds, failures, panics, the last error).
     pub fn maintenance_status(&self) -> MaintenanceStatus {
         self.maintenance.status()
+    }
+
+    /// Probes the object store every `every`, each probe given `timeout`, until `shutdown`
+    /// turns true (see `probe`); the first probe at once.
+    pub async fn run_probe(
+        self: Arc<Self>,
+        every: Duration,
+        timeout: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let version = self.catalog.snapshot().version;
+            self.probe.probe(&self.object_store, version, timeout).await;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+
+    /// What the object store probes found.
+    pub fn object_store_health(&self) -> ObjectStoreHealth {
+        self.probe.health()
     }
 
     async fn maintain(&self) -> Result<()> {

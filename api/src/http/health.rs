@@ -8,6 +8,9 @@ use serde_json::{json, Value};
 
 use super::AppState;
 
+/// A maintenance round running this long is reported (persistence degraded).
+const SLOW_ROUND: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
     let storage = &state.storage;
     let catalog = storage.catalog().snapshot();
@@ -15,13 +18,22 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
     let capacity = storage.wal_queue_capacity();
     let failure = storage.wal_failure();
     let maintenance = storage.maintenance_status();
-    let behind = maintenance.consecutive_failures > 0;
+    // A round failed, or one has been waiting (on a hung object store) for too long.
+    let behind = maintenance.consecutive_failures > 0
+        || maintenance.running_for.is_some_and(|t| t >= SLOW_ROUND);
+    let engine = state.rules.engine.health();
+    let store = storage.object_store_health();
     let firings = &state.rules.firings;
     let firing_failure = firings.failure();
     let broker = state.edge.mqtt_mode.as_ref().map(|m| m.health());
     let broker_down = broker.as_ref().is_some_and(|b| b["status"] != "ok");
-    let status = match (&failure, depth >= capacity || behind || broker_down) {
-        _ if firing_failure.is_some() => "failing",
+    let degraded = depth >= capacity
+        || behind
+        || broker_down
+        || engine.status == "stalled"
+        || store.status == "failing";
+    let status = match (&failure, degraded) {
+        _ if firing_failure.is_some() || engine.status == "failed" => "failing",
         (Some(_), _) => "failing",
         (None, true) => "degraded",
         (None, false) => "ok",
@@ -48,6 +60,7 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
                 "consecutiveFailures": maintenance.consecutive_failures,
                 "orphansCollected": maintenance.orphans_collected,
                 "lastError": maintenance.last_error,
+                "roundRunningMs": maintenance.running_for.map(|t| t.as_millis() as u64),
             },
             // Refuses appends after a failed fsync (firings are then only logged as lost).
             "firingLog": {
@@ -57,13 +70,23 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
             },
             // Embedded, or the external broker's two connections (connected, subscribed).
             "mqtt": broker,
+            // Failed when a worker thread ended, stalled when worker 0 is held.
             "engine": {
-                "status": "ok",
+                "status": engine.status,
+                "workers": engine.workers,
+                "workersRunning": engine.workers_running,
+                "sinceHeartbeatMs": engine.since_heartbeat.as_millis() as u64,
                 "chains": state.rules.engine.chain_count(),
                 "frontier": state.rules.engine.metrics().frontier.load(std::sync::atomic::Ordering::Relaxed),
             },
+            // From the probe (`HEAD` of the catalog, with a deadline) every few seconds.
             "objectStore": {
-                "status": "ok",
+                "status": store.status,
+                "probes": store.probes,
+                "failures": store.failures,
+                "consecutiveFailures": store.consecutive_failures,
+                "lastLatencyMs": store.last_latency_ms,
+                "lastError": store.last_error,
                 "url": storage.object_store().url,
                 "catalogVersion": catalog.version,
                 "files": catalog.files.len(),

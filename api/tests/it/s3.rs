@@ -324,3 +324,90 @@ async fn a_device_registered_on_one_server_is_known_to_another_sharing_the_bucke
     assert_eq!(status, 404);
     eprintln!("registration seen by the other server after {seen_after:?}");
 }
+
+/// An object store that hangs (s3s-fs stopped with SIGSTOP: connections are accepted by the
+/// kernel and never answered): health says so from the probe within seconds, writes go on into
+/// the WAL, and once the store answers again (SIGCONT) persistence resumes and every row is in
+/// a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_object_store_is_reported_and_nothing_is_lost_when_it_returns() {
+    let s3 = start_s3().await;
+    let env = env(&s3);
+    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("s3://{BUCKET}/hung");
+    let server = TestServer::start(
+        dir.path(),
+        &[
+            "--object-store",
+            &url,
+            "--persist-interval",
+            "100ms",
+            "--retention",
+            "3650d",
+        ],
+        &vars,
+    );
+    let client = reqwest::Client::new();
+    let write = |round: i64| {
+        let body = serde_json::json!([{ "sensor": "s-hung", "variable": "round", "value": round, "time": 1_768_905_000_000i64 + round }]);
+        let (client, url) = (client.clone(), server.url.clone());
+        async move {
+            client
+                .post(format!("{url}/api/v1/write"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    server
+        .get_until(&client, "/api/v1/health", |h| {
+            h["components"]["objectStore"]["status"] == "ok" && h["status"] == "ok"
+        })
+        .await;
+    for round in 0..10 {
+        assert_eq!(write(round).await, 200);
+    }
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &s3.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}");
+    };
+    signal("STOP");
+    for round in 10..20 {
+        assert_eq!(
+            write(round).await,
+            200,
+            "the WAL takes writes while the store hangs"
+        );
+    }
+    let hung = server
+        .get_until(&client, "/api/v1/health", |h| {
+            h["components"]["objectStore"]["status"] == "failing"
+        })
+        .await;
+    assert_eq!(hung["status"], "degraded", "{hung}");
+    let error = hung["components"]["objectStore"]["lastError"]
+        .as_str()
+        .unwrap();
+    assert!(error.contains("no answer within"), "{error}");
+    signal("CONT");
+    let back = server
+        .get_until(&client, "/api/v1/health", |h| {
+            h["status"] == "ok" && h["components"]["buffer"]["rows"] == 0
+        })
+        .await;
+    assert_eq!(back["components"]["objectStore"]["consecutiveFailures"], 0);
+    let rows = server
+        .sql(
+            &client,
+            "SELECT count(*) AS n, sum(value) AS total FROM readings WHERE sensor = 's-hung'",
+        )
+        .await;
+    assert_eq!(rows, serde_json::json!([{"n": 20, "total": 190.0}]));
+}

@@ -2,6 +2,7 @@
 //! that names cannot forge.
 
 mod compile;
+mod health;
 mod keys;
 mod oracle;
 mod scenarios;

@@ -23,6 +23,7 @@ impl Harness {
             clock: Arc::clone(&clock) as _,
             command_capacity: 16,
             tick: Duration::from_secs(3600),
+            ..EngineArgs::new(workers)
         };
         let engine = Engine::start(args, move |f| sink.lock().unwrap().push(f)).unwrap();
         Harness {

@@ -20,6 +20,7 @@ fn firing_times_and_windows_follow_the_wall_clock_at_thousands_of_feeds_a_second
         clock: Arc::clone(&clock) as _,
         command_capacity: 64,
         tick: Duration::from_millis(100),
+        ..EngineArgs::new(2)
     };
     let engine = Engine::start(args, move |f| {
         sink.lock().unwrap_or_else(|e| e.into_inner()).push(f)
