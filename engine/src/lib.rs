@@ -21,6 +21,8 @@ mod collector;
 mod dataflow;
 mod error;
 pub mod expr;
+#[doc(hidden)]
+pub mod fuzzing;
 mod history;
 pub mod keys;
 pub mod model;

@@ -16,6 +16,8 @@ pub mod coap;
 mod collect;
 mod device_payload;
 pub mod edge_auth;
+#[doc(hidden)]
+pub mod fuzzing;
 mod json;
 mod line_protocol;
 pub mod mqtt;

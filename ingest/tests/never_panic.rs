@@ -55,3 +55,17 @@ proptest! {
         }
     }
 }
+
+/// The corpus the fuzzer (`fuzz/`, target `decoders`) built, replayed: each input decodes or
+/// fails with an error, as it did under the fuzzer.
+#[test]
+fn the_fuzz_corpus_replays() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/decoders");
+    let mut inputs = 0;
+    for entry in std::fs::read_dir(&dir).expect("fuzz/corpus/decoders") {
+        let path = entry.unwrap().path();
+        aemos_ingest::fuzzing::decode_selected(&std::fs::read(&path).unwrap());
+        inputs += 1;
+    }
+    assert!(inputs > 100, "{inputs} inputs in {}", dir.display());
+}

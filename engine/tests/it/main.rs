@@ -2,6 +2,7 @@
 //! that names cannot forge.
 
 mod compile;
+mod fuzz_corpus;
 mod health;
 mod keys;
 mod oracle;

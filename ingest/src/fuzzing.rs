@@ -1,0 +1,55 @@
+//! The fuzz harness of the decoders, here so that the fuzz target (`fuzz/`) and the suite's
+//! replay of its corpus (`tests/never_panic.rs`) run the same code.
+
+use std::time::Duration;
+
+use crate::{decode, decode_device_payload, DecodeArgs, Decoded, Format, Precision, TimeBounds};
+
+const NOW_MS: i64 = 1_768_905_000_000;
+
+/// Decodes `data[1..]` with the decoder `data[0]` picks (JSON, NDJSON, line protocol in each
+/// precision, Arrow IPC, a device payload; time bounds on when its high bit is set) and checks
+/// what it answers. Panics only on a bug.
+pub fn decode_selected(data: &[u8]) {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let mut args = DecodeArgs::new(NOW_MS);
+    if selector & 0x80 != 0 {
+        args = args.with_time_bounds(TimeBounds {
+            retention: Duration::from_secs(86_400),
+            max_future: Duration::from_secs(3_600),
+        });
+    }
+    let format = match selector % 9 {
+        0 => Format::Json,
+        1 => Format::Ndjson,
+        2 => Format::LineProtocol(Precision::Nanoseconds),
+        3 => Format::LineProtocol(Precision::Microseconds),
+        4 => Format::LineProtocol(Precision::Milliseconds),
+        5 => Format::LineProtocol(Precision::Seconds),
+        6 => Format::LineProtocol(Precision::Auto),
+        7 => Format::ArrowIpc,
+        _ => {
+            if let Ok(d) = decode_device_payload("dev-1", body, &args) {
+                check(&d);
+            }
+            return;
+        }
+    };
+    if let Ok(d) = decode(format, body, &args) {
+        check(&d);
+    }
+}
+
+fn check(d: &Decoded) {
+    assert!(
+        d.rejected.len() <= d.rejected_count,
+        "more listed than counted"
+    );
+    assert!(
+        d.rejected.len() <= crate::MAX_LISTED_REJECTIONS,
+        "more listed than the limit"
+    );
+    assert_eq!(d.batch.schema(), aemos_storage::schema::readings_schema());
+}
