@@ -53,3 +53,25 @@ fn check(d: &Decoded) {
     );
     assert_eq!(d.batch.schema(), aemos_storage::schema::readings_schema());
 }
+
+/// Reads MQTT packets out of `data[1..]` with the embedded broker's codec (3.1.1 when `data[0]`
+/// is even, 5 otherwise), as a connection's reader does until its first error, and writes each
+/// packet read back out. Panics only on a bug.
+pub fn mqtt_packets(data: &[u8]) {
+    use rumqttd::protocol::{v4::V4, v5::V5, Protocol};
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    fn drain<P: Protocol>(mut codec: P, body: &[u8]) {
+        let mut stream = bytes::BytesMut::from(body);
+        let mut out = bytes::BytesMut::new();
+        while let Ok(packet) = codec.read_mut(&mut stream, 64 * 1024) {
+            let _ = codec.write(packet, &mut out);
+        }
+    }
+    if selector % 2 == 0 {
+        drain(V4, body);
+    } else {
+        drain(V5, body);
+    }
+}

@@ -56,16 +56,24 @@ proptest! {
     }
 }
 
-/// The corpus the fuzzer (`fuzz/`, target `decoders`) built, replayed: each input decodes or
-/// fails with an error, as it did under the fuzzer.
+/// The corpora the fuzzer (`fuzz/`) built for its `decoders` and `mqtt_packets` targets (the
+/// latter with the inputs that made the MQTT 5 codec panic), replayed: each input decodes or
+/// fails with an error.
 #[test]
 fn the_fuzz_corpus_replays() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/decoders");
-    let mut inputs = 0;
-    for entry in std::fs::read_dir(&dir).expect("fuzz/corpus/decoders") {
-        let path = entry.unwrap().path();
-        aemos_ingest::fuzzing::decode_selected(&std::fs::read(&path).unwrap());
-        inputs += 1;
+    let targets: [(&str, fn(&[u8])); 2] = [
+        ("decoders", aemos_ingest::fuzzing::decode_selected),
+        ("mqtt_packets", aemos_ingest::fuzzing::mqtt_packets),
+    ];
+    for (target, harness) in targets {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        let mut inputs = 0;
+        for entry in std::fs::read_dir(&dir).expect("fuzz/corpus") {
+            harness(&std::fs::read(entry.unwrap().path()).unwrap());
+            inputs += 1;
+        }
+        assert!(inputs > 100, "{inputs} inputs in {}", dir.display());
     }
-    assert!(inputs > 100, "{inputs} inputs in {}", dir.display());
 }

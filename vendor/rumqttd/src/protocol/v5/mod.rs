@@ -428,7 +428,12 @@ impl Protocol for V5 {
                 let (pubcomp, properties) = pubcomp::read(fixed_header, packet)?;
                 Packet::PubComp(pubcomp, properties)
             }
-            _ => unreachable!(),
+            // aemos: CONNACK and UNSUBACK (which only a server sends) from a client were an
+            // `unreachable!()` panic in the connection's task; found by fuzzing
+            // (fuzz/fuzz_targets/mqtt_packets.rs). A protocol error, as MQTT 5 §4.13 says.
+            PacketType::ConnAck | PacketType::UnsubAck => {
+                return Err(Error::InvalidPacketType(packet_type as u8))
+            }
         };
 
         Ok(packet)
