@@ -188,18 +188,9 @@ impl Writer {
                 taken,
                 acks,
             } = gathered;
-            let tagged = (tag_key, slots::tag(&taken));
-            if rows > 0
-                && !write(
-                    storage,
-                    batches,
-                    rows,
-                    started,
-                    metrics.clone(),
-                    Some(tagged),
-                )
-                .await
-            {
+            // Only QoS 1 publishes take slots; a write of QoS 0 ones alone carries no tag.
+            let tagged = (!taken.is_empty()).then(|| (tag_key, slots::tag(&taken)));
+            if rows > 0 && !write(storage, batches, rows, started, metrics.clone(), tagged).await {
                 slots.give_back(&taken);
                 metrics.unacknowledged.inc_by(acks.len() as u64);
                 return Committed::default();
