@@ -266,6 +266,11 @@ pub struct ServeArgs {
     /// How often the rule engine's time moves without readings (windows, no_data, schedules).
     #[arg(long, env = "AEMOS_ENGINE_TICK", default_value = "100ms", value_parser = parse_duration)]
     pub engine_tick: Duration,
+    /// How long firings wait in the local firing log before their segment is sealed and
+    /// persisted to Parquet (`rule_firings` over all history); a segment is also sealed at
+    /// 65,536 firings.
+    #[arg(long, env = "AEMOS_FIRINGS_SEAL_AFTER", default_value = "10m", value_parser = parse_duration)]
+    pub firings_seal_after: Duration,
     /// How often devices registered, changed, rotated or removed through other servers sharing
     /// the object store are picked up (one LIST of the change log per poll).
     #[arg(long, env = "AEMOS_REGISTRY_SYNC", default_value = "5s", value_parser = parse_duration)]

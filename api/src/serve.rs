@@ -36,7 +36,7 @@ use crate::notify::channels::SocketIoChannel;
 use crate::notify::datastream::Datastream;
 use crate::notify::socketio::{serve_namespace, socket_io, Subscriptions};
 use crate::notify::{Notifier, REPLAY_PER_DEVICE, REPLAY_TOTAL};
-use crate::rules::{Rules, RulesArgs, MAX_RECENT};
+use crate::rules::{FiringLogArgs, Rules, RulesArgs, MAX_RECENT};
 
 /// Events a Socket.IO socket may have waiting before it misses some.
 const SOCKET_BUFFER: usize = 1024;
@@ -184,9 +184,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     engine_args.tick = args.engine_tick;
     let notifier = Notifier::new(REPLAY_PER_DEVICE, REPLAY_TOTAL);
     let rules = Rules::start(RulesArgs {
-        firings_dir: args.store.data_dir.join("firings"),
+        firings: FiringLogArgs {
+            seal_after: args.firings_seal_after,
+            ..FiringLogArgs::new(args.store.data_dir.join("firings"), Arc::clone(&notifier))
+        },
         engine: engine_args,
-        notifier: Arc::clone(&notifier),
     })?;
     let metrics = Metrics::new();
     notifier.observe_latency(metrics.notification_seconds.clone(), Arc::clone(&clock));
@@ -259,7 +261,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     })?
     .with_latency(metrics.query_seconds.clone());
-    rules.register_tables(&queries)?;
+    rules.register_tables(&queries, &storage, stop_storage.subscribe())?;
     notifier.register_table(&queries)?;
 
     // Identity: the device registry from the object store, the checks every protocol calls.

@@ -66,9 +66,12 @@ fn the_fuzz_corpus_replays() {
         ("mqtt_packets", aemos_ingest::fuzzing::mqtt_packets),
     ];
     for (target, harness) in targets {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/corpus")
-            .join(target);
+        let dir = std::path::PathBuf::from(
+            std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../fuzz/corpus")
+        .join(target);
         let mut inputs = 0;
         for entry in std::fs::read_dir(&dir).expect("fuzz/corpus") {
             harness(&std::fs::read(entry.unwrap().path()).unwrap());

@@ -79,6 +79,10 @@ pub struct CatalogState {
     pub writers: BTreeMap<String, SegmentId>,
     #[serde(default)]
     pub next_file_id: u64,
+    /// Per log of an upper layer (`{writer}/{table}`, see `log_tables.rs`), the last sealed
+    /// segment whose records are in `files`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub logs: BTreeMap<String, u64>,
     /// Unique per commit: lets a writer check that the version it wrote is still its own.
     #[serde(default)]
     pub commit_id: String,

@@ -21,6 +21,7 @@
 //! {prefix}/readings/{yyyy-mm-dd}/{hh}/{file_id:020}.parquet     persisted readings
 //! {prefix}/readings_summary/{yyyy-mm-dd}/{hh}/{file_id:020}.parquet  per-key summary of that file
 //! {prefix}/documents/{namespace}/{name}.json                    documents of upper layers (rule chains)
+//! {prefix}/{table}/{yyyy-mm-dd}/{hh}/{file_id:020}.parquet       tables of upper layers' logs (rule_firings, log_tables.rs)
 //! ```
 //!
 //! Writes are admitted by priority behind a circuit breaker on the WAL queue and the buffer
@@ -36,6 +37,7 @@ mod catalog;
 mod documents;
 mod error;
 mod faults;
+mod log_tables;
 mod maintenance;
 mod object_store_config;
 pub mod paths;
@@ -54,6 +56,7 @@ pub use catalog::{Catalog, CatalogState, FileId, ParquetFile, SummaryFile, Tombs
 pub use documents::{DocumentChanges, DocumentWatch, CHANGE_MARGIN_MS, CHANGE_RETENTION_MS};
 pub use error::{Error, Result};
 pub use faults::Faults;
+pub use log_tables::LogTableSnapshot;
 pub use maintenance::MaintenanceStatus;
 pub use object_store_config::ObjectStoreConfig;
 pub use persist::{

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use bytes::Bytes;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::sync::{watch, Mutex, Notify};
 use tracing::{debug, info, warn};
@@ -110,7 +111,7 @@ pub struct Storage {
     buffer: Arc<Buffer>,
     catalog: Catalog,
     object_store: ObjectStoreConfig,
-    writer_id: String,
+    pub(crate) writer_id: String,
     persist_lock: Mutex<()>,
     /// Files uploaded by a catalog commit that failed, whose fate the catalog has not told
     /// yet: deleted once a catalog read shows them unrecorded (see `settle_uncommitted`).
@@ -471,7 +472,7 @@ impl Storage {
         Ok((count, bytes))
     }
 
-    fn lock_uncommitted(&self) -> std::sync::MutexGuard<'_, Vec<ParquetFile>> {
+    pub(crate) fn lock_uncommitted(&self) -> std::sync::MutexGuard<'_, Vec<ParquetFile>> {
         self.uncommitted.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -488,18 +489,14 @@ impl Storage {
     /// Reads the catalog and deletes the files of failed commits that it does not record
     /// (counted in the maintenance status); the recorded ones were committed after all.
     /// Nothing to do, or the catalog unreadable (an error): the files wait for the next call.
-    async fn settle_uncommitted(&self) -> Result<()> {
+    pub(crate) async fn settle_uncommitted(&self) -> Result<()> {
         if self.lock_uncommitted().is_empty() {
             return Ok(());
         }
         let state = self.catalog.refresh().await?;
-        let recorded: std::collections::HashSet<&str> = state
-            .files_of(READINGS_TABLE)
-            .map(|f| f.path.as_str())
-            .collect();
         let orphans: Vec<ParquetFile> = std::mem::take(&mut *self.lock_uncommitted())
             .into_iter()
-            .filter(|f| !recorded.contains(f.path.as_str()))
+            .filter(|f| !state.files.contains_key(&f.path))
             .collect();
         if !orphans.is_empty() {
             self.delete_uncommitted(&orphans).await;
@@ -529,7 +526,7 @@ impl Storage {
     }
 
     /// Best-effort deletion of files (and their summaries) that no catalog version names.
-    async fn delete_uncommitted(&self, files: &[ParquetFile]) {
+    pub(crate) async fn delete_uncommitted(&self, files: &[ParquetFile]) {
         let mut paths: Vec<String> = Vec::new();
         for file in files {
             paths.push(file.path.clone());
@@ -558,15 +555,56 @@ impl Storage {
         })
         .await
         .expect("encode task")?;
+        let (id, path) = self
+            .put_fresh(READINGS_TABLE, partition, bytes.clone())
+            .await?;
+        let store = &self.object_store.store;
+        // The id is ours now (the conditional put), so is the summary's key.
+        let summary_path = parquet_path(
+            &self.object_store.prefix,
+            READINGS_SUMMARY_DIR,
+            partition,
+            id,
+        );
+        let size_bytes = summary.len() as u64;
+        if let Err(e) = store.put(&summary_path, PutPayload::from(summary)).await {
+            // Not in the catalog: nothing would ever delete the data file.
+            let _ = store.delete(&path).await;
+            return Err(e.into());
+        }
+        Ok(ParquetFile {
+            id: FileId(id),
+            table: READINGS_TABLE.to_string(),
+            path: path.to_string(),
+            partition: partition.0,
+            min_time,
+            max_time,
+            rows,
+            size_bytes: bytes.len() as u64,
+            summary: Some(SummaryFile {
+                path: summary_path.to_string(),
+                size_bytes,
+            }),
+        })
+    }
+
+    /// Uploads `bytes` as a file of `table` under a fresh id: a conditional put, so ids are
+    /// never reused, even by another writer on the same store. Returns the id and the key.
+    pub(crate) async fn put_fresh(
+        &self,
+        table: &str,
+        partition: HourPartition,
+        bytes: Bytes,
+    ) -> Result<(u64, object_store::path::Path)> {
         let mut id = self
             .next_file_id
             .load(Ordering::SeqCst)
             .max(self.catalog.snapshot().next_file_id);
-        let prefix = &self.object_store.prefix;
-        let store = &self.object_store.store;
         loop {
-            let path = parquet_path(prefix, READINGS_TABLE, partition, id);
-            let put = store
+            let path = parquet_path(&self.object_store.prefix, table, partition, id);
+            let put = self
+                .object_store
+                .store
                 .put_opts(
                     &path,
                     PutPayload::from(bytes.clone()),
@@ -576,28 +614,7 @@ impl Storage {
             match put {
                 Ok(_) => {
                     self.next_file_id.fetch_max(id + 1, Ordering::SeqCst);
-                    // The id is ours now (the conditional put above), so is the summary's key.
-                    let summary_path = parquet_path(prefix, READINGS_SUMMARY_DIR, partition, id);
-                    let size_bytes = summary.len() as u64;
-                    if let Err(e) = store.put(&summary_path, PutPayload::from(summary)).await {
-                        // Not in the catalog: nothing would ever delete the data file.
-                        let _ = store.delete(&path).await;
-                        return Err(e.into());
-                    }
-                    return Ok(ParquetFile {
-                        id: FileId(id),
-                        table: READINGS_TABLE.to_string(),
-                        path: path.to_string(),
-                        partition: partition.0,
-                        min_time,
-                        max_time,
-                        rows,
-                        size_bytes: bytes.len() as u64,
-                        summary: Some(SummaryFile {
-                            path: summary_path.to_string(),
-                            size_bytes,
-                        }),
-                    });
+                    return Ok((id, path));
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => id += 1,
                 Err(e) => return Err(e.into()),

@@ -207,6 +207,27 @@ impl Notifier {
         handed
     }
 
+    /// Each device's newest seq: what the firing log keeps beside a sealed segment, so that
+    /// numbering goes on after the segment's records are gone from the local disk.
+    pub fn seqs(&self) -> HashMap<String, u64> {
+        let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        devices
+            .by_device
+            .iter()
+            .map(|(device, log)| (device.clone(), log.last_seq))
+            .collect()
+    }
+
+    /// Continues each device's numbering after `seqs` (on start, before the log's records are
+    /// numbered again); a seq already past it stays.
+    pub fn restore_seqs(&self, seqs: &HashMap<String, u64>) {
+        let mut devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        for (device, &seq) in seqs {
+            let log = devices.by_device.entry(device.clone()).or_default();
+            log.last_seq = log.last_seq.max(seq);
+        }
+    }
+
     /// Notifications of `device` with `seq > since_seq`, oldest first, at most `limit`.
     pub fn since(&self, device: &str, since_seq: u64, limit: usize) -> Replay {
         let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());

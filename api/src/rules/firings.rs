@@ -1,31 +1,40 @@
-//! The record of every firing: an append-only log, `{data-dir}/firings/firings.log`, one
-//! checksummed JSON object per line (`json_lines`), written and fsynced in groups by its own
-//! thread before the firings go further; the recent rows are the `rule_firings` table.
+//! The record of every firing: an append-only log in `{data-dir}/firings`, one checksummed
+//! JSON object per line (`json_lines`), written and fsynced in groups by its own thread before
+//! the firings go further. The log is sealed into numbered segments (`firing_segments.rs`),
+//! each persisted to Parquet once sealed (`firings_table.rs`): `rule_firings` is those files and
+//! the records of the segments still here, so the records in memory stay bounded.
 //!
 //! On start the log gives each chain's last recorded state; after the engine has rebuilt its
 //! state from storage, a chain whose state differs gets one firing to record the change it
 //! made while the server was down (see `rebuild.rs`), so no transition is missed or recorded
 //! twice across a restart.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aemos_engine::{Firing, FiringKind};
-use aemos_queries::SnapshotSource;
-use arrow::array::{BooleanArray, RecordBatch, StringArray, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tracing::warn;
 
 use crate::commands::rule::{command_targets, CommandTarget};
 use crate::devices::presence;
-use crate::json_lines::{encode_line, LineFile};
+use crate::json_lines::{encode_line, read_json_lines, LineFile};
 use crate::notify::{notify_targets, Notifier, NotifyTarget};
 
-/// Rows of `rule_firings` kept in memory; older firings stay in the log file only.
+use super::firing_segments::{
+    list_segments, read_states, segment_path, sync_dir, write_states, States,
+};
+
+/// Records handed to the reconciliation of the rules' commands at start.
 pub const MAX_RECENT: usize = 100_000;
+/// A segment is sealed at this many records (the bound on the records in memory, with the
+/// segment kept and those the object store has not taken yet)...
+pub const SEGMENT_RECORDS: usize = 65_536;
+/// ...or when its first record is this old (`--firings-seal-after`).
+pub const SEAL_AFTER: Duration = Duration::from_secs(600);
 
 /// One line of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,18 +94,57 @@ impl FiringRecord {
     }
 }
 
+/// The log's records in memory: those of every segment still on the local disk.
 #[derive(Debug)]
 struct Inner {
-    recent: VecDeque<FiringRecord>,
+    /// By segment, oldest first; the last is the open one.
+    segments: BTreeMap<u64, Vec<FiringRecord>>,
     last_active: HashMap<String, bool>,
+    /// The states at the start of the open segment: `states.json` once it is sealed.
+    base: States,
+    /// `before` of the `states.json` on disk: older segments may go once persisted.
+    written_before: u64,
+}
+
+/// The segment appended to.
+#[derive(Debug)]
+struct Open {
+    file: LineFile,
+    segment: u64,
+    records: usize,
+    /// When its first record was appended.
+    first_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FiringLogArgs {
+    /// `{data-dir}/firings`.
+    pub dir: PathBuf,
+    /// Numbers and delivers the notifications of the records.
+    pub notifier: Arc<Notifier>,
+    /// A segment is sealed (and then persisted to Parquet) at this many records...
+    pub segment_records: usize,
+    /// ...or when its first record is this old.
+    pub seal_after: Duration,
+}
+
+impl FiringLogArgs {
+    pub fn new(dir: PathBuf, notifier: Arc<Notifier>) -> Self {
+        Self {
+            dir,
+            notifier,
+            segment_records: SEGMENT_RECORDS,
+            seal_after: SEAL_AFTER,
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct FiringLog {
-    path: PathBuf,
+    args: FiringLogArgs,
     /// Held across the write and fsync of a group, apart from `inner` so that readers of the
     /// recent records and states never wait for the disk.
-    file: Mutex<LineFile>,
+    file: Mutex<Open>,
     /// Damaged records skipped when the log was opened.
     skipped_at_open: u64,
     /// Why the file refuses appends (a failed fsync), once it does; read without the file's
@@ -109,34 +157,67 @@ pub struct FiringLog {
 }
 
 impl FiringLog {
-    /// Opens the log, reading what it holds (the notifier numbers its notifications again);
-    /// a torn tail (a crash mid-write) is cut off, a damaged record before readable ones
-    /// skipped.
-    pub fn open(dir: &Path, notifier: Arc<Notifier>) -> std::io::Result<Arc<Self>> {
+    /// Opens the log (see `firing_segments.rs`): the states, then the segments from the one
+    /// they end at, numbered again by the notifier; a torn tail of the open segment (a crash
+    /// mid-write) is cut off, a damaged record before readable ones skipped. The records of
+    /// older segments still on disk (not yet persisted) are kept for `rule_firings` only.
+    pub fn open(args: FiringLogArgs) -> std::io::Result<Arc<Self>> {
+        let dir = &args.dir;
         std::fs::create_dir_all(dir)?;
-        let path = dir.join("firings.log");
-        let mut recent = VecDeque::new();
-        let mut last_active = HashMap::new();
-        let read = crate::json_lines::read_json_lines(&path, |r: FiringRecord| {
-            notifier.record(std::slice::from_ref(&r), false);
-            last_active.insert(r.chain.clone(), r.active);
-            recent.push_back(r);
-            if recent.len() > MAX_RECENT {
-                recent.pop_front();
+        let notifier = Arc::clone(&args.notifier);
+        let states = read_states(dir)?;
+        notifier.restore_seqs(&states.seqs);
+        let mut last_active = states.chains.clone();
+        let mut listed = list_segments(dir)?;
+        if listed.is_empty() {
+            listed.push(states.before.max(1));
+        }
+        let open_segment = *listed.last().expect("one segment at least");
+        let mut segments = BTreeMap::new();
+        let mut skipped = 0;
+        let mut base = states.clone();
+        let mut good_len = 0;
+        for &segment in &listed {
+            if segment == open_segment {
+                base = States {
+                    before: segment,
+                    chains: last_active.clone(),
+                    seqs: notifier.seqs(),
+                };
             }
-        })?;
-        let file = LineFile::open(&path, read.good_len)?;
+            let counts = segment >= states.before;
+            let mut records = Vec::new();
+            let read = read_json_lines(&segment_path(dir, segment), |r: FiringRecord| {
+                if counts {
+                    notifier.record(std::slice::from_ref(&r), false);
+                    last_active.insert(r.chain.clone(), r.active);
+                }
+                records.push(r);
+            })?;
+            skipped += read.skipped;
+            good_len = read.good_len;
+            segments.insert(segment, records);
+        }
+        let records = segments.get(&open_segment).map_or(0, Vec::len);
+        let file = LineFile::open(&segment_path(dir, open_segment), good_len)?;
         Ok(Arc::new(Self {
-            path,
-            file: Mutex::new(file),
-            skipped_at_open: read.skipped,
+            file: Mutex::new(Open {
+                file,
+                segment: open_segment,
+                records,
+                first_at: (records > 0).then(Instant::now),
+            }),
+            skipped_at_open: skipped,
             failed: std::sync::OnceLock::new(),
             inner: Mutex::new(Inner {
-                recent,
+                segments,
                 last_active,
+                base,
+                written_before: states.before,
             }),
             notifier,
             commands: std::sync::OnceLock::new(),
+            args,
         }))
     }
 
@@ -145,8 +226,8 @@ impl FiringLog {
         let _ = self.commands.set(outlet);
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn dir(&self) -> &Path {
+        &self.args.dir
     }
 
     /// Why appends are refused (after a failed fsync), if they are.
@@ -159,8 +240,16 @@ impl FiringLog {
         self.skipped_at_open
     }
 
+    fn lock_inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_file(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.file.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Appends and syncs; only then are the records visible in `rule_firings` and their
-    /// notifications delivered.
+    /// notifications delivered. Seals the segment when it is due.
     pub fn append(&self, records: &[FiringRecord]) -> std::io::Result<()> {
         if records.is_empty() {
             return Ok(());
@@ -171,25 +260,29 @@ impl FiringLog {
         }
         // The file's lock is taken first and held until the records are numbered, so the
         // records become visible, and notifications are numbered, in the log's order.
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = file.append(&bytes) {
-            if let Some(reason) = file.failure() {
+        let mut open = self.lock_file();
+        if let Err(e) = open.file.append(&bytes) {
+            if let Some(reason) = open.file.failure() {
                 let _ = self.failed.set(reason.to_owned());
             }
             return Err(e);
         }
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        open.records += records.len();
+        open.first_at.get_or_insert_with(Instant::now);
+        let mut inner = self.lock_inner();
         for r in records {
             inner.last_active.insert(r.chain.clone(), r.active);
-            inner.recent.push_back(r.clone());
         }
-        while inner.recent.len() > MAX_RECENT {
-            inner.recent.pop_front();
-        }
+        inner
+            .segments
+            .entry(open.segment)
+            .or_default()
+            .extend_from_slice(records);
         drop(inner);
         // Numbered under the file's lock, so seqs follow the log's order.
         self.notifier.record(records, true);
-        drop(file);
+        self.seal_if_due(&mut open);
+        drop(open);
         if let Some(outlet) = self.commands.get() {
             for r in records.iter().filter(|r| !r.commands.is_empty()) {
                 // The writer thread waits for room; an append on the runtime (a firing recorded
@@ -208,81 +301,136 @@ impl FiringLog {
         Ok(())
     }
 
-    /// The state the log last recorded for a chain.
-    pub fn last_active(&self, chain: &str) -> Option<bool> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_active
-            .get(chain)
-            .copied()
+    /// Seals the open segment if it is full or old enough (the writer thread asks when idle).
+    pub fn seal_when_due(&self) {
+        let mut open = self.lock_file();
+        self.seal_if_due(&mut open);
     }
 
-    /// The most recent records, oldest first.
-    pub fn recent(&self, limit: usize) -> Vec<FiringRecord> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner
-            .recent
-            .iter()
-            .skip(inner.recent.len().saturating_sub(limit))
-            .cloned()
-            .collect()
-    }
-}
-
-/// `rule_firings(time, rule_chain, device, active, kind, values)`.
-pub fn rule_firings_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new(
-            "time",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("rule_chain", DataType::Utf8, false),
-        Field::new("device", DataType::Utf8, false),
-        Field::new("active", DataType::Boolean, false),
-        Field::new("kind", DataType::Utf8, false),
-        Field::new("values", DataType::Utf8, false),
-    ]))
-}
-
-impl SnapshotSource for FiringLog {
-    fn schema(&self) -> SchemaRef {
-        rule_firings_schema()
-    }
-
-    fn batches(&self) -> Vec<RecordBatch> {
-        let rows = self.recent(MAX_RECENT);
-        if rows.is_empty() {
-            return Vec::new();
-        }
-        let values = |r: &FiringRecord| Value::Object(r.all_values()).to_string();
-        let columns: Vec<arrow::array::ArrayRef> = vec![
-            Arc::new(
-                TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.time))
-                    .with_timezone("UTC"),
-            ),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.chain.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.device.as_str()),
-            )),
-            Arc::new(BooleanArray::from(
-                rows.iter().map(|r| r.active).collect::<Vec<_>>(),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.kind.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(values))),
-        ];
-        match RecordBatch::try_new(rule_firings_schema(), columns) {
-            Ok(b) => vec![b],
-            Err(e) => {
-                warn!(error = %e, "rule_firings snapshot");
-                Vec::new()
+    fn seal_if_due(&self, open: &mut Open) {
+        let due = open.records >= self.args.segment_records
+            || open
+                .first_at
+                .is_some_and(|t| t.elapsed() >= self.args.seal_after);
+        if due && self.failed.get().is_none() {
+            if let Err(e) = self.seal(open) {
+                warn!(error = %e, dir = %self.dir().display(), "sealing a firing log segment failed; appends go on in the open one");
             }
         }
+    }
+
+    /// Opens the next segment and writes the states at the start of the sealed one.
+    fn seal(&self, open: &mut Open) -> std::io::Result<()> {
+        let dir = self.dir();
+        let next = open.segment + 1;
+        let next_path = segment_path(dir, next);
+        let file = LineFile::open(&next_path, 0)?;
+        let base = self.lock_inner().base.clone();
+        if let Err(e) = sync_dir(dir).and_then(|()| write_states(dir, &base)) {
+            drop(file);
+            let _ = std::fs::remove_file(&next_path);
+            return Err(e);
+        }
+        let seqs = self.notifier.seqs();
+        let mut inner = self.lock_inner();
+        inner.base = States {
+            before: next,
+            chains: inner.last_active.clone(),
+            seqs,
+        };
+        inner.written_before = base.before;
+        inner.segments.insert(next, Vec::new());
+        drop(inner);
+        *open = Open {
+            file,
+            segment: next,
+            records: 0,
+            first_at: None,
+        };
+        Ok(())
+    }
+
+    /// The sealed segments in memory, oldest first.
+    pub fn sealed_segments(&self) -> Vec<u64> {
+        let inner = self.lock_inner();
+        let open = inner.segments.keys().next_back().copied();
+        inner
+            .segments
+            .keys()
+            .copied()
+            .filter(|s| Some(*s) != open)
+            .collect()
+    }
+
+    /// Hands `each` the records of every segment after `after`, segment by segment, oldest
+    /// first, the open one included.
+    pub fn with_segments_after<T>(
+        &self,
+        after: Option<u64>,
+        mut each: impl FnMut(u64, &[FiringRecord]) -> T,
+    ) -> Vec<T> {
+        let inner = self.lock_inner();
+        inner
+            .segments
+            .iter()
+            .filter(|(s, _)| after.is_none_or(|a| **s > a))
+            .map(|(s, records)| each(*s, records))
+            .collect()
+    }
+
+    /// Hands `each` the records of `segment`, if it is in memory.
+    pub fn with_segment<T>(
+        &self,
+        segment: u64,
+        each: impl FnOnce(&[FiringRecord]) -> T,
+    ) -> Option<T> {
+        self.lock_inner().segments.get(&segment).map(|r| each(r))
+    }
+
+    /// Deletes the sealed segments up to `persisted_through` that the states on disk cover;
+    /// returns how many.
+    pub fn forget_persisted(&self, persisted_through: u64) -> std::io::Result<usize> {
+        let gone: Vec<u64> = {
+            let inner = self.lock_inner();
+            inner
+                .segments
+                .keys()
+                .copied()
+                .filter(|s| *s <= persisted_through && *s < inner.written_before)
+                .collect()
+        };
+        for &segment in &gone {
+            match std::fs::remove_file(segment_path(self.dir(), segment)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            self.lock_inner().segments.remove(&segment);
+        }
+        if !gone.is_empty() {
+            sync_dir(self.dir())?;
+        }
+        Ok(gone.len())
+    }
+
+    /// The state the log last recorded for a chain.
+    pub fn last_active(&self, chain: &str) -> Option<bool> {
+        self.lock_inner().last_active.get(chain).copied()
+    }
+
+    /// The most recent records in memory, oldest first.
+    pub fn recent(&self, limit: usize) -> Vec<FiringRecord> {
+        let inner = self.lock_inner();
+        let mut recent: Vec<FiringRecord> = inner
+            .segments
+            .values()
+            .rev()
+            .flat_map(|records| records.iter().rev())
+            .take(limit)
+            .cloned()
+            .collect();
+        recent.reverse();
+        recent
     }
 }
 
@@ -301,7 +449,15 @@ pub fn spawn_writer(
                 r.active != presence::presumed_active(&r.chain)
                     || log.last_active(&r.chain).is_some()
             };
-            while let Ok(first) = firings.recv() {
+            loop {
+                let first = match firings.recv_timeout(Duration::from_secs(1)) {
+                    Ok(f) => f,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        log.seal_when_due();
+                        continue;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                };
                 group.extend(Some(FiringRecord::from_firing(&first)).filter(news));
                 while group.len() < 4096 {
                     match firings.try_recv() {
@@ -310,7 +466,7 @@ pub fn spawn_writer(
                     }
                 }
                 if let Err(e) = log.append(&group) {
-                    warn!(error = %e, path = %log.path().display(), "firing log append failed");
+                    warn!(error = %e, dir = %log.dir().display(), "firing log append failed");
                 }
                 group.clear();
             }

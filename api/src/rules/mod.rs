@@ -7,10 +7,11 @@
 //! only then are firings recorded, and only then does the server listen.
 
 mod feed;
+mod firing_segments;
 mod firings;
+mod firings_table;
 mod rebuild;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -18,23 +19,25 @@ use aemos_engine::{ChainSpec, Engine, EngineArgs};
 use aemos_queries::{QueryEngine, SnapshotTable};
 use aemos_storage::{DurableObserver, Storage};
 use anyhow::Context;
+use tokio::sync::watch;
 use tracing::warn;
 
-use crate::notify::Notifier;
-
 pub use feed::EngineFeed;
-pub use firings::{rule_firings_schema, spawn_writer, FiringLog, FiringRecord, MAX_RECENT};
+pub use firings::{
+    spawn_writer, FiringLog, FiringLogArgs, FiringRecord, MAX_RECENT, SEAL_AFTER, SEGMENT_RECORDS,
+};
+pub use firings_table::{
+    persist_sealed, rule_firings_schema, run_persister, FiringsTable, RULE_FIRINGS,
+};
 pub use rebuild::{rebuild, restore_chains, CHAINS};
 
 /// Firings queued for the log before the engine is held back.
 const FIRING_QUEUE: usize = 4096;
 
 pub struct RulesArgs {
-    /// Where the firing log lives (`{data-dir}/firings`).
-    pub firings_dir: PathBuf,
+    /// The firing log (`{data-dir}/firings`) and the notifier numbering its records.
+    pub firings: FiringLogArgs,
     pub engine: EngineArgs,
-    /// Numbers and delivers the notifications of recorded firings.
-    pub notifier: Arc<Notifier>,
 }
 
 /// The rule engine and the record of its firings.
@@ -57,8 +60,9 @@ impl std::fmt::Debug for Rules {
 impl Rules {
     /// Starts the engine and the firing writer; firings are dropped until [`Rules::restore`].
     pub fn start(args: RulesArgs) -> anyhow::Result<Self> {
-        let firings = FiringLog::open(&args.firings_dir, args.notifier)
-            .with_context(|| format!("opening the firing log in {}", args.firings_dir.display()))?;
+        let dir = args.firings.dir.clone();
+        let firings = FiringLog::open(args.firings)
+            .with_context(|| format!("opening the firing log in {}", dir.display()))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(FIRING_QUEUE);
         spawn_writer(Arc::clone(&firings), rx)?;
         let live = Arc::new(AtomicBool::new(false));
@@ -81,9 +85,23 @@ impl Rules {
         Arc::new(EngineFeed::new(Arc::clone(&self.engine)))
     }
 
-    /// Registers `rule_firings` with the query engine.
-    pub fn register_tables(&self, queries: &QueryEngine) -> anyhow::Result<()> {
-        let table = SnapshotTable::new(Arc::clone(&self.firings) as _);
+    /// Registers `rule_firings` with the query engine and starts persisting the firing log's
+    /// sealed segments to it, until `stop`.
+    pub fn register_tables(
+        &self,
+        queries: &QueryEngine,
+        storage: &Arc<Storage>,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        tokio::spawn(run_persister(
+            Arc::clone(&self.firings),
+            Arc::clone(storage),
+            stop,
+        ));
+        let table = SnapshotTable::new(Arc::new(FiringsTable {
+            log: Arc::clone(&self.firings),
+            storage: Arc::clone(storage),
+        }));
         queries
             .context()
             .register_table("rule_firings", Arc::new(table))?;

@@ -12,6 +12,7 @@ mod durability;
 mod edge;
 mod edge_abuse;
 mod external_broker;
+mod firings_history;
 mod flight;
 mod influx_clients;
 mod logs;

@@ -11,7 +11,7 @@ use aemos_api::devices::DeviceRegistry;
 use aemos_api::http::{router, AppState, Edge, RouterArgs};
 use aemos_api::metrics::Metrics;
 use aemos_api::notify::{Notifier, REPLAY_PER_DEVICE, REPLAY_TOTAL};
-use aemos_api::rules::{Rules, RulesArgs};
+use aemos_api::rules::{FiringLogArgs, Rules, RulesArgs};
 use aemos_queries::{QueryEngine, QueryEngineArgs};
 use aemos_storage::{ManualClock, ObjectStoreConfig, Storage, StorageArgs};
 use axum::body::Body;
@@ -66,12 +66,11 @@ pub(crate) async fn app_faulty(
     storage_args.faults = faults;
     let notifier = Notifier::new(REPLAY_PER_DEVICE, REPLAY_TOTAL);
     let rules = Rules::start(RulesArgs {
-        firings_dir: dir.path().join("firings"),
+        firings: FiringLogArgs::new(dir.path().join("firings"), Arc::clone(&notifier)),
         engine: aemos_engine::EngineArgs {
             clock: Arc::clone(&clock) as _,
             ..aemos_engine::EngineArgs::new(2)
         },
-        notifier: Arc::clone(&notifier),
     })
     .unwrap();
     storage_args.observer = Some(rules.observer());
@@ -83,7 +82,8 @@ pub(crate) async fn app_faulty(
         limits: Default::default(),
     })
     .unwrap();
-    rules.register_tables(&queries).unwrap();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    rules.register_tables(&queries, &storage, stopped).unwrap();
     notifier.register_table(&queries).unwrap();
     rules.restore(&storage, &queries, Vec::new()).await.unwrap();
     let metrics = Metrics::new();

@@ -5,5 +5,6 @@ mod catalog;
 mod documents;
 mod faults;
 mod helpers;
+mod log_tables;
 mod persist;
 mod wal;
