@@ -1,7 +1,8 @@
 //! Decoding and validation of one 1,000-reading request body, per format, open (`dev` mode
 //! without devices) and scoped to one device owning all 10,000 sensors (a device token in
-//! `production` mode: a set lookup per change of sensor, as `aemos_api`'s `DeviceScope`); and
-//! Parquet encoding of a sorted hour of readings (bytes per reading printed once).
+//! `production` mode: a set lookup per change of sensor, as `aemos_api`'s `DeviceScope`);
+//! bodies of 1,000 to 100,000 refused readings (the cost per reading stays flat); and Parquet
+//! encoding of a sorted hour of readings (bytes per reading printed once).
 //!
 //! `cargo bench -p aemos-benches --bench decode`
 
@@ -68,6 +69,34 @@ fn decoders(c: &mut Criterion) {
     group.finish();
 }
 
+/// A JSON body of `n` readings on one line each, every one refused (a value that is not a
+/// number): the cost per reading must not grow with the body (each listed rejection finds its
+/// line from where the previous one was, not from the start).
+fn rejections(c: &mut Criterion) {
+    let args = DecodeArgs::new(1_767_225_600_000);
+    let mut group = c.benchmark_group("rejected_json");
+    for n in [1_000usize, 10_000, 100_000] {
+        let mut body = String::from("{\"readings\": [\n");
+        for i in 0..n {
+            let sep = if i + 1 < n { "," } else { "" };
+            body.push_str(&format!(
+                "  {{\"sensor\": \"s-{i}\", \"variable\": \"t\", \"value\": \"hot\"}}{sep}\n"
+            ));
+        }
+        body.push_str("]}\n");
+        group.throughput(Throughput::Elements(n as u64));
+        group.sample_size(if n >= 100_000 { 10 } else { 50 });
+        group.bench_function(format!("{n}"), |b| {
+            b.iter(|| {
+                let decoded = decode(Format::Json, body.as_bytes(), &args).unwrap();
+                assert_eq!(decoded.rejected_count, n);
+                decoded
+            })
+        });
+    }
+    group.finish();
+}
+
 fn parquet(c: &mut Criterion) {
     let mut w = Workload::new(10_000, 4, 1_767_225_600_000, 2);
     let batch = w.batch(400_000);
@@ -93,5 +122,5 @@ fn parquet(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decoders, parquet);
+criterion_group!(benches, decoders, rejections, parquet);
 criterion_main!(benches);

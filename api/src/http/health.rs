@@ -11,33 +11,77 @@ use super::AppState;
 /// A maintenance round running this long is reported (persistence degraded).
 const SLOW_ROUND: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// What every component reports now: the one place the overall status is decided, for
+/// `/api/v1/health` and the queue summary.
+pub(super) struct Vitals {
+    depth: usize,
+    capacity: usize,
+    failure: Option<String>,
+    maintenance: aemos_storage::MaintenanceStatus,
+    /// A round failed, or one has been waiting (on a hung object store) for too long.
+    behind: bool,
+    engine: aemos_engine::EngineHealth,
+    store: aemos_storage::ObjectStoreHealth,
+    firing_failure: Option<String>,
+    broker: Option<Value>,
+}
+
+impl Vitals {
+    pub(super) fn collect(state: &AppState) -> Self {
+        let storage = &state.storage;
+        let maintenance = storage.maintenance_status();
+        Self {
+            depth: storage.wal_queue_depth(),
+            capacity: storage.wal_queue_capacity(),
+            failure: storage.wal_failure(),
+            behind: maintenance.consecutive_failures > 0
+                || maintenance.running_for.is_some_and(|t| t >= SLOW_ROUND),
+            maintenance,
+            engine: state.rules.engine.health(),
+            store: storage.object_store_health(),
+            firing_failure: state.rules.firings.failure(),
+            broker: state.edge.mqtt_mode.as_ref().map(|m| m.health()),
+        }
+    }
+
+    /// `failing` (the WAL or the firing log refuses writes, or an engine worker ended),
+    /// `degraded` (a full WAL queue, persistence behind, the broker, engine or object store
+    /// not answering) or `ok`.
+    pub(super) fn status(&self) -> &'static str {
+        let broker_down = self.broker.as_ref().is_some_and(|b| b["status"] != "ok");
+        if self.failure.is_some() || self.firing_failure.is_some() || self.engine.status == "failed"
+        {
+            "failing"
+        } else if self.depth >= self.capacity
+            || self.behind
+            || broker_down
+            || self.engine.status == "stalled"
+            || self.store.status == "failing"
+        {
+            "degraded"
+        } else {
+            "ok"
+        }
+    }
+}
+
 pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
     let storage = &state.storage;
     let catalog = storage.catalog().snapshot();
-    let depth = storage.wal_queue_depth();
-    let capacity = storage.wal_queue_capacity();
-    let failure = storage.wal_failure();
-    let maintenance = storage.maintenance_status();
-    // A round failed, or one has been waiting (on a hung object store) for too long.
-    let behind = maintenance.consecutive_failures > 0
-        || maintenance.running_for.is_some_and(|t| t >= SLOW_ROUND);
-    let engine = state.rules.engine.health();
-    let store = storage.object_store_health();
+    let vitals = Vitals::collect(&state);
+    let status = vitals.status();
+    let Vitals {
+        depth,
+        capacity,
+        failure,
+        maintenance,
+        behind,
+        engine,
+        store,
+        firing_failure,
+        broker,
+    } = vitals;
     let firings = &state.rules.firings;
-    let firing_failure = firings.failure();
-    let broker = state.edge.mqtt_mode.as_ref().map(|m| m.health());
-    let broker_down = broker.as_ref().is_some_and(|b| b["status"] != "ok");
-    let degraded = depth >= capacity
-        || behind
-        || broker_down
-        || engine.status == "stalled"
-        || store.status == "failing";
-    let status = match (&failure, degraded) {
-        _ if firing_failure.is_some() || engine.status == "failed" => "failing",
-        (Some(_), _) => "failing",
-        (None, true) => "degraded",
-        (None, false) => "ok",
-    };
     let wal_status = if failure.is_some() { "failed" } else { "ok" };
     Json(json!({
         "status": status,

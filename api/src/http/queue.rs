@@ -9,14 +9,17 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Map, Value};
 
+use super::health::Vitals;
 use super::AppState;
 
-/// `healthy`, `warning` (half-open, or low-priority writes being shed) or `critical` (open,
-/// or the WAL failed).
+/// `healthy`, `warning` (half-open, low-priority writes being shed, or health `degraded`) or
+/// `critical` (open, or health `failing`): the breaker's view and every component's
+/// ([`Vitals`]).
 fn health(state: &AppState, circuit: CircuitState, load: f64, low_until: f64) -> &'static str {
-    if circuit == CircuitState::Open || state.storage.wal_failure().is_some() {
+    let overall = Vitals::collect(state).status();
+    if circuit == CircuitState::Open || overall == "failing" {
         "critical"
-    } else if circuit == CircuitState::HalfOpen || load >= low_until {
+    } else if circuit == CircuitState::HalfOpen || load >= low_until || overall == "degraded" {
         "warning"
     } else {
         "healthy"

@@ -396,6 +396,11 @@ async fn a_hung_object_store_is_reported_and_nothing_is_lost_when_it_returns() {
         .as_str()
         .unwrap();
     assert!(error.contains("no answer within"), "{error}");
+    // The queue summary of seed 004 says the same, whatever the breaker's state.
+    let summary = server
+        .get_json(&client, "/api/v1/metrics/queue/summary")
+        .await;
+    assert_eq!(summary["health"], "warning", "{summary}");
     signal("CONT");
     let back = server
         .get_until(&client, "/api/v1/health", |h| {
@@ -403,6 +408,10 @@ async fn a_hung_object_store_is_reported_and_nothing_is_lost_when_it_returns() {
         })
         .await;
     assert_eq!(back["components"]["objectStore"]["consecutiveFailures"], 0);
+    let summary = server
+        .get_json(&client, "/api/v1/metrics/queue/summary")
+        .await;
+    assert_eq!(summary["health"], "healthy", "{summary}");
     let rows = server
         .sql(
             &client,
