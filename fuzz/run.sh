@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing of the decoders, the chain compiler and the MQTT codecs (cargo-fuzz, libFuzzer).
+# Coverage-guided fuzzing of the decoders, the chain compiler, the MQTT codecs and the CoAP message path (cargo-fuzz, libFuzzer).
 # Usage: bash fuzz/run.sh [SECONDS_PER_TARGET]   (default 600)
 # Needs a nightly toolchain and cargo-fuzz (`cargo install --locked cargo-fuzz`). Starts from
 # fuzz/seeds and what fuzz/corpus holds, runs each target for the given time on every core,
@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 seconds=${1:-600}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aemos-fuzz}"
 jobs=$(nproc)
-for target in decoders chains mqtt_packets; do
+for target in decoders chains mqtt_packets coap_messages; do
   work=$(mktemp -d)
   mkdir -p "corpus/$target"
   cargo +nightly fuzz run -O "$target" "$work" "corpus/$target" "seeds/$target" -- \

@@ -75,3 +75,50 @@ pub fn mqtt_packets(data: &[u8]) {
         drain(V5, body);
     }
 }
+
+/// Takes `data` as one CoAP datagram the way the CoAP server does: parsed, routed, its query
+/// read, a telemetry payload decoded and checked, the answer encoded; a message that parses is
+/// also written back out. Panics only on a bug.
+pub fn coap_message(data: &[u8]) {
+    use crate::coap::message::{encode_answer, error_body, query_param, route, Route};
+    use coap_lite::{CoapRequest, Packet, ResponseType};
+    let Ok(packet) = Packet::from_bytes(data) else {
+        return;
+    };
+    let _ = packet.to_bytes();
+    let src: std::net::SocketAddr = ([192, 0, 2, 1], 5683).into();
+    let mut request = CoapRequest::from_packet(packet, src);
+    let token = query_param(&request, "token");
+    let (status, body) = match route(&request) {
+        Route::Telemetry(device) => {
+            let device = device.unwrap_or_else(|| token.unwrap_or_default());
+            match crate::validate::check_device(&device) {
+                Err(reason) => (ResponseType::BadRequest, error_body(reason)),
+                Ok(()) => {
+                    let args = DecodeArgs::new(NOW_MS);
+                    match decode_device_payload(&device, &request.message.payload, &args) {
+                        Ok(d) => {
+                            check(&d);
+                            (ResponseType::Changed, error_body(d.accepted()))
+                        }
+                        Err(e) => (ResponseType::BadRequest, error_body(e)),
+                    }
+                }
+            }
+        }
+        Route::Notifications(device) => {
+            let _ = request.get_observe_flag();
+            match crate::validate::check_device(&device) {
+                Err(reason) => (ResponseType::BadRequest, error_body(reason)),
+                Ok(()) => (ResponseType::Content, error_body(device)),
+            }
+        }
+        Route::Refused(status, body) => (status, body),
+    };
+    if let Some(bytes) = encode_answer(&mut request, status, body) {
+        assert!(
+            Packet::from_bytes(&bytes).is_ok(),
+            "an answer that does not parse"
+        );
+    }
+}

@@ -17,6 +17,7 @@
 
 mod amplification;
 mod dedup;
+pub(crate) mod message;
 mod observers;
 mod recv_backoff;
 
@@ -30,7 +31,7 @@ use aemos_storage::Storage;
 use bytes::Bytes;
 use coap_lite::{
     create_notification, CoapRequest, ContentFormat, MessageType, ObserveOption, Packet,
-    RequestType, ResponseType,
+    ResponseType,
 };
 use serde_json::json;
 use tokio::net::UdpSocket;
@@ -41,6 +42,7 @@ use crate::validate::check_device;
 use crate::{decode_device_payload, DecodeArgs};
 use amplification::Amplification;
 use dedup::Dedup;
+use message::{encode_answer, error_body, query_param, retry_after, route, Route};
 use observers::{Observer, Observers, Registered};
 use recv_backoff::RecvBackoff;
 
@@ -294,40 +296,13 @@ async fn handle(shared: Arc<Shared>, mut request: CoapRequest<SocketAddr>) {
     let Some(src) = request.source else { return };
     let confirmable = request.message.header.get_type() == MessageType::Confirmable;
     let message_id = request.message.header.message_id;
-    let path = request.get_path();
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let (status, body) = match (*request.get_method(), segments.as_slice()) {
-        (RequestType::Post, ["telemetry", device]) => post_telemetry(&shared, Some(device), &request).await,
-        (RequestType::Post, ["telemetry"]) => post_telemetry(&shared, None, &request).await,
-        (RequestType::Get, ["devices", device, "notifications"]) => {
-            get_notifications(&shared, device, &mut request)
-        }
-        (_, ["telemetry", ..]) | (_, ["devices", _, "notifications"]) => (
-            ResponseType::MethodNotAllowed,
-            Bytes::from_static(b"{\"error\":\"method not allowed\"}"),
-        ),
-        _ => (
-            ResponseType::NotFound,
-            Bytes::from(json!({"error": format!("no resource {path:?}: use /telemetry/{{device}} or /devices/{{device}}/notifications")}).to_string()),
-        ),
+    let (status, body) = match route(&request) {
+        Route::Telemetry(device) => post_telemetry(&shared, device.as_deref(), &request).await,
+        Route::Notifications(device) => get_notifications(&shared, &device, &mut request),
+        Route::Refused(status, body) => (status, body),
     };
-    let Some(response) = request.response.as_mut() else {
+    let Some(bytes) = encode_answer(&mut request, status, body) else {
         return;
-    };
-    response.set_status(status);
-    if status == ResponseType::ServiceUnavailable {
-        retry_after(&mut response.message);
-    }
-    response
-        .message
-        .set_content_format(ContentFormat::ApplicationJSON);
-    response.message.payload = body.to_vec();
-    let bytes = match response.message.to_bytes() {
-        Ok(b) => b,
-        Err(e) => {
-            warn!(error = ?e, "coap: encoding a response");
-            return;
-        }
     };
     if confirmable {
         lock(&shared.dedup).answered(src, message_id, bytes.clone(), Instant::now());
@@ -347,32 +322,6 @@ async fn send(shared: &Shared, bytes: &[u8], to: SocketAddr) -> bool {
     shared.socket.send_to(bytes, to).await.is_ok()
 }
 
-/// Seconds a client should wait before it retries a request answered `5.03`, as HTTP's
-/// `Retry-After: 1` (RFC 7252 §5.9.3.4: the Max-Age option of a 5.03 says when to retry).
-const RETRY_AFTER_SECS: u8 = 1;
-
-fn retry_after(message: &mut Packet) {
-    message.set_option(
-        coap_lite::CoapOption::MaxAge,
-        std::collections::LinkedList::from([vec![RETRY_AFTER_SECS]]),
-    );
-}
-
-/// The value of `name=` among the request's Uri-Query options (one option per argument, as
-/// RFC 7252 §6.5 has it, or several joined by `&`, as some clients send them).
-fn query_param(request: &CoapRequest<SocketAddr>, name: &str) -> Option<String> {
-    let options = request
-        .message
-        .get_option(coap_lite::CoapOption::UriQuery)?;
-    options.iter().find_map(|option| {
-        let text = std::str::from_utf8(option).ok()?;
-        text.split('&').find_map(|arg| {
-            let (key, value) = arg.split_once('=')?;
-            (key == name).then(|| value.to_owned())
-        })
-    })
-}
-
 /// The answer to a refused credential.
 fn refused(refusal: crate::EdgeRefusal) -> (ResponseType, Bytes) {
     let status = match &refusal {
@@ -381,10 +330,6 @@ fn refused(refusal: crate::EdgeRefusal) -> (ResponseType, Bytes) {
         crate::EdgeRefusal::RateLimited(_) => ResponseType::TooManyRequests,
     };
     (status, error_body(refusal))
-}
-
-fn error_body(reason: impl std::fmt::Display) -> Bytes {
-    Bytes::from(json!({ "error": reason.to_string() }).to_string())
 }
 
 async fn post_telemetry(
