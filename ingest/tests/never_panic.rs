@@ -56,14 +56,15 @@ proptest! {
     }
 }
 
-/// The corpora the fuzzer (`fuzz/`) built for its `decoders` and `mqtt_packets` targets (the
-/// latter with the inputs that made the MQTT 5 codec panic), replayed: each input decodes or
-/// fails with an error.
+/// The corpora the fuzzer (`fuzz/`) built for its `decoders`, `mqtt_packets` (with the inputs
+/// that made the MQTT 5 codec panic) and `coap_messages` targets, replayed: each input decodes
+/// or fails with an error.
 #[test]
 fn the_fuzz_corpus_replays() {
-    let targets: [(&str, fn(&[u8])); 2] = [
+    let targets: [(&str, fn(&[u8])); 3] = [
         ("decoders", aemos_ingest::fuzzing::decode_selected),
         ("mqtt_packets", aemos_ingest::fuzzing::mqtt_packets),
+        ("coap_messages", aemos_ingest::fuzzing::coap_message),
     ];
     for (target, harness) in targets {
         let dir = std::path::PathBuf::from(
