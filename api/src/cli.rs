@@ -169,6 +169,10 @@ pub struct ServeArgs {
     /// Largest MQTT publish; a larger one closes the publisher's connection.
     #[arg(long, env = "AEMOS_MQTT_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
     pub mqtt_max_payload_bytes: usize,
+    /// MQTT connections held at once (both listeners together); one more is refused. Each
+    /// needs a file descriptor: raise the process's limit (`ulimit -n`, `LimitNOFILE`) to match.
+    #[arg(long, env = "AEMOS_MQTT_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub mqtt_max_connections: u32,
     /// Telemetry the broker holds for aemos (bytes); beyond it the oldest publishes are
     /// dropped and counted (they were acknowledged on receipt).
     #[arg(long, env = "AEMOS_MQTT_BACKLOG_BYTES", default_value_t = 256 * 1024 * 1024)]

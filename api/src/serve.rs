@@ -382,6 +382,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let mut mqtt_args = MqttArgs::new(args.mqtt_addr);
             mqtt_args.v5_addr = args.mqtt5_addr.0;
             mqtt_args.max_payload_bytes = args.mqtt_max_payload_bytes;
+            mqtt_args.max_connections = args.mqtt_max_connections as usize;
             mqtt_args.backlog_bytes = args.mqtt_backlog_bytes;
             mqtt_args.authorizer = Some(Arc::clone(&edge_auth) as _);
             mqtt_args.tls = tls

@@ -5,6 +5,8 @@
 //! into a data directory through storage, then times the SQL queries). Criterion benches in
 //! `benches/`. Results go to `BENCHMARKS.md`.
 
+pub mod hold;
+
 use std::fmt::Write as _;
 
 use aemos_storage::schema::ReadingsBuilder;

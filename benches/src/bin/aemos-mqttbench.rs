@@ -7,6 +7,14 @@
 //!     --mqtt 127.0.0.1:1883 --url http://127.0.0.1:3000 --publishers 100 --batch 100 --seconds 20
 //! ```
 //!
+//! `--hold N` instead holds N idle devices' connections (MQTT 3.1.1, their own client ids and
+//! keep-alives, connected as a storm) for `--seconds`, and reports the server's resident memory
+//! per connection (`--server-pid`):
+//!
+//! ```text
+//! ulimit -n 1048576; aemos-mqttbench --mqtt 127.0.0.1:1883 --hold 100000 --seconds 30 --server-pid $PID
+//! ```
+//!
 //! The rate reported is what the server made durable (`aemos_mqtt_readings_total` from its
 //! Prometheus endpoint, before and after), not what the clients sent; the broker acknowledges
 //! on receipt, so the two differ when the server falls behind. Also prints the server's
@@ -38,6 +46,59 @@ struct Args {
     /// Readings per second in all (0: as fast as the broker acknowledges).
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Instead of publishing: hold this many idle devices' connections (`aemos_benches::hold`)
+    /// and report the server's resident memory per connection.
+    #[arg(long)]
+    hold: Option<usize>,
+    /// With --hold: connects in flight at once (the storm).
+    #[arg(long, default_value_t = 1000)]
+    concurrency: usize,
+    /// With --hold: each device's keep-alive (a PINGREQ every 4/5 of it).
+    #[arg(long, default_value_t = 60)]
+    keep_alive: u16,
+    /// With --hold: the aemos process whose memory to read (`/proc/{pid}/status`).
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+async fn hold(args: &Args, connections: usize) -> anyhow::Result<()> {
+    use std::net::ToSocketAddrs;
+    let broker = args
+        .mqtt
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--mqtt {}", args.mqtt))?;
+    let r = aemos_benches::hold::hold(aemos_benches::hold::HoldArgs {
+        broker,
+        connections,
+        concurrency: args.concurrency,
+        keep_alive_secs: args.keep_alive,
+        hold: Duration::from_secs(args.seconds),
+        server_pid: args.server_pid,
+    })
+    .await?;
+    let per_connection = match (r.rss_before_kib, r.rss_after_kib) {
+        (Some(b), Some(a)) if r.connected > 0 => {
+            format!(
+                "{:.0}",
+                (a.saturating_sub(b) * 1024) as f64 / r.connected as f64
+            )
+        }
+        _ => "-".into(),
+    };
+    println!(
+        "connections={connections} connected={} failed={} connect_seconds={:.1} connects_per_sec={:.0} \
+         server_rss_before_mib={} server_rss_after_mib={} server_bytes_per_connection={per_connection} alive_after_{}s={}",
+        r.connected,
+        r.failed,
+        r.connect_seconds,
+        r.connected as f64 / r.connect_seconds,
+        r.rss_before_kib.map_or("-".into(), |k| (k / 1024).to_string()),
+        r.rss_after_kib.map_or("-".into(), |k| (k / 1024).to_string()),
+        args.seconds,
+        r.alive_at_end,
+    );
+    Ok(())
 }
 
 /// The server's Prometheus text.
@@ -80,6 +141,9 @@ fn payload(device: usize, batch: usize, round: usize) -> bytes::Bytes {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(connections) = args.hold {
+        return hold(&args, connections).await;
+    }
     let (host, port) = args
         .mqtt
         .rsplit_once(':')

@@ -336,7 +336,8 @@ impl LinkRx {
             router_tx,
             router_rx,
             send_buffer: outgoing_data_buffer,
-            cache: VecDeque::with_capacity(100),
+            // aemos: allocated on demand (change 6), not per connection up front
+            cache: VecDeque::new(),
         }
     }
 

@@ -12,6 +12,17 @@ use tokio::time::{error::Elapsed, Duration};
 
 use crate::protocol::{self, Packet, Protocol};
 
+/// aemos (change 6): the least a read asks the socket for, and what an idle connection holds
+/// while it waits; buffers a burst grew past `4 * READ_CHUNK` are let go once empty.
+const READ_CHUNK: usize = 1024;
+
+/// aemos (change 6): `buf` emptied, without a burst's capacity.
+fn shrink_if_empty(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
+        *buf = BytesMut::new();
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("I/O = {0}")]
@@ -51,8 +62,10 @@ impl<P: Protocol> Network<P> {
     ) -> Network<P> {
         Network {
             socket,
-            read: BytesMut::with_capacity(10 * 1024),
-            write: BytesMut::with_capacity(10 * 1024),
+            // aemos: grown with what a connection sends and receives (change 6); 10 KiB each
+            // up front was 20 KiB per idle device.
+            read: BytesMut::new(),
+            write: BytesMut::new(),
             max_incoming_size,
             max_connection_buffer_len,
             // Overwritten by keepalive value in connect packet, otherwise we
@@ -81,6 +94,11 @@ impl<P: Protocol> Network<P> {
         // TODO: Fix this cancellation bug and write unit test
         let mut total_read = 0;
         loop {
+            // aemos: room for what the frame still needs, at least READ_CHUNK, before each read
+            // (an empty buffer would read 64 bytes at a time); an idle connection waits with
+            // READ_CHUNK, its buffer shrunk back once everything read was consumed (`read`).
+            self.read
+                .reserve(required.saturating_sub(total_read).max(READ_CHUNK));
             let read = self.socket.read_buf(&mut self.read).await?;
             if 0 == read {
                 let error = if self.read.is_empty() {
@@ -112,6 +130,7 @@ impl<P: Protocol> Network<P> {
                 Err(e) => return Err(e.into()),
             };
 
+            shrink_if_empty(&mut self.read); // aemos (change 6)
             // read more packets until a frame can be created. This function
             // blocks until a frame can be created. Use this in a select! branch
             timeout(self.keepalive, self.read_bytes(required)).await??;
@@ -143,6 +162,7 @@ impl<P: Protocol> Network<P> {
         Protocol::write(&self.protocol, packet, &mut self.write)?;
         self.socket.write_all(&self.write).await?;
         self.write.clear();
+        shrink_if_empty(&mut self.write); // aemos (change 6)
         Ok(())
     }
 
@@ -159,6 +179,7 @@ impl<P: Protocol> Network<P> {
         }
         self.socket.write_all(&self.write).await?;
         self.write.clear();
+        shrink_if_empty(&mut self.write); // aemos (change 6)
         Ok(())
     }
 }

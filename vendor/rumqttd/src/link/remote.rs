@@ -134,7 +134,8 @@ impl<P: Protocol> RemoteLink<P> {
             network,
             link_tx,
             link_rx,
-            notifications: VecDeque::with_capacity(100),
+            // aemos: allocated on demand (change 6), not per connection up front
+            notifications: VecDeque::new(),
             will_delay_interval,
             client_id,
             packet_filter,

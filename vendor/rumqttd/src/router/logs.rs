@@ -403,8 +403,9 @@ impl AckLog {
     /// New log
     pub fn new() -> AckLog {
         AckLog {
-            committed: VecDeque::with_capacity(100),
-            recorded: VecDeque::with_capacity(100),
+            // aemos: allocated on demand (change 6), not per connection up front
+            committed: VecDeque::new(),
+            recorded: VecDeque::new(),
         }
     }
 

@@ -110,17 +110,17 @@ impl Router {
 
         let meters = Slab::with_capacity(10);
         let alerts = Slab::with_capacity(10);
-        let connections = Slab::with_capacity(config.max_connections);
-        let ibufs = Slab::with_capacity(config.max_connections);
-        let obufs = Slab::with_capacity(config.max_connections);
-        let ackslog = Slab::with_capacity(config.max_connections);
+        // aemos: grown with the connections (change 6), not sized for the maximum up front.
+        let connections = Slab::new();
+        let ibufs = Slab::new();
+        let obufs = Slab::new();
+        let ackslog = Slab::new();
 
         let router_metrics = RouterMeter {
             router_id,
             ..RouterMeter::default()
         };
 
-        let max_connections = config.max_connections;
         Router {
             id: router_id,
             config: config.clone(),
@@ -135,7 +135,7 @@ impl Router {
             datalog: DataLog::new(config.clone()).unwrap(),
             alertlog: AlertLog::new(config),
             ackslog,
-            scheduler: Scheduler::with_capacity(max_connections),
+            scheduler: Scheduler::with_capacity(0), // aemos: grown on demand (change 6)
             notifications: VecDeque::with_capacity(1024),
             router_rx,
             router_tx,
