@@ -14,6 +14,8 @@ pub enum Error {
         offset: u64,
         reason: String,
     },
+    #[error("the data directory {path} is full: {reason}; nothing was stored, retry once there is space")]
+    DiskFull { path: PathBuf, reason: String },
     #[error("the wal writer has stopped")]
     WalClosed,
     #[error("overloaded: {buffered} readings wait in memory for persistence (limit {limit})")]
@@ -53,6 +55,13 @@ impl Error {
             self,
             Error::Overloaded { .. } | Error::WalQueueFull { .. } | Error::Shed { .. }
         )
+    }
+
+    /// A refusal that clears by itself: load, or a full data directory (the WAL writes on where
+    /// it ended once there is space). Answered `503` with a time to retry, like load, and
+    /// retried by the MQTT edge; nothing of the refused write was stored.
+    pub fn retry_later(&self) -> bool {
+        self.is_overload() || matches!(self, Error::DiskFull { .. })
     }
 }
 

@@ -120,7 +120,7 @@ fn decode_payload(payload: &[u8]) -> Result<(Vec<RecordBatch>, Vec<(String, Stri
 enum Request {
     Append {
         record: WalRecord,
-        done: oneshot::Sender<Result<(), String>>,
+        done: oneshot::Sender<Result<(), WriteError>>,
     },
     Rotate {
         done: oneshot::Sender<Arc<Generation>>,
@@ -136,6 +136,22 @@ pub trait DurableObserver: Send + Sync + 'static {
 
 /// Why the writer refuses every write, once it does.
 pub type WalFailure = Arc<Mutex<Option<String>>>;
+
+/// Why a group was not made durable: the reason, and whether only space was missing (the log
+/// goes on once there is space again; the writers are told to retry later).
+#[derive(Debug, Clone)]
+struct WriteError {
+    reason: String,
+    disk_full: bool,
+}
+
+/// No space or no quota left on the data directory's file system.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    e.kind() == std::io::ErrorKind::StorageFull
+        || matches!(e.raw_os_error(), Some(ENOSPC) | Some(EDQUOT))
+}
 
 pub struct WalArgs {
     pub dir: PathBuf,
@@ -270,7 +286,14 @@ impl Wal {
             .map_err(|_| Error::WalClosed)?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(Error::WalIo {
+            Ok(Err(WriteError {
+                reason,
+                disk_full: true,
+            })) => Err(Error::DiskFull {
+                path: self.dir.clone(),
+                reason,
+            }),
+            Ok(Err(WriteError { reason, .. })) => Err(Error::WalIo {
                 path: self.dir.clone(),
                 source: std::io::Error::other(reason),
             }),
@@ -545,14 +568,17 @@ impl Writer {
     fn commit(
         &mut self,
         bytes: &mut Vec<u8>,
-        pending: &mut Vec<(RecordBatch, oneshot::Sender<Result<(), String>>)>,
+        pending: &mut Vec<(RecordBatch, oneshot::Sender<Result<(), WriteError>>)>,
     ) {
         if pending.is_empty() {
             return;
         }
         let failed = self.failure();
         let outcome = match failed {
-            Some(reason) => Err(reason),
+            Some(reason) => Err(WriteError {
+                reason,
+                disk_full: false,
+            }),
             None => self.write_and_sync(bytes),
         };
         bytes.clear();
@@ -592,7 +618,7 @@ impl Writer {
         *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
     }
 
-    fn write_and_sync(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn write_and_sync(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
         if let Err(e) = self.file.write_all(bytes) {
             // Cut off whatever part of the group reached the file and write the next group
             // where the log ends (the file is not in append mode: without the seek, it would
@@ -601,7 +627,9 @@ impl Writer {
             if let Err(e2) = self.cut() {
                 self.fail(format!("{reason}; cutting it off failed: {e2}"));
             }
-            return Err(reason);
+            // Space may come back: the next group is written where the log ends.
+            let disk_full = is_disk_full(&e) && self.failure().is_none();
+            return Err(WriteError { reason, disk_full });
         }
         let started = std::time::Instant::now();
         let synced = match &self.faults {
@@ -617,7 +645,10 @@ impl Writer {
             // Best effort: the group was never acknowledged, keep it out of the next replay.
             let _ = self.cut();
             self.fail(reason.clone());
-            return Err(reason);
+            return Err(WriteError {
+                reason,
+                disk_full: false,
+            });
         }
         self.len += bytes.len() as u64;
         Ok(())

@@ -191,6 +191,10 @@ pub(super) fn storage_error(state: &AppState, e: aemos_storage::Error) -> ApiErr
                 retry_after_secs: 1,
             }
         }
+        e @ aemos_storage::Error::DiskFull { .. } => ApiError::Overloaded {
+            error: e.to_string(),
+            retry_after_secs: 5,
+        },
         e if e.is_overload() => {
             state.metrics.overload_rejections.inc();
             ApiError::Overloaded {

@@ -276,3 +276,93 @@ async fn the_listener_opens_first_and_readiness_waits_for_the_replay() {
         .await;
     assert_eq!(rows[0]["n"], 200_000);
 }
+
+/// The data directory on a small tmpfs, filled up: a write gets `503` with `Retry-After` and
+/// the reason, nothing of it is stored; once space is back, writes are acknowledged again and
+/// every acknowledged reading survives a SIGKILL. Needs root (to mount); skipped otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_data_directory_answers_503_then_writes_resume_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.path());
+    let data = dir.path().join("data");
+    let flags = ["--persist-interval", "1h"];
+    let mut server = TestServer::start(&data, &flags, &[]);
+    let client = reqwest::Client::new();
+    let write = |value: i64| {
+        let (client, url) = (client.clone(), server.url.clone());
+        async move {
+            let readings: Vec<_> = (0..1000)
+                .map(|i| serde_json::json!({"sensor": "full", "variable": "v", "value": value * 1000 + i}))
+                .collect();
+            client
+                .post(format!("{url}/api/v1/write"))
+                .json(&serde_json::json!({ "readings": readings }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(write(0).await.status(), 200);
+    // Everything but a few KiB taken: the next group cannot be written.
+    let filler = dir.path().join("filler");
+    let free = fs_free(dir.path());
+    std::fs::write(&filler, vec![0u8; free.saturating_sub(2048) as usize]).unwrap();
+    let refused = write(1).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        Some("5".into())
+    );
+    let reason: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        reason["error"].as_str().unwrap().contains("is full"),
+        "{reason}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(write(2).await.status(), 200, "space is back");
+    server.kill9();
+    let server = TestServer::start(&data, &flags, &[]);
+    let rows = server
+        .sql(
+            &client,
+            "SELECT count(*) AS n, min(value) AS lo, max(value) AS hi FROM readings WHERE sensor = 'full'",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        serde_json::json!([{"n": 2000, "lo": 0.0, "hi": 2999.0}]),
+        "the acknowledged writes, and nothing of the refused one"
+    );
+}
+
+/// Bytes free on the file system holding `dir` (`df`, as the test has no statvfs binding).
+fn fs_free(dir: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap()
+}

@@ -395,7 +395,7 @@ async fn post_telemetry(
                 Bytes::from(json!({ "accepted": accepted }).to_string()),
             )
         }
-        Err(e) if e.is_overload() => (ResponseType::ServiceUnavailable, error_body(e)),
+        Err(e) if e.retry_later() => (ResponseType::ServiceUnavailable, error_body(e)),
         Err(e) => (ResponseType::InternalServerError, error_body(e)),
     }
 }

@@ -220,7 +220,7 @@ pub(super) async fn write(
                     .observe(received.elapsed().as_secs_f64());
                 return true;
             }
-            Err(e) if e.is_overload() => {
+            Err(e) if e.retry_later() => {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(200));
             }

@@ -119,7 +119,11 @@ async fn a_full_disk_refuses_the_write_and_the_log_goes_on_once_space_is_back() 
         let free = fs_free(dir.path());
         std::fs::write(&filler, vec![0u8; free.saturating_sub(4096) as usize]).unwrap();
         let full = storage.write(batch(T0 + 1000, 5000, "b")).await;
-        assert!(full.is_err(), "a write that does not fit is refused");
+        let full = full.expect_err("a write that does not fit is refused");
+        assert!(
+            matches!(full, aemos_storage::Error::DiskFull { .. }) && full.retry_later(),
+            "a full disk is a refusal to retry later (503 with Retry-After): {full}"
+        );
         assert_eq!(storage.wal_failure(), None, "a full disk is not final");
         std::fs::remove_file(&filler).unwrap();
         storage.write(batch(T0 + 2000, 100, "c")).await.unwrap();
