@@ -13,7 +13,8 @@ pub trait Faults: Send + Sync + std::fmt::Debug + 'static {
     /// as a bug in it would.
     fn before_maintenance(&self) {}
 
-    /// Around persistence's catalog commit: an error before it fails the commit as a store
+    /// Around persistence's catalog commit (and before compaction's): an error before it fails
+    /// the commit as a store
     /// that refuses the write would (the files uploaded, nothing recorded); an error after it
     /// fails it as a lost answer would (the commit landed, the writer was told otherwise).
     fn before_commit(&self) -> std::io::Result<()> {

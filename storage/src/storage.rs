@@ -432,16 +432,7 @@ impl Storage {
             return Ok((0, 0));
         }
         let writer = self.writer_id.clone();
-        let fault =
-            |hook: fn(&dyn crate::faults::Faults) -> std::io::Result<()>| match &self.args.faults {
-                Some(f) => hook(f.as_ref()).map_err(|e| {
-                    Error::ObjectStore(object_store::Error::Generic {
-                        store: "injected fault",
-                        source: Box::new(e),
-                    })
-                }),
-                None => Ok(()),
-            };
+        let fault = |hook| self.injected(hook);
         let committed = match fault(|f| f.before_commit()) {
             Err(e) => Err(e),
             Ok(()) => self
@@ -470,6 +461,19 @@ impl Storage {
         self.buffer.release(through);
         self.wal.remove_through(through)?;
         Ok((count, bytes))
+    }
+
+    /// A fault hook's error (tests), as the object store's.
+    fn injected(&self, hook: fn(&dyn crate::faults::Faults) -> std::io::Result<()>) -> Result<()> {
+        match &self.args.faults {
+            Some(f) => hook(f.as_ref()).map_err(|e| {
+                Error::ObjectStore(object_store::Error::Generic {
+                    store: "injected fault",
+                    source: Box::new(e),
+                })
+            }),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn lock_uncommitted(&self) -> std::sync::MutexGuard<'_, Vec<ParquetFile>> {
@@ -675,20 +679,34 @@ impl Storage {
         let written = self.write_files(parts).await?;
         let ids: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
         let now = self.now_ms();
-        let committed = self
-            .catalog
-            .commit(|state| {
-                // Another writer compacted or expired some of these already: give up.
-                if !ids.iter().all(|id| state.files.contains_key(id)) {
-                    return false;
-                }
-                state.remove_files(&ids, now);
-                for file in &written {
-                    state.add_file(file.clone());
-                }
-                true
-            })
-            .await?;
+        let committed = match self.injected(|f| f.before_commit()) {
+            Err(e) => Err(e),
+            Ok(()) => {
+                self.catalog
+                    .commit(|state| {
+                        // Another writer compacted or expired some of these already: give up.
+                        if !ids.iter().all(|id| state.files.contains_key(id)) {
+                            return false;
+                        }
+                        state.remove_files(&ids, now);
+                        for file in &written {
+                            state.add_file(file.clone());
+                        }
+                        true
+                    })
+                    .await
+            }
+        };
+        let committed = match committed {
+            Ok(c) => c,
+            Err(e) => {
+                // As for persistence: unless the commit landed, the merged files are in no
+                // catalog; collected now, or before the next round if the store is away.
+                self.lock_uncommitted().extend(written.iter().cloned());
+                let _ = self.settle_uncommitted().await;
+                return Err(e);
+            }
+        };
         if committed.is_none() {
             self.delete_uncommitted(&written).await;
             return Ok(0);

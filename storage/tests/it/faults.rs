@@ -272,3 +272,62 @@ async fn a_failed_catalog_commit_leaves_no_orphans_and_no_duplicates() {
         );
     }
 }
+
+/// Fails the `n`-th catalog commit (counting from 0), before it reaches the store.
+#[derive(Debug)]
+struct FailCommitNumber {
+    n: usize,
+    commits: AtomicUsize,
+}
+
+impl Faults for FailCommitNumber {
+    fn before_commit(&self) -> std::io::Result<()> {
+        if self.commits.fetch_add(1, Ordering::SeqCst) == self.n {
+            return Err(std::io::Error::other("the store refused the write"));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_compaction_commit_leaves_no_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(
+        dir.path(),
+        local_store(dir.path()),
+        Arc::new(ManualClock::new(T0)),
+    );
+    a.compaction_min_files = 2;
+    // Three persists commit; the fourth commit is compaction's.
+    a.faults = Some(Arc::new(FailCommitNumber {
+        n: 3,
+        commits: AtomicUsize::new(0),
+    }));
+    let storage = Storage::open(a).await.unwrap();
+    for k in 0..3 {
+        storage.write(batch(T0 + k * 1000, 100, "a")).await.unwrap();
+        storage.persist().await.unwrap();
+    }
+    assert_eq!(parquet_files(dir.path()), 3);
+    assert!(
+        storage.compact().await.is_err(),
+        "the failed commit is reported"
+    );
+    assert_eq!(
+        parquet_files(dir.path()),
+        3,
+        "the merged file, in no catalog, was collected"
+    );
+    assert!(storage.maintenance_status().orphans_collected >= 1);
+    assert_eq!(
+        storage.compact().await.unwrap(),
+        3,
+        "the next round compacts"
+    );
+    let catalog = storage.catalog().snapshot();
+    assert_eq!(catalog.files_of("readings").count(), 1);
+    assert_eq!(
+        catalog.files_of("readings").map(|f| f.rows).sum::<u64>(),
+        300
+    );
+}
