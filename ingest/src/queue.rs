@@ -104,6 +104,30 @@ impl<T> DropOldest<T> {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// What waits, the bound, what was dropped: for health.
+    pub fn backlog(&self) -> Backlog {
+        Backlog {
+            queued: self.len(),
+            capacity: self.capacity,
+            dropped: self.dropped(),
+        }
+    }
+}
+
+/// A queue's state for health: full means its consumer is not keeping up (and the oldest
+/// items are being dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Backlog {
+    pub queued: usize,
+    pub capacity: usize,
+    pub dropped: u64,
+}
+
+impl Backlog {
+    pub fn full(&self) -> bool {
+        self.queued >= self.capacity
+    }
 }
 
 #[cfg(test)]

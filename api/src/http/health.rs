@@ -24,6 +24,8 @@ pub(super) struct Vitals {
     store: aemos_storage::ObjectStoreHealth,
     firing_failure: Option<String>,
     broker: Option<Value>,
+    coap: Option<Value>,
+    notifier: Value,
 }
 
 impl Vitals {
@@ -41,20 +43,25 @@ impl Vitals {
             store: storage.object_store_health(),
             firing_failure: state.rules.firings.failure(),
             broker: state.edge.mqtt_mode.as_ref().map(|m| m.health()),
+            coap: state.edge.coap.as_ref().map(|c| c.health()),
+            notifier: state.notifier.health(),
         }
     }
 
     /// `failing` (the WAL or the firing log refuses writes, or an engine worker ended),
     /// `degraded` (a full WAL queue, persistence behind, the broker, engine or object store
-    /// not answering) or `ok`.
+    /// not answering, the CoAP socket failing, a notification channel not keeping up) or `ok`.
     pub(super) fn status(&self) -> &'static str {
-        let broker_down = self.broker.as_ref().is_some_and(|b| b["status"] != "ok");
+        let not_ok = |v: &Value| v["status"] != "ok";
+        let edge_down = self.broker.as_ref().is_some_and(not_ok)
+            || self.coap.as_ref().is_some_and(not_ok)
+            || not_ok(&self.notifier);
         if self.failure.is_some() || self.firing_failure.is_some() || self.engine.status == "failed"
         {
             "failing"
         } else if self.depth >= self.capacity
             || self.behind
-            || broker_down
+            || edge_down
             || self.engine.status == "stalled"
             || self.store.status == "failing"
         {
@@ -80,6 +87,8 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
         store,
         firing_failure,
         broker,
+        coap,
+        notifier,
     } = vitals;
     let firings = &state.rules.firings;
     let wal_status = if failure.is_some() { "failed" } else { "ok" };
@@ -114,6 +123,10 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
             },
             // Embedded, or the external broker's two connections (connected, subscribed).
             "mqtt": broker,
+            // Degraded while the socket keeps failing.
+            "coap": coap,
+            // Degraded while a channel's queue is full (the oldest notifications dropped).
+            "notifier": notifier,
             // Failed when a worker thread ended, stalled when worker 0 is held.
             "engine": {
                 "status": engine.status,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use aemos_ingest::coap::CoapServer;
 use aemos_ingest::mqtt::{notifications_topic, MqttPublisher};
-use aemos_ingest::queue::DropOldest;
+use aemos_ingest::queue::{Backlog, DropOldest};
 use bytes::Bytes;
 use socketioxide::BroadcastError;
 use socketioxide::SocketIo;
@@ -24,11 +24,19 @@ impl NotificationChannel for MqttPublisher {
     fn deliver(&self, n: &Arc<Notification>, json: &Bytes) {
         self.publish(notifications_topic(&n.device_uuid), json.clone());
     }
+
+    fn backlog(&self) -> (&'static str, Backlog) {
+        ("mqtt", MqttPublisher::backlog(self))
+    }
 }
 
 impl NotificationChannel for CoapServer {
     fn deliver(&self, n: &Arc<Notification>, json: &Bytes) {
         self.notify(n.device_uuid.clone(), json.clone());
+    }
+
+    fn backlog(&self) -> (&'static str, Backlog) {
+        ("coap", CoapServer::backlog(self))
     }
 }
 
@@ -77,5 +85,9 @@ impl SocketIoChannel {
 impl NotificationChannel for SocketIoChannel {
     fn deliver(&self, n: &Arc<Notification>, _json: &Bytes) {
         self.queue.push(Arc::clone(n));
+    }
+
+    fn backlog(&self) -> (&'static str, Backlog) {
+        ("socketio", self.queue.backlog())
     }
 }

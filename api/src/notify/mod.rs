@@ -38,6 +38,8 @@ pub const REPLAY_TOTAL: usize = 1_000_000;
 /// A way out to clients. `deliver` must not block: queue and return.
 pub trait NotificationChannel: Send + Sync {
     fn deliver(&self, notification: &Arc<Notification>, json: &Bytes);
+    /// Its name and its queue, for health.
+    fn backlog(&self) -> (&'static str, aemos_ingest::queue::Backlog);
 }
 
 #[derive(Debug, Default)]
@@ -263,6 +265,22 @@ impl Notifier {
         Ok(())
     }
 
+    /// `degraded` while a channel's queue is full (its sender is not keeping up and the oldest
+    /// notifications are dropped), else `ok`; with each channel's queue.
+    pub fn health(&self) -> serde_json::Value {
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        let backlogs: Vec<_> = channels.iter().map(|c| c.backlog()).collect();
+        let full = backlogs.iter().any(|(_, b)| b.full());
+        serde_json::json!({
+            "status": if full { "degraded" } else { "ok" },
+            "delivered": self.delivered(),
+            "channels": backlogs
+                .into_iter()
+                .map(|(name, b)| (name.to_owned(), serde_json::json!(b)))
+                .collect::<serde_json::Map<_, _>>(),
+        })
+    }
+
     /// Notifications handed to the channels since start.
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
@@ -358,6 +376,38 @@ mod tests {
             .iter()
             .map(|n| n.seq)
             .collect()
+    }
+
+    /// A channel whose sender never drains its queue.
+    struct Stalled(Arc<aemos_ingest::queue::DropOldest<Arc<Notification>>>);
+
+    impl NotificationChannel for Stalled {
+        fn deliver(&self, n: &Arc<Notification>, _json: &Bytes) {
+            self.0.push(Arc::clone(n));
+        }
+
+        fn backlog(&self) -> (&'static str, aemos_ingest::queue::Backlog) {
+            ("stalled", self.0.backlog())
+        }
+    }
+
+    #[test]
+    fn health_is_degraded_while_a_channel_queue_is_full() {
+        let notifier = Notifier::new(10, 10);
+        let queue = aemos_ingest::queue::DropOldest::new(2);
+        notifier.add_channel(Arc::new(Stalled(Arc::clone(&queue))));
+        notifier.record(&[record("a", 0)], true);
+        assert_eq!(notifier.health()["status"], "ok");
+        notifier.record(&[record("a", 1), record("a", 2)], true);
+        let health = notifier.health();
+        assert_eq!(health["status"], "degraded", "{health}");
+        assert_eq!(
+            health["channels"]["stalled"],
+            serde_json::json!({"queued": 2, "capacity": 2, "dropped": 1})
+        );
+        let mut drained = Vec::new();
+        let _ = queue.wait_all(&mut drained);
+        assert_eq!(notifier.health()["status"], "ok", "the sender caught up");
     }
 
     #[test]

@@ -345,6 +345,23 @@ async fn a_firing_reaches_mqtt_coap_and_socketio() {
     assert!(count("wal_sync_seconds") >= 2);
     assert!(count("query_seconds") >= 2);
     assert_eq!(count("notification_seconds"), 2);
+
+    // Health sees CoAP and the notifier: each channel's queue drained, the two delivered.
+    let health = server.get_json(&http, "/api/v1/health").await;
+    let components = &health["components"];
+    assert_eq!(components["coap"]["status"], "ok", "{health}");
+    assert!(
+        components["coap"]["requests"].as_u64().unwrap() >= 2,
+        "{health}"
+    );
+    assert_eq!(components["notifier"]["status"], "ok", "{health}");
+    assert_eq!(components["notifier"]["delivered"], 2, "{health}");
+    for channel in ["socketio", "mqtt", "coap"] {
+        assert_eq!(
+            components["notifier"]["channels"][channel]["dropped"], 0,
+            "{channel}: {health}"
+        );
+    }
 }
 
 /// A confirmable POST sent twice with one message id (a retransmission) is answered twice

@@ -89,6 +89,9 @@ pub struct CoapStats {
     pub refused: AtomicU64,
     /// Errors of `recv_from` (each ICMP port-unreachable of a gone observer among them).
     pub socket_errors: AtomicU64,
+    /// The socket's last receive failed with an error that is waited out (not an ICMP
+    /// port-unreachable of a gone observer); cleared by the next datagram.
+    pub socket_failing: std::sync::atomic::AtomicBool,
     /// Confirmable notifications sent again for want of an ACK.
     pub retransmissions: AtomicU64,
     /// Observers removed after their notification went unacknowledged through every
@@ -188,6 +191,26 @@ impl CoapServer {
     pub fn dropped(&self) -> u64 {
         self.queue.dropped()
     }
+
+    /// The queue of notifications waiting for the sender.
+    pub fn backlog(&self) -> crate::queue::Backlog {
+        self.queue.backlog()
+    }
+
+    /// `degraded` while the socket keeps failing (the receive loop waits between errors),
+    /// else `ok`; with the counters.
+    pub fn health(&self) -> serde_json::Value {
+        let s = &self.shared.stats;
+        let failing = s.socket_failing.load(Ordering::Relaxed);
+        json!({
+            "status": if failing { "degraded" } else { "ok" },
+            "observers": self.observers(),
+            "requests": s.requests.load(Ordering::Relaxed),
+            "malformed": s.malformed.load(Ordering::Relaxed),
+            "socketErrors": s.socket_errors.load(Ordering::Relaxed),
+            "refused": s.refused.load(Ordering::Relaxed),
+        })
+    }
 }
 
 fn rand_start() -> u16 {
@@ -209,6 +232,7 @@ async fn receive_loop(shared: Arc<Shared>) {
                     // ICMP port unreachable from a gone observer: about one datagram.
                     None => debug!(error = %e, "coap: receive"),
                     Some(wait) => {
+                        shared.stats.socket_failing.store(true, Ordering::Relaxed);
                         if backoff.should_warn() {
                             warn!(error = %e, ?wait, "coap: socket error; waiting before the next receive");
                         }
@@ -219,6 +243,7 @@ async fn receive_loop(shared: Arc<Shared>) {
             }
         };
         backoff.after_datagram();
+        shared.stats.socket_failing.store(false, Ordering::Relaxed);
         shared.stats.requests.fetch_add(1, Ordering::Relaxed);
         lock(&shared.amplification).received(src.ip(), len, Instant::now());
         let packet = match Packet::from_bytes(&buf[..len]) {

@@ -74,6 +74,11 @@ impl MqttPublisher {
         Self { queue }
     }
 
+    /// The queue of publishes waiting for the broker.
+    pub fn backlog(&self) -> crate::queue::Backlog {
+        self.queue.backlog()
+    }
+
     /// Queues a retained publish; the oldest queued one is dropped when full.
     pub fn publish(&self, topic: String, payload: Bytes) {
         self.queue.push((topic, payload));
