@@ -229,7 +229,7 @@ impl Precleans {
             status: PrecleanStatus::Running,
             ended_at: None,
         };
-        self.write(&p)?;
+        self.write(&p).await?;
         states.insert(device.to_owned(), p.clone());
         self.send(&p, "start", fan_mode).await?;
         Ok(p)
@@ -259,7 +259,7 @@ impl Precleans {
         self.send(&p, "restore", p.saved_speed).await?;
         p.status = status;
         p.ended_at = Some(self.now());
-        self.write(&p)?;
+        self.write(&p).await?;
         Ok(p)
     }
 
@@ -321,15 +321,23 @@ impl Precleans {
     }
 
     /// Writes the pre-clean's file whole: a temporary file fsynced, renamed over the old one,
-    /// and the directory fsynced.
-    fn write(&self, p: &Preclean) -> std::io::Result<()> {
-        let path = self.dir.join(format!("{}.json", p.device));
-        let temp = self.dir.join(format!("{}.json.tmp", p.device));
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(&serde_json::to_vec(p).map_err(std::io::Error::other)?)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, &path)?;
-        std::fs::File::open(&self.dir)?.sync_all()
+    /// and the directory fsynced; on a blocking thread (the fsyncs), while the caller keeps
+    /// the states' lock, so one device's files are written in order.
+    async fn write(&self, p: &Preclean) -> std::io::Result<()> {
+        let dir = self.dir.clone();
+        let device = p.device.clone();
+        let bytes = serde_json::to_vec(p).map_err(std::io::Error::other)?;
+        tokio::task::spawn_blocking(move || {
+            let path = dir.join(format!("{device}.json"));
+            let temp = dir.join(format!("{device}.json.tmp"));
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, &path)?;
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 }
 
