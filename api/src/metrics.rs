@@ -7,6 +7,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub readings_accepted: IntCounter,
     pub readings_rejected: IntCounter,
+    /// Readings made durable by protocol (`http`, `mqtt`, `coap`) and format.
+    pub ingested: IntCounterVec,
     pub write_requests: IntCounterVec,
     pub query_requests: IntCounterVec,
     pub overload_rejections: IntCounter,
@@ -119,6 +121,11 @@ impl Metrics {
             ),
             readings_accepted: counter("readings_accepted_total", "Readings made durable"),
             readings_rejected: counter("readings_rejected_total", "Readings refused by validation"),
+            ingested: labelled(
+                "ingested_readings_total",
+                "Readings made durable, by protocol (http, mqtt, coap) and format (json, ndjson, line-protocol, arrow-ipc, datastream)",
+                &["protocol", "format"],
+            ),
             write_requests: by_status("write_requests_total", "Write requests by HTTP status"),
             query_requests: by_status("query_requests_total", "Query requests by HTTP status"),
             overload_rejections: counter(

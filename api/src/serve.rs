@@ -359,6 +359,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     gate.phase("starting the device edge");
     // 5. The device edge: MQTT broker and CoAP server, both ways.
     let mqtt_metrics = MqttMetrics::new(&metrics.registry)?;
+    let mqtt_readings = mqtt_metrics.readings.clone();
     let mqtt = match &args.mqtt_broker {
         Some(url) => external::start(
             ExternalArgs {
@@ -435,6 +436,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             coap: Some(coap),
             socketio: Some(socketio),
             subscriptions: Some(subscriptions),
+            mqtt_readings: Some(mqtt_readings),
         },
     };
     let app = router(RouterArgs {

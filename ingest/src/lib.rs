@@ -58,6 +58,16 @@ pub enum Format {
 }
 
 impl Format {
+    /// Its name in metrics (`ingested_readings_total{format}`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Ndjson => "ndjson",
+            Format::LineProtocol(_) => "line-protocol",
+            Format::ArrowIpc => "arrow-ipc",
+        }
+    }
+
     /// The format of a `Content-Type` (parameters such as `charset` are ignored); a missing
     /// content type means JSON.
     pub fn from_content_type(content_type: Option<&str>, precision: Precision) -> Result<Self> {

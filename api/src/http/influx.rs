@@ -203,7 +203,7 @@ async fn write_line_protocol(
         });
     }
     if outcome.accepted > 0 {
-        store(state, decoded.batch, Priority::Normal).await?;
+        store(state, decoded.batch, Priority::Normal, "line-protocol").await?;
     }
     Ok(outcome)
 }

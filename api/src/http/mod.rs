@@ -44,6 +44,9 @@ pub struct Edge {
     pub coap: Option<aemos_ingest::coap::CoapServer>,
     pub socketio: Option<Arc<SocketIoChannel>>,
     pub subscriptions: Option<Arc<crate::notify::socketio::Subscriptions>>,
+    /// Readings from MQTT made durable (the MQTT edge's own counter), for
+    /// `ingested_readings_total{protocol="mqtt"}`.
+    pub mqtt_readings: Option<prometheus::IntCounter>,
 }
 
 /// What every handler can reach.

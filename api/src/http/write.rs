@@ -97,7 +97,7 @@ async fn write_inner(
     }
     let (accepted, rejected, rejected_count) =
         (decoded.accepted(), decoded.rejected, decoded.rejected_count);
-    store(state, decoded.batch, priority).await?;
+    store(state, decoded.batch, priority, format.name()).await?;
     if rejected_count > 0 {
         Ok(Json(json!({
             "accepted": accepted,
@@ -161,11 +161,12 @@ pub(super) fn forbidden(principal: &Principal, decoded: &aemos_ingest::Decoded) 
     ))
 }
 
-/// Makes `batch` durable (answers once it is in the WAL) and counts it.
+/// Makes `batch` durable (answers once it is in the WAL) and counts it, by `format`.
 pub(super) async fn store(
     state: &AppState,
     batch: arrow::array::RecordBatch,
     priority: Priority,
+    format: &'static str,
 ) -> Result<(), ApiError> {
     let accepted = batch.num_rows();
     state
@@ -174,6 +175,11 @@ pub(super) async fn store(
         .await
         .map_err(|e| storage_error(state, e))?;
     state.metrics.readings_accepted.inc_by(accepted as u64);
+    state
+        .metrics
+        .ingested
+        .with_label_values(&["http", format])
+        .inc_by(accepted as u64);
     Ok(())
 }
 

@@ -345,6 +345,17 @@ async fn a_firing_reaches_mqtt_coap_and_socketio() {
     assert!(count("wal_sync_seconds") >= 2);
     assert!(count("query_seconds") >= 2);
     assert_eq!(count("notification_seconds"), 2);
+    // Ingestion by protocol: the MQTT publish (two readings) and the CoAP POST (one).
+    let ingested = |protocol: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("aemos_ingested_readings_total{"))
+            .find(|l| l.contains(&format!("protocol=\"{protocol}\"")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("ingested_readings_total for {protocol} in {metrics}"))
+    };
+    assert_eq!(ingested("mqtt"), 2);
+    assert_eq!(ingested("coap"), 1);
 
     // Health sees CoAP and the notifier: each channel's queue drained, the two delivered.
     let health = server.get_json(&http, "/api/v1/health").await;
