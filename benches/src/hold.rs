@@ -4,8 +4,8 @@
 //! connects come as a storm (`concurrency` in flight at once); what the server holds is read from
 //! its `/proc/{pid}/status` before and after.
 //!
-//! Loopback has about 28,000 ephemeral ports per source address, so device `i` connects from
-//! `127.0.0.{2 + i / 25,000}`.
+//! Loopback has about 28,000 ephemeral ports per destination, so device `i` connects to
+//! `127.0.0.{1 + i / 25,000}` (the broker listening on `0.0.0.0` past 25,000 devices).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,11 +74,23 @@ fn connect_packet(client_id: &str, keep_alive: u16) -> Vec<u8> {
     packet
 }
 
+/// Where device `i` connects: a broker on loopback (listening on 127.0.0.1 for the first
+/// 25,000, on `0.0.0.0` for more) is reached at `127.0.0.{1 + i / 25,000}`, so each
+/// destination has its own ephemeral ports (binding a source address instead makes the
+/// kernel's port search for `bind(0)` slow down as the ports fill).
+fn destination(i: usize, broker: SocketAddr) -> SocketAddr {
+    match broker {
+        SocketAddr::V4(b) if b.ip().is_loopback() || b.ip().is_unspecified() => SocketAddr::from((
+            Ipv4Addr::new(127, 0, 0, 1 + (i / PER_SOURCE) as u8),
+            b.port(),
+        )),
+        other => other,
+    }
+}
+
 async fn connect(i: usize, args: &HoldArgs) -> anyhow::Result<TcpStream> {
-    let source = Ipv4Addr::new(127, 0, 0, 2 + (i / PER_SOURCE) as u8);
     let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((source, 0)))?;
-    let mut stream = socket.connect(args.broker).await?;
+    let mut stream = socket.connect(destination(i, args.broker)).await?;
     stream
         .write_all(&connect_packet(
             &format!("idle-{i:07}"),

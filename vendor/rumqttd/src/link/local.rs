@@ -99,6 +99,33 @@ impl<'a> LinkBuilder<'a> {
     }
 
     pub fn build(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (router_tx, link_rx, outgoing_data_buffer, incoming_data_buffer) = self.connect()?;
+        link_rx.recv()?;
+        Self::connected(router_tx, link_rx, outgoing_data_buffer, incoming_data_buffer)
+    }
+
+    /// aemos (change 7): `build` without blocking the caller's thread while the router
+    /// answers. A remote link is built on its listener's runtime; the blocking `recv` held up
+    /// every other connection of the listener for a router round trip per connect.
+    pub async fn build_async(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (router_tx, link_rx, outgoing_data_buffer, incoming_data_buffer) = self.connect()?;
+        link_rx.recv_async().await?;
+        Self::connected(router_tx, link_rx, outgoing_data_buffer, incoming_data_buffer)
+    }
+
+    /// Sends the connection to the router (aemos: split out of `build`, change 7).
+    #[allow(clippy::type_complexity)]
+    fn connect(
+        self,
+    ) -> Result<
+        (
+            Sender<(ConnectionId, Event)>,
+            Receiver<()>,
+            Arc<Mutex<VecDeque<Notification>>>,
+            Arc<Mutex<VecDeque<Packet>>>,
+        ),
+        LinkError,
+    > {
         // Connect to router
         // Local connections to the router shall have access to all subscriptions
         let mut connection = Connection::new(
@@ -123,8 +150,21 @@ impl<'a> LinkBuilder<'a> {
         };
 
         self.router_tx.send((0, event))?;
+        Ok((
+            self.router_tx,
+            link_rx,
+            outgoing_data_buffer,
+            incoming_data_buffer,
+        ))
+    }
 
-        link_rx.recv()?;
+    /// The links, once the router has answered (aemos: split out of `build`, change 7).
+    fn connected(
+        router_tx: Sender<(ConnectionId, Event)>,
+        link_rx: Receiver<()>,
+        outgoing_data_buffer: Arc<Mutex<VecDeque<Notification>>>,
+        incoming_data_buffer: Arc<Mutex<VecDeque<Packet>>>,
+    ) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
         let notification = outgoing_data_buffer.lock().pop_front().unwrap();
 
         // Right now link identifies failure with dropped rx in router,
@@ -134,8 +174,8 @@ impl<'a> LinkBuilder<'a> {
             _message => return Err(LinkError::NotConnectionAck),
         };
 
-        let tx = LinkTx::new(id, self.router_tx.clone(), incoming_data_buffer);
-        let rx = LinkRx::new(id, self.router_tx, link_rx, outgoing_data_buffer);
+        let tx = LinkTx::new(id, router_tx.clone(), incoming_data_buffer);
+        let rx = LinkRx::new(id, router_tx, link_rx, outgoing_data_buffer);
         Ok((tx, rx, notification))
     }
 }

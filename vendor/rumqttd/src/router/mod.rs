@@ -55,6 +55,9 @@ pub enum Event {
     DeviceData,
     /// Disconnection request
     Disconnect,
+    /// aemos (change 10): a remote link's end, naming its client: ignored when the id has
+    /// since gone to another connection (the router reuses the ids of closed connections).
+    LinkClosed(String),
     /// Shadow
     Shadow(ShadowRequest),
     /// Collect and send alerts to all alerts links

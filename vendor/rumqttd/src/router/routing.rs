@@ -245,6 +245,14 @@ impl Router {
             Event::NewAlert(tx) => self.handle_new_alert(tx),
             Event::DeviceData => self.handle_device_payload(id),
             Event::Disconnect => self.handle_disconnection(id, None),
+            // aemos (change 10)
+            Event::LinkClosed(client_id) => {
+                if self.obufs.get(id).is_some_and(|o| o.client_id == client_id) {
+                    self.handle_disconnection(id, None)
+                } else {
+                    debug!(id, client_id, "a closed link's id has gone to another connection");
+                }
+            }
             Event::Ready => self.scheduler.reschedule(id, ScheduleReason::Ready),
             Event::Shadow(request) => {
                 retrieve_shadow(&mut self.datalog, &mut self.obufs[id], request)

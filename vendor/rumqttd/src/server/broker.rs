@@ -451,7 +451,11 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                         ))
                         .await
                 });
-                time::sleep(delay).await;
+                // aemos (change 9): no sleep for no delay; `sleep(0)` waits for the timer's next
+                // millisecond tick, which capped accepts at under 1,000 a second.
+                if !delay.is_zero() {
+                    time::sleep(delay).await;
+                }
                 continue;
             }
 
@@ -516,7 +520,9 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 ),
             };
 
-            time::sleep(delay).await;
+            if !delay.is_zero() {
+                time::sleep(delay).await; // aemos: change 9
+            }
         }
     }
 }
@@ -657,7 +663,8 @@ async fn remote<P: Protocol>(
     };
 
     if send_disconnect {
-        let disconnect = Event::Disconnect;
+        // aemos (change 10): named, so that a stale one cannot close the id's next connection.
+        let disconnect = Event::LinkClosed(client_id.clone());
         let message = (connection_id, disconnect);
         router_tx.send(message).ok();
     }
