@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-const PER_SOURCE: usize = 25_000;
+const PER_DESTINATION: usize = 25_000;
 
 #[derive(Debug, Clone)]
 pub struct HoldArgs {
@@ -81,7 +81,7 @@ fn connect_packet(client_id: &str, keep_alive: u16) -> Vec<u8> {
 fn destination(i: usize, broker: SocketAddr) -> SocketAddr {
     match broker {
         SocketAddr::V4(b) if b.ip().is_loopback() || b.ip().is_unspecified() => SocketAddr::from((
-            Ipv4Addr::new(127, 0, 0, 1 + (i / PER_SOURCE) as u8),
+            Ipv4Addr::new(127, 0, 0, 1 + (i / PER_DESTINATION) as u8),
             b.port(),
         )),
         other => other,
@@ -117,9 +117,9 @@ async fn ping(stream: &mut TcpStream) -> anyhow::Result<()> {
 
 pub async fn hold(args: HoldArgs) -> anyhow::Result<HoldReport> {
     anyhow::ensure!(
-        args.connections <= PER_SOURCE * 250,
+        args.connections <= PER_DESTINATION * 250,
         "at most {} connections",
-        PER_SOURCE * 250
+        PER_DESTINATION * 250
     );
     let rss_before_kib = args.server_pid.and_then(rss_kib);
     let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
