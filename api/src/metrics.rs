@@ -2,13 +2,25 @@
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
+/// Every (protocol, format) a reading is made durable in.
+const INGESTED: [(&str, &str); 7] = [
+    ("http", "json"),
+    ("http", "ndjson"),
+    ("http", "line-protocol"),
+    ("http", "arrow-ipc"),
+    ("http", "datastream"),
+    ("mqtt", "json"),
+    ("coap", "json"),
+];
+
 #[derive(Debug, Clone)]
 pub struct Metrics {
     pub registry: Registry,
     pub readings_accepted: IntCounter,
     pub readings_rejected: IntCounter,
-    /// Readings made durable by protocol (`http`, `mqtt`, `coap`) and format.
-    pub ingested: IntCounterVec,
+    /// `ingested_readings_total{protocol, format}`: the counter of every (protocol, format)
+    /// aemos writes, made once, so a write finds its own without hashing labels.
+    ingested_by: std::sync::Arc<[(&'static str, &'static str, IntCounter)]>,
     pub write_requests: IntCounterVec,
     pub query_requests: IntCounterVec,
     pub overload_rejections: IntCounter,
@@ -111,7 +123,17 @@ impl Metrics {
             "Writes refused at admission, by priority and reason (shed, full)",
             &["priority", "reason"],
         );
+        let ingested = labelled(
+            "ingested_readings_total",
+            "Readings made durable, by protocol (http, mqtt, coap) and format (json, ndjson, line-protocol, arrow-ipc, datastream)",
+            &["protocol", "format"],
+        );
+        let ingested_by = INGESTED
+            .iter()
+            .map(|&(p, f)| (p, f, ingested.with_label_values(&[p, f])))
+            .collect();
         Self {
+            ingested_by,
             auth_refusals,
             rate_limited,
             admission_refusals,
@@ -121,11 +143,6 @@ impl Metrics {
             ),
             readings_accepted: counter("readings_accepted_total", "Readings made durable"),
             readings_rejected: counter("readings_rejected_total", "Readings refused by validation"),
-            ingested: labelled(
-                "ingested_readings_total",
-                "Readings made durable, by protocol (http, mqtt, coap) and format (json, ndjson, line-protocol, arrow-ipc, datastream)",
-                &["protocol", "format"],
-            ),
             write_requests: by_status("write_requests_total", "Write requests by HTTP status"),
             query_requests: by_status("query_requests_total", "Query requests by HTTP status"),
             overload_rejections: counter(
@@ -211,6 +228,15 @@ impl Metrics {
             ),
             registry,
         }
+    }
+
+    /// The counter of readings made durable over `protocol` in `format` (one of `INGESTED`).
+    pub fn ingested(&self, protocol: &str, format: &str) -> &IntCounter {
+        self.ingested_by
+            .iter()
+            .find(|(p, f, _)| *p == protocol && *f == format)
+            .map(|(_, _, c)| c)
+            .unwrap_or_else(|| panic!("no ingested counter for {protocol}/{format}"))
     }
 
     /// Brings a counter up to `total`, a monotonic count kept elsewhere (an atomic of the

@@ -156,11 +156,7 @@ pub(super) async fn write_one(
         .await
         .map_err(|e| storage_error(&state, e))?;
     state.metrics.readings_accepted.inc();
-    state
-        .metrics
-        .ingested
-        .with_label_values(&["http", "datastream"])
-        .inc();
+    state.metrics.ingested("http", "datastream").inc();
     let time_text = chrono::DateTime::from_timestamp_millis(time)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default();

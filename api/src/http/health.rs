@@ -215,10 +215,7 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
         dropped("coap", coap.dropped());
         m.coap_observers.set(coap.observers() as i64);
         up(&m.coap_readings, load(&coap.stats.readings));
-        up(
-            &m.ingested.with_label_values(&["coap", "json"]),
-            load(&coap.stats.readings),
-        );
+        up(m.ingested("coap", "json"), load(&coap.stats.readings));
         up(&m.coap_malformed, load(&coap.stats.malformed));
         up(&m.coap_requests, load(&coap.stats.requests));
         up(&m.coap_refused, load(&coap.stats.refused));
@@ -239,10 +236,7 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
         up(&m.socketio_missed, load(&sio.missed));
     }
     if let Some(readings) = &edge.mqtt_readings {
-        up(
-            &m.ingested.with_label_values(&["mqtt", "json"]),
-            readings.get(),
-        );
+        up(m.ingested("mqtt", "json"), readings.get());
     }
     if let Some(subs) = &edge.subscriptions {
         m.socketio_subscriptions.set(subs.total() as i64);

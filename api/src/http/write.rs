@@ -177,8 +177,7 @@ pub(super) async fn store(
     state.metrics.readings_accepted.inc_by(accepted as u64);
     state
         .metrics
-        .ingested
-        .with_label_values(&["http", format])
+        .ingested("http", format)
         .inc_by(accepted as u64);
     Ok(())
 }
