@@ -11,11 +11,13 @@
 //! the writes that landed (the external MQTT broker's packet ids). Replay hands the tags back
 //! in log order ([`ReplayReport::tags`]); the rows in the buffer carry none.
 //!
-//! One writer thread owns the open segment. Callers encode their batch on their own thread,
-//! queue it on a bounded channel (a full channel is backpressure) and wait. The writer drains
-//! everything queued, writes it with one `write`, makes it durable with one `fdatasync`, inserts
-//! the batches into the [`Buffer`] in log order and only then answers the callers: many
-//! concurrent writes share one fsync. A rotation request goes through the same queue, so the
+//! One writer thread owns the open segment. Callers encode their batch on their own thread
+//! (a small one, of at most [`COALESCE_ROWS`] rows, is left to the writer), queue it on a
+//! bounded channel (a full channel is backpressure) and wait. The writer drains everything
+//! queued, concatenates the small batches into one record, writes it all with one `write`,
+//! makes it durable with one `fdatasync`, inserts the batches into the [`Buffer`] in log order
+//! and only then answers the callers: many concurrent writes share one fsync, and many small
+//! ones one record. A rotation request goes through the same queue, so the
 //! generation it seals in the buffer holds exactly the records of the segments it closes.
 //!
 //! On open, segments are replayed in order; a record whose length or checksum does not match
@@ -61,10 +63,18 @@ impl SegmentId {
     }
 }
 
-/// A batch encoded for the log, ready to be appended.
+/// Records of at most this many rows, untagged, are not encoded by their writer: the WAL
+/// writer concatenates the ones of a group commit and encodes them as one record (one IPC
+/// stream, one checksum, one batch in the buffer and for the observer), so a thousand
+/// single-reading requests cost one encoding, not a thousand.
+pub(crate) const COALESCE_ROWS: usize = 64;
+
+/// A batch ready to be appended: encoded by its writer, or left for the WAL writer to
+/// coalesce with the other small ones of its group.
 #[derive(Debug)]
 pub struct WalRecord {
-    payload: Vec<u8>,
+    /// `None`: small and untagged, encoded in its group's coalesced record.
+    payload: Option<Vec<u8>>,
     batch: RecordBatch,
 }
 
@@ -78,27 +88,62 @@ impl WalRecord {
 
     /// A record whose rows come back on replay with `tag` (`(key, value)`) beside them.
     pub fn encode_tagged(batch: RecordBatch, tag: Option<(&str, &str)>) -> Result<Self> {
+        let written = match tag {
+            None if batch.num_rows() <= COALESCE_ROWS => {
+                return Ok(Self {
+                    payload: None,
+                    batch,
+                })
+            }
+            None => batch.clone(),
+            Some((key, value)) => {
+                let mut metadata = batch.schema().metadata().clone();
+                metadata.insert(format!("{TAG_PREFIX}{key}"), value.to_owned());
+                let schema = batch.schema().as_ref().clone().with_metadata(metadata);
+                batch.clone().with_schema(Arc::new(schema))?
+            }
+        };
         let mut payload = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
-        {
-            let written = match tag {
-                None => batch.clone(),
-                Some((key, value)) => {
-                    let mut metadata = batch.schema().metadata().clone();
-                    metadata.insert(format!("{TAG_PREFIX}{key}"), value.to_owned());
-                    let schema = batch.schema().as_ref().clone().with_metadata(metadata);
-                    batch.clone().with_schema(Arc::new(schema))?
-                }
-            };
-            let mut writer = StreamWriter::try_new(&mut payload, &written.schema())?;
-            writer.write(&written)?;
-            writer.finish()?;
-        }
-        Ok(Self { payload, batch })
+        write_ipc(&mut payload, &written)?;
+        Ok(Self {
+            payload: Some(payload),
+            batch,
+        })
     }
 
     pub fn rows(&self) -> usize {
         self.batch.num_rows()
     }
+}
+
+/// Appends `batch` to `out` as one Arrow IPC stream.
+fn write_ipc(out: &mut Vec<u8>, batch: &RecordBatch) -> Result<()> {
+    let mut writer = StreamWriter::try_new(&mut *out, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    Ok(())
+}
+
+/// Appends one framed record (`len crc payload`) to `bytes`.
+fn frame(bytes: &mut Vec<u8>, payload: &[u8]) {
+    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    bytes.extend_from_slice(payload);
+}
+
+/// Encodes `batch` straight into `bytes` as one framed record; on error `bytes` is as before.
+fn frame_batch(bytes: &mut Vec<u8>, batch: &RecordBatch) -> Result<()> {
+    let start = bytes.len();
+    bytes.extend_from_slice(&[0; 8]);
+    if let Err(e) = write_ipc(bytes, batch) {
+        bytes.truncate(start);
+        return Err(e);
+    }
+    let payload = &bytes[start + 8..];
+    let (len, crc) = (payload.len() as u32, crc32fast::hash(payload));
+    bytes[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    bytes[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
 }
 
 /// A record's batches and its tags (`(key, value)`).
@@ -530,11 +575,74 @@ struct Writer {
     sync_seconds: Option<prometheus::Histogram>,
 }
 
+type Done = oneshot::Sender<Result<(), WriteError>>;
+
+/// One group commit being gathered: the framed records, the batches they hold (in log order)
+/// and who waits for them; the small records wait in `small` to be coalesced at commit.
+#[derive(Default)]
+struct Group {
+    bytes: Vec<u8>,
+    batches: Vec<RecordBatch>,
+    waiters: Vec<Done>,
+    small: Vec<(RecordBatch, Done)>,
+}
+
+impl Group {
+    fn push(&mut self, record: WalRecord, done: Done) {
+        match record.payload {
+            Some(payload) => {
+                frame(&mut self.bytes, &payload);
+                self.batches.push(record.batch);
+                self.waiters.push(done);
+            }
+            None => self.small.push((record.batch, done)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.waiters.is_empty() && self.small.is_empty()
+    }
+
+    /// Frames the small records as one record (each on its own if they do not concatenate,
+    /// whose encoding failing refuses that one alone).
+    fn coalesce(&mut self) {
+        if self.small.is_empty() {
+            return;
+        }
+        let batches: Vec<&RecordBatch> = self.small.iter().map(|(b, _)| b).collect();
+        let schema = batches[0].schema();
+        if let Ok(batch) = arrow::compute::concat_batches(&schema, batches) {
+            if frame_batch(&mut self.bytes, &batch).is_ok() {
+                self.batches.push(batch);
+                self.waiters
+                    .extend(self.small.drain(..).map(|(_, done)| done));
+                return;
+            }
+        }
+        for (batch, done) in self.small.drain(..) {
+            match frame_batch(&mut self.bytes, &batch) {
+                Ok(()) => {
+                    self.batches.push(batch);
+                    self.waiters.push(done);
+                }
+                Err(e) => {
+                    let _ = done.send(Err(WriteError {
+                        reason: format!("could not encode the readings for the wal: {e}"),
+                        disk_full: false,
+                    }));
+                }
+            }
+        }
+    }
+}
+
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let mut requests = Vec::with_capacity(MAX_GROUP);
-        let mut pending = Vec::with_capacity(MAX_GROUP);
-        let mut bytes = Vec::with_capacity(1 << 20);
+        let mut group = Group {
+            bytes: Vec::with_capacity(1 << 20),
+            ..Group::default()
+        };
         while let Some(first) = rx.blocking_recv() {
             requests.push(first);
             while requests.len() < MAX_GROUP {
@@ -545,60 +653,54 @@ impl Writer {
             }
             for request in requests.drain(..) {
                 match request {
-                    Request::Append { record, done } => {
-                        let header_len = (record.payload.len() as u32).to_le_bytes();
-                        let crc = crc32fast::hash(&record.payload).to_le_bytes();
-                        bytes.extend_from_slice(&header_len);
-                        bytes.extend_from_slice(&crc);
-                        bytes.extend_from_slice(&record.payload);
-                        pending.push((record.batch, done));
-                    }
+                    Request::Append { record, done } => group.push(record, done),
                     Request::Rotate { done } => {
-                        self.commit(&mut bytes, &mut pending);
+                        self.commit(&mut group);
                         let generation = self.rotate();
                         let _ = done.send(generation);
                     }
                 }
             }
-            self.commit(&mut bytes, &mut pending);
+            self.commit(&mut group);
         }
     }
 
-    /// Writes and syncs everything pending, then applies it to the buffer and answers.
-    fn commit(
-        &mut self,
-        bytes: &mut Vec<u8>,
-        pending: &mut Vec<(RecordBatch, oneshot::Sender<Result<(), WriteError>>)>,
-    ) {
-        if pending.is_empty() {
+    /// Writes and syncs everything in `group`, then applies it to the buffer and answers.
+    fn commit(&mut self, group: &mut Group) {
+        if group.is_empty() {
             return;
         }
-        let failed = self.failure();
-        let outcome = match failed {
+        let outcome = match self.failure() {
             Some(reason) => Err(WriteError {
                 reason,
                 disk_full: false,
             }),
-            None => self.write_and_sync(bytes),
+            None => {
+                group.coalesce();
+                self.write_and_sync(&group.bytes)
+            }
         };
-        bytes.clear();
+        group.bytes.clear();
+        let batches = std::mem::take(&mut group.batches);
+        let waiters = group
+            .waiters
+            .drain(..)
+            .chain(group.small.drain(..).map(|(_, done)| done));
         match outcome {
             Ok(()) => {
-                let open_rows = self.buffer.insert(pending.iter().map(|(b, _)| b.clone()));
+                let open_rows = self.buffer.insert(batches.iter().cloned());
                 if open_rows >= self.persist_rows {
                     self.persist_notify.notify_one();
                 }
                 if let Some(observer) = &self.observer {
-                    let batches: Vec<RecordBatch> =
-                        pending.iter().map(|(b, _)| b.clone()).collect();
                     observer.durable(&batches);
                 }
-                for (_, done) in pending.drain(..) {
+                for done in waiters {
                     let _ = done.send(Ok(()));
                 }
             }
             Err(reason) => {
-                for (_, done) in pending.drain(..) {
+                for done in waiters {
                     let _ = done.send(Err(reason.clone()));
                 }
             }

@@ -39,6 +39,73 @@ async fn acknowledged_writes_are_replayed_after_restart() {
     assert_eq!(rows(&storage.read_snapshot().batches), 500);
 }
 
+/// Every distinct reading time among `batches`.
+fn times(batches: &[arrow::array::RecordBatch]) -> std::collections::BTreeSet<i64> {
+    use arrow::array::{Array, TimestampMillisecondArray};
+    let mut out = std::collections::BTreeSet::new();
+    for b in batches {
+        let t = b
+            .column(aemos_storage::schema::TIME_IDX)
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
+        out.extend((0..t.len()).map(|i| t.value(i)));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_writes_are_coalesced_into_few_records_and_each_row_comes_back_once() {
+    use aemos_storage::Priority;
+    let dir = tempfile::tempdir().unwrap();
+    let (writers, each) = (48i64, 20i64);
+    {
+        let storage = open(dir.path()).await;
+        let mut tasks = Vec::new();
+        for t in 0..writers {
+            let storage = std::sync::Arc::clone(&storage);
+            tasks.push(tokio::spawn(async move {
+                for i in 0..each {
+                    let at = T0 + (t * each + i) * 1000;
+                    // Mostly single readings; now and then a large batch, or a tagged one,
+                    // which are records of their own in the same groups.
+                    match i % 10 {
+                        3 => storage.write(batch(at, 200, "large")).await.unwrap(),
+                        7 => storage
+                            .write_tagged(
+                                batch(at, 1, "tag"),
+                                Priority::Normal,
+                                ("t", &at.to_string()),
+                            )
+                            .await
+                            .unwrap(),
+                        _ => storage.write(batch(at, 1, "one")).await.unwrap(),
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+    let storage = open(dir.path()).await;
+    let report = storage.replay_report();
+    let writes = (writers * each) as usize;
+    let (large, tagged) = (writes / 10, writes / 10);
+    let expected_rows = large * 200 + (writes - large);
+    assert_eq!(report.rows, expected_rows);
+    assert_eq!(report.tagged("t").count(), tagged);
+    // Large and tagged records are their own; the single readings share records.
+    assert!(
+        report.records < writes - 100,
+        "{} records for {writes} writes",
+        report.records
+    );
+    let batches = storage.read_snapshot().batches;
+    assert_eq!(rows(&batches), expected_rows);
+    assert_eq!(times(&batches).len(), expected_rows, "each row once");
+}
+
 fn newest_segment(dir: &std::path::Path) -> std::path::PathBuf {
     let mut segs: Vec<_> = std::fs::read_dir(dir.join("wal"))
         .unwrap()
