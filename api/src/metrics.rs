@@ -13,14 +13,26 @@ const INGESTED: [(&str, &str); 7] = [
     ("coap", "json"),
 ];
 
+/// The metrics, shared: cloned into every request's state, so a clone is one reference count.
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub struct Metrics(std::sync::Arc<MetricSet>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricSet;
+
+    fn deref(&self) -> &MetricSet {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct MetricSet {
     pub registry: Registry,
     pub readings_accepted: IntCounter,
     pub readings_rejected: IntCounter,
     /// `ingested_readings_total{protocol, format}`: the counter of every (protocol, format)
     /// aemos writes, made once, so a write finds its own without hashing labels.
-    ingested_by: std::sync::Arc<[(&'static str, &'static str, IntCounter)]>,
+    ingested_by: Vec<(&'static str, &'static str, IntCounter)>,
     pub write_requests: IntCounterVec,
     pub query_requests: IntCounterVec,
     pub overload_rejections: IntCounter,
@@ -132,7 +144,7 @@ impl Metrics {
             .iter()
             .map(|&(p, f)| (p, f, ingested.with_label_values(&[p, f])))
             .collect();
-        Self {
+        Self(std::sync::Arc::new(MetricSet {
             ingested_by,
             auth_refusals,
             rate_limited,
@@ -227,9 +239,11 @@ impl Metrics {
                 &fast,
             ),
             registry,
-        }
+        }))
     }
+}
 
+impl MetricSet {
     /// The counter of readings made durable over `protocol` in `format` (one of `INGESTED`).
     pub fn ingested(&self, protocol: &str, format: &str) -> &IntCounter {
         self.ingested_by

@@ -30,7 +30,7 @@ use crate::auth::sql::SqlAuth;
 use crate::auth::{Auth, JwtVerifier, Mode, RateLimits};
 use crate::cli::ServeArgs;
 use crate::devices::DeviceRegistry;
-use crate::http::{router, AppState, Edge, RouterArgs, StartGate};
+use crate::http::{router, AppState, AppStateParts, Edge, RouterArgs, StartGate};
 use crate::metrics::Metrics;
 use crate::notify::channels::SocketIoChannel;
 use crate::notify::datastream::Datastream;
@@ -420,7 +420,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     // 6. The full router behind the listener opened first.
     let (queries_for_sql, login) = (queries.clone(), Arc::new(SqlAuth(Arc::clone(&auth))));
-    let state = AppState {
+    let state = AppState::new(AppStateParts {
         auth,
         storage: Arc::clone(&storage),
         queries,
@@ -438,7 +438,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             subscriptions: Some(subscriptions),
             mqtt_readings: Some(mqtt_readings),
         },
-    };
+    });
     let app = router(RouterArgs {
         state,
         max_body_bytes: args.max_body_bytes,

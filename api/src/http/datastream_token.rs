@@ -15,9 +15,10 @@ use aemos_storage::schema::ReadingsBuilder;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::write::storage_error;
 use super::{ApiError, AppState};
@@ -83,7 +84,7 @@ pub(super) async fn write_one(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let reading: SingleReading =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("reading: {e}")))?;
     let variable = reading
@@ -157,18 +158,37 @@ pub(super) async fn write_one(
         .map_err(|e| storage_error(&state, e))?;
     state.metrics.readings_accepted.inc();
     state.metrics.ingested("http", "datastream").inc();
-    let time_text = chrono::DateTime::from_timestamp_millis(time)
+    let time = chrono::DateTime::from_timestamp_millis(time)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default();
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "data": {
-            "id": next_id(),
-            "device": &*device,
-            "sensor": sensor,
-            "variable": variable,
-            "value": value,
-            "time": time_text,
-        }})),
-    ))
+        Json(Stored {
+            data: StoredReading {
+                id: next_id(),
+                device: &device,
+                sensor: &sensor,
+                variable: &variable,
+                value,
+                time,
+            },
+        }),
+    )
+        .into_response())
+}
+
+/// The answer: `{"data": {...}}`, serialized straight from the request's own strings.
+#[derive(Serialize)]
+struct Stored<'a> {
+    data: StoredReading<'a>,
+}
+
+#[derive(Serialize)]
+struct StoredReading<'a> {
+    id: String,
+    device: &'a str,
+    sensor: &'a str,
+    variable: &'a str,
+    value: f64,
+    time: String,
 }

@@ -172,7 +172,7 @@ pub(super) async fn readiness(State(state): State<AppState>) -> impl IntoRespons
     }
 }
 
-/// Serializes scrapes (see `Metrics::count_up_to`).
+/// Serializes scrapes (see `MetricSet::count_up_to`).
 static SCRAPES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
@@ -185,7 +185,7 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
     let engine = &state.rules.engine;
     let em = engine.metrics();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-    let up = crate::metrics::Metrics::count_up_to;
+    let up = crate::metrics::MetricSet::count_up_to;
     m.rule_chains.set(engine.chain_count() as i64);
     // The counters below follow monotonic atomics kept elsewhere: one scrape at a time.
     let _one_at_a_time = SCRAPES.lock().await;

@@ -49,9 +49,27 @@ pub struct Edge {
     pub mqtt_readings: Option<prometheus::IntCounter>,
 }
 
-/// What every handler can reach.
+/// What every handler can reach; axum clones it into every request, so it is one shared
+/// reference.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateParts>);
+
+impl AppState {
+    pub fn new(parts: AppStateParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateParts;
+
+    fn deref(&self) -> &AppStateParts {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct AppStateParts {
     pub auth: Arc<crate::auth::Auth>,
     pub storage: Arc<Storage>,
     pub queries: QueryEngine,

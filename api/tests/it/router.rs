@@ -8,7 +8,7 @@ use std::sync::Arc;
 use aemos_api::auth::limits::Rate;
 use aemos_api::auth::{Auth, JwtVerifier, Mode, RateLimits};
 use aemos_api::devices::DeviceRegistry;
-use aemos_api::http::{router, AppState, Edge, RouterArgs};
+use aemos_api::http::{router, AppState, AppStateParts, Edge, RouterArgs};
 use aemos_api::metrics::Metrics;
 use aemos_api::notify::{Notifier, REPLAY_PER_DEVICE, REPLAY_TOTAL};
 use aemos_api::rules::{FiringLogArgs, Rules, RulesArgs};
@@ -111,7 +111,7 @@ pub(crate) async fn app_faulty(
     let schedules = Schedules::load(Arc::clone(&storage), Arc::clone(&commands))
         .await
         .unwrap();
-    let state = AppState {
+    let state = AppState::new(AppStateParts {
         auth: Arc::clone(&auth),
         storage: Arc::clone(&storage),
         queries,
@@ -124,7 +124,7 @@ pub(crate) async fn app_faulty(
             .unwrap(),
         commands,
         edge: Edge::default(),
-    };
+    });
     App {
         router: router(RouterArgs {
             state,
