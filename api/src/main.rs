@@ -1,5 +1,9 @@
 use aemos_api::cli::{Command, LogFormat};
 
+/// mimalloc: per-thread heaps, where glibc's arenas contend between the runtime's threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     // Flags, environment, and `serve --config FILE` under them.
     let cli = aemos_api::config_file::parse();
