@@ -84,6 +84,25 @@ pub fn conform(batch: RecordBatch) -> Result<RecordBatch, arrow::error::ArrowErr
     RecordBatch::try_new(schema, columns)
 }
 
+/// Rows of the null `measurement` and `tags` columns made once, sliced for small batches (a
+/// single reading's request built a null map array of its own, an allocation per buffer).
+const NULL_ROWS: usize = 256;
+
+static NULL_COLUMNS: LazyLock<[ArrayRef; 2]> = LazyLock::new(|| {
+    let schema = readings_schema();
+    [MEASUREMENT_IDX, TAGS_IDX].map(|i| new_null_array(schema.field(i).data_type(), NULL_ROWS))
+});
+
+/// A null column `idx` (`measurement` or `tags`) of `rows` rows.
+fn null_column(idx: usize, rows: usize) -> ArrayRef {
+    let cached = &NULL_COLUMNS[usize::from(idx == TAGS_IDX)];
+    if rows <= NULL_ROWS {
+        cached.slice(0, rows)
+    } else {
+        new_null_array(cached.data_type(), rows)
+    }
+}
+
 /// Builds a readings [`RecordBatch`] row by row (decoders, tests, generators).
 #[derive(Debug)]
 pub struct ReadingsBuilder {
@@ -184,12 +203,8 @@ impl ReadingsBuilder {
                 columns.push(Arc::new(maps.finish()));
             }
             None => {
-                let schema = readings_schema();
-                columns.push(new_null_array(
-                    schema.field(MEASUREMENT_IDX).data_type(),
-                    rows,
-                ));
-                columns.push(new_null_array(schema.field(TAGS_IDX).data_type(), rows));
+                columns.push(null_column(MEASUREMENT_IDX, rows));
+                columns.push(null_column(TAGS_IDX, rows));
             }
         }
         RecordBatch::try_new(readings_schema(), columns).expect("builder columns match the schema")
@@ -218,6 +233,42 @@ pub(crate) mod tests {
         assert_eq!(conformed.schema(), readings_schema());
         assert_eq!(conformed.column(MEASUREMENT_IDX).null_count(), 2);
         assert_eq!(conformed.column(TAGS_IDX).null_count(), 2);
+    }
+
+    #[test]
+    fn small_batches_share_their_null_columns_and_survive_ipc_and_concat() {
+        let small = |n: usize| {
+            let mut b = ReadingsBuilder::with_capacity(n);
+            for i in 0..n {
+                b.push(i as i64, "d", "s", "v", i as f64);
+            }
+            b.finish()
+        };
+        let (three, many) = (small(3), small(NULL_ROWS + 1));
+        assert_eq!(three.column(TAGS_IDX).len(), 3);
+        assert_eq!(many.column(TAGS_IDX).null_count(), NULL_ROWS + 1);
+        let mut tagged = ReadingsBuilder::with_capacity(1);
+        tagged.push_tagged(9, "d", "s", "v", 9.0, "m", &[("host", "a")]);
+        let tagged = tagged.finish();
+        let all =
+            arrow::compute::concat_batches(&readings_schema(), [&three, &tagged, &many]).unwrap();
+        assert_eq!(all.num_rows(), 3 + 1 + NULL_ROWS + 1);
+        assert_eq!(all.column(TAGS_IDX).null_count(), 3 + NULL_ROWS + 1);
+        assert!(all.column(TAGS_IDX).is_valid(3));
+        for batch in [three, all] {
+            let mut bytes = Vec::new();
+            let mut w =
+                arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &batch.schema()).unwrap();
+            w.write(&batch).unwrap();
+            w.finish().unwrap();
+            drop(w);
+            let read: Vec<RecordBatch> =
+                arrow::ipc::reader::StreamReader::try_new(&bytes[..], None)
+                    .unwrap()
+                    .map(|b| b.unwrap())
+                    .collect();
+            assert_eq!(read, [batch]);
+        }
     }
 
     #[test]
