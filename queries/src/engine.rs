@@ -9,7 +9,8 @@ use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::functions_aggregate::expr_fn::{avg, count, max, min};
 use datafusion::logical_expr::{col, lit, Expr, LogicalPlan};
@@ -66,6 +67,9 @@ impl Default for QueryLimits {
 #[derive(Clone)]
 pub struct QueryEngine {
     ctx: SessionContext,
+    /// The runtime of internal queries (`sql`): the server's own, outside the users' memory
+    /// bound (a user's query holding the pool must not fail the rebuild at start).
+    unbounded: Arc<RuntimeEnv>,
     limits: QueryLimits,
     slots: Arc<Semaphore>,
     latency: Option<prometheus::Histogram>,
@@ -96,9 +100,13 @@ impl QueryEngine {
             config = config.with_target_partitions(n.max(1));
         }
         // No spilling to disk: the memory bound is the bound, and a query beyond it fails.
-        let mut runtime = RuntimeEnvBuilder::new().with_disk_manager_builder(
-            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-        );
+        let no_spill = || {
+            RuntimeEnvBuilder::new().with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+        };
+        let unbounded = no_spill().build_arc().map_err(Error::from_datafusion)?;
+        let mut runtime = no_spill();
         if let Some(bytes) = args.limits.memory_bytes {
             runtime = runtime.with_memory_limit(bytes, 1.0);
         }
@@ -120,6 +128,7 @@ impl QueryEngine {
             .map_err(|e| Error::from_datafusion(*e))?;
         Ok(Self {
             ctx,
+            unbounded,
             limits: args.limits,
             slots: Arc::new(Semaphore::new(args.limits.concurrency.max(1))),
             latency: None,
@@ -172,11 +181,14 @@ impl QueryEngine {
 
     /// Plans a read-only statement: DDL, DML and `SET` are refused.
     pub async fn plan(&self, sql: &str) -> Result<DataFrame> {
+        Self::plan_in(self.ctx.state(), sql).await
+    }
+
+    async fn plan_in(state: SessionState, sql: &str) -> Result<DataFrame> {
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let state = self.ctx.state();
         let plan = state
             .create_logical_plan(sql)
             .await
@@ -202,11 +214,14 @@ impl QueryEngine {
         Ok((schema, batches))
     }
 
-    /// Runs a statement to completion.
+    /// Runs an internal statement to completion: outside the users' limits and memory pool.
     pub async fn sql(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        use futures::TryStreamExt;
-        let (schema, stream) = self.execute(sql).await?;
-        let batches = stream.try_collect().await.map_err(Error::from_datafusion)?;
+        let state = SessionStateBuilder::new_from_existing(self.ctx.state())
+            .with_runtime_env(Arc::clone(&self.unbounded))
+            .build();
+        let df = Self::plan_in(state, sql).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(Error::from_datafusion)?;
         Ok((schema, batches))
     }
 

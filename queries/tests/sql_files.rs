@@ -341,4 +341,17 @@ async fn user_queries_are_bounded_in_time_memory_and_number() {
         started.elapsed() > std::time::Duration::from_millis(300),
         "the internal query must outlast the user timeout for this check to mean anything"
     );
+    // Nor by their memory: a million groups, far beyond the 4 MiB users get.
+    let grouped =
+        "SELECT count(*) AS n FROM (SELECT v * 7919 % 1000003 AS k FROM generate_series(1, 1000000) AS t(v) GROUP BY k)";
+    let e = refused(grouped).await;
+    assert!(e.to_string().contains("Resources exhausted"), "{e}");
+    let (_, batches) = engine.sql(grouped).await.unwrap();
+    let n = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(n, 1_000_000);
 }
