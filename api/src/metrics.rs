@@ -41,6 +41,7 @@ pub struct MetricSet {
     pub parquet_files: IntGauge,
     pub rule_chains: IntGauge,
     pub engine_readings: IntCounter,
+    pub engine_presence_marks: IntCounter,
     pub engine_ticks: IntCounter,
     pub engine_firings: IntCounter,
     pub engine_eval_errors: IntCounter,
@@ -168,7 +169,14 @@ impl Metrics {
             buffered_rows: gauge("buffered_rows", "Readings in memory, not yet in Parquet"),
             parquet_files: gauge("parquet_files", "Parquet files in the catalog"),
             rule_chains: gauge("rule_chains", "Registered rule chains"),
-            engine_readings: counter("engine_readings_total", "Readings taken in by the rule engine"),
+            engine_readings: counter(
+                "engine_readings_total",
+                "Readings taken in by the rule engine, device-seen marks included",
+            ),
+            engine_presence_marks: counter(
+                "engine_presence_marks_total",
+                "Device-seen marks fed to the rule engine beside the readings (one per run of a device's readings in a group commit)",
+            ),
             engine_ticks: counter("engine_ticks_total", "Rule engine ticks"),
             engine_firings: counter("engine_firings_total", "Rule chain firings"),
             engine_eval_errors: counter(

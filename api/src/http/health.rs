@@ -190,6 +190,7 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
     // The counters below follow monotonic atomics kept elsewhere: one scrape at a time.
     let _one_at_a_time = SCRAPES.lock().await;
     up(&m.engine_readings, load(&em.readings));
+    up(&m.engine_presence_marks, load(&state.rules.presence_marks));
     up(&m.engine_ticks, load(&em.ticks));
     up(&m.engine_firings, load(&em.firings));
     up(&m.engine_eval_errors, load(&em.eval_errors));

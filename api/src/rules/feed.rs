@@ -2,6 +2,7 @@
 //! [`EngineFeed`], which turns it into one engine tick before the writers are answered. Each
 //! device's readings also say that it was seen (see [`crate::devices::presence`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aemos_engine::{Engine, Reading};
@@ -14,17 +15,23 @@ use crate::devices::presence;
 
 pub struct EngineFeed {
     engine: Arc<Engine>,
+    /// The device-seen marks fed, which the engine counts among its readings.
+    presence_marks: Arc<AtomicU64>,
 }
 
 impl EngineFeed {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+    pub fn new(engine: Arc<Engine>, presence_marks: Arc<AtomicU64>) -> Self {
+        Self {
+            engine,
+            presence_marks,
+        }
     }
 }
 
 /// The readings of a batch in the storage schema, and for each run of one device's readings
-/// one reading that the device was seen, at the run's newest time (what presence reads).
-fn readings_of(batch: &RecordBatch, out: &mut Vec<Reading>) {
+/// one reading that the device was seen, at the run's newest time (what presence reads);
+/// returns the number of those.
+fn readings_of(batch: &RecordBatch, out: &mut Vec<Reading>) -> u64 {
     let col = |i: usize| batch.column(i).as_any();
     let (Some(time), Some(device), Some(sensor), Some(variable), Some(value)) = (
         col(TIME_IDX).downcast_ref::<TimestampMillisecondArray>(),
@@ -34,13 +41,15 @@ fn readings_of(batch: &RecordBatch, out: &mut Vec<Reading>) {
         col(VALUE_IDX).downcast_ref::<Float64Array>(),
     ) else {
         warn!(schema = ?batch.schema(), "engine feed: unexpected batch schema");
-        return;
+        return 0;
     };
     out.reserve(batch.num_rows() + 1);
     let mut seen = String::new();
     let mut run: Option<(usize, i64)> = None; // first row of the run, newest time
+    let mut marks = 0;
     let mut end_run = |run: Option<(usize, i64)>, out: &mut Vec<Reading>| {
         if let Some((first, newest)) = run {
+            marks += 1;
             seen.clear();
             seen.push_str(presence::SEEN_PREFIX);
             seen.push_str(device.value(first));
@@ -68,14 +77,14 @@ fn readings_of(batch: &RecordBatch, out: &mut Vec<Reading>) {
         ));
     }
     end_run(run, out);
+    marks
 }
 
 impl DurableObserver for EngineFeed {
     fn durable(&self, batches: &[RecordBatch]) {
         let mut readings = Vec::new();
-        for b in batches {
-            readings_of(b, &mut readings);
-        }
+        let marks: u64 = batches.iter().map(|b| readings_of(b, &mut readings)).sum();
+        self.presence_marks.fetch_add(marks, Ordering::Relaxed);
         if let Err(e) = self.engine.feed(readings) {
             warn!(error = %e, "engine feed");
         }

@@ -12,7 +12,7 @@ mod firings;
 mod firings_table;
 mod rebuild;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aemos_engine::{ChainSpec, Engine, EngineArgs};
@@ -48,6 +48,8 @@ pub struct Rules {
     /// Serializes the API's chain writes (check, store, install), so that two requests for one
     /// id cannot both pass the check, and the stored document is the one the engine runs.
     pub writes: Arc<tokio::sync::Mutex<()>>,
+    /// Device-seen marks fed to the engine beside the readings (see `feed`).
+    pub presence_marks: Arc<AtomicU64>,
     live: Arc<AtomicBool>,
 }
 
@@ -76,13 +78,17 @@ impl Rules {
             engine: Arc::new(engine),
             firings,
             writes: Arc::default(),
+            presence_marks: Arc::default(),
             live,
         })
     }
 
     /// What storage calls with every durable group of readings.
     pub fn observer(&self) -> Arc<dyn DurableObserver> {
-        Arc::new(EngineFeed::new(Arc::clone(&self.engine)))
+        Arc::new(EngineFeed::new(
+            Arc::clone(&self.engine),
+            Arc::clone(&self.presence_marks),
+        ))
     }
 
     /// Registers `rule_firings` with the query engine and starts persisting the firing log's

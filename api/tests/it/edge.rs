@@ -356,6 +356,26 @@ async fn a_firing_reaches_mqtt_coap_and_socketio() {
     };
     assert_eq!(ingested("mqtt"), 2);
     assert_eq!(ingested("coap"), 1);
+    // The engine took in each of them once, beside one device-seen mark per device and commit.
+    let total = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("aemos_{name} ")))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("aemos_{name} in {metrics}"))
+    };
+    let all_ingested: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("aemos_ingested_readings_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    let marks = total("engine_presence_marks_total");
+    assert!(marks >= 1, "{metrics}");
+    assert_eq!(
+        total("engine_readings_total") - marks,
+        all_ingested,
+        "{metrics}"
+    );
 
     // Health sees CoAP and the notifier: each channel's queue drained, the two delivered.
     let health = server.get_json(&http, "/api/v1/health").await;
