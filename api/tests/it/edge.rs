@@ -335,13 +335,14 @@ async fn a_firing_reaches_mqtt_coap_and_socketio() {
 
     // The latency histograms saw the syncs, the queries and the notifications.
     let metrics = server.metrics(&http).await;
-    let count = |name: &str| {
+    let total = |name: &str| {
         metrics
             .lines()
-            .find_map(|l| l.strip_prefix(&format!("aemos_{name}_count ")))
+            .find_map(|l| l.strip_prefix(&format!("aemos_{name} ")))
             .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("aemos_{name}_count in {metrics}"))
+            .unwrap_or_else(|| panic!("aemos_{name} in {metrics}"))
     };
+    let count = |name: &str| total(&format!("{name}_count"));
     assert!(count("wal_sync_seconds") >= 2);
     assert!(count("query_seconds") >= 2);
     assert_eq!(count("notification_seconds"), 2);
@@ -357,13 +358,6 @@ async fn a_firing_reaches_mqtt_coap_and_socketio() {
     assert_eq!(ingested("mqtt"), 2);
     assert_eq!(ingested("coap"), 1);
     // The engine took in each of them once, beside one device-seen mark per device and commit.
-    let total = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("aemos_{name} ")))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("aemos_{name} in {metrics}"))
-    };
     let all_ingested: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("aemos_ingested_readings_total{"))
