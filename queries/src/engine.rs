@@ -105,7 +105,6 @@ impl QueryEngine {
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
         };
-        let unbounded = no_spill().build_arc().map_err(Error::from_datafusion)?;
         let mut runtime = no_spill();
         if let Some(bytes) = args.limits.memory_bytes {
             runtime = runtime.with_memory_limit(bytes, 1.0);
@@ -114,6 +113,11 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let url = ObjectStoreUrl::parse(STORE_URL).map_err(Error::from_datafusion)?;
         ctx.register_object_store(url.as_ref(), args.object_store);
+        // The same object stores, without the memory bound.
+        let unbounded = no_spill()
+            .with_object_store_registry(Arc::clone(&ctx.runtime_env().object_store_registry))
+            .build_arc()
+            .map_err(Error::from_datafusion)?;
         ctx.register_table("readings", Arc::new(ReadingsTable::new(args.source, url)))
             .map_err(Error::from_datafusion)?;
         ctx.add_optimizer_rule(Arc::new(RollupRule));
