@@ -38,8 +38,9 @@ pub(super) fn registered(state: &AppState, id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A user's request: within the users' query limits (slots, timeout, memory).
 async fn rows(state: &AppState, sql: &str) -> Result<Value, ApiError> {
-    let (schema, batches) = state.queries.sql(sql).await?;
+    let (schema, batches) = state.queries.sql_limited(sql).await?;
     let bytes = encode(OutputFormat::Json, &schema, &batches)?;
     serde_json::from_slice(&bytes).map_err(ApiError::internal)
 }
