@@ -2,9 +2,14 @@
 //!
 //! ```text
 //! {prefix}/catalog/{version:020}.json
-//! {prefix}/readings/{yyyy-mm-dd}/{hh}/{file_id:020}.parquet
-//! {prefix}/readings_summary/{yyyy-mm-dd}/{hh}/{file_id:020}.parquet
+//! {prefix}/readings/{yyyy-mm-dd}/{hh}/{file_id:020}-{writer}.parquet
+//! {prefix}/readings_summary/{yyyy-mm-dd}/{hh}/{file_id:020}-{writer}.parquet
 //! ```
+//!
+//! A data file's key names the writer that uploaded it, so writers sharing a store never
+//! upload to one key: their file ids come from their own view of the catalog and may be
+//! equal, and an S3-compatible server whose conditional put is a check and then a write
+//! (s3s-fs, moto) would let the later of two equal keys replace the earlier one's rows.
 
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
@@ -71,12 +76,18 @@ pub fn change_dir(prefix: &Path, namespace: &str) -> Path {
 
 const CHANGES_DIR: &str = "changes";
 
-pub fn parquet_path(prefix: &Path, table: &str, partition: HourPartition, file_id: u64) -> Path {
+pub fn parquet_path(
+    prefix: &Path,
+    table: &str,
+    partition: HourPartition,
+    file_id: u64,
+    writer: &str,
+) -> Path {
     let mut path = prefix.clone().join(table);
     for part in partition.key().split('/') {
         path = path.join(part);
     }
-    path.join(format!("{file_id:020}.parquet"))
+    path.join(format!("{file_id:020}-{writer}.parquet"))
 }
 
 #[cfg(test)]
@@ -89,8 +100,8 @@ mod tests {
         let hour = HourPartition::of(1_768_905_000_000); // 2026-01-20T10:30:00Z
         assert_eq!(hour.key(), "2026-01-20/10");
         assert_eq!(
-            parquet_path(&prefix, READINGS_TABLE, hour, 7).as_ref(),
-            "data/readings/2026-01-20/10/00000000000000000007.parquet"
+            parquet_path(&prefix, READINGS_TABLE, hour, 7, "w1f").as_ref(),
+            "data/readings/2026-01-20/10/00000000000000000007-w1f.parquet"
         );
         let catalog = catalog_path(&prefix, 42);
         assert_eq!(catalog.as_ref(), "data/catalog/00000000000000000042.json");

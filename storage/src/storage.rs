@@ -541,8 +541,7 @@ impl Storage {
         }
     }
 
-    /// Encodes and uploads one file under a fresh id (conditional put: ids are never reused,
-    /// even by another writer on the same store).
+    /// Encodes and uploads one file under a fresh key of this writer's.
     async fn write_file(&self, part: SortedPartition) -> Result<ParquetFile> {
         let SortedPartition {
             partition,
@@ -563,12 +562,13 @@ impl Storage {
             .put_fresh(READINGS_TABLE, partition, bytes.clone())
             .await?;
         let store = &self.object_store.store;
-        // The id is ours now (the conditional put), so is the summary's key.
+        // The key is ours (this writer's, the conditional put), so is the summary's key.
         let summary_path = parquet_path(
             &self.object_store.prefix,
             READINGS_SUMMARY_DIR,
             partition,
             id,
+            &self.writer_id,
         );
         let size_bytes = summary.len() as u64;
         if let Err(e) = store.put(&summary_path, PutPayload::from(summary)).await {
@@ -592,8 +592,9 @@ impl Storage {
         })
     }
 
-    /// Uploads `bytes` as a file of `table` under a fresh id: a conditional put, so ids are
-    /// never reused, even by another writer on the same store. Returns the id and the key.
+    /// Uploads `bytes` as a file of `table` under a fresh id and a key of this writer's (see
+    /// `paths.rs`); the conditional put skips ids a crashed run of this writer left uploaded
+    /// and uncommitted. Returns the id and the key.
     pub(crate) async fn put_fresh(
         &self,
         table: &str,
@@ -605,7 +606,13 @@ impl Storage {
             .load(Ordering::SeqCst)
             .max(self.catalog.snapshot().next_file_id);
         loop {
-            let path = parquet_path(&self.object_store.prefix, table, partition, id);
+            let path = parquet_path(
+                &self.object_store.prefix,
+                table,
+                partition,
+                id,
+                &self.writer_id,
+            );
             let put = self
                 .object_store
                 .store
@@ -908,10 +915,21 @@ fn writer_id(data_dir: &std::path::Path, now_ms: i64) -> Result<String> {
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
         Ok(_) | Err(_) => {
-            let id = format!("w{:x}{:x}", now_ms, std::process::id());
+            // The start time and 64 random bits: servers sharing a bucket may start in one
+            // millisecond with one process id (each PID 1 in its container).
+            use std::hash::BuildHasher;
+            let random = std::hash::RandomState::new().hash_one((now_ms, data_dir));
+            let id = format!("w{now_ms:x}-{random:016x}");
             let tmp = data_dir.join("writer-id.tmp");
-            std::fs::write(&tmp, &id).map_err(io)?;
+            // Durable before the WAL is: a lost id would make a new writer replay (and store
+            // again) what the old one had persisted.
+            let mut file = std::fs::File::create(&tmp).map_err(io)?;
+            std::io::Write::write_all(&mut file, id.as_bytes()).map_err(io)?;
+            file.sync_all().map_err(io)?;
             std::fs::rename(&tmp, &path).map_err(io)?;
+            std::fs::File::open(data_dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io)?;
             Ok(id)
         }
     }

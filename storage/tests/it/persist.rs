@@ -288,3 +288,50 @@ async fn wal_tags_come_back_on_replay_until_their_rows_are_persisted() {
     let storage = crate::helpers::open(dir.path()).await;
     assert_eq!(storage.replay_report().tags.len(), 0);
 }
+
+/// Two writers sharing a store whose conditional put is not atomic (s3s-fs): each takes file
+/// id 0 from the catalog it opened, and each one's rows are in the files the catalog lists.
+/// With one key per file id, the second upload replaced the first writer's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_sharing_a_store_never_upload_to_one_key() {
+    use arrow::array::AsArray;
+    let store = aemos_storage::ObjectStoreConfig {
+        store: Arc::new(crate::helpers::NonAtomicCreate(
+            object_store::memory::InMemory::new(),
+        )),
+        prefix: object_store::path::Path::default(),
+        url: "memory://".into(),
+        verify_commits: None,
+    };
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let clock = Arc::new(ManualClock::new(T0));
+    let open = |dir: &std::path::Path| Storage::open(args(dir, store.clone(), clock.clone()));
+    let (a, b) = (
+        open(dirs.0.path()).await.unwrap(),
+        open(dirs.1.path()).await.unwrap(),
+    );
+    a.write(batch(T0, 10, "a")).await.unwrap();
+    b.write(batch(T0, 20, "b")).await.unwrap();
+    a.persist().await.unwrap();
+    b.persist().await.unwrap();
+    let files = b.catalog().refresh().await.unwrap();
+    let (mut of_a, mut of_b) = (0, 0);
+    for file in files.files.values() {
+        let got = store.store.get(&file.path.as_str().into()).await.unwrap();
+        for batch in aemos_storage::decode_parquet(got.bytes().await.unwrap()).unwrap() {
+            for sensor in batch
+                .column(aemos_storage::schema::SENSOR_IDX)
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+            {
+                if sensor.starts_with("s-a-") {
+                    of_a += 1;
+                } else if sensor.starts_with("s-b-") {
+                    of_b += 1;
+                }
+            }
+        }
+    }
+    assert_eq!((of_a, of_b), (10, 20));
+}
