@@ -47,8 +47,8 @@ struct Acknowledged {
     commands: Mutex<Vec<String>>,
 }
 
-/// Posts batches of 20 readings of sensor `crash-http`, values numbered; keeps going
-/// across restarts (the listener's address stays).
+/// Posts batches of 20 readings of sensor `crash-http`, values numbered, 2 ms apart; keeps
+/// going across restarts (the listener's address stays).
 async fn http_load(url: String, acked: Arc<Acknowledged>, stop: Arc<AtomicBool>) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
@@ -67,7 +67,12 @@ async fn http_load(url: String, acked: Arc<Acknowledged>, stop: Arc<AtomicBool>)
             .send()
             .await;
         match sent {
-            Ok(r) if r.status() == 200 => acked.http.lock().unwrap().extend(first..next),
+            Ok(r) if r.status() == 200 => {
+                acked.http.lock().unwrap().extend(first..next);
+                // Each batch changes `crash-hot`'s state: one engine tick (a millisecond)
+                // apiece, or two changes in one tick fold into none (README, "Ticks").
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
             _ => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
@@ -360,10 +365,88 @@ async fn twenty_sigkills_of_a_mixed_load_lose_nothing_acknowledged() {
         )
         .await;
     assert_eq!(firings, json!([]), "firings recorded twice");
+    check_no_firing_lost(&server, &http, &http_stored).await;
     eprintln!(
         "{KILLS} kills: {} HTTP, {} CoAP, {published} MQTT readings and {} commands acknowledged",
         http_acked.len(),
         coap_acked.len(),
         commands.len()
+    );
+}
+
+/// Whether `crash-hot` is active after the reading `seq` (its condition).
+fn phase(seq: u64) -> bool {
+    seq % 40 < 20
+}
+
+/// No firing of `crash-hot` lost. In the order they were recorded (by time; a restart's
+/// restored record before the firings of readings sent after it; then by the `seq` that
+/// caused each): each agrees with its reading, the states alternate (a transition recorded
+/// nowhere puts two of one state side by side), the last is the state of the last stored
+/// reading, and there is one per change of phase between stored batches, but for the changes
+/// a kill can fold into one restored record (those between the engine's last firing and the
+/// kill).
+async fn check_no_firing_lost(
+    server: &TestServer,
+    http: &reqwest::Client,
+    stored: &HashMap<u64, u64>,
+) {
+    let rows = server
+        .sql(
+            http,
+            "SELECT CAST(time AS BIGINT) AS t, active, kind, \"values\" FROM rule_firings WHERE rule_chain = 'crash-hot'",
+        )
+        .await;
+    // (time, not restored, seq (a cleared chain's restored record has none), active, kind)
+    let mut firings: Vec<(i64, bool, Option<u64>, bool, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let values: Value = serde_json::from_str(r["values"].as_str().unwrap()).unwrap();
+            let kind = r["kind"].as_str().unwrap().to_owned();
+            (
+                r["t"].as_i64().unwrap(),
+                !kind.starts_with("restored"),
+                values["seq"].as_f64().map(|s| s as u64),
+                r["active"].as_bool().unwrap(),
+                kind,
+            )
+        })
+        .collect();
+    firings.sort();
+    for (_, _, seq, active, kind) in &firings {
+        if let Some(seq) = seq {
+            assert_eq!(*active, phase(*seq), "{kind} at seq {seq}");
+        } else {
+            assert_eq!(kind, "restored-cleared", "a firing without its values");
+        }
+    }
+    for pair in firings.windows(2) {
+        assert_ne!(pair[0].3, pair[1].3, "a transition lost between {pair:?}");
+    }
+    let last_stored = *stored.keys().max().unwrap();
+    let last = firings.last().expect("firings");
+    assert_eq!(
+        last.3,
+        phase(last_stored),
+        "last firing {last:?}, last stored seq {last_stored}"
+    );
+    let mut batches: Vec<u64> = stored.keys().map(|v| v / 20).collect();
+    batches.sort_unstable();
+    batches.dedup();
+    let changes = 1 + batches
+        .windows(2)
+        .filter(|b| phase(b[0] * 20) != phase(b[1] * 20))
+        .count();
+    let restored = firings.iter().filter(|f| !f.1).count();
+    eprintln!(
+        "{} firings ({restored} restored) for {changes} changes of phase",
+        firings.len()
+    );
+    assert!(
+        firings.len() + 2 * KILLS >= changes && firings.len() <= changes,
+        "{} firings for {changes} changes of phase",
+        firings.len()
     );
 }
