@@ -2,7 +2,7 @@
 //! publishes through a real Mosquitto that aemos acknowledges only after durability, device
 //! commands), a restart after each; then every reading aemos acknowledged is stored once,
 //! every MQTT publish at least once, every accepted command is in the audit log once, and no
-//! firing is recorded twice.
+//! firing is lost or recorded twice.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -87,6 +87,18 @@ pub(crate) async fn coap_post_seq(
     seq: u64,
     wait: Duration,
 ) -> Option<String> {
+    let answer = coap_post_answer(udp, addr, path, seq, wait).await?;
+    Some(answer.header.code.to_string())
+}
+
+/// [`coap_post_seq`]'s whole answer.
+pub(crate) async fn coap_post_answer(
+    udp: &tokio::net::UdpSocket,
+    addr: &str,
+    path: &str,
+    seq: u64,
+    wait: Duration,
+) -> Option<Packet> {
     let mut request: CoapRequest<std::net::SocketAddr> = CoapRequest::new();
     request.set_method(RequestType::Post);
     request.set_path(path);
@@ -101,7 +113,7 @@ pub(crate) async fn coap_post_seq(
         return None;
     };
     let p = Packet::from_bytes(&buf[..n]).ok()?;
-    (p.header.message_id == seq as u16).then(|| p.header.code.to_string())
+    (p.header.message_id == seq as u16).then_some(p)
 }
 
 /// Confirmable CoAP POSTs of one reading each; a `2.04` is an acknowledgement.

@@ -2,6 +2,7 @@
 //! together. Writes are refused (HTTP 503 with Retry-After, CoAP 5.03), the heaviest MQTT
 //! publisher is cut off, memory stays bounded, the breaker opens and closes again once the
 //! load stops, a device command still gets through, and every acknowledged reading is stored.
+//! And a broker backlog that overflows: every publish it drops is counted.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,7 +12,9 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet as MqttPacket, QoS};
 use serde_json::{json, Value};
 
-use crate::crash::coap_post_seq;
+use coap_lite::CoapOption;
+
+use crate::crash::coap_post_answer;
 use crate::mqtt_device::MqttDevice;
 use crate::server::TestServer;
 
@@ -27,8 +30,11 @@ struct Counts {
     http_503_without_retry_after: AtomicU64,
     coap_ok: AtomicU64,
     coap_503: AtomicU64,
+    coap_503_without_max_age: AtomicU64,
     mqtt_acked: AtomicU64,
     mqtt_cut_off: AtomicU64,
+    /// MQTT 5 DISCONNECTs with reason 0x97 (quota exceeded).
+    mqtt_quota_disconnects: AtomicU64,
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -95,7 +101,7 @@ async fn coap_writer(
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
         seq += 1;
-        let code = coap_post_seq(
+        let answer = coap_post_answer(
             &udp,
             &addr,
             "/telemetry/ov-coap",
@@ -103,38 +109,53 @@ async fn coap_writer(
             Duration::from_secs(2),
         )
         .await;
-        match code.as_deref() {
-            Some("2.04") => {
+        let Some(answer) = answer else { continue };
+        match answer.header.code.to_string().as_str() {
+            "2.04" => {
                 counts.coap_ok.fetch_add(1, Ordering::Relaxed);
                 acked.lock().unwrap().push(seq);
             }
-            Some("5.03") => {
+            "5.03" => {
                 counts.coap_503.fetch_add(1, Ordering::Relaxed);
+                if answer.get_option(CoapOption::MaxAge).is_none() {
+                    counts
+                        .coap_503_without_max_age
+                        .fetch_add(1, Ordering::Relaxed);
+                }
             }
-            Some(other) => panic!("coap answered {other}"),
-            None => {}
+            other => panic!("coap answered {other}"),
         }
     }
 }
 
-/// One heavy MQTT publisher: QoS 1 arrays of 100 readings as fast as the broker takes them,
-/// reconnecting when cut off.
-async fn mqtt_publisher(mqtt_addr: String, counts: Arc<Counts>, stop: Arc<AtomicBool>) {
-    let (host, port) = mqtt_addr.rsplit_once(':').unwrap();
-    let mut options = MqttOptions::new("ov-mqtt", host, port.parse().unwrap());
+/// One heavy MQTT 5 publisher: QoS 1 arrays of 100 readings as fast as the broker takes them,
+/// reconnecting when cut off (and counting the cut-offs that say why: quota exceeded).
+async fn mqtt_publisher(mqtt5_addr: String, counts: Arc<Counts>, stop: Arc<AtomicBool>) {
+    use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet};
+    use rumqttc::v5::{ConnectionError, Event, StateError};
+    let (host, port) = mqtt5_addr.rsplit_once(':').unwrap();
+    let mut options = rumqttc::v5::MqttOptions::new("ov-mqtt", host, port.parse().unwrap());
     options.set_keep_alive(Duration::from_secs(30));
-    options.set_inflight(100);
-    let (client, mut eventloop) = AsyncClient::new(options, 200);
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 200);
     let counts_loop = Arc::clone(&counts);
     let stop_loop = Arc::clone(&stop);
     tokio::spawn(async move {
         while !stop_loop.load(Ordering::Relaxed) {
             match eventloop.poll().await {
-                Ok(Event::Incoming(MqttPacket::PubAck(_))) => {
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
                     counts_loop.mqtt_acked.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(_) => {}
-                Err(_) => {
+                Err(e) => {
+                    if let ConnectionError::MqttState(StateError::ServerDisconnect {
+                        reason_code: DisconnectReasonCode::QuotaExceeded,
+                        ..
+                    }) = e
+                    {
+                        counts_loop
+                            .mqtt_quota_disconnects
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     counts_loop.mqtt_cut_off.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -151,7 +172,7 @@ async fn mqtt_publisher(mqtt_addr: String, counts: Arc<Counts>, stop: Arc<Atomic
             Duration::from_secs(1),
             client.publish(
                 "aemos/devices/ov-mqtt/telemetry",
-                QoS::AtLeastOnce,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
                 false,
                 Value::Array(readings).to_string(),
             ),
@@ -214,7 +235,7 @@ async fn overload_sheds_cuts_off_and_recovers_losing_nothing_acknowledged() {
         Arc::clone(&stop),
     )));
     loads.push(tokio::spawn(mqtt_publisher(
-        server.mqtt_addr.clone(),
+        server.mqtt5_addr.clone(),
         Arc::clone(&counts),
         Arc::clone(&stop),
     )));
@@ -272,13 +293,14 @@ async fn overload_sheds_cuts_off_and_recovers_losing_nothing_acknowledged() {
     }
     let c = &counts;
     eprintln!(
-        "overload: HTTP {} ok / {} 503, CoAP {} ok / {} 5.03, MQTT {} acked / {} cut off, states {states:?}, peak RSS {peak_kb} kB",
+        "overload: HTTP {} ok / {} 503, CoAP {} ok / {} 5.03, MQTT {} acked / {} cut off ({} quota exceeded), states {states:?}, peak RSS {peak_kb} kB",
         c.http_ok.load(Ordering::Relaxed),
         c.http_503.load(Ordering::Relaxed),
         c.coap_ok.load(Ordering::Relaxed),
         c.coap_503.load(Ordering::Relaxed),
         c.mqtt_acked.load(Ordering::Relaxed),
         c.mqtt_cut_off.load(Ordering::Relaxed),
+        c.mqtt_quota_disconnects.load(Ordering::Relaxed),
     );
     assert!(
         states.contains("OPEN"),
@@ -287,6 +309,12 @@ async fn overload_sheds_cuts_off_and_recovers_losing_nothing_acknowledged() {
     assert!(c.http_503.load(Ordering::Relaxed) > 0, "no 503");
     assert_eq!(c.http_503_without_retry_after.load(Ordering::Relaxed), 0);
     assert!(c.http_ok.load(Ordering::Relaxed) > 0 && c.coap_ok.load(Ordering::Relaxed) > 0);
+    assert!(c.coap_503.load(Ordering::Relaxed) > 0, "no CoAP 5.03");
+    assert_eq!(c.coap_503_without_max_age.load(Ordering::Relaxed), 0);
+    assert!(
+        c.mqtt_quota_disconnects.load(Ordering::Relaxed) > 0,
+        "the heavy MQTT 5 publisher was never told why it was cut off"
+    );
     assert!(
         peak_kb < RSS_BOUND_KB,
         "resident memory reached {peak_kb} kB"
@@ -370,4 +398,120 @@ async fn overload_sheds_cuts_off_and_recovers_losing_nothing_acknowledged() {
         mqtt_distinct >= 100 * acked_publishes,
         "{acked_publishes} MQTT publishes acknowledged, {mqtt_distinct} readings stored"
     );
+}
+
+/// Counters of the Prometheus text by name (`aemos_` left off), 0 when absent.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("aemos_{name} ")))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// A backlog beyond `--mqtt-backlog-bytes`: while storage refuses writes (its buffer full
+/// until the next persist), the embedded broker goes on acknowledging QoS 1 publishes on
+/// receipt, and drops the oldest once the backlog is full. Every acknowledged publish is then
+/// stored or counted (`mqtt_dropped_publishes_total`, or `mqtt_lost_readings_total`): none is
+/// gone without a trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_publish_an_overflowing_mqtt_backlog_drops_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        dir.path(),
+        &[
+            "--max-buffered-rows",
+            "100",
+            "--persist-interval",
+            "4s",
+            "--persist-rows",
+            "100000000",
+            "--mqtt-max-payload-bytes",
+            "2048",
+            "--mqtt-backlog-bytes",
+            "8192",
+        ],
+        &[],
+    );
+    let http = reqwest::Client::new();
+    let (host, port) = server.mqtt_addr.rsplit_once(':').unwrap();
+    let mut options = MqttOptions::new("bl-mqtt", host, port.parse().unwrap());
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_inflight(100);
+    let (client, mut eventloop) = AsyncClient::new(options, 1000);
+    let acked = Arc::new(AtomicU64::new(0));
+    let counting = Arc::clone(&acked);
+    tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(MqttPacket::PubAck(_)) = event {
+                counting.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let write = |n: u64| {
+        let readings: Vec<Value> = (0..n)
+            .map(|v| json!({"sensor": "bl-http", "variable": "seq", "value": v}))
+            .collect();
+        let request = http
+            .post(format!("{}/api/v1/write", server.url))
+            .json(&json!({ "readings": readings }));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Fill the buffer, then 2,000 publishes (about 100 KB against a backlog of 8 KiB, and
+    // more than the ingest link holds while its writes wait) while writes are refused.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while write(1).await != 503 {
+        write(100).await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the buffer never filled"
+        );
+    }
+    let published = 2000;
+    for seq in 0..published {
+        client
+            .publish(
+                "aemos/devices/bl-mqtt/telemetry",
+                QoS::AtLeastOnce,
+                false,
+                json!({ "seq": seq }).to_string(),
+            )
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while acked.load(Ordering::Relaxed) < published {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publishes unacknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Once persistence frees the buffer, the link writes what the broker kept.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = server.metrics(&http).await;
+        let (dropped, lost) = (
+            counter(&metrics, "mqtt_dropped_publishes_total"),
+            counter(&metrics, "mqtt_lost_readings_total"),
+        );
+        let stored = server
+            .sql(
+                &http,
+                "SELECT count(DISTINCT value) AS n FROM readings WHERE sensor = 'bl-mqtt' AND variable = 'seq'",
+            )
+            .await[0]["n"]
+            .as_u64()
+            .unwrap();
+        if stored + dropped + lost == published {
+            assert!(dropped > 0, "the backlog never overflowed");
+            eprintln!("{published} publishes acknowledged: {stored} stored, {dropped} dropped and counted, {lost} lost");
+            break;
+        }
+        assert!(
+            stored + dropped + lost < published && tokio::time::Instant::now() < deadline,
+            "{published} acknowledged, {stored} stored, {dropped} dropped, {lost} lost"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
