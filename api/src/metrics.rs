@@ -29,7 +29,9 @@ impl std::ops::Deref for Metrics {
 pub struct MetricSet {
     pub registry: Registry,
     pub readings_accepted: IntCounter,
-    pub readings_rejected: IntCounter,
+    /// `readings_rejected_total{protocol, reason}`: readings refused before the WAL, by
+    /// protocol (http, mqtt, coap) and [`aemos_ingest::RejectReason`].
+    pub readings_rejected: IntCounterVec,
     /// `ingested_readings_total{protocol, format}`: the counter of every (protocol, format)
     /// aemos writes, made once, so a write finds its own without hashing labels.
     ingested_by: Vec<(&'static str, &'static str, IntCounter)>,
@@ -155,7 +157,11 @@ impl Metrics {
                 "The write circuit breaker: 0 closed, 1 half-open, 2 open",
             ),
             readings_accepted: counter("readings_accepted_total", "Readings made durable"),
-            readings_rejected: counter("readings_rejected_total", "Readings refused by validation"),
+            readings_rejected: labelled(
+                "readings_rejected_total",
+                "Readings refused, by protocol (http, mqtt, coap) and reason (malformed, invalid, retention, future, forbidden)",
+                &["protocol", "reason"],
+            ),
             write_requests: by_status("write_requests_total", "Write requests by HTTP status"),
             query_requests: by_status("query_requests_total", "Query requests by HTTP status"),
             overload_rejections: counter(
@@ -259,6 +265,15 @@ impl MetricSet {
             .find(|(p, f, _)| *p == protocol && *f == format)
             .map(|(_, _, c)| c)
             .unwrap_or_else(|| panic!("no ingested counter for {protocol}/{format}"))
+    }
+
+    /// Counts the rejections of a decode over `protocol`, by reason.
+    pub fn count_rejections(&self, protocol: &str, counts: &aemos_ingest::RejectionCounts) {
+        for (reason, n) in counts.iter() {
+            self.readings_rejected
+                .with_label_values(&[protocol, reason.name()])
+                .inc_by(n);
+        }
     }
 
     /// Brings a counter up to `total`, a monotonic count kept elsewhere (an atomic of the

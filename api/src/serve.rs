@@ -358,7 +358,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     gate.phase("starting the device edge");
     // 5. The device edge: MQTT broker and CoAP server, both ways.
-    let mqtt_metrics = MqttMetrics::new(&metrics.registry)?;
+    let mqtt_metrics = MqttMetrics::new(&metrics.registry, metrics.readings_rejected.clone())?;
     let mqtt_readings = mqtt_metrics.readings.clone();
     let mqtt = match &args.mqtt_broker {
         Some(url) => external::start(

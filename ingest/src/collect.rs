@@ -30,6 +30,65 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// What kind of refusal a rejection is: the `reason` label of
+/// `aemos_readings_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Not a reading: unparseable, a field missing or of the wrong type.
+    Malformed,
+    /// A field out of its domain: empty or too long a name, a NaN or infinite value, a time
+    /// outside 1970..10000.
+    Invalid,
+    /// Older than `--retention`: it would be acknowledged, then deleted.
+    Retention,
+    /// Further ahead of the server's clock than `--max-future`.
+    Future,
+    /// A sensor the writer may not write.
+    Forbidden,
+}
+
+impl RejectReason {
+    pub const ALL: [Self; 5] = [
+        Self::Malformed,
+        Self::Invalid,
+        Self::Retention,
+        Self::Future,
+        Self::Forbidden,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Invalid => "invalid",
+            Self::Retention => "retention",
+            Self::Future => "future",
+            Self::Forbidden => "forbidden",
+        }
+    }
+}
+
+/// Rejections counted by [`RejectReason`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RejectionCounts([u64; 5]);
+
+impl RejectionCounts {
+    pub fn add(&mut self, reason: RejectReason, n: u64) {
+        self.0[reason as usize] += n;
+    }
+
+    pub fn get(&self, reason: RejectReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    /// The reasons with at least one rejection, with their counts.
+    pub fn iter(&self) -> impl Iterator<Item = (RejectReason, u64)> + '_ {
+        RejectReason::ALL
+            .into_iter()
+            .map(|r| (r, self.get(r)))
+            .filter(|(_, n)| *n > 0)
+    }
+}
+
 /// One reading's fields before validation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Fields<'a> {
@@ -48,6 +107,8 @@ pub struct Decoded {
     pub batch: arrow::array::RecordBatch,
     pub rejected: Vec<Rejection>,
     pub rejected_count: usize,
+    /// `rejected_count`, by kind.
+    pub rejected_by: RejectionCounts,
     /// A device credential named a sensor it does not own (the API answers 403).
     pub forbidden: bool,
 }
@@ -63,6 +124,7 @@ pub(crate) struct Collector<'a> {
     builder: ReadingsBuilder,
     rejected: Vec<Rejection>,
     rejected_count: usize,
+    rejected_by: RejectionCounts,
     /// Readings refused by the scope (a sensor the writer may not write).
     refused_by_scope: usize,
     now_ms: i64,
@@ -78,6 +140,7 @@ impl<'a> Collector<'a> {
             builder: ReadingsBuilder::with_capacity(capacity),
             rejected: Vec::new(),
             rejected_count: 0,
+            rejected_by: RejectionCounts::default(),
             refused_by_scope: 0,
             now_ms: args.now_ms,
             time_bounds: args.time_bounds,
@@ -86,8 +149,19 @@ impl<'a> Collector<'a> {
         }
     }
 
+    /// A malformed reading refused (see [`Collector::reject_as`]).
     pub(crate) fn reject(&mut self, at: Location, reason: impl Into<String>) {
+        self.reject_as(RejectReason::Malformed, at, reason)
+    }
+
+    pub(crate) fn reject_as(
+        &mut self,
+        kind: RejectReason,
+        at: Location,
+        reason: impl Into<String>,
+    ) {
         self.rejected_count += 1;
+        self.rejected_by.add(kind, 1);
         if self.rejected.len() < MAX_LISTED_REJECTIONS {
             self.rejected.push(Rejection {
                 index: at.index,
@@ -118,11 +192,16 @@ impl<'a> Collector<'a> {
     pub(crate) fn push(&mut self, at: Location, fields: Fields<'_>) {
         let time_ms = match validate(&fields) {
             Ok(time_ms) => time_ms.unwrap_or(self.now_ms),
-            Err(reason) => return self.reject(at, reason),
+            Err(reason) => return self.reject_as(RejectReason::Invalid, at, reason),
         };
         if let Some(bounds) = &self.time_bounds {
             if let Err(reason) = check_time_bounds(time_ms, self.now_ms, bounds) {
-                return self.reject(at, reason);
+                let kind = if time_ms < self.now_ms {
+                    RejectReason::Retention
+                } else {
+                    RejectReason::Future
+                };
+                return self.reject_as(kind, at, reason);
             }
         }
         let owner = match self.scope {
@@ -140,7 +219,7 @@ impl<'a> Collector<'a> {
                         }
                         Err(reason) => {
                             self.refused_by_scope += 1;
-                            return self.reject(at, reason);
+                            return self.reject_as(RejectReason::Forbidden, at, reason);
                         }
                     }
                 }
@@ -156,7 +235,7 @@ impl<'a> Collector<'a> {
                         fields.sensor
                     );
                     self.refused_by_scope += 1;
-                    return self.reject(at, reason);
+                    return self.reject_as(RejectReason::Forbidden, at, reason);
                 }
                 owner
             }
@@ -188,6 +267,7 @@ impl<'a> Collector<'a> {
             batch: self.builder.finish(),
             rejected: self.rejected,
             rejected_count: self.rejected_count,
+            rejected_by: self.rejected_by,
             forbidden,
         }
     }

@@ -66,7 +66,8 @@ fn reading<'a>(device: &'a str, text: &'a str, at: Location, out: &mut Collector
     };
     if let Some(named) = wire.device.as_deref() {
         if named != device {
-            return out.reject(
+            return out.reject_as(
+                crate::RejectReason::Forbidden,
                 at,
                 format!("`device` {named:?} is not the publishing device {device:?}"),
             );

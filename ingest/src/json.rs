@@ -49,7 +49,9 @@ impl WireReading<'_> {
         let time_ms = match &self.time {
             None => None,
             Some(WireTime::Millis(ms)) => Some(*ms),
-            Some(WireTime::Invalid(reason)) => return out.reject(at, reason.clone()),
+            Some(WireTime::Invalid(reason)) => {
+                return out.reject_as(crate::RejectReason::Invalid, at, reason.clone())
+            }
         };
         out.push(
             at,

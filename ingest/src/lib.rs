@@ -29,7 +29,9 @@ pub use device_payload::decode_device_payload;
 pub use edge_auth::{EdgeAuthorizer, EdgeDevice, EdgeRefusal};
 pub use scope::{Owner, SensorScope};
 
-pub use collect::{Decoded, Location, Rejection, MAX_LISTED_REJECTIONS};
+pub use collect::{
+    Decoded, Location, RejectReason, Rejection, RejectionCounts, MAX_LISTED_REJECTIONS,
+};
 pub use line_protocol::Precision;
 
 /// Errors that refuse a whole payload.

@@ -141,7 +141,8 @@ pub(crate) fn decode_line_protocol<'a>(
                 Some(ms) => Some(ms),
                 None => {
                     index += 1;
-                    out.reject(
+                    out.reject_as(
+                        crate::RejectReason::Invalid,
                         at,
                         format!("timestamp {t} overflows at precision {precision:?}"),
                     );

@@ -460,12 +460,110 @@ fn times_beyond_the_retention_or_too_far_ahead_are_refused_in_every_format() {
         );
         let values: Vec<f64> = rows(&d).iter().map(|r| r.4).collect();
         assert_eq!(values, vec![3.0, 4.0, 5.0], "{format:?}");
+        assert_eq!(
+            kinds(&d),
+            vec![("retention", 1), ("future", 1)],
+            "{format:?}"
+        );
         // Unbounded (the default), every time in 1970..10000 passes.
         assert_eq!(
             decode(format, body.as_bytes(), &args()).unwrap().accepted(),
             5
         );
     }
+}
+
+/// The same bounds in the binary and device formats: Arrow IPC, and the device payloads of
+/// MQTT and CoAP (an array of readings, with times).
+#[test]
+fn times_out_of_bounds_are_refused_in_arrow_ipc_and_device_payloads() {
+    let bounded = args().with_time_bounds(aemos_ingest::TimeBounds {
+        retention: std::time::Duration::from_secs(90 * 86_400),
+        max_future: std::time::Duration::from_secs(3600),
+    });
+    let times = [
+        NOW - 91 * 86_400_000,
+        NOW + 3_600_001,
+        NOW - 90 * 86_400_000,
+        NOW + 3_600_000,
+    ];
+    let batch = RecordBatch::try_from_iter(vec![
+        ("sensor", Arc::new(StringArray::from(vec!["s"; 4])) as _),
+        ("variable", Arc::new(StringArray::from(vec!["v"; 4])) as _),
+        (
+            "value",
+            Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0, 4.0])) as _,
+        ),
+        (
+            "time",
+            Arc::new(TimestampMillisecondArray::from(times.to_vec()).with_timezone("UTC")) as _,
+        ),
+    ])
+    .unwrap();
+    let from_ipc = decode(Format::ArrowIpc, &ipc(&batch), &bounded).unwrap();
+    let payload = serde_json::Value::Array(
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| serde_json::json!({"variable": "v", "value": i + 1, "time": t}))
+            .collect(),
+    )
+    .to_string();
+    let from_device =
+        aemos_ingest::decode_device_payload("d-1", payload.as_bytes(), &bounded).unwrap();
+    for (name, d) in [("arrow ipc", &from_ipc), ("device payload", &from_device)] {
+        let why = reasons(d);
+        assert_eq!(why.len(), 2, "{name}: {why:?}");
+        assert_eq!(why[0].0, 0, "{name}");
+        assert!(
+            why[0].2.contains("beyond the retention"),
+            "{name}: {}",
+            why[0].2
+        );
+        assert_eq!(why[1].0, 1, "{name}");
+        assert!(why[1].2.contains("--max-future"), "{name}: {}", why[1].2);
+        let values: Vec<f64> = rows(d).iter().map(|r| r.4).collect();
+        assert_eq!(values, vec![3.0, 4.0], "{name}");
+        assert_eq!(kinds(d), vec![("retention", 1), ("future", 1)], "{name}");
+    }
+}
+
+/// The rejections of a decode, counted by kind (the `reason` label of
+/// `aemos_readings_rejected_total`).
+fn kinds(d: &Decoded) -> Vec<(&'static str, u64)> {
+    d.rejected_by.iter().map(|(r, n)| (r.name(), n)).collect()
+}
+
+/// Each rejection is counted under its kind: malformed (missing field, wrong type), invalid
+/// (a field out of its domain), forbidden (another device's reading).
+#[test]
+fn rejections_are_counted_by_kind() {
+    let d = run(
+        Format::Json,
+        r#"[{"sensor":"s","variable":"v"},
+{"sensor":"","variable":"v","value":1},
+{"sensor":"s","variable":"v","value":"x"},
+{"sensor":"s","variable":"v","value":1,"time":-5},
+{"sensor":"s","variable":"v","value":1}]"#,
+    );
+    assert_eq!(d.accepted(), 1);
+    assert_eq!(
+        kinds(&d),
+        vec![("malformed", 2), ("invalid", 2)],
+        "{:?}",
+        reasons(&d)
+    );
+    let d = device(r#"[{"device": "d-2", "variable": "v", "value": 1}]"#);
+    assert_eq!(kinds(&d), vec![("forbidden", 1)]);
+    let d = run(
+        Format::LineProtocol(Precision::Nanoseconds),
+        "m,sensor=s f=\"text\"\nm,sensor=s v=1 99999999999999999999\n",
+    );
+    assert_eq!(kinds(&d), vec![("malformed", 2)], "{:?}", reasons(&d));
+    assert_eq!(
+        d.rejected_count as u64,
+        d.rejected_by.iter().map(|(_, n)| n).sum::<u64>()
+    );
 }
 
 /// A JSON body of many rejected readings: each listed one has the line its object starts on

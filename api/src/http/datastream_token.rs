@@ -10,7 +10,7 @@ use std::sync::Arc;
 use aemos_ingest::validate::{
     check_sensor, check_time_bounds, check_time_ms, check_value, check_variable, parse_rfc3339_ms,
 };
-use aemos_ingest::TimeBounds;
+use aemos_ingest::{RejectReason, RejectionCounts, TimeBounds};
 use aemos_storage::schema::ReadingsBuilder;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -65,33 +65,58 @@ fn parse_value(value: Option<&Value>) -> Result<f64, ApiError> {
     Ok(v)
 }
 
-fn parse_time(value: Option<&Value>, now_ms: i64, bounds: &TimeBounds) -> Result<i64, ApiError> {
+fn parse_time(
+    value: Option<&Value>,
+    now_ms: i64,
+    bounds: &TimeBounds,
+) -> Result<i64, (RejectReason, ApiError)> {
     let bad = |why: String| ApiError::BadRequest(format!("`recievedAt`: {why}"));
+    let invalid = |why: String| (RejectReason::Invalid, bad(why));
     let time = match value {
         None | Some(Value::Null) => return Ok(now_ms),
-        Some(Value::String(s)) => parse_rfc3339_ms(s).map_err(bad)?,
+        Some(Value::String(s)) => parse_rfc3339_ms(s).map_err(invalid)?,
         Some(Value::Number(n)) => n
             .as_i64()
-            .ok_or_else(|| bad(format!("{n} is not integer epoch milliseconds")))
-            .and_then(|ms| check_time_ms(ms).map_err(bad))?,
-        Some(other) => return Err(bad(format!("expected an RFC 3339 string, got {other}"))),
+            .ok_or_else(|| invalid(format!("{n} is not integer epoch milliseconds")))
+            .and_then(|ms| check_time_ms(ms).map_err(invalid))?,
+        Some(other) => return Err(invalid(format!("expected an RFC 3339 string, got {other}"))),
     };
-    check_time_bounds(time, now_ms, bounds).map_err(bad)?;
+    check_time_bounds(time, now_ms, bounds).map_err(|why| {
+        let kind = if time < now_ms {
+            RejectReason::Retention
+        } else {
+            RejectReason::Future
+        };
+        (kind, bad(why))
+    })?;
     Ok(time)
 }
 
-pub(super) async fn write_one(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let reading: SingleReading =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("reading: {e}")))?;
+/// A single reading that passed validation.
+struct Accepted {
+    time: i64,
+    sensor: String,
+    device: Arc<str>,
+    variable: String,
+    value: f64,
+}
+
+/// The reading of `body`, validated for `principal`; or why not, and what kind of refusal.
+fn accept(
+    state: &AppState,
+    principal: &Principal,
+    body: &[u8],
+) -> Result<Accepted, (RejectReason, ApiError)> {
+    let malformed = |e: ApiError| (RejectReason::Malformed, e);
+    let invalid = |e: ApiError| (RejectReason::Invalid, e);
+    let reading: SingleReading = serde_json::from_slice(body)
+        .map_err(|e| malformed(ApiError::BadRequest(format!("reading: {e}"))))?;
     let variable = reading
         .variable_name
-        .ok_or_else(|| ApiError::BadRequest("missing field `variableName`".into()))?;
-    check_variable(&variable).map_err(|e| ApiError::BadRequest(format!("`variableName`: {e}")))?;
-    let value = parse_value(reading.value.as_ref())?;
+        .ok_or_else(|| malformed(ApiError::BadRequest("missing field `variableName`".into())))?;
+    check_variable(&variable)
+        .map_err(|e| invalid(ApiError::BadRequest(format!("`variableName`: {e}"))))?;
+    let value = parse_value(reading.value.as_ref()).map_err(invalid)?;
     let now = state.storage.now_ms();
     let time = parse_time(
         reading
@@ -101,7 +126,7 @@ pub(super) async fn write_one(
         now,
         &TimeBounds::of(&state.storage),
     )?;
-    let (sensor, device): (String, Arc<str>) = match &principal {
+    let (sensor, device): (String, Arc<str>) = match principal {
         Principal::Device(d) => {
             let sensor = match reading.sensor {
                 Some(s) => s,
@@ -110,41 +135,72 @@ pub(super) async fn write_one(
                 }
                 None if d.sensors.is_empty() => d.id.to_string(),
                 None => {
-                    return Err(ApiError::BadRequest(format!(
+                    return Err(malformed(ApiError::BadRequest(format!(
                         "missing field `sensor`: device {:?} has {} sensors",
                         d.id,
                         d.sensors.len()
-                    )))
+                    ))))
                 }
             };
-            check_sensor(&sensor).map_err(|e| ApiError::BadRequest(format!("`sensor`: {e}")))?;
+            check_sensor(&sensor)
+                .map_err(|e| invalid(ApiError::BadRequest(format!("`sensor`: {e}"))))?;
             if !d.owns(&sensor) {
-                return Err(ApiError::Forbidden(format!(
-                    "sensor {sensor:?} is not a sensor of device {:?}",
-                    d.id
-                )));
+                return Err((
+                    RejectReason::Forbidden,
+                    ApiError::Forbidden(format!(
+                        "sensor {sensor:?} is not a sensor of device {:?}",
+                        d.id
+                    )),
+                ));
             }
             (sensor, Arc::clone(&d.id))
         }
         Principal::User(_) | Principal::Anonymous => {
             let sensor = reading.sensor.ok_or_else(|| {
-                ApiError::BadRequest(
+                malformed(ApiError::BadRequest(
                     "missing field `sensor` (only a device token implies it)".into(),
-                )
+                ))
             })?;
-            check_sensor(&sensor).map_err(|e| ApiError::BadRequest(format!("`sensor`: {e}")))?;
+            check_sensor(&sensor)
+                .map_err(|e| invalid(ApiError::BadRequest(format!("`sensor`: {e}"))))?;
             let device = match state.auth.registry.owner(&sensor) {
                 Some(owner) => owner,
                 None if state.auth.production() => {
-                    return Err(ApiError::BadRequest(format!(
+                    return Err((RejectReason::Forbidden, ApiError::BadRequest(format!(
                         "sensor {sensor:?} is not registered (production mode accepts only the sensors of registered devices)"
-                    )))
+                    ))))
                 }
                 None => Arc::from(sensor.as_str()),
             };
             (sensor, device)
         }
     };
+    Ok(Accepted {
+        time,
+        sensor,
+        device,
+        variable,
+        value,
+    })
+}
+
+pub(super) async fn write_one(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Accepted {
+        time,
+        sensor,
+        device,
+        variable,
+        value,
+    } = accept(&state, &principal, &body).map_err(|(kind, e)| {
+        let mut counts = RejectionCounts::default();
+        counts.add(kind, 1);
+        state.metrics.count_rejections("http", &counts);
+        e
+    })?;
     state
         .storage
         .check_admission()

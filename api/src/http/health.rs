@@ -218,6 +218,13 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
         up(&m.coap_readings, load(&coap.stats.readings));
         up(m.ingested("coap", "json"), load(&coap.stats.readings));
         up(&m.coap_malformed, load(&coap.stats.malformed));
+        for reason in aemos_ingest::RejectReason::ALL {
+            up(
+                &m.readings_rejected
+                    .with_label_values(&["coap", reason.name()]),
+                coap.stats.rejected(reason),
+            );
+        }
         up(&m.coap_requests, load(&coap.stats.requests));
         up(&m.coap_refused, load(&coap.stats.refused));
         up(&m.coap_socket_errors, load(&coap.stats.socket_errors));

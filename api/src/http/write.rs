@@ -130,21 +130,23 @@ pub(super) fn decode_body(
         decode()
     };
     let decoded = decoded.map_err(|e| match e {
-        aemos_ingest::Error::Body { line, reason } => ApiError::Rejected {
-            error: format!("unreadable body: {reason}"),
-            rejected: vec![aemos_ingest::Rejection {
-                index: 0,
-                line,
-                reason,
-            }],
-            rejected_count: 1,
-        },
+        aemos_ingest::Error::Body { line, reason } => {
+            let mut unreadable = aemos_ingest::RejectionCounts::default();
+            unreadable.add(aemos_ingest::RejectReason::Malformed, 1);
+            state.metrics.count_rejections("http", &unreadable);
+            ApiError::Rejected {
+                error: format!("unreadable body: {reason}"),
+                rejected: vec![aemos_ingest::Rejection {
+                    index: 0,
+                    line,
+                    reason,
+                }],
+                rejected_count: 1,
+            }
+        }
         other => ApiError::BadRequest(other.to_string()),
     })?;
-    state
-        .metrics
-        .readings_rejected
-        .inc_by(decoded.rejected_count as u64);
+    state.metrics.count_rejections("http", &decoded.rejected_by);
     Ok(decoded)
 }
 

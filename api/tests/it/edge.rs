@@ -155,7 +155,7 @@ fn coap_url(server: &TestServer, path: &str) -> String {
     format!("coap://{}{path}", server.coap_addr)
 }
 
-async fn coap_post(server: &TestServer, path: &str, body: &str) -> (String, Value) {
+pub(crate) async fn coap_post(server: &TestServer, path: &str, body: &str) -> (String, Value) {
     let r = coap::UdpCoAPClient::post_with_timeout(
         &coap_url(server, path),
         body.as_bytes().to_vec(),

@@ -21,6 +21,7 @@ mod overload;
 mod postgres;
 mod preclean;
 mod python;
+mod refusals;
 mod revocation;
 mod router;
 mod rules;

@@ -99,6 +99,21 @@ pub struct CoapStats {
     pub observers_timed_out: AtomicU64,
     /// Datagrams not sent to an unverified source over its amplification bound.
     pub amplification_refused: AtomicU64,
+    /// Readings refused, by [`crate::RejectReason`] (its discriminant).
+    pub rejected: [AtomicU64; 5],
+}
+
+impl CoapStats {
+    fn count_rejections(&self, counts: &crate::RejectionCounts) {
+        for (reason, n) in counts.iter() {
+            self.rejected[reason as usize].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Readings refused for `reason` so far.
+    pub fn rejected(&self, reason: crate::RejectReason) -> u64 {
+        self.rejected[reason as usize].load(Ordering::Relaxed)
+    }
 }
 
 /// Requests handled at once.
@@ -394,8 +409,14 @@ async fn post_telemetry(
     let args = DecodeArgs::for_storage(&shared.storage).with_scope(scope);
     let decoded = match decode_device_payload(device, &request.message.payload, &args) {
         Ok(d) => d,
-        Err(e) => return (ResponseType::BadRequest, error_body(e)),
+        Err(e) => {
+            let mut unreadable = crate::RejectionCounts::default();
+            unreadable.add(crate::RejectReason::Malformed, 1);
+            shared.stats.count_rejections(&unreadable);
+            return (ResponseType::BadRequest, error_body(e));
+        }
     };
+    shared.stats.count_rejections(&decoded.rejected_by);
     if decoded.rejected_count > 0 {
         let body = json!({
             "error": format!("{} of {} readings rejected; nothing was stored", decoded.rejected_count, decoded.rejected_count + decoded.accepted()),

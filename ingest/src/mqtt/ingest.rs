@@ -14,7 +14,7 @@ use tracing::{error, warn};
 
 use super::{device_of_telemetry, errors_topic, MqttMetrics, TELEMETRY_FILTER};
 use crate::validate::check_device;
-use crate::{decode_device_payload, DecodeArgs, EdgeAuthorizer};
+use crate::{decode_device_payload, DecodeArgs, EdgeAuthorizer, RejectReason, RejectionCounts};
 
 /// Writes in flight at once: enough for publishes to share group commits.
 pub(super) const MAX_IN_FLIGHT: usize = 4;
@@ -169,7 +169,22 @@ pub(super) fn decode_publish(
     };
     let scope = authorizer.and_then(|a| a.mqtt_scope(device));
     let args = DecodeArgs::for_storage(storage).with_scope(scope);
-    match decode_device_payload(device, payload, &args) {
+    let decoded = decode_device_payload(device, payload, &args);
+    let rejected = match &decoded {
+        Ok(decoded) => decoded.rejected_by,
+        Err(_) => {
+            let mut unreadable = RejectionCounts::default();
+            unreadable.add(RejectReason::Malformed, 1);
+            unreadable
+        }
+    };
+    for (reason, n) in rejected.iter() {
+        metrics
+            .rejected_readings
+            .with_label_values(&["mqtt", reason.name()])
+            .inc_by(n);
+    }
+    match decoded {
         Ok(decoded) if decoded.rejected_count == 0 => Taken::Readings(decoded.batch),
         Ok(decoded) => refuse(json!({
             "topic": topic,

@@ -104,6 +104,8 @@ pub struct MqttMetrics {
     pub publishes: IntCounter,
     pub readings: IntCounter,
     pub rejected_publishes: IntCounter,
+    /// The server's `readings_rejected_total{protocol, reason}`, shared with HTTP and CoAP.
+    pub rejected_readings: prometheus::IntCounterVec,
     pub lost_readings: IntCounter,
     pub dropped_publishes: IntCounter,
     /// External broker: publishes delivered again after a crash and recognised as stored.
@@ -117,7 +119,12 @@ pub struct MqttMetrics {
 }
 
 impl MqttMetrics {
-    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+    /// The counters, registered in `registry`; `rejected_readings` is the server's (registered
+    /// already).
+    pub fn new(
+        registry: &Registry,
+        rejected_readings: prometheus::IntCounterVec,
+    ) -> prometheus::Result<Self> {
         let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
             let c = IntCounter::new(name, help)?;
             registry.register(Box::new(c.clone()))?;
@@ -140,6 +147,7 @@ impl MqttMetrics {
                 "mqtt_rejected_publishes_total",
                 "Telemetry publishes refused (bad topic or payload), reported on the errors topic",
             )?,
+            rejected_readings,
             lost_readings: counter(
                 "mqtt_lost_readings_total",
                 "Acknowledged readings that could not be written (storage failure)",
