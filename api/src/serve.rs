@@ -392,7 +392,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let mqtt = MqttBroker::start(mqtt_args, Arc::clone(&storage), mqtt_metrics)
                 .await
                 .context("starting the MQTT broker")?;
-            if let MqttMode::Embedded { v4_addr, v5_addr } = &mqtt.mode {
+            if let MqttMode::Embedded {
+                v4_addr, v5_addr, ..
+            } = &mqtt.mode
+            {
                 info!(mqtt_addr = %v4_addr, mqtt5_addr = ?v5_addr, "mqtt listening");
             }
             mqtt

@@ -20,6 +20,8 @@ pub(super) struct Vitals {
     maintenance: aemos_storage::MaintenanceStatus,
     /// A round failed, or one has been waiting (on a hung object store) for too long.
     behind: bool,
+    /// As many readings wait for persistence as `--max-buffered-rows`: writes are refused.
+    buffer_full: bool,
     engine: aemos_engine::EngineHealth,
     store: aemos_storage::ObjectStoreHealth,
     firing_failure: Option<String>,
@@ -38,6 +40,7 @@ impl Vitals {
             failure: storage.wal_failure(),
             behind: maintenance.consecutive_failures > 0
                 || maintenance.running_for.is_some_and(|t| t >= SLOW_ROUND),
+            buffer_full: storage.buffered_rows() >= storage.max_buffered_rows(),
             maintenance,
             engine: state.rules.engine.health(),
             store: storage.object_store_health(),
@@ -49,8 +52,9 @@ impl Vitals {
     }
 
     /// `failing` (the WAL or the firing log refuses writes, or an engine worker ended),
-    /// `degraded` (a full WAL queue, persistence behind, the broker, engine or object store
-    /// not answering, the CoAP socket failing, a notification channel not keeping up) or `ok`.
+    /// `degraded` (a full WAL queue or buffer, persistence behind, the broker, engine or
+    /// object store not answering or the broker's backlog overflowing, the CoAP socket
+    /// failing, a notification channel not keeping up) or `ok`.
     pub(super) fn status(&self) -> &'static str {
         let not_ok = |v: &Value| v["status"] != "ok";
         let edge_down = self.broker.as_ref().is_some_and(not_ok)
@@ -60,6 +64,7 @@ impl Vitals {
         {
             "failing"
         } else if self.depth >= self.capacity
+            || self.buffer_full
             || self.behind
             || edge_down
             || self.engine.status == "stalled"
@@ -83,6 +88,7 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
         failure,
         maintenance,
         behind,
+        buffer_full,
         engine,
         store,
         firing_failure,
@@ -102,7 +108,12 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
                 "queueDepth": depth,
                 "queueCapacity": capacity,
             },
-            "buffer": { "status": "ok", "rows": storage.buffered_rows() },
+            // Full: every write is refused until persistence frees it.
+            "buffer": {
+                "status": if buffer_full { "full" } else { "ok" },
+                "rows": storage.buffered_rows(),
+                "maxRows": storage.max_buffered_rows(),
+            },
             // Persistence, compaction and retention: a round that fails or panics is counted
             // and retried at the next; degraded until one succeeds.
             "persistence": {

@@ -467,6 +467,10 @@ async fn every_publish_an_overflowing_mqtt_backlog_drops_is_counted() {
             "the buffer never filled"
         );
     }
+    let health = server.get_json(&http, "/api/v1/health").await;
+    assert_eq!(health["components"]["buffer"]["status"], "full", "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["components"]["mqtt"]["status"], "ok", "{health}");
     let published = 2000;
     for seq in 0..published {
         client
@@ -505,6 +509,10 @@ async fn every_publish_an_overflowing_mqtt_backlog_drops_is_counted() {
             .unwrap();
         if stored + dropped + lost == published {
             assert!(dropped > 0, "the backlog never overflowed");
+            // Health says so, for a minute.
+            let mqtt = &server.get_json(&http, "/api/v1/health").await["components"]["mqtt"];
+            assert_eq!(mqtt["status"], "degraded", "{mqtt}");
+            assert_eq!(mqtt["droppedPublishes"], dropped, "{mqtt}");
             eprintln!("{published} publishes acknowledged: {stored} stored, {dropped} dropped and counted, {lost} lost");
             break;
         }

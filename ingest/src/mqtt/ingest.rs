@@ -12,7 +12,7 @@ use rumqttd::Notification;
 use serde_json::json;
 use tracing::{error, warn};
 
-use super::{device_of_telemetry, errors_topic, MqttMetrics, TELEMETRY_FILTER};
+use super::{device_of_telemetry, errors_topic, EmbeddedStatus, MqttMetrics, TELEMETRY_FILTER};
 use crate::validate::check_device;
 use crate::{decode_device_payload, DecodeArgs, EdgeAuthorizer, RejectReason, RejectionCounts};
 
@@ -27,6 +27,7 @@ pub(super) async fn run(
     storage: Arc<Storage>,
     metrics: MqttMetrics,
     authorizer: Option<Arc<dyn EdgeAuthorizer>>,
+    status: Arc<EmbeddedStatus>,
 ) {
     if let Err(e) = tx.subscribe(TELEMETRY_FILTER) {
         error!(error = %e, "mqtt: subscribing the ingest link failed");
@@ -58,6 +59,7 @@ pub(super) async fn run(
                                 if let Some(prev) = last_offset {
                                     if offset > prev + 1 {
                                         metrics.dropped_publishes.inc_by(offset - prev - 1);
+                                        status.dropped(offset - prev - 1);
                                     }
                                 }
                                 last_offset = Some(offset);

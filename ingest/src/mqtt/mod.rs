@@ -23,6 +23,7 @@
 
 mod commands;
 mod config;
+mod embedded_status;
 pub mod external;
 mod ingest;
 mod publisher;
@@ -36,6 +37,7 @@ use aemos_storage::Storage;
 use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
 
 pub use commands::{CommandAck, CommandLink, ACKS_FILTER};
+pub use embedded_status::EmbeddedStatus;
 pub use publisher::MqttPublisher;
 
 /// Telemetry topics: `aemos/devices/{device}/telemetry`.
@@ -194,6 +196,7 @@ pub enum MqttMode {
     Embedded {
         v4_addr: SocketAddr,
         v5_addr: Option<SocketAddr>,
+        status: Arc<EmbeddedStatus>,
     },
     External(Arc<external::ExternalStatus>),
 }
@@ -202,12 +205,17 @@ impl MqttMode {
     /// The broker's entry in `GET /api/v1/health`.
     pub fn health(&self) -> serde_json::Value {
         match self {
-            Self::Embedded { v4_addr, v5_addr } => serde_json::json!({
-                "status": "ok",
-                "mode": "embedded",
-                "v4Addr": v4_addr.to_string(),
-                "v5Addr": v5_addr.map(|a| a.to_string()),
-            }),
+            Self::Embedded {
+                v4_addr,
+                v5_addr,
+                status,
+            } => {
+                let mut health = status.health();
+                health["mode"] = "embedded".into();
+                health["v4Addr"] = v4_addr.to_string().into();
+                health["v5Addr"] = v5_addr.map(|a| a.to_string()).into();
+                health
+            }
             Self::External(status) => status.health(),
         }
     }
@@ -242,21 +250,31 @@ impl MqttBroker {
         let (ingest_tx, ingest_rx) = broker.link("aemos-ingest").map_err(link_error)?;
         let (notify_tx, notify_rx) = broker.link("aemos-notify").map_err(link_error)?;
         let (command_tx, command_rx) = broker.link("aemos-commands").map_err(link_error)?;
+        let status = Arc::new(EmbeddedStatus::default());
+        let router = Arc::clone(&status);
         std::thread::Builder::new()
             .name("aemos-mqtt".into())
             .spawn(move || {
                 if let Err(e) = broker.start() {
                     tracing::error!(error = %e, "mqtt broker stopped");
                 }
+                router.router_stopped();
             })
             .map_err(|e| crate::Error::Edge(format!("starting the mqtt broker: {e}")))?;
-        tokio::spawn(ingest::run(
-            ingest_tx,
-            ingest_rx,
-            storage,
-            metrics.clone(),
-            args.authorizer.clone(),
-        ));
+        let link = Arc::clone(&status);
+        let (metrics_for_link, args_authorizer) = (metrics.clone(), args.authorizer.clone());
+        tokio::spawn(async move {
+            ingest::run(
+                ingest_tx,
+                ingest_rx,
+                storage,
+                metrics_for_link,
+                args_authorizer,
+                Arc::clone(&link),
+            )
+            .await;
+            link.link_stopped();
+        });
         let publisher = MqttPublisher::start(notify_tx, notify_rx, args.notify_queue, metrics)?;
         let (commands, acks) = CommandLink::start(command_tx, command_rx, 4096)?;
         for addr in std::iter::once(v4_addr).chain(v5_addr) {
@@ -266,7 +284,11 @@ impl MqttBroker {
             publisher,
             commands,
             acks: std::sync::Mutex::new(Some(acks)),
-            mode: MqttMode::Embedded { v4_addr, v5_addr },
+            mode: MqttMode::Embedded {
+                v4_addr,
+                v5_addr,
+                status,
+            },
         })
     }
 }
