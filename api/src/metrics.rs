@@ -78,6 +78,7 @@ pub struct MetricSet {
     pub persist_seconds: Histogram,
     pub query_seconds: Histogram,
     pub notification_seconds: Histogram,
+    pub engine_feed_seconds: Histogram,
 }
 
 impl Metrics {
@@ -250,6 +251,11 @@ impl Metrics {
             notification_seconds: histogram(
                 "notification_seconds",
                 "From a firing's time (its readings' wall-clock time) to its notification's hand-off to the channels",
+                &fast,
+            ),
+            engine_feed_seconds: histogram(
+                "engine_feed_seconds",
+                "From a WAL group commit handed to the engine (waiting for room included) to the firings of its tick handed to the firing log",
                 &fast,
             ),
             registry,

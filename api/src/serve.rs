@@ -179,9 +179,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // One clock for storage, the engine and device control.
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let metrics = Metrics::new();
     let mut engine_args = aemos_engine::EngineArgs::new(workers);
     engine_args.clock = Arc::clone(&clock);
     engine_args.tick = args.engine_tick;
+    engine_args.feed_latency = Some(metrics.engine_feed_seconds.clone());
     let notifier = Notifier::new(REPLAY_PER_DEVICE, REPLAY_TOTAL);
     let rules = Rules::start(RulesArgs {
         firings: FiringLogArgs {
@@ -190,7 +192,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         engine: engine_args,
     })?;
-    let metrics = Metrics::new();
     notifier.observe_latency(metrics.notification_seconds.clone(), Arc::clone(&clock));
 
     // Socket.IO: its rooms watch devices; durable readings of watched devices become

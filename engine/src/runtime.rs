@@ -64,8 +64,8 @@ impl Reading {
 }
 
 pub(crate) enum Command {
-    /// Readings made durable together: one tick.
-    Feed(Vec<Reading>),
+    /// Readings made durable together, and when `feed` was called with them.
+    Feed(Vec<Reading>, Instant),
     /// Remove a chain, install one, or both in the same tick (a replacement); `done` is
     /// answered once worker 0 has sequenced it: every feed after it is judged by the change. Sent on the control channel, which worker 0 drains
     /// first, so a registration does not wait behind queued readings.
@@ -120,6 +120,10 @@ pub struct EngineArgs {
     pub tick: Duration,
     /// Health calls the engine stalled when worker 0 has not gone round its loop for this long.
     pub stalled_after: Duration,
+    /// Observes, per tick with readings, the time from its first feed's [`Engine::feed`]
+    /// call (waiting for room in the feed channel included) to its firings handed to the
+    /// sink.
+    pub feed_latency: Option<prometheus::Histogram>,
 }
 
 impl EngineArgs {
@@ -130,6 +134,7 @@ impl EngineArgs {
             command_capacity: 64,
             tick: Duration::from_millis(100),
             stalled_after: Duration::from_secs(10),
+            feed_latency: None,
         }
     }
 }
@@ -152,6 +157,7 @@ pub(crate) struct Shared {
     pub(crate) activator: Mutex<Option<SyncActivator>>,
     pub(crate) started: Condvar,
     pub(crate) metrics: Arc<EngineMetrics>,
+    pub(crate) feed_latency: Option<prometheus::Histogram>,
     /// Installed chains' plans, read by every worker's `Chains` reduce.
     pub(crate) plans: crate::dataflow::Plans,
     /// The origin of `metrics.heartbeat_ms`.
@@ -223,6 +229,7 @@ impl Engine {
             activator: Mutex::new(None),
             started: Condvar::new(),
             metrics,
+            feed_latency: args.feed_latency,
             plans: Default::default(),
             born: Instant::now(),
             worker0: Mutex::new(Some(Worker0Parts {
@@ -288,7 +295,7 @@ impl Engine {
         if readings.is_empty() {
             return Ok(());
         }
-        self.send(Command::Feed(readings))
+        self.send(Command::Feed(readings, Instant::now()))
     }
 
     /// Closes a tick at the clock's time, so windows and schedules see it.

@@ -151,6 +151,11 @@ struct Sequencer {
     syncs: Vec<(Time, std::sync::mpsc::SyncSender<()>)>,
     /// When the open tick took its first feed (`None`: it has none).
     fed_since: Option<Instant>,
+    /// When the open tick's earliest feed was sent (`Engine::feed`).
+    fed_at: Option<Instant>,
+    /// Closed ticks with readings, and when their earliest feed was sent: their latency is
+    /// observed once the collector has applied them.
+    fed_ticks: VecDeque<(Time, Instant)>,
     collector: Collector,
     shared: Arc<Shared>,
 }
@@ -178,6 +183,8 @@ impl Sequencer {
             collector_behind: false,
             syncs: Vec::new(),
             fed_since: None,
+            fed_at: None,
+            fed_ticks: VecDeque::new(),
             collector,
             shared,
         }
@@ -196,7 +203,7 @@ impl Sequencer {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Feed(readings) => {
+            Command::Feed(readings, sent) => {
                 let now = self.clock_ms();
                 if self.fed_since.is_some() {
                     // A feed in a later millisecond than the open tick's starts its own tick.
@@ -210,6 +217,8 @@ impl Sequencer {
                 }
                 self.feed(&readings);
                 self.fed_since.get_or_insert_with(Instant::now);
+                let at = self.fed_at.get_or_insert(sent);
+                *at = (*at).min(sent);
                 return;
             }
             Command::Swap {
@@ -269,6 +278,11 @@ impl Sequencer {
 
     fn close_tick(&mut self) {
         self.fed_since = None;
+        if let Some(sent) = self.fed_at.take() {
+            if self.shared.feed_latency.is_some() {
+                self.fed_ticks.push_back((self.epoch, sent));
+            }
+        }
         let next = (self.epoch + 1).max(self.clock_ms());
         self.inputs.advance_to(next);
         self.inputs.flush();
@@ -483,6 +497,12 @@ impl Sequencer {
         }
         while self.in_flight.front().is_some_and(|t| *t < applied) {
             self.in_flight.pop_front();
+        }
+        if let Some(latency) = &self.shared.feed_latency {
+            while let Some((_, sent)) = self.fed_ticks.front().filter(|(t, _)| *t < applied) {
+                latency.observe(sent.elapsed().as_secs_f64());
+                self.fed_ticks.pop_front();
+            }
         }
         self.syncs.retain(|(epoch, reply)| {
             if *epoch <= applied {

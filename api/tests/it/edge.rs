@@ -346,6 +346,7 @@ async fn a_firing_reaches_mqtt_coap_and_socketio() {
     assert!(count("wal_sync_seconds") >= 2);
     assert!(count("query_seconds") >= 2);
     assert_eq!(count("notification_seconds"), 2);
+    assert!(count("engine_feed_seconds") >= 2);
     // Ingestion by protocol: the MQTT publish (two readings) and the CoAP POST (one).
     let ingested = |protocol: &str| {
         metrics
