@@ -610,6 +610,50 @@ async fn concurrent_posts_of_one_chain_create_it_once_and_store_the_one_created(
     assert_eq!(serde_json::to_value(running).unwrap(), stored);
 }
 
+/// PUTs and DELETEs of one chain racing each other: afterwards the stored document and the
+/// running chain agree (both the same document, or both gone), whatever order they ran in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_and_deletes_of_one_chain_leave_storage_and_engine_agreeing() {
+    let app = Arc::new(app(1 << 20).await);
+    for round in 0..5 {
+        let (status, _) = send_json(&app, "POST", "/api/v1/rulechains", hot_chain(10.0)).await;
+        assert!(
+            status == StatusCode::CREATED || status == StatusCode::CONFLICT,
+            "{status}"
+        );
+        let changes = (0..8).map(|i| {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move {
+                let (method, body) = if (i + round) % 3 == 0 {
+                    ("DELETE", json!(null))
+                } else {
+                    ("PUT", hot_chain(30.0 + i as f64))
+                };
+                let (status, _) =
+                    send_json(&app, method, "/api/v1/rulechains/high-temp", body).await;
+                assert!(
+                    status.is_success() || status == StatusCode::NOT_FOUND,
+                    "{method} {status}"
+                );
+            })
+        });
+        for change in futures::future::join_all(changes).await {
+            change.unwrap();
+        }
+        let stored = app
+            .storage
+            .document("rulechains", "high-temp")
+            .await
+            .unwrap();
+        let running = app
+            .rules
+            .engine
+            .chain("high-temp")
+            .map(|c| serde_json::to_value(&c.spec).unwrap());
+        assert_eq!(stored, running, "round {round}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_chain_is_refused_with_the_node_and_position_and_nothing_is_registered() {
     let app = app(1 << 20).await;
