@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of the decoders, the chain compiler, the MQTT codecs and the CoAP message path (cargo-fuzz, libFuzzer).
-# Usage: bash fuzz/run.sh [SECONDS_PER_TARGET]   (default 600)
+# Usage: [FUZZ_JOBS=N] bash fuzz/run.sh [SECONDS_PER_TARGET]   (default 600 s, every core)
 # Needs a nightly toolchain and cargo-fuzz (`cargo install --locked cargo-fuzz`). Starts from
 # fuzz/seeds and what fuzz/corpus holds, runs each target for the given time on every core,
 # then minimizes the corpus back into fuzz/corpus/{target}, which the suite replays
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-600}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aemos-fuzz}"
-jobs=$(nproc)
+jobs=${FUZZ_JOBS:-$(nproc)}
 for target in decoders chains mqtt_packets coap_messages; do
   work=$(mktemp -d)
   mkdir -p "corpus/$target"
