@@ -127,11 +127,41 @@ fn check_framing(body: &[u8]) -> Result<(), Error> {
                 "Arrow IPC message at byte {at} has a negative body length"
             ))
         })?;
+        check_buffers(&message, at, body_len)?;
         at = meta_end
             .checked_add(body_len)
             .filter(|end| *end <= body.len())
             .ok_or_else(|| schema_error(format!("Arrow IPC message at byte {at} declares {body_len} body bytes, more than the body holds")))?;
     }
+}
+
+/// Checks that every buffer a record or dictionary batch message declares lies within its
+/// body: arrow's reader slices them unchecked and panics past the end (found by the fuzzer).
+fn check_buffers(
+    message: &arrow::ipc::Message<'_>,
+    at: usize,
+    body_len: usize,
+) -> Result<(), Error> {
+    let batch = message
+        .header_as_record_batch()
+        .or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
+    let Some(buffers) = batch.and_then(|b| b.buffers()) else {
+        return Ok(());
+    };
+    for (i, buffer) in buffers.iter().enumerate() {
+        let (offset, length) = (buffer.offset(), buffer.length());
+        let inside = offset >= 0
+            && length >= 0
+            && offset
+                .checked_add(length)
+                .is_some_and(|end| end as u64 <= body_len as u64);
+        if !inside {
+            return Err(schema_error(format!(
+                "Arrow IPC message at byte {at}: buffer {i} (offset {offset}, length {length}) lies outside its {body_len}-byte body"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn decode_arrow_ipc<'a>(

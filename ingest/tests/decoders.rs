@@ -305,6 +305,24 @@ fn arrow_ipc_with_dictionaries_and_nanosecond_times() {
     );
 }
 
+/// A stream whose record batch declares a buffer at an offset past its body (found by the
+/// fuzzer: arrow's reader sliced it and panicked) is refused by the framing check, with the
+/// buffer named, before arrow reads it.
+#[test]
+fn an_arrow_ipc_buffer_outside_its_body_is_refused_before_arrow_reads_it() {
+    let input =
+        include_bytes!("../../fuzz/corpus/decoders/575460a40ff4c5edf47b652368f781cea3509b88");
+    let (selector, body) = input.split_first().unwrap();
+    assert_eq!(selector % 9, 7, "an Arrow IPC input of the decoders target");
+    let e = decode(Format::ArrowIpc, body, &args())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("lies outside its") && e.contains("buffer"),
+        "{e}"
+    );
+}
+
 #[test]
 fn arrow_ipc_with_missing_or_mistyped_columns_is_refused() {
     let missing = RecordBatch::try_from_iter(vec![
