@@ -18,10 +18,10 @@
 //! {data-dir}/wal/{segment:020}.wal                              WAL segments (see wal.rs)
 //! {data-dir}/writer-id                                          this writer's id in the catalog
 //! {prefix}/catalog/{version:020}.json                           catalog versions
-//! {prefix}/readings/{yyyy-mm-dd}/{hh}/{file_id:020}.parquet     persisted readings
-//! {prefix}/readings_summary/{yyyy-mm-dd}/{hh}/{file_id:020}.parquet  per-key summary of that file
+//! {prefix}/readings/{yyyy-mm-dd}/{hh}/{file_id:020}-{writer}.parquet  persisted readings
+//! {prefix}/readings_summary/{yyyy-mm-dd}/{hh}/{file_id:020}-{writer}.parquet  per-key summary of that file
 //! {prefix}/documents/{namespace}/{name}.json                    documents of upper layers (rule chains)
-//! {prefix}/{table}/{yyyy-mm-dd}/{hh}/{file_id:020}.parquet       tables of upper layers' logs (rule_firings, log_tables.rs)
+//! {prefix}/{table}/{yyyy-mm-dd}/{hh}/{file_id:020}-{writer}.parquet  tables of upper layers' logs (rule_firings, log_tables.rs)
 //! ```
 //!
 //! Writes are admitted by priority behind a circuit breaker on the WAL queue and the buffer

@@ -7,7 +7,7 @@
 //! catalog second sees every record exactly once ([`Storage::log_table_snapshot`]).
 //!
 //! ```text
-//! {prefix}/{table}/{yyyy-mm-dd}/{hh}/{file_id:020}.parquet    one sealed segment (hour of its first record)
+//! {prefix}/{table}/{yyyy-mm-dd}/{hh}/{file_id:020}-{writer}.parquet    one sealed segment (hour of its first record)
 //! ```
 //!
 //! Retention and garbage collection treat these files as they treat the readings' files.

@@ -51,7 +51,8 @@ impl Vitals {
         }
     }
 
-    /// `failing` (the WAL or the firing log refuses writes, or an engine worker ended),
+    /// `failing` (the WAL or the firing log refuses writes, an engine worker ended, or the
+    /// embedded broker's listeners or ingest link ended),
     /// `degraded` (a full WAL queue or buffer, persistence behind, the broker, engine or
     /// object store not answering or the broker's backlog overflowing, the CoAP socket
     /// failing, a notification channel not keeping up) or `ok`.
@@ -60,7 +61,15 @@ impl Vitals {
         let edge_down = self.broker.as_ref().is_some_and(not_ok)
             || self.coap.as_ref().is_some_and(not_ok)
             || not_ok(&self.notifier);
-        if self.failure.is_some() || self.firing_failure.is_some() || self.engine.status == "failed"
+        // A broker whose listeners or ingest link ended takes telemetry to nowhere.
+        let broker_failed = self
+            .broker
+            .as_ref()
+            .is_some_and(|b| b["status"] == "failed");
+        if self.failure.is_some()
+            || self.firing_failure.is_some()
+            || self.engine.status == "failed"
+            || broker_failed
         {
             "failing"
         } else if self.depth >= self.capacity

@@ -64,7 +64,20 @@ async fn refused_readings_are_counted_by_protocol_and_reason() {
         .subscribe("aemos/devices/r-mqtt/errors", QoS::AtLeastOnce)
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Subscribed once a message of our own comes back on the topic.
+    client
+        .publish(
+            "aemos/devices/r-mqtt/errors",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"probe": true}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        next_on(&mut inbox, "aemos/devices/r-mqtt/errors").await["probe"],
+        true
+    );
     client
         .publish(
             "aemos/devices/r-mqtt/telemetry",

@@ -1,9 +1,10 @@
-//! What `GET /api/v1/health` knows of the embedded broker: whether its router thread and the
-//! ingest link still run, and when its backlog last overflowed (acknowledged publishes
-//! dropped before aemos read them).
+//! What `GET /api/v1/health` knows of the embedded broker: whether its listeners (the thread
+//! `Broker::start` runs them on, which returns once they have all ended) and the ingest link
+//! still run, and when its backlog last overflowed (acknowledged publishes dropped before
+//! aemos read them). A router that dies shows as the ingest link ending.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -13,19 +14,22 @@ const DROP_REPORTED_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 pub struct EmbeddedStatus {
-    router_stopped: AtomicBool,
+    listeners_stopped: AtomicBool,
     link_stopped: AtomicBool,
     dropped: AtomicU64,
     last_drop: Mutex<Option<Instant>>,
 }
 
 impl EmbeddedStatus {
-    pub(super) fn router_stopped(&self) {
-        self.router_stopped.store(true, Ordering::Relaxed);
+    /// A guard that marks the listeners stopped when dropped (their thread returned or
+    /// panicked).
+    pub(super) fn listeners_guard(self: &Arc<Self>) -> StoppedOnDrop {
+        StoppedOnDrop(Arc::clone(self), Part::Listeners)
     }
 
-    pub(super) fn link_stopped(&self) {
-        self.link_stopped.store(true, Ordering::Relaxed);
+    /// A guard that marks the ingest link stopped when dropped (its task returned or panicked).
+    pub(super) fn link_guard(self: &Arc<Self>) -> StoppedOnDrop {
+        StoppedOnDrop(Arc::clone(self), Part::Link)
     }
 
     /// `n` acknowledged publishes dropped by the router (a gap in its log's offsets).
@@ -34,17 +38,17 @@ impl EmbeddedStatus {
         *self.last_drop.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
-    /// `failed` when the router thread or the ingest link ended (telemetry goes nowhere),
+    /// `failed` when the listeners or the ingest link ended (telemetry goes nowhere),
     /// `degraded` for a minute after the backlog overflowed, else `ok`.
     pub fn health(&self) -> serde_json::Value {
-        let router = !self.router_stopped.load(Ordering::Relaxed);
+        let listeners = !self.listeners_stopped.load(Ordering::Relaxed);
         let link = !self.link_stopped.load(Ordering::Relaxed);
         let since_drop = self
             .last_drop
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .map(|t| t.elapsed());
-        let status = if !router || !link {
+        let status = if !listeners || !link {
             "failed"
         } else if since_drop.is_some_and(|t| t < DROP_REPORTED_FOR) {
             "degraded"
@@ -53,11 +57,28 @@ impl EmbeddedStatus {
         };
         json!({
             "status": status,
-            "routerRunning": router,
+            "listenersRunning": listeners,
             "ingestLinkRunning": link,
             "droppedPublishes": self.dropped.load(Ordering::Relaxed),
             "lastDropAgoMs": since_drop.map(|t| t.as_millis() as u64),
         })
+    }
+}
+
+enum Part {
+    Listeners,
+    Link,
+}
+
+pub(super) struct StoppedOnDrop(Arc<EmbeddedStatus>, Part);
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        let flag = match self.1 {
+            Part::Listeners => &self.0.listeners_stopped,
+            Part::Link => &self.0.link_stopped,
+        };
+        flag.store(true, Ordering::Relaxed);
     }
 }
 
@@ -67,7 +88,8 @@ mod tests {
 
     #[test]
     fn a_drop_degrades_and_a_stopped_link_fails() {
-        let status = EmbeddedStatus::default();
+        let status = Arc::new(EmbeddedStatus::default());
+        let link = status.link_guard();
         assert_eq!(status.health()["status"], "ok");
         status.dropped(3);
         let h = status.health();
@@ -75,7 +97,13 @@ mod tests {
             (h["status"].as_str(), h["droppedPublishes"].as_u64()),
             (Some("degraded"), Some(3))
         );
-        status.link_stopped();
+        // A panicking link task drops its guard too.
+        let _ = std::thread::spawn(move || {
+            let _link = link;
+            panic!("the link fails");
+        })
+        .join();
         assert_eq!(status.health()["status"], "failed");
+        assert_eq!(status.health()["ingestLinkRunning"], false);
     }
 }

@@ -251,29 +251,30 @@ impl MqttBroker {
         let (notify_tx, notify_rx) = broker.link("aemos-notify").map_err(link_error)?;
         let (command_tx, command_rx) = broker.link("aemos-commands").map_err(link_error)?;
         let status = Arc::new(EmbeddedStatus::default());
-        let router = Arc::clone(&status);
+        let listeners = status.listeners_guard();
         std::thread::Builder::new()
             .name("aemos-mqtt".into())
             .spawn(move || {
+                let _listeners = listeners;
                 if let Err(e) = broker.start() {
                     tracing::error!(error = %e, "mqtt broker stopped");
                 }
-                router.router_stopped();
             })
             .map_err(|e| crate::Error::Edge(format!("starting the mqtt broker: {e}")))?;
-        let link = Arc::clone(&status);
+        let link = status.link_guard();
         let (metrics_for_link, args_authorizer) = (metrics.clone(), args.authorizer.clone());
+        let for_link = Arc::clone(&status);
         tokio::spawn(async move {
+            let _link = link;
             ingest::run(
                 ingest_tx,
                 ingest_rx,
                 storage,
                 metrics_for_link,
                 args_authorizer,
-                Arc::clone(&link),
+                for_link,
             )
             .await;
-            link.link_stopped();
         });
         let publisher = MqttPublisher::start(notify_tx, notify_rx, args.notify_queue, metrics)?;
         let (commands, acks) = CommandLink::start(command_tx, command_rx, 4096)?;
