@@ -128,6 +128,7 @@ fn check_framing(body: &[u8]) -> Result<(), Error> {
             ))
         })?;
         check_buffers(&message, at, body_len)?;
+        check_field_types(&message)?;
         at = meta_end
             .checked_add(body_len)
             .filter(|end| *end <= body.len())
@@ -158,6 +159,36 @@ fn check_buffers(
         if !inside {
             return Err(schema_error(format!(
                 "Arrow IPC message at byte {at}: buffer {i} (offset {offset}, length {length}) lies outside its {body_len}-byte body"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a schema message declares only flat columns of the types aemos reads (text,
+/// numbers, booleans, timestamps), before arrow converts it: arrow's converter panics on some
+/// types it does not implement (`NONE`, found by the fuzzer), and no other type is of use here.
+fn check_field_types(message: &arrow::ipc::Message<'_>) -> Result<(), Error> {
+    use arrow::ipc::Type;
+    let Some(fields) = message.header_as_schema().and_then(|s| s.fields()) else {
+        return Ok(());
+    };
+    for (i, field) in fields.iter().enumerate() {
+        let name = field.name().unwrap_or_default();
+        let read = matches!(
+            field.type_type(),
+            Type::Utf8
+                | Type::LargeUtf8
+                | Type::Utf8View
+                | Type::Int
+                | Type::FloatingPoint
+                | Type::Bool
+                | Type::Timestamp
+        );
+        if !read || field.children().is_some_and(|c| !c.is_empty()) {
+            return Err(schema_error(format!(
+                "column {i} (`{name}`) has type {:?}: aemos reads text, number, boolean and timestamp columns",
+                field.type_type()
             )));
         }
     }

@@ -323,6 +323,20 @@ fn an_arrow_ipc_buffer_outside_its_body_is_refused_before_arrow_reads_it() {
     );
 }
 
+/// A schema declaring a column of type `NONE` (found by the fuzzer: arrow's converter hit an
+/// `unimplemented!`) is refused before arrow converts it, with the column named.
+#[test]
+fn an_arrow_ipc_column_of_a_type_aemos_does_not_read_is_refused_before_arrow_converts_it() {
+    let input =
+        include_bytes!("../../fuzz/corpus/decoders/e6ee464e6e8f52c95887d3e48f6cbd8c234742f8");
+    let (selector, body) = input.split_first().unwrap();
+    assert_eq!(selector % 9, 7, "an Arrow IPC input of the decoders target");
+    let e = decode(Format::ArrowIpc, body, &args())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("has type NONE") && e.contains("column"), "{e}");
+}
+
 #[test]
 fn arrow_ipc_with_missing_or_mistyped_columns_is_refused() {
     let missing = RecordBatch::try_from_iter(vec![
