@@ -165,14 +165,19 @@ fn check_buffers(
     Ok(())
 }
 
-/// Checks that a schema message declares only flat columns of the types aemos reads (text,
-/// numbers, booleans, timestamps), before arrow converts it: arrow's converter panics on some
-/// types it does not implement (`NONE`, found by the fuzzer), and no other type is of use here.
+/// Checks that a schema message declares its columns, only flat ones of the types aemos reads
+/// (text, numbers, booleans, timestamps), before arrow converts it: arrow's converter panics
+/// on a missing list and on some types it does not implement (`NONE`; both found by the
+/// fuzzer), and no other type is of use here.
 fn check_field_types(message: &arrow::ipc::Message<'_>) -> Result<(), Error> {
     use arrow::ipc::Type;
-    let Some(fields) = message.header_as_schema().and_then(|s| s.fields()) else {
+    let Some(schema) = message.header_as_schema() else {
         return Ok(());
     };
+    // arrow unwraps the list (a schema without one, found by the fuzzer, panicked it).
+    let fields = schema
+        .fields()
+        .ok_or_else(|| schema_error("the Arrow IPC schema declares no columns".into()))?;
     for (i, field) in fields.iter().enumerate() {
         let name = field.name().unwrap_or_default();
         let read = matches!(

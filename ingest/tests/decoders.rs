@@ -317,8 +317,8 @@ fn ipc_refusal(input: &[u8]) -> String {
 
 /// Streams the fuzzer found arrow's reader panicking on, refused before arrow reads them with
 /// what is wrong named: a record batch declaring a buffer at an offset past its body (arrow
-/// sliced it), and a schema declaring a column of type `NONE` (arrow's converter hit an
-/// `unimplemented!`).
+/// sliced it), a schema declaring a column of type `NONE` (arrow's converter hit an
+/// `unimplemented!`), and a schema without its list of columns (arrow unwrapped it).
 #[test]
 fn arrow_ipc_streams_arrow_panics_on_are_refused_before_arrow_reads_them() {
     let e = ipc_refusal(include_bytes!(
@@ -332,6 +332,10 @@ fn arrow_ipc_streams_arrow_panics_on_are_refused_before_arrow_reads_them() {
         "../../fuzz/corpus/decoders/e6ee464e6e8f52c95887d3e48f6cbd8c234742f8"
     ));
     assert!(e.contains("has type NONE") && e.contains("column"), "{e}");
+    let e = ipc_refusal(include_bytes!(
+        "../../fuzz/corpus/decoders/3e6b02158279be04b99b070e06de8165caf900ac"
+    ));
+    assert!(e.contains("declares no columns"), "{e}");
 }
 
 #[test]
