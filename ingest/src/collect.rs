@@ -72,6 +72,13 @@ impl RejectReason {
 pub struct RejectionCounts([u64; 5]);
 
 impl RejectionCounts {
+    /// One rejection for `reason` (a body refused whole, a single reading).
+    pub fn one(reason: RejectReason) -> Self {
+        let mut counts = Self::default();
+        counts.add(reason, 1);
+        counts
+    }
+
     pub fn add(&mut self, reason: RejectReason, n: u64) {
         self.0[reason as usize] += n;
     }

@@ -196,9 +196,9 @@ pub(super) async fn write_one(
         variable,
         value,
     } = accept(&state, &principal, &body).map_err(|(kind, e)| {
-        let mut counts = RejectionCounts::default();
-        counts.add(kind, 1);
-        state.metrics.count_rejections("http", &counts);
+        state
+            .metrics
+            .count_rejections("http", &RejectionCounts::one(kind));
         e
     })?;
     state

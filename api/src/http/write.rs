@@ -131,8 +131,8 @@ pub(super) fn decode_body(
     };
     let decoded = decoded.map_err(|e| match e {
         aemos_ingest::Error::Body { line, reason } => {
-            let mut unreadable = aemos_ingest::RejectionCounts::default();
-            unreadable.add(aemos_ingest::RejectReason::Malformed, 1);
+            let unreadable =
+                aemos_ingest::RejectionCounts::one(aemos_ingest::RejectReason::Malformed);
             state.metrics.count_rejections("http", &unreadable);
             ApiError::Rejected {
                 error: format!("unreadable body: {reason}"),

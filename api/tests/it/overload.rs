@@ -331,13 +331,7 @@ async fn overload_sheds_cuts_off_and_recovers_losing_nothing_acknowledged() {
         "resident memory reached {peak_kb} kB"
     );
     let metrics = server.metrics(&http).await;
-    let value = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("aemos_{name} ")))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let value = |name: &str| counter(&metrics, name);
     assert!(
         value("mqtt_throttled_total") > 0,
         "the heavy publisher was never cut off"

@@ -410,9 +410,9 @@ async fn post_telemetry(
     let decoded = match decode_device_payload(device, &request.message.payload, &args) {
         Ok(d) => d,
         Err(e) => {
-            let mut unreadable = crate::RejectionCounts::default();
-            unreadable.add(crate::RejectReason::Malformed, 1);
-            shared.stats.count_rejections(&unreadable);
+            shared
+                .stats
+                .count_rejections(&crate::RejectionCounts::one(crate::RejectReason::Malformed));
             return (ResponseType::BadRequest, error_body(e));
         }
     };

@@ -174,11 +174,7 @@ pub(super) fn decode_publish(
     let decoded = decode_device_payload(device, payload, &args);
     let rejected = match &decoded {
         Ok(decoded) => decoded.rejected_by,
-        Err(_) => {
-            let mut unreadable = RejectionCounts::default();
-            unreadable.add(RejectReason::Malformed, 1);
-            unreadable
-        }
+        Err(_) => RejectionCounts::one(RejectReason::Malformed),
     };
     for (reason, n) in rejected.iter() {
         metrics
