@@ -161,16 +161,22 @@ fn server(
     HashMap::from([("1".to_owned(), settings)])
 }
 
+/// The router's log of telemetry: `--mqtt-backlog-bytes` in two segments, its appends metered.
+pub(super) fn telemetry_segments(args: &MqttArgs) -> SegmentConfig {
+    SegmentConfig {
+        max_segment_size: (args.backlog_bytes / 2).max(args.max_payload_bytes * 2),
+        max_segment_count: 2,
+        appended: Some(Arc::default()),
+    }
+}
+
 pub(super) fn broker_config(
     args: &MqttArgs,
     v4_addr: SocketAddr,
     v5_addr: Option<SocketAddr>,
+    telemetry: SegmentConfig,
     throttle: Option<Arc<Throttle>>,
 ) -> Config {
-    let telemetry = SegmentConfig {
-        max_segment_size: (args.backlog_bytes / 2).max(args.max_payload_bytes * 2),
-        max_segment_count: 2,
-    };
     Config {
         id: 0,
         router: RouterConfig {

@@ -1,26 +1,48 @@
 //! What `GET /api/v1/health` knows of the embedded broker: whether its listeners (the thread
 //! `Broker::start` runs them on, which returns once they have all ended) and the ingest link
 //! still run, and when its backlog last overflowed (acknowledged publishes dropped before
-//! aemos read them). A router that dies shows as the ingest link ending.
+//! aemos read them). A router that dies shows as the ingest link ending. And how far the
+//! ingest link is behind the router's log of telemetry (its backlog), which the throttle reads.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rumqttd::AppendMeter;
 use serde_json::json;
 
 /// How long the broker is reported degraded after its backlog overflowed.
 const DROP_REPORTED_FOR: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EmbeddedStatus {
     listeners_stopped: AtomicBool,
     link_stopped: AtomicBool,
     dropped: AtomicU64,
     last_drop: Mutex<Option<Instant>>,
+    /// What the router appended to the telemetry filter's log.
+    appended: Arc<AppendMeter>,
+    /// The offset in that log of the next publish the ingest link is to read.
+    read: AtomicU64,
+    /// The bytes that log holds before it drops its oldest segment.
+    capacity: u64,
 }
 
 impl EmbeddedStatus {
+    /// The status of a broker whose telemetry log, of `capacity` bytes, counts its appends in
+    /// `appended`.
+    pub(super) fn new(appended: Arc<AppendMeter>, capacity: u64) -> Self {
+        Self {
+            listeners_stopped: AtomicBool::new(false),
+            link_stopped: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            last_drop: Mutex::new(None),
+            appended,
+            read: AtomicU64::new(0),
+            capacity,
+        }
+    }
+
     /// A guard that marks the listeners stopped when dropped (their thread returned or
     /// panicked).
     pub(super) fn listeners_guard(self: &Arc<Self>) -> StoppedOnDrop {
@@ -36,6 +58,26 @@ impl EmbeddedStatus {
     pub(super) fn dropped(&self, n: u64) {
         self.dropped.fetch_add(n, Ordering::Relaxed);
         *self.last_drop.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// The ingest link has read the publish at `offset` of the telemetry log.
+    pub(super) fn read_through(&self, offset: u64) {
+        self.read.fetch_max(offset + 1, Ordering::Relaxed);
+    }
+
+    /// About how many bytes of telemetry the router holds that the ingest link has not read:
+    /// the publishes behind it (exact) at the log's mean publish size.
+    pub(super) fn backlog_bytes(&self) -> u64 {
+        let publishes = self.appended.publishes.load(Ordering::Relaxed);
+        let bytes = self.appended.bytes.load(Ordering::Relaxed);
+        let behind = publishes.saturating_sub(self.read.load(Ordering::Relaxed));
+        (u128::from(behind) * u128::from(bytes) / u128::from(publishes.max(1))) as u64
+    }
+
+    /// Over a quarter of the backlog is taken: the log can drop unread publishes once the
+    /// ingest link is more than half of it (one segment of two) behind.
+    pub(super) fn backlog_filling(&self) -> bool {
+        self.backlog_bytes().saturating_mul(4) >= self.capacity
     }
 
     /// `failed` when the listeners or the ingest link ended (telemetry goes nowhere),
@@ -60,6 +102,8 @@ impl EmbeddedStatus {
             "listenersRunning": listeners,
             "ingestLinkRunning": link,
             "droppedPublishes": self.dropped.load(Ordering::Relaxed),
+            "backlogBytes": self.backlog_bytes(),
+            "backlogCapacityBytes": self.capacity,
             "lastDropAgoMs": since_drop.map(|t| t.as_millis() as u64),
         })
     }
@@ -88,7 +132,7 @@ mod tests {
 
     #[test]
     fn a_drop_degrades_and_a_stopped_link_fails() {
-        let status = Arc::new(EmbeddedStatus::default());
+        let status = Arc::new(EmbeddedStatus::new(Arc::default(), 1024));
         let link = status.link_guard();
         assert_eq!(status.health()["status"], "ok");
         status.dropped(3);
@@ -105,5 +149,24 @@ mod tests {
         .join();
         assert_eq!(status.health()["status"], "failed");
         assert_eq!(status.health()["ingestLinkRunning"], false);
+    }
+
+    #[test]
+    fn the_backlog_is_the_publishes_behind_at_their_mean_size() {
+        let appended = Arc::new(AppendMeter::default());
+        let status = EmbeddedStatus::new(Arc::clone(&appended), 4000);
+        assert_eq!(status.backlog_bytes(), 0);
+        appended.publishes.store(10, Ordering::Relaxed);
+        appended.bytes.store(1000, Ordering::Relaxed);
+        assert_eq!(status.backlog_bytes(), 1000);
+        assert!(status.backlog_filling());
+        status.read_through(6);
+        assert_eq!(status.backlog_bytes(), 300);
+        assert!(!status.backlog_filling());
+        // Offsets seen out of order never move the reader back.
+        status.read_through(2);
+        assert_eq!(status.backlog_bytes(), 300);
+        status.read_through(9);
+        assert_eq!(status.health()["backlogBytes"], 0);
     }
 }

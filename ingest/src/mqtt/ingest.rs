@@ -63,6 +63,7 @@ pub(super) async fn run(
                                     }
                                 }
                                 last_offset = Some(offset);
+                                status.read_through(offset);
                             }
                             let publish = forward.publish;
                             rows += take_publish(&mut tx, &storage, &metrics, authorizer.as_deref(), &publish.topic, &publish.payload, &mut batches);

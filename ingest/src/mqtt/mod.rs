@@ -28,6 +28,8 @@ pub mod external;
 mod ingest;
 mod publisher;
 mod throttle;
+#[cfg(test)]
+mod throttle_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -114,7 +116,8 @@ pub struct MqttMetrics {
     pub redeliveries: IntCounter,
     /// External broker: publishes left unacknowledged because their write failed.
     pub unacknowledged: IntCounter,
-    /// Embedded broker: heavy publishers disconnected while the circuit breaker was open.
+    /// Embedded broker: heavy publishers disconnected while the circuit breaker was open or
+    /// the telemetry backlog filled.
     pub throttled: IntCounter,
     pub notifications: IntCounter,
     pub durable_window: Histogram,
@@ -168,7 +171,7 @@ impl MqttMetrics {
             )?,
             throttled: counter(
                 "mqtt_throttled_total",
-                "Heavy telemetry publishers disconnected while the circuit breaker was open",
+                "Heavy telemetry publishers disconnected while the circuit breaker was open or the broker's backlog filled",
             )?,
             notifications: counter(
                 "mqtt_notifications_total",
@@ -235,14 +238,21 @@ impl MqttBroker {
     ) -> crate::Result<MqttEdge> {
         let v4_addr = config::resolve(args.v4_addr)?;
         let v5_addr = args.v5_addr.map(config::resolve).transpose()?;
+        let telemetry = config::telemetry_segments(&args);
+        let status = Arc::new(EmbeddedStatus::new(
+            Arc::clone(telemetry.appended.as_ref().expect("metered")),
+            (telemetry.max_segment_size * telemetry.max_segment_count) as u64,
+        ));
         let throttle = Arc::new(throttle::Throttle::new(
             Arc::clone(&storage),
+            Arc::clone(&status),
             metrics.throttled.clone(),
         ));
         let mut broker = rumqttd::Broker::new(config::broker_config(
             &args,
             v4_addr,
             v5_addr,
+            telemetry,
             Some(throttle),
         ));
         let link_error =
@@ -250,7 +260,6 @@ impl MqttBroker {
         let (ingest_tx, ingest_rx) = broker.link("aemos-ingest").map_err(link_error)?;
         let (notify_tx, notify_rx) = broker.link("aemos-notify").map_err(link_error)?;
         let (command_tx, command_rx) = broker.link("aemos-commands").map_err(link_error)?;
-        let status = Arc::new(EmbeddedStatus::default());
         let listeners = status.listeners_guard();
         std::thread::Builder::new()
             .name("aemos-mqtt".into())

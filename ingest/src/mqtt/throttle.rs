@@ -1,10 +1,12 @@
-//! Overload on the embedded broker: while the circuit breaker is open, the heaviest
-//! telemetry publishers are disconnected.
+//! Overload on the embedded broker: while the circuit breaker is open, or while the ingest
+//! link has fallen a quarter of the backlog behind the router, the heaviest telemetry
+//! publishers are disconnected.
 //!
 //! The router acknowledges a QoS 1 publish on receipt, so a broker that kept taking telemetry
-//! while storage sheds would fill its backlog and then drop the oldest acknowledged
-//! publishes. Instead, each telemetry publish is counted per client over a window of one
-//! second; while the breaker is `OPEN`, a client that has sent at least the average of the
+//! while storage sheds (or while the ingest link's writes wait) would fill its backlog and
+//! then drop the oldest acknowledged publishes. Instead, each telemetry publish is counted per
+//! client over a window of one second; while the breaker is `OPEN` or the backlog fills
+//! ([`EmbeddedStatus::backlog_filling`]), a client that has sent at least the average of the
 //! window's publishers (the heavier half) and more than 64 KiB in it (so that a device sending
 //! now and then is never cut off) is disconnected before its publish reaches the router: MQTT 5 clients
 //! get DISCONNECT with reason `0x97` (quota exceeded) and the reason, then the connection
@@ -16,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aemos_storage::{CircuitState, Storage};
+
+use super::EmbeddedStatus;
 use prometheus::IntCounter;
 use rumqttd::protocol::DisconnectReasonCode;
 use rumqttd::PacketVerdict;
@@ -33,14 +37,20 @@ struct Window {
 
 pub(super) struct Throttle {
     storage: Arc<Storage>,
+    status: Arc<EmbeddedStatus>,
     window: Mutex<Window>,
     throttled: IntCounter,
 }
 
 impl Throttle {
-    pub(super) fn new(storage: Arc<Storage>, throttled: IntCounter) -> Self {
+    pub(super) fn new(
+        storage: Arc<Storage>,
+        status: Arc<EmbeddedStatus>,
+        throttled: IntCounter,
+    ) -> Self {
         Self {
             storage,
+            status,
             window: Mutex::new(Window {
                 started: Instant::now(),
                 by_client: HashMap::new(),
@@ -76,14 +86,18 @@ impl Throttle {
         if mine <= FLOOR_BYTES || mine < average {
             return None;
         }
-        if self.storage.admission_status().circuit_state != CircuitState::Open {
+        let cause = if self.storage.admission_status().circuit_state == CircuitState::Open {
+            "circuit breaker open"
+        } else if self.status.backlog_filling() {
+            "telemetry backlog filling"
+        } else {
             return None;
-        }
+        };
         self.throttled.inc();
         Some(PacketVerdict::Refuse {
             reason: DisconnectReasonCode::QuotaExceeded,
             message: format!(
-                "aemos is overloaded (circuit breaker open) and {client_id} is among its heaviest publishers ({mine} bytes in the last second); reconnect later"
+                "aemos is overloaded ({cause}) and {client_id} is among its heaviest publishers ({mine} bytes in the last second); reconnect later"
             ),
         })
     }

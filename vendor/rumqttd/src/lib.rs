@@ -245,6 +245,19 @@ pub struct RouterConfig {
 pub struct SegmentConfig {
     pub max_segment_size: usize,
     pub max_segment_count: usize,
+    // aemos: what the log of exactly this filter has taken, for its reader to see how far
+    // behind it is.
+    #[serde(skip)]
+    pub appended: Option<Arc<AppendMeter>>,
+}
+
+// aemos: the publishes (and their bytes, as the log counts them) appended to one filter's log
+// since the router started. A publish's absolute offset in that log is the number appended
+// before it, so a reader at offset `o` is `publishes - o` behind.
+#[derive(Debug, Default)]
+pub struct AppendMeter {
+    pub publishes: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
 }
 
 type ReloadHandle = Handle<EnvFilter, Layered<Layer<Registry, Pretty, Format<Pretty>>, Registry>>;

@@ -336,6 +336,8 @@ pub struct Data<T> {
     pub log: CommitLog<T>,
     pub waiters: Waiters<DataRequest>,
     meter: SubscriptionMeter,
+    // aemos: shared with the reader of this filter's log (`SegmentConfig::appended`).
+    appended: Option<std::sync::Arc<crate::AppendMeter>>,
 }
 
 impl<T> Data<T>
@@ -345,6 +347,7 @@ where
     pub fn new(filter: &str, router_config: &RouterConfig) -> Data<T> {
         let mut max_segment_size = router_config.max_segment_size;
         let mut max_mem_segments = router_config.max_segment_count;
+        let mut appended = None;
 
         // Override segment config for selected filter
         if let Some(config) = &router_config.custom_segment {
@@ -353,6 +356,10 @@ where
                     info!("Overriding segment config for filter: {}", filter);
                     max_segment_size = segment_config.max_segment_size;
                     max_mem_segments = segment_config.max_segment_count;
+                }
+                // aemos: only the log of the filter itself, not of the topics it matches.
+                if filter == f {
+                    appended.clone_from(&segment_config.appended);
                 }
             }
         }
@@ -367,6 +374,7 @@ where
             log,
             waiters,
             meter: metrics,
+            appended,
         }
     }
 
@@ -385,6 +393,11 @@ where
 
         self.meter.count += 1;
         self.meter.total_size += size;
+        if let Some(appended) = &self.appended {
+            use std::sync::atomic::Ordering::Relaxed;
+            appended.publishes.fetch_add(1, Relaxed);
+            appended.bytes.fetch_add(size as u64, Relaxed);
+        }
 
         (offset, &self.filter)
     }
