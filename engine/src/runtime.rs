@@ -64,8 +64,10 @@ impl Reading {
 }
 
 pub(crate) enum Command {
-    /// Readings made durable together, and when `feed` was called with them.
-    Feed(Vec<Reading>, Instant),
+    /// Readings made durable together, and when `feed` was called with them: on the monotonic
+    /// clock (for the feed latency) and on the engine's clock, whose millisecond is the tick
+    /// they join however long they wait in the channel.
+    Feed(Vec<Reading>, Instant, i64),
     /// Remove a chain, install one, or both in the same tick (a replacement); `done` is
     /// answered once worker 0 has sequenced it: every feed after it is judged by the change. Sent on the control channel, which worker 0 drains
     /// first, so a registration does not wait behind queued readings.
@@ -295,7 +297,8 @@ impl Engine {
         if readings.is_empty() {
             return Ok(());
         }
-        self.send(Command::Feed(readings, Instant::now()))
+        let sent_ms = self.shared.clock.now_ms();
+        self.send(Command::Feed(readings, Instant::now(), sent_ms))
     }
 
     /// Closes a tick at the clock's time, so windows and schedules see it.

@@ -2,11 +2,13 @@
 //! updates at its current tick, then closes the tick; the other workers only run their share
 //! of the dataflow (their inputs are closed at once, so worker 0's inputs set the frontier).
 //!
-//! A tick is a millisecond of the engine's clock, and the feeds that arrive within one share
-//! it: a tick with readings closes once the clock has passed it (or [`COALESCE`] after its
-//! first feed, on a clock that stands still), so however many feeds arrive per second the
-//! engine's time stays the wall-clock time of its readings. A chain command, an advance or a
-//! sync closes the open tick first.
+//! A tick is a millisecond of the engine's clock, and the feeds sent within one share it: a
+//! feed's tick is the millisecond [`crate::Engine::feed`] was called in (its readings made
+//! durable), not the one worker 0 takes it in, so neither many feeds a second nor a queue of
+//! them moves the engine's time off the wall-clock time of its readings. A tick with readings
+//! closes once a feed of a later millisecond comes or the channel is empty and the clock has
+//! passed it (or [`COALESCE`] after its first feed, on a clock that stands still). A chain
+//! command, an advance or a sync closes the open tick first, and the next tick is the clock's.
 //!
 //! Worker 0 keeps the latest value of every key, so that a reading becomes one retraction and
 //! one insertion (upsert); a reading older than the latest one of its key is history and leaves
@@ -97,20 +99,26 @@ pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
         // Chain commands first, and again before each feed: one sent before a feed is applied
         // before it, and one sent later may overtake queued readings.
         let mut stop = seq.drain(&control);
+        let mut drained = false;
         while !stop && seq.in_flight.len() < MAX_IN_FLIGHT {
             match feeds.try_recv() {
                 Ok(command) => {
                     stop = seq.drain(&control);
                     seq.apply(command);
                 }
-                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Empty) => {
+                    drained = true;
+                    break;
+                }
                 Err(TryRecvError::Disconnected) => stop = true,
             }
         }
         if stop {
             break;
         }
-        seq.close_if_due();
+        if drained {
+            seq.close_if_due();
+        }
         worker.step_or_park(Some(seq.park_for(shared.tick)));
         // A chain command that arrived during the step goes in before the collector's work.
         if seq.drain(&control) {
@@ -203,12 +211,15 @@ impl Sequencer {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Feed(readings, sent) => {
-                let now = self.clock_ms();
+            Command::Feed(readings, sent, sent_ms) => {
+                // The tick is the millisecond the feed was sent in, not the one it is taken
+                // in: a queue of feeds (load) must not push their firings' times later.
+                let now = sent_ms.max(0) as Time;
                 if self.fed_since.is_some() {
-                    // A feed in a later millisecond than the open tick's starts its own tick.
+                    // A feed sent in a later millisecond than the open tick's starts its own
+                    // tick, at that millisecond.
                     if now > self.epoch {
-                        self.close_tick();
+                        self.close_tick_at(now);
                     }
                 } else if now > self.epoch {
                     // The open tick has nothing yet: it takes the time of its first feed.
@@ -266,8 +277,10 @@ impl Sequencer {
         }
     }
 
-    /// Closes the open tick if it has readings and the clock has passed it, or its first feed
-    /// has waited [`COALESCE`].
+    /// With no feed queued: closes the open tick if it has readings and the clock has passed
+    /// it (no feed of its millisecond can come any more), or its first feed has waited
+    /// [`COALESCE`]. (With feeds queued the tick stays open: the next feed of a later
+    /// millisecond closes it.)
     fn close_if_due(&mut self) {
         if let Some(since) = self.fed_since {
             if self.clock_ms() > self.epoch || since.elapsed() >= COALESCE {
@@ -276,14 +289,21 @@ impl Sequencer {
         }
     }
 
+    /// Closes the open tick; the next one is at the clock's time.
     fn close_tick(&mut self) {
+        self.close_tick_at(self.clock_ms());
+    }
+
+    /// Closes the open tick; the next one is at `at` (or the next millisecond, if `at` is not
+    /// later).
+    fn close_tick_at(&mut self, at: Time) {
         self.fed_since = None;
         if let Some(sent) = self.fed_at.take() {
             if self.shared.feed_latency.is_some() {
                 self.fed_ticks.push_back((self.epoch, sent));
             }
         }
-        let next = (self.epoch + 1).max(self.clock_ms());
+        let next = (self.epoch + 1).max(at);
         self.inputs.advance_to(next);
         self.inputs.flush();
         self.in_flight.push_back(self.epoch);
