@@ -336,10 +336,16 @@ impl Collector {
         if state.chain.schedule.is_some() {
             return None; // scheduled chains fire on their ticks only
         }
-        // The values as of this tick: for a clear, the ones that ended it.
+        // The values as of this tick: for a clear, the ones that ended it (the removed row
+        // carries those of its last activation: the latest values replace them).
         let values = match kind {
             FiringKind::Cleared => {
-                with_latest(&state.chain, &removed.unwrap_or_default(), time, latest)
+                let carried: Vec<_> = removed
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(slot, _)| !is_latest(&state.chain, *slot))
+                    .collect();
+                with_latest(&state.chain, &carried, time, latest)
             }
             _ => active.unwrap_or_default(),
         };
@@ -403,6 +409,14 @@ impl Collector {
             }
         }
     }
+}
+
+/// Whether a chain's slot is the latest value of a key (not a window aggregate).
+fn is_latest(chain: &CompiledChain, slot: Slot) -> bool {
+    matches!(
+        chain.inputs.get(slot as usize),
+        Some(crate::parse::Input::Latest { .. })
+    )
 }
 
 /// The values a chain read at `time`: those carried through the dataflow (window aggregates,

@@ -269,3 +269,46 @@ fn scheduled_chains_fire_on_their_ticks_while_active() {
     h.advance(60_000);
     assert_eq!(h.take(), vec![], "not active at the tick");
 }
+
+#[test]
+fn a_clear_carries_the_values_that_ended_it() {
+    let h = Harness::new(2);
+    h.register(json!({
+        "id": "hot", "on": "change",
+        "nodes": [{"type": "filter", "sensor": "s", "condition": "t > 25 AND h < 90"}]
+    }));
+    h.feed(&[("s", "t", 26.0), ("s", "h", 50.0)]);
+    let f = h.take_firings();
+    assert_eq!((f.len(), f[0].kind), (1, Activated));
+    h.feed(&[("s", "t", 27.0)]);
+    h.feed(&[("s", "t", 20.0)]);
+    let f = h.take_firings();
+    assert_eq!((f.len(), f[0].kind), (1, Cleared));
+    let mut values = f[0].values.clone();
+    values.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        values,
+        vec![("h".to_owned(), 50.0), ("t".to_owned(), 20.0)],
+        "the reading that cleared it, not the last one while active"
+    );
+    // One atom, as most chains.
+    h.register(json!({
+        "id": "warm", "on": "change",
+        "nodes": [
+            {"type": "filter", "sensor": "w", "condition": "t > 25"},
+            {"type": "transform", "set": {"t_f": "t * 9 / 5 + 32"}},
+            {"type": "action", "action": "notify", "device": "w",
+             "state": {"name": "alert", "value": "warning", "clear": "normal"}}
+        ]
+    }));
+    h.feed(&[("w", "t", 26.0)]);
+    h.feed(&[("w", "t", 27.0)]);
+    h.feed(&[("w", "t", 20.0)]);
+    let f = h.take_firings();
+    assert_eq!(
+        f.iter().map(|f| f.kind).collect::<Vec<_>>(),
+        [Activated, Cleared]
+    );
+    assert_eq!(f[1].values, vec![("t".to_owned(), 20.0)]);
+    assert_eq!(f[1].fields, vec![("t_f".to_owned(), 68.0)]);
+}
