@@ -80,8 +80,8 @@ async fn a_filling_backlog_cuts_off_the_heavy_publisher_before_anything_is_dropp
                 Err(ConnectionError::MqttState(StateError::ServerDisconnect {
                     reason_code,
                     reason_string,
-                })) => return (acked, Some((reason_code, reason_string))),
-                Err(_) => return (acked, None),
+                })) => return (acked, Ok((reason_code, reason_string))),
+                Err(e) => return (acked, Err(e.to_string())),
             }
         }
     });
@@ -110,7 +110,7 @@ async fn a_filling_backlog_cuts_off_the_heavy_publisher_before_anything_is_dropp
         .await
         .expect("the heavy publisher was never cut off")
         .unwrap();
-    let (reason_code, reason) = disconnect.expect("a DISCONNECT with a reason");
+    let (reason_code, reason) = disconnect.expect("cut off with a DISCONNECT and its reason");
     assert_eq!(reason_code, DisconnectReasonCode::QuotaExceeded);
     assert!(
         reason.as_deref().unwrap_or("").contains("backlog filling"),

@@ -167,10 +167,26 @@ impl<P: Protocol> Network<P> {
     }
 
     /// aemos: flushes what was written and shuts the write side down (FIN, and a TLS
-    /// close_notify), used when the application refuses a packet and the link closes.
+    /// close_notify), used when the application refuses a packet and the link closes. Then
+    /// reads and discards what the client still sends, until it closes (once it has read the
+    /// DISCONNECT), for at most 500 ms and 1 MiB: a socket dropped with unread data in its
+    /// receive buffer is reset (RST), and a reset discards the DISCONNECT the client has not
+    /// read yet, so a client still publishing would never learn why it was cut off.
     pub async fn close(&mut self) -> io::Result<()> {
         self.socket.flush().await?;
-        self.socket.shutdown().await
+        self.socket.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let drain = async {
+            let mut drained = 0;
+            while drained < 1 << 20 {
+                match self.socket.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+        };
+        let _ = timeout(Duration::from_millis(500), drain).await;
+        Ok(())
     }
 
     pub async fn writev(&mut self, packets: VecDeque<Packet>) -> Result<(), Error> {
