@@ -21,6 +21,7 @@ mod collector;
 mod dataflow;
 mod error;
 pub mod expr;
+mod feed_budget;
 #[doc(hidden)]
 pub mod fuzzing;
 mod history;

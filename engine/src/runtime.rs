@@ -118,6 +118,9 @@ pub struct EngineArgs {
     pub clock: Arc<dyn Clock>,
     /// Commands (a feed is one command) queued before senders block.
     pub command_capacity: usize,
+    /// Readings fed and not yet taken by worker 0 before a feed blocks (a feed alone always
+    /// goes in): bounds the queue's latency when feeds are large.
+    pub max_queued_readings: usize,
     /// How often time moves forward without readings, when windows or schedules need it.
     pub tick: Duration,
     /// Health calls the engine stalled when worker 0 has not gone round its loop for this long.
@@ -134,6 +137,7 @@ impl EngineArgs {
             workers,
             clock: Arc::new(SystemClock),
             command_capacity: 64,
+            max_queued_readings: 65_536,
             tick: Duration::from_millis(100),
             stalled_after: Duration::from_secs(10),
             feed_latency: None,
@@ -160,6 +164,7 @@ pub(crate) struct Shared {
     pub(crate) started: Condvar,
     pub(crate) metrics: Arc<EngineMetrics>,
     pub(crate) feed_latency: Option<prometheus::Histogram>,
+    pub(crate) feed_budget: crate::feed_budget::FeedBudget,
     /// Installed chains' plans, read by every worker's `Chains` reduce.
     pub(crate) plans: crate::dataflow::Plans,
     /// The origin of `metrics.heartbeat_ms`.
@@ -232,6 +237,7 @@ impl Engine {
             started: Condvar::new(),
             metrics,
             feed_latency: args.feed_latency,
+            feed_budget: crate::feed_budget::FeedBudget::new(args.max_queued_readings),
             plans: Default::default(),
             born: Instant::now(),
             worker0: Mutex::new(Some(Worker0Parts {
@@ -292,13 +298,19 @@ impl Engine {
     }
 
     /// Feeds readings made durable together; they form one tick. Blocks while the feed
-    /// channel is full.
+    /// channel is full, or the readings queued exceed [`EngineArgs::max_queued_readings`].
     pub fn feed(&self, readings: Vec<Reading>) -> Result<()> {
         if readings.is_empty() {
             return Ok(());
         }
+        let n = readings.len();
+        self.shared.feed_budget.take(n)?;
         let sent_ms = self.shared.clock.now_ms();
-        self.send(Command::Feed(readings, Instant::now(), sent_ms))
+        let sent = self.send(Command::Feed(readings, Instant::now(), sent_ms));
+        if sent.is_err() {
+            self.shared.feed_budget.give_back(n);
+        }
+        sent
     }
 
     /// Closes a tick at the clock's time, so windows and schedules see it.

@@ -168,6 +168,13 @@ struct Sequencer {
     shared: Arc<Shared>,
 }
 
+impl Drop for Sequencer {
+    /// Worker 0 has ended (or unwinds a panic): feeds waiting for room would wait forever.
+    fn drop(&mut self) {
+        self.shared.feed_budget.close();
+    }
+}
+
 impl Sequencer {
     fn new(
         mut inputs: Inputs,
@@ -212,6 +219,7 @@ impl Sequencer {
     fn apply(&mut self, command: Command) {
         match command {
             Command::Feed(readings, sent, sent_ms) => {
+                self.shared.feed_budget.give_back(readings.len());
                 // The tick is the millisecond the feed was sent in, not the one it is taken
                 // in: a queue of feeds (load) must not push their firings' times later.
                 let now = sent_ms.max(0) as Time;
