@@ -110,6 +110,8 @@ pub struct EngineHealth {
     pub workers_running: usize,
     /// Since worker 0 last went round its loop.
     pub since_heartbeat: Duration,
+    /// Readings fed and not yet taken by worker 0 (of [`EngineArgs::max_queued_readings`]).
+    pub queued_readings: usize,
 }
 
 pub struct EngineArgs {
@@ -488,6 +490,7 @@ impl Engine {
             status,
             workers: self.workers,
             workers_running,
+            queued_readings: self.shared.feed_budget.queued(),
             since_heartbeat,
         }
     }

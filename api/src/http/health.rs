@@ -153,6 +153,7 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
                 "workers": engine.workers,
                 "workersRunning": engine.workers_running,
                 "sinceHeartbeatMs": engine.since_heartbeat.as_millis() as u64,
+                "queuedReadings": engine.queued_readings,
                 "chains": state.rules.engine.chain_count(),
                 "frontier": state.rules.engine.metrics().frontier.load(std::sync::atomic::Ordering::Relaxed),
             },

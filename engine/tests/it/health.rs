@@ -93,6 +93,7 @@ fn feeds_queue_up_to_a_bound_in_readings_then_wait() {
     };
     std::thread::sleep(Duration::from_millis(200));
     assert!(!waiting.is_finished(), "a feed past the bound went in");
+    assert_eq!(engine.health().queued_readings, 100);
     drop(release_tx); // every firing goes through from now on
     waiting.join().unwrap().unwrap();
     engine.sync().unwrap();
