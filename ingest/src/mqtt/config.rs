@@ -15,7 +15,7 @@ use rumqttd::{
 use crate::{EdgeAuthorizer, EdgeRefusal};
 
 use super::throttle::Throttle;
-use super::{MqttArgs, TELEMETRY_FILTER};
+use super::{EmbeddedStatus, MqttArgs, TELEMETRY_FILTER};
 
 /// Commit log of every other filter (device subscriptions: notifications, errors, commands).
 const OTHER_SEGMENT_BYTES: usize = 1024 * 1024;
@@ -50,6 +50,7 @@ pub(super) async fn wait_listening(addr: SocketAddr, limit: Duration) -> crate::
 fn verdict(
     authorizer: Option<&dyn EdgeAuthorizer>,
     throttle: Option<&Throttle>,
+    status: &EmbeddedStatus,
     client_id: &str,
     packet: &Packet,
 ) -> PacketVerdict {
@@ -57,8 +58,9 @@ fn verdict(
     match packet {
         Packet::Publish(publish, _) => {
             let topic = String::from_utf8_lossy(&publish.topic);
+            let telemetry = super::device_of_telemetry(&topic).is_some();
             if let Some(cut) = throttle
-                .filter(|_| super::device_of_telemetry(&topic).is_some())
+                .filter(|_| telemetry)
                 .and_then(|t| t.check(client_id, publish.payload.len()))
             {
                 return cut;
@@ -70,6 +72,9 @@ fn verdict(
                 )),
                 None => Ok(()),
             };
+            if outcome.is_ok() && telemetry {
+                status.admitted();
+            }
             outcome.map_or_else(refuse, |()| PacketVerdict::Allow)
         }
         Packet::Subscribe(subscribe, _) => {
@@ -114,6 +119,7 @@ fn server(
     listen: SocketAddr,
     args: &MqttArgs,
     throttle: Option<Arc<Throttle>>,
+    status: &Arc<EmbeddedStatus>,
 ) -> HashMap<String, ServerSettings> {
     let mut connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
@@ -124,12 +130,17 @@ fn server(
         dynamic_filters: true,
         packet_filter: None,
         session_check: None,
+        read_pause: None,
     };
+    let backlog = Arc::clone(status);
+    connections.read_pause = Some(Arc::new(move || backlog.read_pause()));
     let filter_auth = args.authorizer.clone();
+    let filter_status = Arc::clone(status);
     connections.packet_filter = Some(Arc::new(move |client_id: &str, packet: &Packet| {
         verdict(
             filter_auth.as_deref(),
             throttle.as_deref(),
+            &filter_status,
             client_id,
             packet,
         )
@@ -176,6 +187,7 @@ pub(super) fn broker_config(
     v5_addr: Option<SocketAddr>,
     telemetry: SegmentConfig,
     throttle: Option<Arc<Throttle>>,
+    status: &Arc<EmbeddedStatus>,
 ) -> Config {
     Config {
         id: 0,
@@ -188,8 +200,14 @@ pub(super) fn broker_config(
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
-        v4: Some(server("aemos-mqtt-v4", v4_addr, args, throttle.clone())),
-        v5: v5_addr.map(|addr| server("aemos-mqtt-v5", addr, args, throttle)),
+        v4: Some(server(
+            "aemos-mqtt-v4",
+            v4_addr,
+            args,
+            throttle.clone(),
+            status,
+        )),
+        v5: v5_addr.map(|addr| server("aemos-mqtt-v5", addr, args, throttle, status)),
         ..Config::default()
     }
 }

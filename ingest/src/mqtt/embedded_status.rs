@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use rumqttd::AppendMeter;
 use serde_json::json;
 
+/// How long a listener holds a connection's reads while the backlog is an eighth full.
+const READ_PAUSE: Duration = Duration::from_millis(5);
+
 /// How long the broker is reported degraded after its backlog overflowed.
 const DROP_REPORTED_FOR: Duration = Duration::from_secs(60);
 
@@ -24,6 +27,9 @@ pub struct EmbeddedStatus {
     appended: Arc<AppendMeter>,
     /// The offset in that log of the next publish the ingest link is to read.
     read: AtomicU64,
+    /// Telemetry publishes the listeners let through to the router: ahead of `appended` by
+    /// those the router has not appended yet (its thread may lag the listeners').
+    admitted: AtomicU64,
     /// The bytes that log holds before it drops its oldest segment.
     capacity: u64,
 }
@@ -39,6 +45,7 @@ impl EmbeddedStatus {
             last_drop: Mutex::new(None),
             appended,
             read: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
             capacity,
         }
     }
@@ -65,12 +72,19 @@ impl EmbeddedStatus {
         self.read.fetch_max(offset + 1, Ordering::Relaxed);
     }
 
-    /// About how many bytes of telemetry the router holds that the ingest link has not read:
-    /// the publishes behind it (exact) at the log's mean publish size.
+    /// A listener let a telemetry publish through to the router.
+    pub(super) fn admitted(&self) {
+        self.admitted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// About how many bytes of telemetry the router holds, or is about to, that the ingest
+    /// link has not read: the publishes behind it (those appended, exact, and those let
+    /// through but not appended yet) at the log's mean publish size.
     pub(super) fn backlog_bytes(&self) -> u64 {
         let publishes = self.appended.publishes.load(Ordering::Relaxed);
         let bytes = self.appended.bytes.load(Ordering::Relaxed);
-        let behind = publishes.saturating_sub(self.read.load(Ordering::Relaxed));
+        let ahead = publishes.max(self.admitted.load(Ordering::Relaxed));
+        let behind = ahead.saturating_sub(self.read.load(Ordering::Relaxed));
         (u128::from(behind) * u128::from(bytes) / u128::from(publishes.max(1))) as u64
     }
 
@@ -78,6 +92,13 @@ impl EmbeddedStatus {
     /// ingest link is more than half of it (one segment of two) behind.
     pub(super) fn backlog_filling(&self) -> bool {
         self.backlog_bytes().saturating_mul(4) >= self.capacity
+    }
+
+    /// An eighth of the backlog is taken: the listeners stop reading from devices for a
+    /// moment (`ConnectionSettings::read_pause`), so the broker takes telemetry no faster than
+    /// the ingest link writes it.
+    pub(super) fn read_pause(&self) -> Option<Duration> {
+        (self.backlog_bytes().saturating_mul(8) >= self.capacity).then_some(READ_PAUSE)
     }
 
     /// `failed` when the listeners or the ingest link ended (telemetry goes nowhere),
@@ -160,9 +181,21 @@ mod tests {
         appended.bytes.store(1000, Ordering::Relaxed);
         assert_eq!(status.backlog_bytes(), 1000);
         assert!(status.backlog_filling());
+        status.read_through(4);
+        assert_eq!(status.backlog_bytes(), 500);
+        assert!(!status.backlog_filling());
+        assert_eq!(
+            status.read_pause(),
+            Some(READ_PAUSE),
+            "500 of 4000: an eighth"
+        );
         status.read_through(6);
         assert_eq!(status.backlog_bytes(), 300);
-        assert!(!status.backlog_filling());
+        assert_eq!(status.read_pause(), None);
+        // Let through but not appended yet: behind too.
+        status.admitted.store(12, Ordering::Relaxed);
+        assert_eq!(status.backlog_bytes(), 500);
+        status.admitted.store(0, Ordering::Relaxed);
         // Offsets seen out of order never move the reader back.
         status.read_through(2);
         assert_eq!(status.backlog_bytes(), 300);

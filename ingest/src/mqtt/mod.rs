@@ -254,6 +254,7 @@ impl MqttBroker {
             v5_addr,
             telemetry,
             Some(throttle),
+            &status,
         ));
         let link_error =
             |e: rumqttd::local::LinkError| crate::Error::Edge(format!("mqtt link: {e}"));

@@ -79,6 +79,13 @@ pub type PacketFilter = Arc<dyn Fn(&str, &protocol::Packet) -> PacketVerdict + S
 /// receives nothing more. Same constraints as [`PacketFilter`].
 pub type SessionCheck = Arc<dyn Fn(&str) -> PacketVerdict + Send + Sync>;
 
+// aemos: see `ConnectionSettings::read_pause` and AEMOS.md.
+/// Asked before each read from a remote client: `Some(d)` holds reading for `d` (what the
+/// router has for the client is still written), then it is asked again. Backpressure: a
+/// connection that is not read stops acknowledging, so QoS 1 publishers wait for their
+/// PUBACKs and the rest for TCP's window. Same constraints as [`PacketFilter`].
+pub type ReadPause = Arc<dyn Fn() -> Option<std::time::Duration> + Send + Sync>;
+
 #[derive(Debug, Default, Serialize, Deserialize, Clone)]
 pub struct Config {
     pub id: usize,
@@ -186,6 +193,9 @@ pub struct ConnectionSettings {
     // aemos: outgoing session check (None: every packet the router has is written).
     #[serde(skip)]
     pub session_check: Option<SessionCheck>,
+    // aemos: reads held while it says so (None: always read).
+    #[serde(skip)]
+    pub read_pause: Option<ReadPause>,
 }
 
 impl ConnectionSettings {
@@ -214,6 +224,7 @@ impl fmt::Debug for ConnectionSettings {
             // aemos
             .field("packet_filter", &self.packet_filter.is_some())
             .field("session_check", &self.session_check.is_some())
+            .field("read_pause", &self.read_pause.is_some())
             .finish()
     }
 }

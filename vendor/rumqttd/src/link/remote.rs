@@ -7,7 +7,7 @@ use crate::protocol::{
     Login, Packet, Protocol, Publish,
 };
 use crate::router::{Event, Notification};
-use crate::{ConnectionId, ConnectionSettings, PacketFilter, PacketVerdict, SessionCheck};
+use crate::{ConnectionId, ConnectionSettings, PacketFilter, PacketVerdict, ReadPause, SessionCheck};
 
 use flume::{RecvError, SendError, Sender, TrySendError};
 use std::cmp::min;
@@ -68,6 +68,8 @@ pub struct RemoteLink<P> {
     packet_filter: Option<PacketFilter>,
     // aemos: from `ConnectionSettings::session_check`
     session_check: Option<SessionCheck>,
+    // aemos: from `ConnectionSettings::read_pause` (set after `new`)
+    read_pause: Option<ReadPause>,
 }
 
 impl<P: Protocol> RemoteLink<P> {
@@ -141,7 +143,13 @@ impl<P: Protocol> RemoteLink<P> {
             client_id,
             packet_filter,
             session_check,
+            read_pause: None,
         })
+    }
+
+    /// aemos: reads wait while `pause` says so.
+    pub(crate) fn set_read_pause(&mut self, pause: Option<ReadPause>) {
+        self.read_pause = pause;
     }
 
     pub async fn start(&mut self) -> Result<(), Error> {
@@ -150,8 +158,11 @@ impl<P: Protocol> RemoteLink<P> {
         // Note:
         // Shouldn't result in bounded queue deadlocks because of blocking n/w send
         loop {
+            // aemos: backpressure, the application may hold reads (not writes) for a while
+            let pause = self.read_pause.as_ref().and_then(|pause| pause());
             select! {
-                o = self.network.read() => {
+                _ = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
+                o = self.network.read(), if pause.is_none() => {
                     let packet = o?;
                     let (len, new, refused) = {
                         let mut buffer = self.link_tx.buffer();
@@ -401,6 +412,7 @@ mod tests {
             dynamic_filters: false,
             packet_filter: None, // aemos
             session_check: None, // aemos
+            read_pause: None,    // aemos
         }
     }
 

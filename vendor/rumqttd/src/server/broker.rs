@@ -568,6 +568,7 @@ async fn remote<P: Protocol>(
     let dynamic_filters = config.dynamic_filters;
     let packet_filter = config.packet_filter.clone(); // aemos
     let session_check = config.session_check.clone(); // aemos
+    let read_pause = config.read_pause.clone(); // aemos
 
     let connect_packet = match mqtt_connect(config, &mut network).await {
         Ok(p) => p,
@@ -633,6 +634,7 @@ async fn remote<P: Protocol>(
         }
     };
 
+    link.set_read_pause(read_pause); // aemos
     let connection_id = link.connection_id;
     let will_delay_interval = link.will_delay_interval;
     let mut send_disconnect = true;
