@@ -430,6 +430,32 @@ async fn a_retransmitted_coap_post_is_stored_once() {
         )
         .await;
     assert_eq!(rows, json!([{"n": 1}]));
+    // The same message id with another reading (a client whose ids came round) is a new
+    // request: stored, not answered 2.04 from the cache.
+    request.message.payload = br#"{"temperature": 22.5}"#.to_vec();
+    udp.send_to(&request.message.to_bytes().unwrap(), &server.coap_addr)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, _) = tokio::time::timeout(WAIT, udp.recv_from(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert_eq!(
+        Packet::from_bytes(&buf[..n])
+            .unwrap()
+            .header
+            .code
+            .to_string(),
+        "2.04"
+    );
+    let rows = server
+        .sql(
+            &http,
+            "SELECT count(*) AS n FROM readings WHERE device = 'd-5'",
+        )
+        .await;
+    assert_eq!(rows, json!([{"n": 2}]));
 }
 
 /// A CoAP POST refused for overload is `5.03` with Max-Age 1 (when to retry, RFC 7252

@@ -11,7 +11,8 @@
 //!   need a credential that may read the device (`?token=`), as the authorizer decides.
 //!
 //! Confirmable requests are deduplicated by endpoint and message id for the exchange
-//! lifetime, so a retransmitted POST is answered again, not stored twice. Confirmable
+//! lifetime, so a retransmitted POST is answered again, not stored twice; a reused id with
+//! other bytes is a new request ([`dedup`]). Confirmable
 //! notifications are retransmitted with backoff until acknowledged ([`observers`]), and what
 //! goes to a source that has not shown it receives is bounded ([`amplification`]).
 
@@ -270,6 +271,8 @@ async fn receive_loop(shared: Arc<Shared>) {
             }
         };
         let message_id = packet.header.message_id;
+        // Of a confirmable request's bytes: what tells its retransmissions from a reused id.
+        let mut fingerprint = 0;
         match packet.header.get_type() {
             MessageType::Acknowledgement => {
                 if lock(&shared.observers).acknowledged(src, message_id) {
@@ -283,7 +286,11 @@ async fn receive_loop(shared: Arc<Shared>) {
                 continue;
             }
             MessageType::Confirmable => {
-                let cached = lock(&shared.dedup).seen(src, message_id, Instant::now());
+                let cached = {
+                    let mut dedup = lock(&shared.dedup);
+                    fingerprint = dedup.fingerprint(&buf[..len]);
+                    dedup.seen(src, message_id, fingerprint, Instant::now())
+                };
                 match cached {
                     dedup::Seen::New => {}
                     dedup::Seen::Answered(bytes) => {
@@ -300,7 +307,7 @@ async fn receive_loop(shared: Arc<Shared>) {
             Ok(permit) => {
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
-                    handle(shared, request).await;
+                    handle(shared, request, fingerprint).await;
                     drop(permit);
                 });
             }
@@ -319,6 +326,7 @@ async fn receive_loop(shared: Arc<Shared>) {
                             lock(&shared.dedup).answered(
                                 src,
                                 message_id,
+                                fingerprint,
                                 bytes.clone(),
                                 Instant::now(),
                             );
@@ -332,7 +340,9 @@ async fn receive_loop(shared: Arc<Shared>) {
     }
 }
 
-async fn handle(shared: Arc<Shared>, mut request: CoapRequest<SocketAddr>) {
+/// Answers one request; `fingerprint` (of its bytes) keeps the answer for its
+/// retransmissions.
+async fn handle(shared: Arc<Shared>, mut request: CoapRequest<SocketAddr>, fingerprint: u64) {
     let Some(src) = request.source else { return };
     let confirmable = request.message.header.get_type() == MessageType::Confirmable;
     let message_id = request.message.header.message_id;
@@ -345,7 +355,7 @@ async fn handle(shared: Arc<Shared>, mut request: CoapRequest<SocketAddr>) {
         return;
     };
     if confirmable {
-        lock(&shared.dedup).answered(src, message_id, bytes.clone(), Instant::now());
+        lock(&shared.dedup).answered(src, message_id, fingerprint, bytes.clone(), Instant::now());
     }
     send(&shared, &bytes, src).await;
 }
