@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # aemos as a client of a real Mosquitto (`--mqtt-broker`), QoS 1 acknowledged to the broker
-# only after the WAL sync: `aemos-mqttbench` publishes to Mosquitto, and the rate reported is
+# only after the WAL sync: `aemos-loadgen mqtt` publishes to Mosquitto, and the rate reported is
 # what aemos made durable (its aemos_mqtt_readings_total). One reading per publish, then
 # batches of 100, and the embedded broker with the same load for comparison.
 # Usage: [PUBLISHERS=100] [SECONDS_EACH=20] [INFLIGHT=1000] bash benches/mqtt/external-broker.sh [release dir]
@@ -35,8 +35,8 @@ run() { # label, serve flags..., then -- mqtt address
   sleep 1
   for batch in 1 100; do
     echo "== $label: $PUBLISHERS publishers, $batch reading(s) per publish, ${SECONDS_EACH}s"
-    "$BIN/aemos-mqttbench" --mqtt "$mqtt" --url http://127.0.0.1:3997 --publishers "$PUBLISHERS" \
-      --batch "$batch" --inflight 50 --seconds "$SECONDS_EACH" 2>&1 | tail -6
+    "$BIN/aemos-loadgen" mqtt --mqtt "$mqtt" --url http://127.0.0.1:3997 --devices "$PUBLISHERS" \
+      --batch "$batch" --inflight 50 --seconds "$SECONDS_EACH" 2>&1 | tail -12
   done
   echo "== $label: server CPU seconds $(awk '{print ($14+$15)/100}' /proc/$server/stat), RSS $(awk '/VmRSS/ {print $2 " kB"}' /proc/$server/status)"
   kill $server; wait $server 2>/dev/null || true

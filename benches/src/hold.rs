@@ -1,4 +1,4 @@
-//! Many idle MQTT devices (`aemos-mqttbench --hold N`): `N` connections, each its own client id
+//! Many idle MQTT devices (`aemos-loadgen hold --connections N`): `N` connections, each its own client id
 //! and keep-alive, speaking MQTT 3.1.1 directly (a CONNECT, then a PINGREQ per keep-alive
 //! period), so that the client side costs one socket and one small task per device. The
 //! connects come as a storm (`concurrency` in flight at once); what the server holds is read from

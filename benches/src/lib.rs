@@ -1,11 +1,15 @@
 //! Workloads for the benchmarks: `sensors x variables` random walks, one reading per key per
 //! second of simulated time, encoded as the API's payload formats.
 //!
-//! Binaries: `aemos-loadgen` (HTTP load over loopback), `aemos-sqlbench` (generates readings
-//! into a data directory through storage, then times the SQL queries). Criterion benches in
-//! `benches/`. Results go to `BENCHMARKS.md`.
+//! Binaries: `aemos-loadgen` (load over HTTP, MQTT and CoAP, idle MQTT devices, and
+//! reading-to-notification latency over Socket.IO, MQTT and CoAP: [`loadgen`]),
+//! `aemos-sqlbench` (generates readings into a data directory through storage, then times the
+//! SQL queries), `aemos-enginebench` (the rule engine alone). Criterion benches in `benches/`.
+//! Results go to `BENCHMARKS.md`.
 
 pub mod hold;
+pub mod loadgen;
+pub mod purifiers;
 
 use std::fmt::Write as _;
 
@@ -116,6 +120,66 @@ impl Workload {
         out
     }
 
+    /// Newline-delimited JSON, one reading object per line.
+    pub fn ndjson_body(&mut self, n: usize) -> String {
+        let mut out = String::with_capacity(n * 90);
+        for _ in 0..n {
+            let r = self.next_reading();
+            let _ = writeln!(
+                out,
+                "{{\"sensor\":\"{}\",\"variable\":\"{}\",\"value\":{},\"time\":{}}}",
+                r.sensor, r.variable, r.value, r.time_ms
+            );
+        }
+        out
+    }
+
+    /// An Arrow IPC stream of the API's columns: `sensor`, `variable` (Utf8), `value`
+    /// (Float64), `time` (Timestamp ms, UTC).
+    pub fn arrow_body(&mut self, n: usize) -> Vec<u8> {
+        use arrow::array::{Float64Builder, StringBuilder, TimestampMillisecondBuilder};
+        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        let (mut sensor, mut variable) = (StringBuilder::new(), StringBuilder::new());
+        let (mut value, mut time) = (
+            Float64Builder::with_capacity(n),
+            TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC"),
+        );
+        for _ in 0..n {
+            let r = self.next_reading();
+            sensor.append_value(r.sensor);
+            variable.append_value(r.variable);
+            value.append_value(r.value);
+            time.append_value(r.time_ms);
+        }
+        let schema = std::sync::Arc::new(Schema::new(vec![
+            Field::new("sensor", DataType::Utf8, false),
+            Field::new("variable", DataType::Utf8, false),
+            Field::new("value", DataType::Float64, false),
+            Field::new(
+                "time",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
+        ]));
+        let batch = RecordBatch::try_new(
+            std::sync::Arc::clone(&schema),
+            vec![
+                std::sync::Arc::new(sensor.finish()),
+                std::sync::Arc::new(variable.finish()),
+                std::sync::Arc::new(value.finish()),
+                std::sync::Arc::new(time.finish()),
+            ],
+        )
+        .expect("columns of one length");
+        let mut out = Vec::new();
+        let mut writer =
+            arrow::ipc::writer::StreamWriter::try_new(&mut out, &schema).expect("an IPC writer");
+        writer.write(&batch).expect("an IPC batch");
+        writer.finish().expect("an IPC stream");
+        drop(writer);
+        out
+    }
+
     /// Line protocol, one line per sensor and second where possible (fields grouped as
     /// Telegraf writes them), millisecond precision.
     pub fn line_protocol_body(&mut self, n: usize) -> String {
@@ -150,13 +214,4 @@ impl Workload {
         }
         b.finish()
     }
-}
-
-/// Percentile of sorted samples.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }

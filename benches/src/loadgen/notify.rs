@@ -1,20 +1,17 @@
-//! Reading-to-notification latency, and Socket.IO fan-out.
+//! `notify`: reading-to-notification latency, and Socket.IO fan-out.
 //!
 //! Registers one chain per device (`temperature > 25`, notify), then writes readings over HTTP
 //! at `--rate` readings/s for `--seconds`, in batches every 10 ms. `--flips` of them per second
 //! cross the threshold (each device alternates hot and normal), the rest keep each device on
 //! its side. Every reading carries its send time; a flip's notification is matched by device
 //! and `seq` (the k-th flip of a device is its k-th notification), and its latency is the time
-//! of arrival at an MQTT subscriber (rumqttc, QoS 1) and at a Socket.IO client (node, the
-//! stock `socket.io-client`) minus the reading's time.
+//! of arrival minus the reading's time, at three subscribers: an MQTT client (rumqttc, QoS 1,
+//! `aemos/devices/+/notifications`), a Socket.IO client (node, the stock `socket.io-client`)
+//! and CoAP observers (`GET /devices/{id}/notifications` with Observe, one socket per device,
+//! the first `--coap-observers` devices).
 //!
 //! With `--sio-clients N`, N Socket.IO clients all subscribe to every device instead, and the
 //! result is the deliveries per second they count.
-//!
-//! ```text
-//! cargo run --release -p aemos-benches --bin aemos-notifybench -- --rate 100000 --flips 500
-//! cargo run --release -p aemos-benches --bin aemos-notifybench -- --flips 2000 --sio-clients 1000
-//! ```
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -23,36 +20,47 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aemos_benches::percentile;
-use clap::Parser;
+use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 
-#[derive(Debug, Parser)]
-struct Args {
+use super::report::{histogram, Progress, Report};
+use super::{host_port, CpuWindow};
+
+#[derive(Debug, clap::Args)]
+pub struct NotifyArgs {
     #[arg(long, default_value = "http://127.0.0.1:3000")]
-    url: String,
+    pub url: String,
     #[arg(long, default_value = "127.0.0.1:1883")]
-    mqtt: String,
+    pub mqtt: String,
     #[arg(long, default_value_t = 100)]
-    devices: usize,
+    pub devices: usize,
     /// Readings per second in all.
     #[arg(long, default_value_t = 10_000)]
-    rate: usize,
+    pub rate: usize,
     /// Threshold crossings per second in all.
     #[arg(long, default_value_t = 200)]
-    flips: usize,
+    pub flips: usize,
     #[arg(long, default_value_t = 20)]
-    seconds: u64,
+    pub seconds: u64,
     /// Instead of latency: this many Socket.IO clients, each subscribed to every device.
     #[arg(long)]
-    sio_clients: Option<usize>,
+    pub sio_clients: Option<usize>,
     /// Node processes the clients are spread over.
     #[arg(long, default_value_t = 1)]
-    sio_procs: usize,
+    pub sio_procs: usize,
     /// Folder with node_modules/socket.io-client and the scripts.
     #[arg(long, default_value = "api/tests/clients")]
-    clients: String,
+    pub clients: String,
+    /// The CoAP address of the server (UDP).
+    #[arg(long, default_value = "127.0.0.1:5683")]
+    pub coap: String,
+    /// Devices observed over CoAP, each from its own socket (0: none).
+    #[arg(long, default_value_t = 100)]
+    pub coap_observers: usize,
+    /// The aemos process, for its CPU time per reading.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 fn now_ms() -> i64 {
@@ -63,18 +71,29 @@ fn now_ms() -> i64 {
 
 /// Send times of each device's flips, by flip number (= notification seq - 1).
 type Sent = Arc<Mutex<HashMap<String, Vec<i64>>>>;
+/// One subscriber's latencies.
+type Latencies = Arc<Mutex<Histogram<u64>>>;
 
-fn latency(sent: &Sent, n: &Value, at: i64) -> Option<f64> {
-    let device = n["deviceUuid"].as_str()?;
-    let seq = n["seq"].as_u64()? as usize;
-    let sent = sent.lock().unwrap();
-    let t = *sent.get(device)?.get(seq.checked_sub(1)?)?;
-    Some((at - t) as f64)
+/// Records the latency of notification `n`, received at `at` (ms), if it is a flip's.
+fn latency(sent: &Sent, n: &Value, at: i64, into: &Latencies) {
+    let Some(device) = n["deviceUuid"].as_str() else {
+        return;
+    };
+    let Some(seq) = n["seq"].as_u64().and_then(|s| (s as usize).checked_sub(1)) else {
+        return;
+    };
+    let t = sent
+        .lock()
+        .unwrap()
+        .get(device)
+        .and_then(|v| v.get(seq).copied());
+    if let Some(t) = t {
+        let micros = ((at - t).max(0) as u64 * 1000).max(1);
+        into.lock().unwrap().saturating_record(micros);
+    }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+pub async fn run(args: &NotifyArgs) -> anyhow::Result<Report> {
     let http = reqwest::Client::new();
     let url = args.url.trim_end_matches('/').to_owned();
     let run = now_ms() % 1_000_000;
@@ -102,12 +121,9 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     // Subscribers.
-    let mqtt_latencies = Arc::new(Mutex::new(Vec::new()));
-    let (host, port) = args
-        .mqtt
-        .rsplit_once(':')
-        .ok_or_else(|| anyhow::anyhow!("--mqtt host:port"))?;
-    let mut options = MqttOptions::new(format!("notifybench-{run}"), host, port.parse()?);
+    let mqtt_latencies: Latencies = Arc::new(Mutex::new(histogram()));
+    let (host, port) = host_port(&args.mqtt)?;
+    let mut options = MqttOptions::new(format!("loadgen-notify-{run}"), host, port);
     options.set_max_packet_size(1 << 20, 1 << 20);
     let (mqtt, mut eventloop) = AsyncClient::new(options, 1000);
     mqtt.subscribe("aemos/devices/+/notifications", QoS::AtLeastOnce)
@@ -119,15 +135,29 @@ async fn main() -> anyhow::Result<()> {
                 if let Event::Incoming(Packet::Publish(p)) = event {
                     let at = now_ms();
                     if let Ok(n) = serde_json::from_slice::<Value>(&p.payload) {
-                        if let Some(l) = latency(&sent, &n, at) {
-                            lat.lock().unwrap().push(l);
-                        }
+                        latency(&sent, &n, at, &lat);
                     }
                 }
             }
         });
     }
-    let sio_latencies = Arc::new(Mutex::new(Vec::new()));
+    let coap_latencies: Latencies = Arc::new(Mutex::new(histogram()));
+    // Each observation ends when its sender is dropped: kept for the run.
+    let mut observations = Vec::new();
+    for d in devices.iter().take(args.coap_observers) {
+        let client = coap::UdpCoAPClient::new_udp(args.coap.as_str()).await?;
+        let (sent, lat) = (Arc::clone(&sent), Arc::clone(&coap_latencies));
+        let observation = client
+            .observe(&format!("/devices/{d}/notifications"), move |message| {
+                let at = now_ms();
+                if let Ok(n) = serde_json::from_slice::<Value>(&message.payload) {
+                    latency(&sent, &n, at, &lat);
+                }
+            })
+            .await?;
+        observations.push((client, observation));
+    }
+    let sio_latencies: Latencies = Arc::new(Mutex::new(histogram()));
     let procs = if args.sio_clients.is_some() {
         args.sio_procs.max(1)
     } else {
@@ -167,9 +197,7 @@ async fn main() -> anyhow::Result<()> {
                 if v["event"] == "subscribed" || v.get("connected").is_some() {
                     let _ = ready_tx.send(());
                 } else if v["event"] == "device-state-change" {
-                    if let Some(l) = latency(&sent, &v["data"], v["at"].as_i64().unwrap_or(0)) {
-                        lat.lock().unwrap().push(l);
-                    }
+                    latency(&sent, &v["data"], v["at"].as_i64().unwrap_or(0), &lat);
                 } else if let Some(n) = v["events"].as_u64() {
                     counts[p].store(n, Ordering::Relaxed);
                 }
@@ -199,8 +227,10 @@ async fn main() -> anyhow::Result<()> {
     let mut hot = vec![false; devices.len()];
     let mut flip_credit = 0.0;
     let (mut next_flip, mut next_filler) = (0usize, 0usize);
+    let written = Arc::new(AtomicU64::new(0));
+    let cpu = CpuWindow::start(args.server_pid);
+    let progress = Progress::start(args.seconds, "readings", Arc::clone(&written));
     let started = Instant::now();
-    let mut written = 0usize;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     while started.elapsed() < Duration::from_secs(args.seconds) {
@@ -242,7 +272,7 @@ async fn main() -> anyhow::Result<()> {
                 s.get_mut(&devices[i]).expect("device").push(t);
             }
         }
-        written += batch.len();
+        written.fetch_add(batch.len() as u64, Ordering::Relaxed);
         http.post(format!("{url}/api/v1/write"))
             .json(&batch)
             .send()
@@ -250,6 +280,16 @@ async fn main() -> anyhow::Result<()> {
             .error_for_status()?;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    progress.finish();
+    let written = written.load(Ordering::Relaxed) as f64;
+    let mut report = Report::new(
+        "notify",
+        json!({"devices": args.devices, "rate": args.rate, "flips_per_sec": args.flips,
+               "coap_observers": args.coap_observers.min(args.devices),
+               "sio_clients": args.sio_clients, "sio_procs": procs}),
+    );
+    // The server's CPU over the load, before the wait for late notifications.
+    cpu.finish(&mut report, written);
     // Clients may lag behind the server: wait until their counts stop moving.
     let total = || {
         counts
@@ -270,36 +310,30 @@ async fn main() -> anyhow::Result<()> {
         let _ = child.kill();
     }
     let flips: usize = sent.lock().unwrap().values().map(Vec::len).sum();
-    println!(
-        "devices={} readings_per_sec={:.0} flips={} seconds={elapsed:.1}",
-        args.devices,
-        written as f64 / elapsed,
-        flips
-    );
-    let report = |name: &str, samples: &Mutex<Vec<f64>>| {
-        let mut s = samples.lock().unwrap().clone();
-        s.sort_by(|a, b| a.total_cmp(b));
-        println!(
-            "{name}: notifications={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1}",
-            s.len(),
-            percentile(&s, 0.5),
-            percentile(&s, 0.99),
-            s.last().copied().unwrap_or(f64::NAN)
-        );
-    };
-    report("mqtt", &mqtt_latencies);
+    report
+        .figure("seconds", (elapsed * 10.0).round() / 10.0)
+        .figure("readings_per_sec", (written / elapsed).round())
+        .figure("flips", flips as f64);
+    let take = |l: &Latencies| std::mem::replace(&mut *l.lock().unwrap(), histogram());
+    report.latency("mqtt", take(&mqtt_latencies));
+    if args.coap_observers > 0 {
+        report.latency("coap", take(&coap_latencies));
+    }
     match args.sio_clients {
-        None => report("socketio", &sio_latencies),
+        None => {
+            report.latency("socketio", take(&sio_latencies));
+        }
         Some(n) => {
             // From the first reading written to the last event counted, as the clients saw it.
             let secs = last_move.duration_since(started).as_secs_f64() - 1.0;
-            println!(
-                "socketio_clients={n} procs={procs} deliveries={last_total} expected={} deliveries_per_sec={:.0} notifications_per_sec={:.0}",
-                flips * n,
-                last_total as f64 / secs,
-                flips as f64 / elapsed
-            );
+            report
+                .figure("socketio_clients", n as f64)
+                .figure("deliveries", last_total as f64)
+                .figure("deliveries_expected", (flips * n) as f64)
+                .figure("deliveries_per_sec", (last_total as f64 / secs).round())
+                .figure("notifications_per_sec", (flips as f64 / elapsed).round());
         }
     }
-    Ok(())
+    drop(observations);
+    Ok(report)
 }
