@@ -394,7 +394,7 @@ async fn a_firing_reaches_mqtt_coap_and_socketio() {
 /// and stored once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retransmitted_coap_post_is_stored_once() {
-    use coap_lite::{CoapRequest, MessageType, Packet, RequestType};
+    use coap_lite::{CoapRequest, MessageType, RequestType};
 
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &["--workers", "2"], &[]);
@@ -411,12 +411,7 @@ async fn a_retransmitted_coap_post_is_stored_once() {
     let mut answers = Vec::new();
     for _ in 0..2 {
         udp.send_to(&bytes, &server.coap_addr).await.unwrap();
-        let mut buf = [0u8; 1500];
-        let (n, _) = tokio::time::timeout(WAIT, udp.recv_from(&mut buf))
-            .await
-            .expect("an answer")
-            .unwrap();
-        let answer = Packet::from_bytes(&buf[..n]).unwrap();
+        let answer = receive_coap(&udp, &mut [0u8; 1500]).await;
         assert_eq!(answer.header.get_type(), MessageType::Acknowledgement);
         assert_eq!(answer.header.message_id, 777);
         answers.push((answer.header.code.to_string(), answer.payload));
@@ -436,19 +431,8 @@ async fn a_retransmitted_coap_post_is_stored_once() {
     udp.send_to(&request.message.to_bytes().unwrap(), &server.coap_addr)
         .await
         .unwrap();
-    let mut buf = [0u8; 1500];
-    let (n, _) = tokio::time::timeout(WAIT, udp.recv_from(&mut buf))
-        .await
-        .expect("an answer")
-        .unwrap();
-    assert_eq!(
-        Packet::from_bytes(&buf[..n])
-            .unwrap()
-            .header
-            .code
-            .to_string(),
-        "2.04"
-    );
+    let answer = receive_coap(&udp, &mut [0u8; 1500]).await;
+    assert_eq!(answer.header.code.to_string(), "2.04");
     let rows = server
         .sql(
             &http,
@@ -462,7 +446,7 @@ async fn a_retransmitted_coap_post_is_stored_once() {
 /// §5.9.3.4), as HTTP's `503` carries `Retry-After: 1`; the refused reading is not stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overloaded_coap_post_is_5_03_with_max_age() {
-    use coap_lite::{CoapOption, CoapRequest, MessageType, Packet, RequestType};
+    use coap_lite::{CoapOption, CoapRequest, MessageType, RequestType};
 
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(
@@ -483,12 +467,7 @@ async fn an_overloaded_coap_post_is_5_03_with_max_age() {
         udp.send_to(&request.message.to_bytes().unwrap(), &server.coap_addr)
             .await
             .unwrap();
-        let mut buf = [0u8; 1500];
-        let (n, _) = tokio::time::timeout(WAIT, udp.recv_from(&mut buf))
-            .await
-            .expect("an answer")
-            .unwrap();
-        answers.push(Packet::from_bytes(&buf[..n]).unwrap());
+        answers.push(receive_coap(&udp, &mut [0u8; 1500]).await);
     }
     assert_eq!(answers[0].header.code.to_string(), "2.04");
     assert!(answers[0].get_option(CoapOption::MaxAge).is_none());

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::devices::DeviceLoad;
 use super::report::{histogram, record, Failures, Progress, Report};
-use super::{merge, value_name, CpuWindow};
+use super::{run_for, value_name, CpuWindow};
 
 #[derive(Debug, clap::Args)]
 pub struct CoapArgs {
@@ -164,14 +164,7 @@ pub async fn run(args: &CoapArgs, seed: u64) -> anyhow::Result<Report> {
     let progress = Progress::start(load.seconds, "readings", Arc::clone(&accepted));
     let started = Instant::now();
     let _ = start_tx.send(true);
-    tokio::time::sleep(Duration::from_secs(load.seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = histogram();
-    for t in tasks {
-        merge(&mut latencies, t.await?)?;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    progress.finish();
+    let (latencies, elapsed) = run_for(load.seconds, &stop, tasks, started, progress).await?;
     let readings = accepted.load(Ordering::Relaxed) as f64;
     let mut report = Report::new(
         "coap",

@@ -14,7 +14,7 @@ use clap::ValueEnum;
 use serde_json::json;
 
 use super::report::{histogram, record, Failures, Progress, Report};
-use super::{merge, value_name, CpuWindow};
+use super::{run_for, value_name, CpuWindow};
 use crate::Workload;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -226,14 +226,7 @@ pub async fn run(args: &HttpArgs, seed: u64) -> anyhow::Result<Report> {
             latencies
         }));
     }
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = histogram();
-    for t in tasks {
-        merge(&mut latencies, t.await?)?;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    progress.finish();
+    let (latencies, elapsed) = run_for(args.seconds, &stop, tasks, started, progress).await?;
     let readings = accepted.load(Ordering::Relaxed) as f64;
     let mut report = Report::new(
         "http",

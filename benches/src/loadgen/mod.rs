@@ -105,6 +105,25 @@ pub fn merge(
         .map_err(|e| anyhow::anyhow!("merging latency histograms: {e:?}"))
 }
 
+/// Runs request tasks for `seconds`, then raises `stop`, waits for each task's last answer and
+/// merges their latencies: the run's latencies and its length in seconds.
+pub async fn run_for(
+    seconds: u64,
+    stop: &std::sync::atomic::AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<hdrhistogram::Histogram<u64>>>,
+    started: Instant,
+    progress: report::Progress,
+) -> anyhow::Result<(hdrhistogram::Histogram<u64>, f64)> {
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut latencies = report::histogram();
+    for t in tasks {
+        merge(&mut latencies, t.await?)?;
+    }
+    progress.finish();
+    Ok((latencies, started.elapsed().as_secs_f64()))
+}
+
 /// `host:port` into its parts.
 pub fn host_port(addr: &str) -> anyhow::Result<(String, u16)> {
     let (host, port) = addr
