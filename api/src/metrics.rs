@@ -42,6 +42,7 @@ pub struct MetricSet {
     pub buffered_rows: IntGauge,
     pub parquet_files: IntGauge,
     pub rule_chains: IntGauge,
+    pub watched_devices: IntGauge,
     pub engine_readings: IntCounter,
     pub engine_presence_marks: IntCounter,
     pub engine_ticks: IntCounter,
@@ -176,6 +177,10 @@ impl Metrics {
             buffered_rows: gauge("buffered_rows", "Readings in memory, not yet in Parquet"),
             parquet_files: gauge("parquet_files", "Parquet files in the catalog"),
             rule_chains: gauge("rule_chains", "Registered rule chains"),
+            watched_devices: gauge(
+                "engine_watched_devices",
+                "Devices whose presence the engine watches",
+            ),
             engine_readings: counter(
                 "engine_readings_total",
                 "Readings taken in by the rule engine, device-seen marks included",

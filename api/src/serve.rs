@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::commands::preclean::Precleans;
 use crate::commands::scheduler::Schedules;
-use crate::devices::presence::presence_chain;
+use crate::devices::presence::watch_spec;
 use aemos_clock::{Clock, SystemClock};
 use aemos_queries::{
     FlightServer, FlightServerArgs, FlightTls, PgServer, PgServerArgs, QueryEngine,
@@ -337,12 +337,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     gate.phase("rebuilding the rule engine");
     // 4. Chains from the catalog and each device's presence, engine state from storage, the
     // firing log reconciled.
-    let presence = auth
-        .registry
-        .list()
-        .iter()
-        .map(|d| presence_chain(d))
-        .collect();
+    let presence = auth.registry.list().iter().map(|d| watch_spec(d)).collect();
     let chains = rules
         .restore(&storage, &queries, presence)
         .await

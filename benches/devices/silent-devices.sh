@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# What registered but silent devices cost: memory per device (registry, presence chain in the
+# What registered but silent devices cost: memory per device (registry, presence watch in the
 # engine) and batch ingestion throughput with and without them.
 # Two data directories: "empty" (no devices) and "silent" (DEVICES registered through the API,
 # each with one sensor of its own, none of them ever sending). The same wrk batch load (1,000
 # readings per request over 10,000 other sensors) runs against a server on each, alternating
-# ROUNDS times; each restart on "silent" also times the start (the presence chains come back).
+# ROUNDS times; each restart on "silent" also times the start (the presence watches come back).
 # Usage: [DEVICES=100000] [ROUNDS=2] [SECONDS_EACH=20] bash benches/devices/silent-devices.sh [path/to/release/aemos]
 # (needs wrk and python3)
 set -euo pipefail

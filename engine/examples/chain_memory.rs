@@ -1,9 +1,9 @@
 //! Memory per registered chain: registers `N` (default 100,000) chains of `FILTERS` (default 1)
-//! `no_data` filters each, the shape of a device's presence chain, on 2 workers, and prints the process's RSS
-//! before and after.
+//! `no_data` filters each, on 2 workers, and prints the process's RSS before and after; with
+//! `PRESENCE=1`, watches `N` devices' presence instead (what the server does per device).
 //! Usage: cargo run --release -p aemos-engine --example chain_memory [N]
 
-use aemos_engine::{ChainSpec, Engine, EngineArgs};
+use aemos_engine::{ChainSpec, Engine, EngineArgs, PresenceSpec};
 
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -27,6 +27,24 @@ fn main() {
     let engine = Engine::start(EngineArgs::new(2), |_| {}).expect("engine");
     engine.sync().expect("sync");
     let before = rss_kb();
+    if std::env::var("PRESENCE").is_ok_and(|p| p == "1") {
+        let specs = (0..n)
+            .map(|i| PresenceSpec {
+                device: format!("silent-{i:06}"),
+                sensor: format!("$device:silent-{i:06}"),
+                timeout_ms: 600_000,
+            })
+            .collect();
+        engine.watch(specs).expect("watched");
+        settle(&engine);
+        let after = rss_kb();
+        println!(
+            "{n} watched devices: RSS {before} kB -> {after} kB, {} bytes per device",
+            (after.saturating_sub(before)) * 1024 / n as u64
+        );
+        engine.shutdown();
+        return;
+    }
     for i in 0..n {
         let mut doc = serde_json::json!({
             "id": format!("$presence:silent-{i:06}"),
@@ -48,15 +66,20 @@ fn main() {
         let spec: ChainSpec = serde_json::from_value(doc).expect("chain");
         engine.upsert(spec).expect("registered");
     }
-    engine.sync().expect("sync");
-    // A plain thread, no runtime: let the workers settle before reading the resident size.
-    #[allow(clippy::disallowed_methods)]
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    engine.sync().expect("sync");
+    settle(&engine);
     let after = rss_kb();
     println!(
         "{n} chains: RSS {before} kB -> {after} kB, {} bytes per chain",
         (after.saturating_sub(before)) * 1024 / n as u64
     );
     engine.shutdown();
+}
+
+/// Waits for the engine to take everything in, and for its workers to settle.
+fn settle(engine: &Engine) {
+    engine.sync().expect("sync");
+    // A plain thread, no runtime: let the workers settle before reading the resident size.
+    #[allow(clippy::disallowed_methods)]
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    engine.sync().expect("sync");
 }

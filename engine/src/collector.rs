@@ -10,6 +10,7 @@
 use crate::dataflow::{ChainNo, Diff, Out, OutBatch, Time, Val};
 use crate::expr::Slot;
 use crate::plan::CompiledChain;
+use crate::presence::Presence;
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -35,10 +36,18 @@ impl FiringKind {
     }
 }
 
+/// What fired: a chain, or a watched device's presence (see `presence`).
+#[derive(Clone, Debug)]
+pub enum Subject {
+    Chain(Arc<CompiledChain>),
+    /// `Activated`: the device went offline; `Cleared`: it is back.
+    Presence(Arc<Presence>),
+}
+
 /// One firing of a chain, for the notification layer and the `rule_firings` table.
 #[derive(Clone, Debug)]
 pub struct Firing {
-    pub chain: Arc<CompiledChain>,
+    pub subject: Subject,
     pub kind: FiringKind,
     /// The engine tick (milliseconds since the epoch) at which the state changed.
     pub time_ms: i64,
@@ -46,6 +55,16 @@ pub struct Firing {
     pub values: Vec<(String, f64)>,
     /// The transform fields computed from those values.
     pub fields: Vec<(String, f64)>,
+}
+
+impl Firing {
+    /// The chain that fired, if a chain did.
+    pub fn chain(&self) -> Option<&Arc<CompiledChain>> {
+        match &self.subject {
+            Subject::Chain(chain) => Some(chain),
+            Subject::Presence(_) => None,
+        }
+    }
 }
 
 /// What the API shows of a chain.
@@ -91,12 +110,25 @@ pub(crate) type StatusMap = Arc<Mutex<FxHashMap<ChainNo, RawStatus>>>;
 type Updates = Vec<((ChainNo, Out), Diff)>;
 /// A key's latest value as of a tick (worker 0's `history::Latest::at`).
 pub(crate) type Lookup<'a> = &'a dyn Fn(u64, Time) -> Option<Val>;
-/// A firing about to be emitted: the chain, how it changed, the values by slot.
-type Pending = (Arc<CompiledChain>, FiringKind, Vec<(Slot, Val)>);
+/// A firing about to be emitted: what fired, how it changed, the values by slot.
+type Pending = (Subject, FiringKind, Vec<(Slot, Val)>);
 
 pub(crate) enum Meta {
     Install(ChainNo, Arc<CompiledChain>),
     Uninstall(ChainNo),
+    /// A device watched, with the watch it replaces (whose state it takes on).
+    Watch(ChainNo, Arc<Presence>, Option<ChainNo>),
+    Unwatch(ChainNo),
+}
+
+/// A watched device as the collector keeps it.
+struct Watched {
+    presence: Arc<Presence>,
+    /// Whether its row is in the dataflow's output.
+    offline: bool,
+    /// While its install tick is applied: the state it had before (that of the watch it
+    /// replaces, else online), against which the tick's outcome fires.
+    before: Option<bool>,
 }
 
 struct ChainState {
@@ -117,6 +149,9 @@ pub(crate) struct Collector {
     applying: Option<Applying>,
     meta: BTreeMap<Time, Vec<Meta>>,
     chains: FxHashMap<ChainNo, ChainState>,
+    watched: FxHashMap<ChainNo, Watched>,
+    /// Watches installed at the tick being applied: they fire, if at all, once it is.
+    fresh: Vec<ChainNo>,
     /// Next tick of each scheduled chain.
     ticks: BTreeSet<(i64, ChainNo)>,
     sink: Box<dyn FnMut(Firing) + Send>,
@@ -135,6 +170,8 @@ impl Collector {
             applying: None,
             meta: BTreeMap::new(),
             chains: FxHashMap::default(),
+            watched: FxHashMap::default(),
+            fresh: Vec::new(),
             ticks: BTreeSet::new(),
             sink,
             status,
@@ -239,7 +276,67 @@ impl Collector {
                     self.ticks.retain(|(_, n)| *n != no);
                 }
             }
+            Meta::Watch(no, presence, replaced) => {
+                // Its row is a new record: offline is whether it appears at this tick.
+                let old = replaced.and_then(|old| self.watched.remove(&old));
+                let before = old.is_some_and(|w| w.offline);
+                if replaced.is_some() {
+                    // Until the tick is applied, readers see the state it replaces (a new
+                    // watch's device is offline, as never seen).
+                    presence.set_offline(before);
+                }
+                self.fresh.push(no);
+                let watched = Watched {
+                    presence,
+                    offline: false,
+                    before: Some(before),
+                };
+                self.watched.insert(no, watched);
+            }
+            Meta::Unwatch(no) => {
+                self.watched.remove(&no);
+            }
         }
+    }
+
+    /// Applies a watched device's updates of a tick; returns the firing it makes, if any.
+    fn apply_watched(
+        &mut self,
+        no: ChainNo,
+        updates: &[((ChainNo, Out), Diff)],
+    ) -> Option<Pending> {
+        let watched = self.watched.get_mut(&no)?;
+        let diff: Diff = updates
+            .iter()
+            .filter(|((_, out), _)| matches!(out, Out::Offline))
+            .map(|(_, d)| *d)
+            .sum();
+        let offline = diff > 0;
+        if diff == 0 || offline == watched.offline {
+            return None;
+        }
+        watched.offline = offline;
+        if watched.before.is_some() {
+            return None; // installed at this tick: see `settle_fresh`
+        }
+        watched.presence.set_offline(offline);
+        Some(presence_firing(&watched.presence, offline))
+    }
+
+    /// Once the tick that installed watches is applied: each fires if its state differs
+    /// from the one it had before.
+    fn settle_fresh(&mut self) -> Vec<Pending> {
+        let mut firings = Vec::new();
+        for no in self.fresh.drain(..) {
+            let Some(w) = self.watched.get_mut(&no) else {
+                continue;
+            };
+            w.presence.set_offline(w.offline);
+            if w.before.take() != Some(w.offline) {
+                firings.push(presence_firing(&w.presence, w.offline));
+            }
+        }
+        firings
     }
 
     /// Applies a tick's updates chain by chain until `deadline`; returns the rest, if any.
@@ -261,18 +358,24 @@ impl Collector {
                 }
                 applying.next += group.len();
                 let no = group[0].0 .0;
-                if let Some((chain, kind, values)) =
-                    self.apply_chain(no, group, &mut status, time, latest)
-                {
+                if let Some(firing) = self.apply_chain(no, group, &mut status, time, latest) {
                     status.entry(no).or_default().firings += 1;
-                    firings.push((chain, kind, values));
+                    firings.push(firing);
+                } else if let Some(firing) = self.apply_watched(no, group) {
+                    firings.push(firing);
                 }
             }
         }
-        for (chain, kind, values) in firings {
-            self.emit(chain, kind, time as i64, &values);
+        for (subject, kind, values) in firings {
+            self.emit(subject, kind, time as i64, &values);
         }
-        (applying.next < applying.updates.len()).then_some(applying)
+        if applying.next < applying.updates.len() {
+            return Some(applying);
+        }
+        for (subject, kind, values) in self.settle_fresh() {
+            self.emit(subject, kind, time as i64, &values);
+        }
+        None
     }
 
     /// Applies one chain's updates of a tick; returns the firing it makes, if any.
@@ -295,7 +398,7 @@ impl Collector {
                 Out::Failed { atom, err } if *diff > 0 => {
                     errors.push(format!("atom {atom}: {err}"))
                 }
-                Out::Failed { .. } => {}
+                Out::Failed { .. } | Out::Offline => {}
             }
         }
         let kind = match &added {
@@ -349,16 +452,22 @@ impl Collector {
             }
             _ => active.unwrap_or_default(),
         };
-        Some((Arc::clone(&state.chain), kind, values))
+        Some((Subject::Chain(Arc::clone(&state.chain)), kind, values))
     }
 
-    fn emit(
-        &mut self,
-        chain: Arc<CompiledChain>,
-        kind: FiringKind,
-        time_ms: i64,
-        slots: &[(Slot, Val)],
-    ) {
+    fn emit(&mut self, subject: Subject, kind: FiringKind, time_ms: i64, slots: &[(Slot, Val)]) {
+        let chain = match subject {
+            Subject::Chain(chain) => chain,
+            presence @ Subject::Presence(_) => {
+                return (self.sink)(Firing {
+                    subject: presence,
+                    kind,
+                    time_ms,
+                    values: Vec::new(),
+                    fields: Vec::new(),
+                })
+            }
+        };
         let lookup = |s: Slot| {
             slots
                 .iter()
@@ -372,7 +481,7 @@ impl Collector {
             .collect();
         let values = slots.iter().map(|(s, v)| (chain.name(*s), v.v.0)).collect();
         (self.sink)(Firing {
-            chain,
+            subject: Subject::Chain(chain),
             kind,
             time_ms,
             values,
@@ -405,10 +514,20 @@ impl Collector {
                     .entry(no)
                     .or_default()
                     .firings += 1;
-                self.emit(chain, FiringKind::Scheduled, tick, &values);
+                self.emit(Subject::Chain(chain), FiringKind::Scheduled, tick, &values);
             }
         }
     }
+}
+
+/// A watched device's change: offline is the `Activated` state.
+fn presence_firing(presence: &Arc<Presence>, offline: bool) -> Pending {
+    let kind = if offline {
+        FiringKind::Activated
+    } else {
+        FiringKind::Cleared
+    };
+    (Subject::Presence(Arc::clone(presence)), kind, Vec::new())
 }
 
 /// Whether a chain's slot is the latest value of a key (not a window aggregate).

@@ -133,7 +133,12 @@ pub(crate) enum Part {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) enum Out {
     Active(Vec<(Slot, Val)>),
-    Failed { atom: u16, err: EvalError },
+    Failed {
+        atom: u16,
+        err: EvalError,
+    },
+    /// A watched device's window is empty (the number is the watch's, see `presence`).
+    Offline,
 }
 
 /// The input handles of one worker's copy of the dataflow.
@@ -144,6 +149,8 @@ pub(crate) struct Inputs {
     pub(crate) terms: InputSession<Time, (u64, Term), Diff>,
     pub(crate) absent: InputSession<Time, (u64, (ChainNo, u16)), Diff>,
     pub(crate) marks: InputSession<Time, (ChainNo, Part), Diff>,
+    /// Watched devices: the value key of their window, and the watch's number.
+    pub(crate) presence: InputSession<Time, (u64, ChainNo), Diff>,
 }
 
 impl Inputs {
@@ -154,6 +161,7 @@ impl Inputs {
         self.terms.advance_to(time);
         self.absent.advance_to(time);
         self.marks.advance_to(time);
+        self.presence.advance_to(time);
     }
 
     pub(crate) fn flush(&mut self) {
@@ -163,6 +171,7 @@ impl Inputs {
         self.terms.flush();
         self.absent.flush();
         self.marks.flush();
+        self.presence.flush();
     }
 }
 
@@ -182,6 +191,7 @@ pub(crate) fn build<'s>(
     let (terms_in, terms) = scope.new_collection::<(u64, Term), Diff>();
     let (absent_in, absent) = scope.new_collection::<(u64, (ChainNo, u16)), Diff>();
     let (marks_in, marks) = scope.new_collection::<(ChainNo, Part), Diff>();
+    let (presence_in, presence) = scope.new_collection::<(u64, ChainNo), Diff>();
 
     // Each windowed reading, once per distinct spec over its key (chains share specs), leaves
     // the window at t + w.
@@ -207,18 +217,21 @@ pub(crate) fn build<'s>(
         .concat(aggregates.clone())
         .arrange_by_key_named("Values");
     let parts = values.join_core(terms.arrange_by_key_named("Terms"), evaluate_term);
-    let absent_parts = absent
-        .antijoin(aggregates.map(|(key, _)| key))
-        .map(|(_, (chain, atom))| {
-            (
-                chain,
-                Part::Sat {
-                    atom,
-                    slot: NO_SLOT,
-                    val: None,
-                },
-            )
-        });
+    let window_keys = aggregates.map(|(key, _)| key);
+    // A watched device is offline while its window is empty: no reduce, no plan.
+    let offline = presence
+        .antijoin(window_keys.clone())
+        .map(|(_, watch)| (watch, Out::Offline));
+    let absent_parts = absent.antijoin(window_keys).map(|(_, (chain, atom))| {
+        (
+            chain,
+            Part::Sat {
+                atom,
+                slot: NO_SLOT,
+                val: None,
+            },
+        )
+    });
 
     marks
         .concat(parts)
@@ -229,6 +242,7 @@ pub(crate) fn build<'s>(
                 evaluate_chain(plan, input, output);
             }
         })
+        .concat(offline)
         .inspect_batch(move |_time, batch| output(batch.to_vec()))
         .probe_with(probe);
 
@@ -239,6 +253,7 @@ pub(crate) fn build<'s>(
         terms: terms_in,
         absent: absent_in,
         marks: marks_in,
+        presence: presence_in,
     }
 }
 

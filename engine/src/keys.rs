@@ -245,10 +245,13 @@ pub(crate) fn value_id(input: &Input) -> Id {
             agg_tag(*agg),
             &window_ms.to_le_bytes(),
         ]),
-        Input::Recent { sensor, window_ms } => {
-            id(&[b"\0recent", sensor.as_bytes(), &window_ms.to_le_bytes()])
-        }
+        Input::Recent { sensor, window_ms } => recent_id(sensor, *window_ms),
     }
+}
+
+/// The identity of the count of a sensor's readings within `window_ms` (`no_data`).
+pub(crate) fn recent_id(sensor: &str, window_ms: i64) -> Id {
+    id(&[b"\0recent", sensor.as_bytes(), &window_ms.to_le_bytes()])
 }
 
 /// The identity of the readings a windowed slot aggregates.
@@ -384,7 +387,9 @@ mod collisions {
                 ..EngineArgs::new(2)
             };
             let engine = Engine::start(args, move |f| {
-                sink.lock().unwrap().push((f.chain.id().to_owned(), f.kind))
+                sink.lock()
+                    .unwrap()
+                    .push((f.chain().unwrap().id().to_owned(), f.kind))
             })
             .unwrap();
             Harness { engine, firings }

@@ -30,17 +30,19 @@ pub mod model;
 mod name;
 mod parse;
 mod plan;
+mod presence;
 mod runtime;
 mod worker;
 pub mod workload;
 
-pub use collector::{ChainStatus, Firing, FiringKind};
+pub use collector::{ChainStatus, Firing, FiringKind, Subject};
 pub use error::{Error, Result};
 pub use expr::{EvalError, Expr, Slot};
 pub use model::{ActionKind, ChainSpec, Node, Schedule, StateSpec, Trigger};
 pub use name::Name;
 pub use parse::{Agg, Input};
 pub use plan::{Atom, AtomKind, CompiledChain};
+pub use presence::{Presence, PresenceSpec};
 pub use runtime::{
     Clock, Engine, EngineArgs, EngineHealth, EngineMetrics, ManualClock, Reading, SystemClock,
 };

@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 use crate::keys::{reading_ids, Id};
 use crate::model::ChainSpec;
 use crate::plan::CompiledChain;
-use std::collections::HashMap;
+use crate::presence::{Presence, Watch};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -74,6 +75,13 @@ pub(crate) enum Command {
     Swap {
         remove: Option<ChainNo>,
         install: Option<(ChainNo, Arc<CompiledChain>)>,
+        done: SyncSender<()>,
+    },
+    /// Stop watching devices and watch others (each with the watch it replaces), in one tick,
+    /// on the control channel like `Swap` (see `presence`).
+    Presence {
+        remove: Vec<ChainNo>,
+        install: Vec<(ChainNo, Arc<Presence>, Option<ChainNo>)>,
         done: SyncSender<()>,
     },
     /// Close a tick at the clock's time (windows move, schedules come due).
@@ -187,9 +195,12 @@ impl Shared {
 }
 
 #[derive(Default)]
-struct Registry {
+pub(crate) struct Registry {
     by_id: HashMap<String, (ChainNo, Arc<CompiledChain>)>,
-    next: ChainNo,
+    /// Watched devices (see `presence`): their numbers come from `next` too, so a chain's and
+    /// a watch's never meet in the dataflow's output.
+    pub(crate) presence: HashSet<Watch>,
+    pub(crate) next: ChainNo,
 }
 
 /// The rule engine: timely workers in their own threads, and the handle to command them.
@@ -201,8 +212,8 @@ pub struct Engine {
     /// room in the control channel), so chain commands reach the workers in the registry's
     /// order; `registry` itself is locked only to read or update it, so readers of the chains
     /// never wait on that send.
-    changes: Mutex<()>,
-    registry: Mutex<Registry>,
+    pub(crate) changes: Mutex<()>,
+    pub(crate) registry: Mutex<Registry>,
     status: StatusMap,
     guards: Mutex<Option<timely::communication::WorkerGuards<()>>>,
     workers: usize,
@@ -275,8 +286,8 @@ impl Engine {
         })
     }
 
-    fn send(&self, command: Command) -> Result<()> {
-        let channel = if matches!(command, Command::Swap { .. }) {
+    pub(crate) fn send(&self, command: Command) -> Result<()> {
+        let channel = if matches!(command, Command::Swap { .. } | Command::Presence { .. }) {
             &self.control
         } else {
             &self.feeds

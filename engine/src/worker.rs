@@ -20,14 +20,14 @@
 //! without rows (quarantined) and says so in its status.
 
 use crate::collector::{Collector, Meta};
-use crate::dataflow::{self, ChainNo, Inputs, OutBatch, Part, Plan, Term, Time, Val, WindowSpec};
+use crate::dataflow::{self, ChainNo, Inputs, OutBatch, Time, Val};
 use crate::expr::Num;
 use crate::history::Latest;
-use crate::parse::Input;
-use crate::plan::{AtomKind, CompiledChain};
+use crate::plan::CompiledChain;
+use crate::presence::Presence;
 use crate::runtime::{Clock, Command, Reading, Shared, Worker0Parts};
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -42,6 +42,8 @@ const COLLECTOR_SLICE: Duration = Duration::from_millis(2);
 const MAX_IN_FLIGHT: usize = 3;
 /// How long the tick of a first feed waits for more feeds when the clock has not moved past it.
 const COALESCE: Duration = Duration::from_millis(1);
+
+mod rows;
 
 pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
     let probe = ProbeHandle::new();
@@ -135,10 +137,12 @@ pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
 }
 
 /// The windows over a raw key: the check of the identity whose readings they take, and the
-/// number of specs per window length.
+/// number of specs per window length, shortest first (a key has one or two lengths: a vector
+/// of them is 16 bytes each where a `BTreeMap`'s first node took about 200, once per
+/// watched device).
 struct Windows {
     check: u64,
-    lengths: BTreeMap<i64, usize>,
+    lengths: Vec<(i64, usize)>,
 }
 
 struct Sequencer {
@@ -149,6 +153,8 @@ struct Sequencer {
     /// Per raw key, the windows over it.
     windows: HashMap<u64, Windows, foldhash::fast::RandomState>,
     installed: FxHashMap<ChainNo, Arc<CompiledChain>>,
+    /// Watched devices (see `presence`).
+    watching: FxHashMap<ChainNo, Arc<Presence>>,
     /// Installed chains left without rows: a key they read belongs to another identity.
     quarantined: FxHashSet<ChainNo>,
     in_flight: VecDeque<Time>,
@@ -192,6 +198,7 @@ impl Sequencer {
             latest: Latest::default(),
             windows: HashMap::default(),
             installed: FxHashMap::default(),
+            watching: FxHashMap::default(),
             quarantined: FxHashSet::default(),
             in_flight: VecDeque::new(),
             retired: Vec::new(),
@@ -260,6 +267,33 @@ impl Sequencer {
                 }
                 self.close_tick();
                 // In effect from here: every feed sequenced after this is judged by it.
+                let _ = done.send(());
+                return;
+            }
+            Command::Presence {
+                remove,
+                install,
+                done,
+            } => {
+                self.close_fed_tick();
+                // A replaced watch's state goes to the one replacing it.
+                let replaced: FxHashSet<ChainNo> =
+                    install.iter().filter_map(|(_, _, old)| *old).collect();
+                for no in remove {
+                    if let Some(presence) = self.watching.remove(&no) {
+                        self.watch_rows(no, &presence, -1);
+                        if !replaced.contains(&no) {
+                            self.collector.meta(self.epoch, Meta::Unwatch(no));
+                        }
+                    }
+                }
+                for (no, presence, old) in install {
+                    self.watch_rows(no, &presence, 1);
+                    let meta = Meta::Watch(no, Arc::clone(&presence), old);
+                    self.collector.meta(self.epoch, meta);
+                    self.watching.insert(no, presence);
+                }
+                self.close_tick();
                 let _ = done.send(());
                 return;
             }
@@ -344,7 +378,7 @@ impl Sequencer {
                     collided = true;
                     continue;
                 }
-                let Some(longest) = windows.lengths.keys().next_back() else {
+                let Some((longest, _)) = windows.lengths.last() else {
                     continue;
                 };
                 let expiry = r.time_ms.saturating_add(*longest);
@@ -365,134 +399,6 @@ impl Sequencer {
             metrics
                 .key_collisions
                 .fetch_add(collisions, Ordering::Relaxed);
-        }
-    }
-
-    /// Claims the keys of a chain being installed; `false` (and the chain is quarantined: it
-    /// gets no rows) when another identity owns one of them.
-    fn claim(&mut self, no: ChainNo, chain: &CompiledChain) -> bool {
-        let (slots, ids): (Vec<_>, Vec<_>) = chain.ids().into_iter().unzip();
-        let Err(at) = self.latest.claim(&ids) else {
-            return true;
-        };
-        let input = chain.name(slots[at]);
-        tracing::warn!(chain = chain.id(), input = %input, "key collision: chain quarantined");
-        self.quarantined.insert(no);
-        self.shared
-            .metrics
-            .key_collisions
-            .fetch_add(1, Ordering::Relaxed);
-        self.collector.error(
-            no,
-            format!(
-                "{input}: another name has the same key in this process (a chance collision \
-                 of 64-bit keys); the chain is quarantined and does not fire: replace it \
-                 after a restart"
-            ),
-        );
-        false
-    }
-
-    /// Inserts (`diff` 1) or retracts (-1) the rows that make up a chain.
-    fn rows(&mut self, no: ChainNo, chain: &CompiledChain, diff: isize) {
-        let quarantined = if diff > 0 {
-            !self.claim(no, chain)
-        } else {
-            self.quarantined.remove(&no)
-        };
-        if quarantined {
-            return;
-        }
-        let mut joined = Vec::new();
-        for (atom, a) in chain.atoms.iter().enumerate() {
-            let atom = atom as u16;
-            match a.kind {
-                AtomKind::Term(slot) => {
-                    let carry = chain.every()
-                        || !matches!(chain.inputs[slot as usize], Input::Latest { .. });
-                    let term = Term {
-                        chain: no,
-                        slot,
-                        atom,
-                        pred: Some(a.pred.clone()),
-                        carry,
-                    };
-                    self.inputs
-                        .terms
-                        .update((chain.value_key(slot), term), diff);
-                }
-                AtomKind::Absent(slot) => self
-                    .inputs
-                    .absent
-                    .update((chain.value_key(slot), (no, atom)), diff),
-                AtomKind::Joined => joined.extend(a.joined_expr().map(|e| (atom, e.clone()))),
-            }
-        }
-        for slot in chain.passthrough_slots() {
-            let term = Term {
-                chain: no,
-                slot,
-                atom: u16::MAX,
-                pred: None,
-                carry: true,
-            };
-            self.inputs
-                .terms
-                .update((chain.value_key(slot), term), diff);
-        }
-        for (slot, input) in chain.inputs.iter().enumerate() {
-            if let Input::Latest { .. } = input {
-                let key = chain.value_key(slot as u16);
-                self.latest.watch(key, diff);
-                if diff > 0 {
-                    if let Some(val) = self.latest.admit(key) {
-                        self.inputs.latest.update((key, val), 1);
-                    }
-                }
-            }
-            let Some(raw) = chain.raw_id(slot as u16) else {
-                continue;
-            };
-            let (agg, window_ms) = match input {
-                crate::parse::Input::Window { agg, window_ms, .. } => (*agg, *window_ms),
-                crate::parse::Input::Recent { window_ms, .. } => {
-                    (crate::parse::Agg::Count, *window_ms)
-                }
-                crate::parse::Input::Latest { .. } => continue,
-            };
-            let spec = WindowSpec {
-                agg,
-                window_ms,
-                value_key: chain.value_key(slot as u16),
-            };
-            self.inputs.window_specs.update((raw.key, spec), diff);
-            let windows = self.windows.entry(raw.key).or_insert_with(|| Windows {
-                check: raw.check,
-                lengths: BTreeMap::new(),
-            });
-            let n = windows.lengths.entry(window_ms).or_default();
-            *n = n.saturating_add_signed(diff);
-            if *n == 0 {
-                windows.lengths.remove(&window_ms);
-            }
-            if windows.lengths.is_empty() {
-                self.windows.remove(&raw.key);
-            }
-        }
-        if chain.clauses.iter().any(Vec::is_empty) {
-            self.inputs.marks.update((no, Part::Always), diff);
-        }
-        if diff > 0 {
-            // Before this tick closes: the rows may reach the workers earlier (an input flushes
-            // when its buffer fills), but no reduce evaluates this tick before it is closed.
-            let plan = Plan {
-                clauses: chain.clauses.clone(),
-                joined,
-            };
-            let mut plans = self.shared.plans.write().unwrap_or_else(|e| e.into_inner());
-            plans.insert(no, plan);
-        } else {
-            self.retired.push((self.epoch, no));
         }
     }
 

@@ -3,22 +3,25 @@
 //! Every reading made durable also tells the engine that its device was seen: the feed adds one
 //! reading of the pseudo-sensor `$device:{id}` (variable `seen`) per run of the device's
 //! readings in each group commit ([`seen_sensor`]; no user sensor can be named so, `$` is
-//! outside the sensor charset). Each registered device has a system chain, `$presence:{id}`,
-//! with one filter, `no_data('{inactivityTimeout}')` on that pseudo-sensor: it is active, and
-//! the device offline, while the device has sent nothing for that long, whichever of its
-//! sensors (a gateway may have thousands). The engine keeps one window count per device and
+//! outside the sensor charset). Each registered device is watched by the engine
+//! ([`aemos_engine::Engine::watch`], [`watch_spec`]): offline while that pseudo-sensor has sent
+//! nothing for the device's `inactivityTimeout`, whichever of its sensors (a gateway may have
+//! thousands). The engine keeps one row and one window count per device, with no chain, and
 //! moves every window at its tick, so an idle device costs no timer and no work per reading of
-//! the others; its firings go through the firing log like any chain's (recorded, reconciled at
-//! restart) and become `device-offline` and `device-online` notifications on every channel. A
-//! device that has never sent anything is offline from its registration, silently
-//! ([`presumed_active`]): its first notification is `device-online`.
+//! the others. Its changes go through the firing log as records of the system chain id
+//! `$presence:{id}` ([`record`]: recorded, reconciled at restart) and become `device-offline`
+//! and `device-online` notifications on every channel. A device that has never sent anything
+//! is offline from its registration, silently ([`presumed_active`]): its first notification is
+//! `device-online`.
 //!
-//! Chain ids starting with `$` are reserved for these chains: the API refuses them from users
-//! and does not list them.
+//! Chain ids starting with `$` are reserved for these records: the API refuses them from users.
 
-use aemos_engine::{ActionKind, ChainSpec, Node, StateSpec, Trigger};
+use aemos_engine::PresenceSpec;
+use serde_json::Map;
 
 use super::Device;
+use crate::notify::NotifyTarget;
+use crate::rules::FiringRecord;
 
 /// What starts the id of every system chain.
 pub const SYSTEM_PREFIX: char = '$';
@@ -41,12 +44,12 @@ pub fn chain_id(device: &str) -> String {
     format!("{PRESENCE}{device}")
 }
 
-/// Whether a chain id is a system chain's (not the user's to make, list or remove).
+/// Whether a chain id is a system chain's (not the user's to make).
 pub fn is_system(chain: &str) -> bool {
     chain.starts_with(SYSTEM_PREFIX)
 }
 
-/// The device whose presence a chain computes, if it is a presence chain.
+/// The device whose presence a chain id records, if it is a presence chain's.
 pub fn device_of(chain: &str) -> Option<&str> {
     chain.strip_prefix(PRESENCE)
 }
@@ -69,28 +72,38 @@ pub fn notification_kind(chain: &str, new_value: &str) -> Option<&'static str> {
     })
 }
 
-/// The presence chain of a device.
-pub fn presence_chain(device: &Device) -> ChainSpec {
-    let mut nodes = vec![Node::Filter {
+/// What the engine watches for a device.
+pub fn watch_spec(device: &Device) -> PresenceSpec {
+    PresenceSpec {
+        device: device.id.to_string(),
         sensor: seen_sensor(&device.id),
-        condition: format!("no_data('{}ms')", device.inactivity_timeout.as_millis()),
-    }];
-    nodes.push(Node::Action {
-        action: ActionKind::Notify,
-        device: Some(device.id.to_string()),
-        state: Some(Box::new(StateSpec {
-            name: CONNECTIVITY.to_owned(),
-            value: "offline".to_owned(),
-            clear: Some("online".to_owned()),
-        })),
-        command: None,
-    });
-    ChainSpec {
-        id: chain_id(&device.id),
-        name: format!("presence of {}", device.id),
-        nodes,
-        on: Trigger::Change,
-        schedule: None,
+        timeout_ms: device.inactivity_timeout.as_millis().min(i64::MAX as u128) as i64,
+    }
+}
+
+/// The record of a device's change of presence: `offline` is the presence chain's active
+/// state; `kind` is `activated`, `cleared` or their `restored-` variants.
+pub fn record(device: &str, kind: &str, offline: bool, time: i64) -> FiringRecord {
+    let (new, old) = if offline {
+        ("offline", "online")
+    } else {
+        ("online", "offline")
+    };
+    FiringRecord {
+        time,
+        chain: chain_id(device),
+        device: device.to_owned(),
+        kind: kind.to_owned(),
+        active: offline,
+        values: Map::new(),
+        fields: Map::new(),
+        notify: vec![NotifyTarget {
+            device: device.to_owned(),
+            state: CONNECTIVITY.to_owned(),
+            new: new.to_owned(),
+            old: old.to_owned(),
+        }],
+        commands: Vec::new(),
     }
 }
 
@@ -112,5 +125,20 @@ mod tests {
             Some(DEVICE_OFFLINE)
         );
         assert_eq!(notification_kind("high-temp", "online"), None);
+        let offline = record("p", "activated", true, 5);
+        assert_eq!(
+            (offline.chain.as_str(), offline.active),
+            ("$presence:p", true)
+        );
+        assert_eq!(
+            (
+                offline.notify[0].new.as_str(),
+                offline.notify[0].old.as_str()
+            ),
+            ("offline", "online")
+        );
+        let online = record("p", "cleared", false, 6);
+        assert_eq!(online.notify[0].state, CONNECTIVITY);
+        assert_eq!(online.notify[0].new, "online");
     }
 }

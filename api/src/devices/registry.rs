@@ -24,6 +24,8 @@ use crate::http::ApiError;
 /// The document namespace of devices.
 pub const DEVICES: &str = "devices";
 
+/// The longest `inactivityTimeout`: the engine's longest window.
+const MAX_INACTIVITY_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default `inactivityTimeout` (seed 003 FR7).
 pub const DEFAULT_INACTIVITY_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -273,6 +275,13 @@ impl DeviceRegistry {
             if d.is_zero() {
                 return Err(ApiError::BadRequest(
                     "`inactivityTimeout` must be above zero".into(),
+                ));
+            }
+            if d > MAX_INACTIVITY_TIMEOUT {
+                return Err(ApiError::BadRequest(
+                    "`inactivityTimeout` must be at most 7d (the longest window the engine \
+                     keeps)"
+                        .into(),
                 ));
             }
         }

@@ -1,6 +1,6 @@
 //! Keeps this server's registry in step with the other servers sharing the object store: every
 //! `--registry-sync` it applies the device documents they changed ([`DeviceRegistry::sync`])
-//! and (re)installs or removes the presence chains of the devices concerned. A rotation or a
+//! and watches the presence of the devices concerned again, or no longer. A rotation or a
 //! removal made elsewhere stops the old token here within one period.
 
 use std::sync::Arc;
@@ -32,27 +32,26 @@ pub fn spawn(registry: Arc<DeviceRegistry>, engine: Arc<Engine>, every: Duration
             let engine = Arc::clone(&engine);
             let applied = tokio::task::spawn_blocking(move || apply(&engine, changes)).await;
             if let Err(e) = applied {
-                warn!(error = %e, "installing presence chains of devices changed elsewhere");
+                warn!(error = %e, "watching devices changed elsewhere");
             }
         }
     });
 }
 
 fn apply(engine: &Engine, changes: Vec<RegistryChange>) {
+    let (mut watch, mut unwatch) = (Vec::new(), Vec::new());
     for change in changes {
-        let done = match change {
+        match change {
             RegistryChange::Upserted {
                 device,
                 presence: true,
-            } => engine.upsert(presence::presence_chain(&device)).map(|_| ()),
-            RegistryChange::Upserted { .. } => Ok(()),
-            RegistryChange::Removed(id) => match engine.remove(&presence::chain_id(&id)) {
-                Err(aemos_engine::Error::UnknownChain(_)) | Ok(_) => Ok(()),
-                Err(e) => Err(e),
-            },
-        };
-        if let Err(e) = done {
-            warn!(error = %e, "presence chain of a device changed elsewhere");
+            } => watch.push(presence::watch_spec(&device)),
+            RegistryChange::Upserted { .. } => {}
+            RegistryChange::Removed(id) => unwatch.push(id),
         }
+    }
+    let unwatch: Vec<&str> = unwatch.iter().map(|id| &**id).collect();
+    if let Err(e) = engine.unwatch(&unwatch).and_then(|()| engine.watch(watch)) {
+        warn!(error = %e, "presence of devices changed elsewhere");
     }
 }

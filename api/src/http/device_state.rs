@@ -1,6 +1,6 @@
 //! `GET /api/v1/devices/{id}/state`: what aemos knows of a device now, from the parts that
-//! know it: online and the active rule states from the engine (the device's presence chain and
-//! the chains that notify about it), the latest values and the last time it was seen from
+//! know it: online and the active rule states from the engine (the device's watch and the
+//! chains that notify about it), the latest values and the last time it was seen from
 //! storage, the fan speed and power from its acknowledged commands, and its running pre-clean.
 
 use axum::extract::{Path, State};
@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 
 use super::device_data::latest_rows;
 use super::{ApiError, AppState};
-use crate::devices::presence;
 use crate::notify::notify_targets;
 
 pub(super) async fn state(
@@ -25,16 +24,10 @@ pub(super) async fn state(
         .max()
         .map(str::to_owned);
     let engine = &state.rules.engine;
-    // The presence chain is active while the device is silent; without it (a registration
-    // the engine has not taken yet) nothing is known.
-    let online = engine
-        .status(&presence::chain_id(&id))
-        .map(|status| !status.active);
+    // Without a watch (a registration the engine has not taken yet) nothing is known.
+    let online = engine.presence(&id).map(|p| p.online());
     let mut states = Vec::new();
     for chain in engine.chains() {
-        if presence::is_system(chain.id()) {
-            continue;
-        }
         let Some(status) = engine.status(chain.id()).filter(|s| s.active) else {
             continue;
         };

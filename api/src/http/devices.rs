@@ -121,20 +121,14 @@ pub(super) async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.auth.registry.delete(&id).await?;
-    let chain = presence::chain_id(&id);
-    engine_call(&state.rules.engine, move |e| {
-        // Gone already if the device's registration never reached the engine.
-        let _ = e.remove(&chain);
-        Ok(())
-    })
-    .await?;
+    engine_call(&state.rules.engine, move |e| e.unwatch(&[&id])).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Registers (or replaces, at a new timeout or sensor list) the device's presence chain.
+/// Watches the device's presence (again, at a new timeout).
 async fn track_presence(state: &AppState, device: &Device) -> Result<(), ApiError> {
-    let spec = presence::presence_chain(device);
-    engine_call(&state.rules.engine, move |e| e.upsert(spec).map(|_| ())).await
+    let spec = presence::watch_spec(device);
+    engine_call(&state.rules.engine, move |e| e.watch(vec![spec])).await
 }
 
 /// `POST /api/v1/devices/{id}/token`: a new token; the old one stops working at once.

@@ -155,6 +155,7 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Value> {
                 "sinceHeartbeatMs": engine.since_heartbeat.as_millis() as u64,
                 "queuedReadings": engine.queued_readings,
                 "chains": state.rules.engine.chain_count(),
+                "watchedDevices": state.rules.engine.watch_count(),
                 "frontier": state.rules.engine.metrics().frontier.load(std::sync::atomic::Ordering::Relaxed),
             },
             // From the probe (`HEAD` of the catalog, with a deadline) every few seconds.
@@ -208,6 +209,7 @@ pub(super) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let up = crate::metrics::MetricSet::count_up_to;
     m.rule_chains.set(engine.chain_count() as i64);
+    m.watched_devices.set(engine.watch_count() as i64);
     // The counters below follow monotonic atomics kept elsewhere: one scrape at a time.
     let _one_at_a_time = SCRAPES.lock().await;
     up(&m.engine_readings, load(&em.readings));

@@ -130,9 +130,6 @@ pub(super) async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if presence::is_system(&id) {
-        return Err(ApiError::NotFound(format!("no rule chain {id:?}")));
-    }
     let _writes = state.rules.writes.lock().await;
     let stored = state
         .storage
@@ -154,7 +151,6 @@ pub(super) async fn list(State(state): State<AppState>) -> Json<Value> {
         engine
             .chains()
             .iter()
-            .filter(|c| !presence::is_system(c.id()))
             .map(|c| chain_json(engine, &c.spec))
             .collect(),
     ))
@@ -167,7 +163,6 @@ pub(super) async fn get_one(
     let engine = &state.rules.engine;
     let chain = engine
         .chain(&id)
-        .filter(|c| !presence::is_system(c.id()))
         .ok_or_else(|| ApiError::NotFound(format!("no rule chain {id:?}")))?;
     Ok(Json(chain_json(engine, &chain.spec)))
 }

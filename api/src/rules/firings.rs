@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aemos_engine::{Firing, FiringKind};
+use aemos_engine::{Firing, FiringKind, Subject};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tracing::warn;
@@ -73,16 +73,22 @@ impl FiringRecord {
             FiringKind::Scheduled => "scheduled",
         };
         let repeated = matches!(f.kind, FiringKind::Repeated | FiringKind::Scheduled);
+        let chain = match &f.subject {
+            Subject::Chain(chain) => chain,
+            Subject::Presence(p) => {
+                return presence::record(p.device(), kind, f.kind.active(), f.time_ms)
+            }
+        };
         FiringRecord {
             time: f.time_ms,
-            chain: f.chain.id().to_owned(),
-            device: f.chain.spec.device().to_owned(),
+            chain: chain.id().to_owned(),
+            device: chain.spec.device().to_owned(),
             kind: kind.to_owned(),
             active: f.kind.active(),
             values: to_map(&f.values),
             fields: to_map(&f.fields),
-            notify: notify_targets(&f.chain.spec, f.kind.active(), repeated),
-            commands: command_targets(&f.chain.spec, f.kind.active()),
+            notify: notify_targets(&chain.spec, f.kind.active(), repeated),
+            commands: command_targets(&chain.spec, f.kind.active()),
         }
     }
 

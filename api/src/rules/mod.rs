@@ -15,12 +15,11 @@ mod rebuild;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use aemos_engine::{ChainSpec, Engine, EngineArgs};
+use aemos_engine::{Engine, EngineArgs, PresenceSpec};
 use aemos_queries::{QueryEngine, SnapshotTable};
 use aemos_storage::{DurableObserver, Storage};
 use anyhow::Context;
 use tokio::sync::watch;
-use tracing::warn;
 
 pub use feed::EngineFeed;
 pub use firings::{
@@ -114,25 +113,17 @@ impl Rules {
         Ok(())
     }
 
-    /// Restores chains, registers the system chains (`system`: the devices' presence), rebuilds
-    /// the engine's state from storage, reconciles the firing log, then lets firings through.
+    /// Restores chains, watches the devices' presence (in one tick), rebuilds the engine's
+    /// state from storage, reconciles the firing log, then lets firings through.
     pub async fn restore(
         &self,
         storage: &Storage,
         queries: &QueryEngine,
-        system: Vec<ChainSpec>,
+        presence: Vec<PresenceSpec>,
     ) -> anyhow::Result<usize> {
         let chains = restore_chains(storage, &self.engine).await?;
         let engine = Arc::clone(&self.engine);
-        tokio::task::spawn_blocking(move || {
-            for spec in system {
-                let id = spec.id.clone();
-                if let Err(e) = engine.upsert(spec) {
-                    warn!(%id, error = %e, "system chain refused");
-                }
-            }
-        })
-        .await?;
+        tokio::task::spawn_blocking(move || engine.watch(presence)).await??;
         rebuild(
             storage,
             queries,

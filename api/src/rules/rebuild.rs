@@ -216,8 +216,7 @@ pub async fn rebuild(
         let Some(status) = engine.status(chain.id()) else {
             continue;
         };
-        let last = firings.last_active(chain.id());
-        if last.unwrap_or_else(|| presence::presumed_active(chain.id())) != status.active {
+        if firings.last_active(chain.id()).unwrap_or(false) != status.active {
             let values = status
                 .values
                 .iter()
@@ -239,6 +238,22 @@ pub async fn rebuild(
                 notify: notify_targets(&chain.spec, status.active, false),
                 commands: crate::commands::rule::command_targets(&chain.spec, status.active),
             });
+        }
+    }
+    for watched in engine.watched() {
+        let chain = presence::chain_id(watched.device());
+        let offline = !watched.online();
+        if firings
+            .last_active(&chain)
+            .unwrap_or_else(|| presence::presumed_active(&chain))
+            != offline
+        {
+            let kind = if offline {
+                "restored-activated"
+            } else {
+                "restored-cleared"
+            };
+            changes.push(presence::record(watched.device(), kind, offline, now_ms));
         }
     }
     let reconciled = changes.len();

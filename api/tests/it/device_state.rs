@@ -125,7 +125,7 @@ async fn online_offline_settings_and_notifications() {
         .filter_map(|n| n["type"].as_str())
         .collect();
     assert_eq!(kinds, ["device-online", "device-offline"], "{replay}");
-    // The presence chain is aemos's own: not listed, not the user's to make.
+    // Presence is aemos's own: no chain listed, and `$` ids are not the user's to make.
     let chains = server.get_json(&http, "/api/v1/rulechains").await;
     assert_eq!(chains.as_array().unwrap().len(), 1, "only `warm`: {chains}");
     let (status, _) = server

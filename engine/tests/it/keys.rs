@@ -56,7 +56,7 @@ fn names_that_shared_a_key_stay_apart() {
     h.register(filter("on-b", B, "temperature > 25"));
     let f = h.take_firings();
     assert_eq!(f.len(), 1);
-    assert_eq!((f[0].chain.id(), f[0].kind), ("on-b", Activated));
+    assert_eq!((f[0].chain().unwrap().id(), f[0].kind), ("on-b", Activated));
     assert_eq!(f[0].values, vec![("temperature".to_owned(), 30.0)]);
     // ...and A's readings leave it alone (under the old keys this one cleared `on-b`, and
     // `avg-a` averaged it with B's 30 to 26).
@@ -64,10 +64,10 @@ fn names_that_shared_a_key_stay_apart() {
     assert_eq!(h.take(), vec![]);
     h.feed(&[(A, "temperature", 50.0)]);
     let mut f = h.take_firings();
-    f.sort_by(|x, y| x.chain.id().cmp(y.chain.id()));
+    f.sort_by(|x, y| x.chain().unwrap().id().cmp(y.chain().unwrap().id()));
     let got: Vec<_> = f
         .iter()
-        .map(|f| (f.chain.id(), f.kind, f.values.clone()))
+        .map(|f| (f.chain().unwrap().id(), f.kind, f.values.clone()))
         .collect();
     // The window holds A's 22 and 50 only (with B's 30 it would average 34).
     assert_eq!(

@@ -6,6 +6,7 @@ mod fuzz_corpus;
 mod health;
 mod keys;
 mod oracle;
+mod presence;
 mod scenarios;
 mod support;
 mod wall_clock;

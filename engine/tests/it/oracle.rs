@@ -4,10 +4,12 @@
 //! incremental state. For every chain, the sequence of activations and clears (with their
 //! times) must be the engine's, on random chains (AND, OR, NOT, several sensors, windows,
 //! `no_data`, runtime division by zero), random readings (late ones included), registration,
-//! replacement and removal mid-stream, and one to three workers.
+//! replacement and removal mid-stream, and one to three workers. Devices' presence watches
+//! (`Engine::watch`) are checked the same way: offline while their window is empty, a
+//! replaced watch keeping its state.
 
 use crate::support::{spec, Harness, T0};
-use aemos_engine::{Agg, Clock, CompiledChain, FiringKind, Input, Reading};
+use aemos_engine::{Agg, Clock, CompiledChain, FiringKind, Input, PresenceSpec, Reading, Subject};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,6 +28,13 @@ enum Op {
         condition: String,
     },
     Remove(usize),
+    /// Watch device `device`'s presence on `sensor`'s readings, or watch it anew.
+    Watch {
+        device: usize,
+        sensor: usize,
+        timeout: i64,
+    },
+    Unwatch(usize),
     /// Move the clock, then close a tick.
     Advance(i64),
 }
@@ -69,6 +78,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..4, 0..SENSORS.len(), condition())
             .prop_map(|(id, sensor, condition)| Op::Register { id, sensor, condition }),
         1 => (0usize..4).prop_map(Op::Remove),
+        1 => (0usize..2, 0..SENSORS.len(), prop::sample::select(vec![15i64, 30, 60]))
+            .prop_map(|(device, sensor, timeout)| Op::Watch { device, sensor, timeout }),
+        1 => (0usize..2).prop_map(Op::Unwatch),
         2 => (0i64..40).prop_map(Op::Advance),
     ]
 }
@@ -93,6 +105,8 @@ struct Oracle {
     latest: HashMap<(usize, usize), (i64, f64)>,
     windowed: Vec<Windowed>,
     chains: BTreeMap<String, (Arc<CompiledChain>, bool)>,
+    /// By device id: the readings watched, the timeout, offline.
+    watches: BTreeMap<String, (Raw, i64, bool)>,
     events: Vec<(String, i64, bool)>,
     last_tick: i64,
 }
@@ -123,10 +137,19 @@ impl Oracle {
         }
     }
 
-    fn longest_window(&self, raw: Raw) -> Option<i64> {
-        self.chains
+    /// Every window: chains' and watches'.
+    fn windows(&self) -> Vec<(Raw, i64)> {
+        let chains = self
+            .chains
             .values()
-            .flat_map(|(c, _)| c.inputs.iter().filter_map(Oracle::raw_of))
+            .flat_map(|(c, _)| c.inputs.iter().filter_map(Oracle::raw_of));
+        let watches = self.watches.values().map(|(raw, w, _)| (*raw, *w));
+        chains.chain(watches).collect()
+    }
+
+    fn longest_window(&self, raw: Raw) -> Option<i64> {
+        self.windows()
+            .into_iter()
             .filter(|(r, _)| *r == raw)
             .map(|(_, w)| w)
             .max()
@@ -182,19 +205,29 @@ impl Oracle {
             }
             self.events.push((id, at, now));
         }
+        let mut changes = Vec::new();
+        for (device, (raw, w, offline)) in &self.watches {
+            let now = self.window_values(*raw, *w, at).is_empty();
+            if now != *offline {
+                changes.push((device.clone(), now));
+            }
+        }
+        for (device, now) in changes {
+            if let Some(entry) = self.watches.get_mut(&device) {
+                entry.2 = now;
+            }
+            self.events.push((format!("presence:{device}"), at, now));
+        }
     }
 
     /// Evaluates at every window expiry strictly between the last tick and `until`.
     fn expiries_before(&mut self, until: i64) {
         let mut times: Vec<i64> = Vec::new();
+        let windows = self.windows();
         for r in &self.windowed {
-            for (chain, _) in self.chains.values() {
-                for input in &chain.inputs {
-                    if let Some((raw, w)) = Oracle::raw_of(input) {
-                        if raw == r.raw {
-                            times.push((r.t + w).min(r.retained_until));
-                        }
-                    }
+            for (raw, w) in &windows {
+                if *raw == r.raw {
+                    times.push((r.t + w).min(r.retained_until));
                 }
             }
         }
@@ -240,6 +273,19 @@ impl Oracle {
             Op::Remove(id) => {
                 self.chains.remove(&format!("c{id}"));
             }
+            Op::Watch {
+                device,
+                sensor,
+                timeout,
+            } => {
+                let device = format!("w{device}");
+                let offline = self.watches.get(&device).is_some_and(|w| w.2);
+                let watch = (Raw::Sensor(*sensor), *timeout, offline);
+                self.watches.insert(device, watch);
+            }
+            Op::Unwatch(device) => {
+                self.watches.remove(&format!("w{device}"));
+            }
             Op::Advance(_) => {}
         }
         self.evaluate(epoch);
@@ -252,6 +298,7 @@ fn run(workers: usize, ops: &[Op]) -> Result<(), TestCaseError> {
     let (engine, clock) = (&h.engine, &h.clock);
     let mut oracle = Oracle::default();
     let mut epoch = T0;
+    let mut watched = HashMap::new();
     for op in ops {
         let mut compiled = None;
         match op {
@@ -282,6 +329,27 @@ fn run(workers: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                     continue; // not registered: no command, no tick
                 }
             }
+            Op::Watch {
+                device,
+                sensor,
+                timeout,
+            } => {
+                if watched.insert(*device, (*sensor, *timeout)) == Some((*sensor, *timeout)) {
+                    continue; // watched the same way: no command, no tick
+                }
+                let spec = PresenceSpec {
+                    device: format!("w{device}"),
+                    sensor: SENSORS[*sensor].to_owned(),
+                    timeout_ms: *timeout,
+                };
+                engine.watch(vec![spec]).unwrap();
+            }
+            Op::Unwatch(device) => {
+                if watched.remove(device).is_none() {
+                    continue;
+                }
+                engine.unwatch(&[&format!("w{device}")]).unwrap();
+            }
             Op::Advance(ms) => {
                 // Worker 0 reads the clock as it closes each tick: move it only once it is idle.
                 engine.sync().unwrap();
@@ -302,11 +370,11 @@ fn run(workers: usize, ops: &[Op]) -> Result<(), TestCaseError> {
         .iter()
         .filter(|f| matches!(f.kind, FiringKind::Activated | FiringKind::Cleared))
         .map(|f| {
-            (
-                f.chain.id().to_owned(),
-                f.time_ms,
-                f.kind == FiringKind::Activated,
-            )
+            let id = match &f.subject {
+                Subject::Chain(chain) => chain.id().to_owned(),
+                Subject::Presence(p) => format!("presence:{}", p.device()),
+            };
+            (id, f.time_ms, f.kind == FiringKind::Activated)
         })
         .collect();
     let mut want = oracle.events.clone();

@@ -147,7 +147,7 @@ fn or_several_sensors_and_values_in_firings() {
         vec![("b.t".to_owned(), 10.0), ("t".to_owned(), 20.0)]
     );
     assert_eq!(f[0].fields, vec![("t_f".to_owned(), 68.0)]);
-    assert_eq!(f[0].chain.spec.device(), "dev-1");
+    assert_eq!(f[0].chain().unwrap().spec.device(), "dev-1");
     h.feed(&[("a", "t", 21.0)]);
     assert_eq!(
         h.take(),
@@ -186,7 +186,13 @@ fn sliding_windows_and_no_data_move_with_time() {
     let f = h.take_firings();
     let got: Vec<_> = f
         .iter()
-        .map(|f| (f.chain.id(), f.kind, f.time_ms - crate::support::T0))
+        .map(|f| {
+            (
+                f.chain().unwrap().id(),
+                f.kind,
+                f.time_ms - crate::support::T0,
+            )
+        })
         .collect();
     assert_eq!(
         got,

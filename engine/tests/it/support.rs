@@ -1,5 +1,5 @@
 use aemos_engine::{
-    ChainSpec, Clock, Engine, EngineArgs, Firing, FiringKind, ManualClock, Reading,
+    ChainSpec, Clock, Engine, EngineArgs, Firing, FiringKind, ManualClock, Reading, Subject,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,11 +56,18 @@ impl Harness {
         self.engine.sync().unwrap();
     }
 
-    /// Firings since the last call, as `(chain, kind)`.
+    /// Firings since the last call, as `(chain, kind)`; a device's presence as
+    /// `presence:{device}`.
     pub(crate) fn take(&self) -> Vec<(String, FiringKind)> {
         self.take_firings()
             .into_iter()
-            .map(|f| (f.chain.id().to_owned(), f.kind))
+            .map(|f| {
+                let id = match &f.subject {
+                    Subject::Chain(chain) => chain.id().to_owned(),
+                    Subject::Presence(p) => format!("presence:{}", p.device()),
+                };
+                (id, f.kind)
+            })
             .collect()
     }
 
