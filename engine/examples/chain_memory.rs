@@ -36,13 +36,7 @@ fn main() {
             })
             .collect();
         engine.watch(specs).expect("watched");
-        settle(&engine);
-        let after = rss_kb();
-        println!(
-            "{n} watched devices: RSS {before} kB -> {after} kB, {} bytes per device",
-            (after.saturating_sub(before)) * 1024 / n as u64
-        );
-        engine.shutdown();
+        report(&engine, before, n, "watched devices", "device");
         return;
     }
     for i in 0..n {
@@ -66,10 +60,15 @@ fn main() {
         let spec: ChainSpec = serde_json::from_value(doc).expect("chain");
         engine.upsert(spec).expect("registered");
     }
-    settle(&engine);
+    report(&engine, before, n, "chains", "chain");
+}
+
+/// Prints the resident size the `n` things added, once the engine has settled, and stops it.
+fn report(engine: &Engine, before: u64, n: usize, what: &str, each: &str) {
+    settle(engine);
     let after = rss_kb();
     println!(
-        "{n} chains: RSS {before} kB -> {after} kB, {} bytes per chain",
+        "{n} {what}: RSS {before} kB -> {after} kB, {} bytes per {each}",
         (after.saturating_sub(before)) * 1024 / n as u64
     );
     engine.shutdown();
