@@ -42,20 +42,7 @@ start_server "$WORK/silent"
 sleep 2
 before=$(rss_kb)
 t0=$(date +%s)
-python3 - "$DEVICES" <<'PY'
-import http.client, json, sys, threading
-n = int(sys.argv[1]); threads = 8; failed = []
-def worker(k):
-    c = http.client.HTTPConnection("127.0.0.1", 3997)
-    for i in range(k, n, threads):
-        body = json.dumps({"id": f"silent-{i:06d}", "sensors": [f"silent-{i:06d}-air"]})
-        c.request("POST", "/api/v1/devices", body, {"Content-Type": "application/json"})
-        r = c.getresponse(); r.read()
-        if r.status != 201: failed.append(r.status)
-ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
-[t.start() for t in ts]; [t.join() for t in ts]
-if failed: sys.exit(f"{len(failed)} registrations failed: {failed[:5]}")
-PY
+python3 register.py "$DEVICES" 3997  # (the working directory is this one)
 sleep 5
 after=$(rss_kb)
 echo "== $DEVICES devices registered in $(( $(date +%s) - t0 )) s"

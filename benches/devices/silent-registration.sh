@@ -12,20 +12,7 @@ until curl -sf localhost:$PORT/api/v1/health/readiness >/dev/null; do sleep 0.1;
 sleep 2
 before=$(awk '/VmRSS/ {print $2}' /proc/$S/status)
 t0=$(date +%s)
-python3 - "$N" "$PORT" <<'PY'
-import http.client, json, sys, threading
-n = int(sys.argv[1]); port=int(sys.argv[2]); threads = 8; failed = []
-def worker(k):
-    c = http.client.HTTPConnection("127.0.0.1", port)
-    for i in range(k, n, threads):
-        body = json.dumps({"id": f"silent-{i:06d}", "sensors": [f"silent-{i:06d}-air"]})
-        c.request("POST", "/api/v1/devices", body, {"Content-Type": "application/json"})
-        r = c.getresponse(); r.read()
-        if r.status != 201: failed.append(r.status)
-ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
-[t.start() for t in ts]; [t.join() for t in ts]
-if failed: sys.exit(f"{len(failed)} registrations failed: {failed[:5]}")
-PY
+python3 "$(dirname "$0")/register.py" "$N" "$PORT"
 t1=$(date +%s)
 sleep 5
 after=$(awk '/VmRSS/ {print $2}' /proc/$S/status)
