@@ -13,9 +13,11 @@
 
 use std::collections::HashMap;
 
-use futures::TryStreamExt;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
+use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::error::Result;
@@ -26,6 +28,14 @@ use crate::storage::Storage;
 pub const CHANGE_MARGIN_MS: i64 = 60_000;
 /// Markers are removed after this long.
 pub const CHANGE_RETENTION_MS: i64 = 3_600_000;
+/// How many documents [`Storage::documents_as`] reads at once.
+const DOCUMENT_READS: usize = 32;
+
+fn parse_document<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Option<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| warn!(path = %path, error = %e, "unreadable document skipped"))
+        .ok()
+}
 
 /// Where one watcher of a namespace is in its change log.
 #[derive(Debug)]
@@ -86,39 +96,57 @@ impl Storage {
         Ok(true)
     }
 
+    /// One document's path and bytes, `None` if there is none.
+    async fn document_bytes(&self, namespace: &str, name: &str) -> Result<Option<(Path, Bytes)>> {
+        let path = document_path(&self.object_store().prefix, namespace, name);
+        match self.object_store().store.get(&path).await {
+            Ok(got) => Ok(Some((path, got.bytes().await?))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// One document, `None` if there is none.
     pub async fn document(&self, namespace: &str, name: &str) -> Result<Option<serde_json::Value>> {
-        let path = document_path(&self.object_store().prefix, namespace, name);
-        let bytes = match self.object_store().store.get(&path).await {
-            Ok(got) => got.bytes().await?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(Some(serde_json::from_slice(&bytes)?))
+        match self.document_bytes(namespace, name).await? {
+            Some((_, bytes)) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// One document read as a `T`; `None` if there is none or it is not a `T` (said in a
+    /// warning: one bad document must not stop its readers).
+    pub async fn document_as<T: DeserializeOwned>(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<T>> {
+        let found = self.document_bytes(namespace, name).await?;
+        Ok(found.and_then(|(path, bytes)| parse_document(&path, &bytes)))
     }
 
     /// Every document of a namespace.
     pub async fn documents(&self, namespace: &str) -> Result<Vec<serde_json::Value>> {
+        self.documents_as(namespace).await
+    }
+
+    /// Every document of a namespace read as a `T`, skipping (with a warning) those that are
+    /// not. Read [`DOCUMENT_READS`] at a time (a restart with many devices waits on the object
+    /// store's latency, not its bandwidth), each parsed straight from its bytes: a namespace of
+    /// 100,000 devices never sits in memory as JSON trees.
+    pub async fn documents_as<T: DeserializeOwned>(&self, namespace: &str) -> Result<Vec<T>> {
         let dir = document_dir(&self.object_store().prefix, namespace);
-        let metas: Vec<_> = self
-            .object_store()
-            .store
-            .list(Some(&dir))
-            .try_collect()
-            .await?;
+        let store = &self.object_store().store;
+        let metas: Vec<_> = store.list(Some(&dir)).try_collect().await?;
         let mut out = Vec::with_capacity(metas.len());
-        for meta in metas {
-            let bytes = self
-                .object_store()
-                .store
-                .get(&meta.location)
-                .await?
-                .bytes()
-                .await?;
-            match serde_json::from_slice(&bytes) {
-                Ok(v) => out.push(v),
-                Err(e) => warn!(path = %meta.location, error = %e, "unreadable document skipped"),
-            }
+        let mut reads = futures::stream::iter(metas)
+            .map(|meta| async move {
+                let bytes = store.get(&meta.location).await?.bytes().await?;
+                Ok::<_, object_store::Error>((meta.location, bytes))
+            })
+            .buffered(DOCUMENT_READS);
+        while let Some((path, bytes)) = reads.try_next().await? {
+            out.extend(parse_document(&path, &bytes));
         }
         Ok(out)
     }

@@ -3,6 +3,7 @@
 //! ([`presence`], computed by the rule engine); [`sync`] applies what other servers sharing
 //! the object store changed.
 
+mod device;
 pub mod presence;
 pub mod registry;
 pub mod scope;

@@ -15,9 +15,11 @@ use std::time::Duration;
 
 use aemos_ingest::validate::{check_device, check_sensor};
 use aemos_storage::{DocumentChanges, DocumentWatch, Storage};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::{Map, Value};
 
+use super::device::DeviceRecord;
+pub use super::device::{Device, Sensors, DEFAULT_INACTIVITY_TIMEOUT};
 use crate::auth::token::{self, TokenHash};
 use crate::http::ApiError;
 
@@ -26,8 +28,6 @@ pub const DEVICES: &str = "devices";
 
 /// The longest `inactivityTimeout`: the engine's longest window.
 const MAX_INACTIVITY_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Default `inactivityTimeout` (seed 003 FR7).
-pub const DEFAULT_INACTIVITY_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Most sensors one device may list (a gateway may front many).
 const MAX_SENSORS: usize = 100_000;
@@ -46,96 +46,21 @@ pub struct DeviceSpec {
     pub attributes: Option<Map<String, Value>>,
 }
 
-/// The stored document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DeviceRecord {
-    id: String,
-    sensors: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    inactivity_timeout: Option<String>,
-    #[serde(default)]
-    attributes: Map<String, Value>,
-    /// Hex SHA-256 of the current token.
-    token_sha256: String,
-    token_generation: u64,
-    created_at: String,
-    updated_at: String,
-}
-
-/// A registered device, as the cache holds it.
-#[derive(Debug)]
-pub struct Device {
-    pub id: Arc<str>,
-    /// Looked up once per run of one sensor in every write of this device: foldhash with a
-    /// per-process seed (SipHash was 3% of a production batch-ingestion profile).
-    pub sensors: HashSet<String, foldhash::fast::RandomState>,
-    pub inactivity_timeout: Duration,
-    pub token_generation: u64,
-    token_hash: TokenHash,
-    record: DeviceRecord,
-}
-
-impl Device {
-    fn from_record(record: DeviceRecord) -> Result<Self, String> {
-        let mut token_hash = [0u8; 32];
-        hex::decode_to_slice(&record.token_sha256, &mut token_hash)
-            .map_err(|e| format!("device {:?}: token hash: {e}", record.id))?;
-        let inactivity_timeout = match &record.inactivity_timeout {
-            Some(t) => crate::cli::parse_duration(t)?,
-            None => DEFAULT_INACTIVITY_TIMEOUT,
-        };
-        Ok(Self {
-            id: Arc::from(record.id.as_str()),
-            sensors: record.sensors.iter().cloned().collect(),
-            inactivity_timeout,
-            token_generation: record.token_generation,
-            token_hash,
-            record,
-        })
-    }
-
-    /// The SHA-256 of the device's current token (what an MQTT session remembers).
-    pub fn token_hash(&self) -> TokenHash {
-        self.token_hash
-    }
-
-    /// Whether this device may write `sensor`: one of its sensors, or its own name.
-    pub fn owns(&self, sensor: &str) -> bool {
-        sensor == &*self.id || self.sensors.contains(sensor)
-    }
-
-    /// The device as the API shows it (never its token or the token's hash).
-    pub fn to_json(&self) -> Value {
-        let r = &self.record;
-        json!({
-            "id": r.id,
-            "sensors": r.sensors,
-            "inactivityTimeout": r.inactivity_timeout
-                .clone()
-                .unwrap_or_else(|| humantime::format_duration(DEFAULT_INACTIVITY_TIMEOUT).to_string()),
-            "attributes": r.attributes,
-            "tokenGeneration": r.token_generation,
-            "createdAt": r.created_at,
-            "updatedAt": r.updated_at,
-        })
-    }
-}
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Debug, Default)]
 struct Cache {
-    devices: HashMap<Arc<str>, Arc<Device>>,
-    by_token: HashMap<TokenHash, Arc<Device>>,
-    /// Every sensor of every device, and every device's own name, to its device.
-    owner: HashMap<String, Arc<str>>,
+    devices: FastMap<Arc<str>, Arc<Device>>,
+    by_token: FastMap<TokenHash, Arc<Device>>,
+    /// Every sensor of every device to its device (the names are the devices' own
+    /// allocations). A device's own name is not here: [`Cache::owner`] finds it in `devices`.
+    owner: FastMap<Arc<str>, Arc<str>>,
 }
 
 impl Cache {
     fn insert(&mut self, device: Arc<Device>) {
-        self.owner
-            .insert(device.id.to_string(), Arc::clone(&device.id));
-        for s in &device.sensors {
-            self.owner.insert(s.clone(), Arc::clone(&device.id));
+        for s in device.sensors.iter() {
+            self.owner.insert(Arc::clone(s), Arc::clone(&device.id));
         }
         self.by_token.insert(device.token_hash, Arc::clone(&device));
         self.devices.insert(Arc::clone(&device.id), device);
@@ -144,11 +69,19 @@ impl Cache {
     fn remove(&mut self, id: &str) -> Option<Arc<Device>> {
         let device = self.devices.remove(id)?;
         self.by_token.remove(&device.token_hash);
-        self.owner.remove(id);
-        for s in &device.sensors {
-            self.owner.remove(s);
+        for s in device.sensors.iter() {
+            if self.owner.get(s).is_some_and(|o| **o == *id) {
+                self.owner.remove(s);
+            }
         }
         Some(device)
+    }
+
+    /// The device that owns `sensor`: the one listing it, or the one named like it.
+    fn owner(&self, sensor: &str) -> Option<&Arc<str>> {
+        self.owner
+            .get(sensor)
+            .or_else(|| self.devices.get(sensor).map(|d| &d.id))
     }
 }
 
@@ -176,11 +109,8 @@ pub struct DeviceRegistry {
     revocations: tokio::sync::watch::Sender<u64>,
 }
 
-fn parse_document(doc: Value) -> Option<Device> {
-    match serde_json::from_value::<DeviceRecord>(doc)
-        .map_err(|e| e.to_string())
-        .and_then(Device::from_record)
-    {
+fn parse_record(record: DeviceRecord) -> Option<Device> {
+    match Device::from_record(record) {
         Ok(device) => Some(device),
         Err(e) => {
             tracing::warn!(error = %e, "unreadable device document skipped");
@@ -189,17 +119,13 @@ fn parse_document(doc: Value) -> Option<Device> {
     }
 }
 
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 impl DeviceRegistry {
     /// Loads every stored device; an unreadable document is skipped with a warning.
     pub async fn load(storage: Arc<Storage>) -> anyhow::Result<Arc<Self>> {
         let watch = storage.watch_documents(DEVICES);
         let mut cache = Cache::default();
-        for doc in storage.documents(DEVICES).await? {
-            if let Some(device) = parse_document(doc) {
+        for record in storage.documents_as::<DeviceRecord>(DEVICES).await? {
+            if let Some(device) = parse_record(record) {
                 cache.insert(Arc::new(device));
             }
         }
@@ -248,11 +174,11 @@ impl DeviceRegistry {
 
     /// The device that owns `sensor`, if any.
     pub fn owner(&self, sensor: &str) -> Option<Arc<str>> {
-        self.read().owner.get(sensor).cloned()
+        self.read().owner(sensor).cloned()
     }
 
     /// Checks a spec against the contract and the other devices; returns the sensors.
-    fn check(&self, id: &str, spec: &DeviceSpec) -> Result<Vec<String>, ApiError> {
+    fn check(&self, id: &str, spec: &DeviceSpec) -> Result<Sensors, ApiError> {
         check_device(id).map_err(|e| ApiError::BadRequest(format!("`id`: {e}")))?;
         if spec.sensors.len() > MAX_SENSORS {
             return Err(ApiError::BadRequest(format!(
@@ -292,27 +218,40 @@ impl DeviceRegistry {
             )));
         }
         for s in &spec.sensors {
-            if let Some(owner) = cache.owner.get(s).filter(|o| &***o != id) {
+            if let Some(owner) = cache.owner(s).filter(|o| &***o != id) {
                 return Err(ApiError::Conflict(format!(
                     "sensor {s:?} belongs to device {owner:?}"
                 )));
             }
         }
-        Ok(spec.sensors.iter().filter(|s| *s != id).cloned().collect())
+        let sensors = spec.sensors.iter().filter(|s| *s != id);
+        Ok(Sensors::new(
+            sensors.map(|s| Arc::from(s.as_str())).collect(),
+        ))
     }
 
-    async fn store(&self, record: &DeviceRecord) -> Result<Arc<Device>, ApiError> {
-        let device = Arc::new(Device::from_record(record.clone()).map_err(ApiError::internal)?);
-        let doc = serde_json::to_value(record).map_err(ApiError::internal)?;
+    /// Stores the device's document; the caller then puts it in the cache.
+    async fn store(&self, device: Device) -> Result<Arc<Device>, ApiError> {
+        let doc = serde_json::to_value(device.to_record()).map_err(ApiError::internal)?;
         self.storage
-            .put_document(DEVICES, &record.id, &doc)
+            .put_document(DEVICES, &device.id, &doc)
             .await
             .map_err(ApiError::internal)?;
-        Ok(device)
+        Ok(Arc::new(device))
+    }
+
+    /// What a spec says of the timeout: the duration (checked by [`Self::check`]) and the text.
+    fn timeout_of(spec: &mut DeviceSpec) -> (Duration, Option<Box<str>>) {
+        let text = spec.inactivity_timeout.take().map(String::into_boxed_str);
+        let timeout = text
+            .as_deref()
+            .and_then(|t| crate::cli::parse_duration(t).ok())
+            .unwrap_or(DEFAULT_INACTIVITY_TIMEOUT);
+        (timeout, text)
     }
 
     /// Registers a device; returns it and its token (shown once).
-    pub async fn create(&self, spec: DeviceSpec) -> Result<(Arc<Device>, String), ApiError> {
+    pub async fn create(&self, mut spec: DeviceSpec) -> Result<(Arc<Device>, String), ApiError> {
         let id = spec
             .id
             .clone()
@@ -323,24 +262,26 @@ impl DeviceRegistry {
         }
         let sensors = self.check(&id, &spec)?;
         let token = token::generate();
-        let now = now_rfc3339();
-        let record = DeviceRecord {
-            id,
+        let now = self.storage.now_ms();
+        let (inactivity_timeout, inactivity_text) = Self::timeout_of(&mut spec);
+        let device = Device {
+            id: Arc::from(id),
             sensors,
-            inactivity_timeout: spec.inactivity_timeout,
-            attributes: spec.attributes.unwrap_or_default(),
-            token_sha256: hex::encode(token::hash(&token)),
+            inactivity_timeout,
             token_generation: 1,
-            created_at: now.clone(),
-            updated_at: now,
+            token_hash: token::hash(&token),
+            inactivity_text,
+            attributes: spec.attributes.filter(|a| !a.is_empty()).map(Box::new),
+            created_at_ms: now,
+            updated_at_ms: now,
         };
-        let device = self.store(&record).await?;
+        let device = self.store(device).await?;
         self.write_cache().insert(Arc::clone(&device));
         Ok((device, token))
     }
 
     /// Replaces a device's sensors, timeout and attributes; its token stays.
-    pub async fn update(&self, id: &str, spec: DeviceSpec) -> Result<Arc<Device>, ApiError> {
+    pub async fn update(&self, id: &str, mut spec: DeviceSpec) -> Result<Arc<Device>, ApiError> {
         if let Some(body_id) = spec.id.as_deref().filter(|b| *b != id) {
             return Err(ApiError::BadRequest(format!(
                 "the body's id {body_id:?} is not the path's {id:?}"
@@ -351,12 +292,19 @@ impl DeviceRegistry {
             .get(id)
             .ok_or_else(|| ApiError::NotFound(format!("no device {id:?}")))?;
         let sensors = self.check(id, &spec)?;
-        let mut record = old.record.clone();
-        record.sensors = sensors;
-        record.inactivity_timeout = spec.inactivity_timeout;
-        record.attributes = spec.attributes.unwrap_or_default();
-        record.updated_at = now_rfc3339();
-        let device = self.store(&record).await?;
+        let (inactivity_timeout, inactivity_text) = Self::timeout_of(&mut spec);
+        let device = Device {
+            id: Arc::clone(&old.id),
+            sensors,
+            inactivity_timeout,
+            token_generation: old.token_generation,
+            token_hash: old.token_hash,
+            inactivity_text,
+            attributes: spec.attributes.filter(|a| !a.is_empty()).map(Box::new),
+            created_at_ms: old.created_at_ms,
+            updated_at_ms: self.storage.now_ms(),
+        };
+        let device = self.store(device).await?;
         let mut cache = self.write_cache();
         cache.remove(id);
         cache.insert(Arc::clone(&device));
@@ -375,11 +323,18 @@ impl DeviceRegistry {
             .get(id)
             .ok_or_else(|| ApiError::NotFound(format!("no device {id:?}")))?;
         let token = token::generate();
-        let mut record = old.record.clone();
-        record.token_sha256 = hex::encode(token::hash(&token));
-        record.token_generation += 1;
-        record.updated_at = now_rfc3339();
-        let device = self.store(&record).await?;
+        let device = Device {
+            id: Arc::clone(&old.id),
+            sensors: old.sensors.clone(),
+            inactivity_timeout: old.inactivity_timeout,
+            token_generation: old.token_generation + 1,
+            token_hash: token::hash(&token),
+            inactivity_text: old.inactivity_text.clone(),
+            attributes: old.attributes.clone(),
+            created_at_ms: old.created_at_ms,
+            updated_at_ms: self.storage.now_ms(),
+        };
+        let device = self.store(device).await?;
         let mut cache = self.write_cache();
         cache.remove(id);
         cache.insert(Arc::clone(&device));
@@ -414,15 +369,15 @@ impl DeviceRegistry {
         match changes {
             DocumentChanges::Changed(names) => {
                 for name in names {
-                    let doc = self.storage.document(DEVICES, &name).await?;
-                    found.push((name, doc.and_then(parse_document)));
+                    let record = self.storage.document_as(DEVICES, &name).await?;
+                    found.push((name, record.and_then(parse_record)));
                 }
             }
             DocumentChanges::Reload => {
                 tracing::warn!("device changes may have been missed: reloading every device");
                 let mut stored: HashMap<String, Device> = HashMap::new();
-                for doc in self.storage.documents(DEVICES).await? {
-                    if let Some(device) = parse_document(doc) {
+                for record in self.storage.documents_as::<DeviceRecord>(DEVICES).await? {
+                    if let Some(device) = parse_record(record) {
                         stored.insert(device.id.to_string(), device);
                     }
                 }
@@ -447,7 +402,7 @@ impl DeviceRegistry {
                     applied.push(RegistryChange::Removed(Arc::clone(&old.id)));
                 }
                 (old, Some(new)) => {
-                    if old.as_ref().is_some_and(|o| o.record == new.record) {
+                    if old.as_ref().is_some_and(|o| **o == new) {
                         continue; // this server's own change, or one already applied
                     }
                     let presence = old.as_ref().is_none_or(|o| {

@@ -130,9 +130,12 @@ fn accept(
         Principal::Device(d) => {
             let sensor = match reading.sensor {
                 Some(s) => s,
-                None if d.sensors.len() == 1 => {
-                    d.sensors.iter().next().cloned().unwrap_or_default()
-                }
+                None if d.sensors.len() == 1 => d
+                    .sensors
+                    .iter()
+                    .next()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
                 None if d.sensors.is_empty() => d.id.to_string(),
                 None => {
                     return Err(malformed(ApiError::BadRequest(format!(
