@@ -7,6 +7,7 @@
 //! aemos-loadgen mqtt --mqtt 127.0.0.1:1883 --devices 1000 --batch 1 --qos 1 --seconds 20
 //! aemos-loadgen mqtt --workload purifiers --devices 10000 --interval 2m --seconds 300
 //! aemos-loadgen coap --coap 127.0.0.1:5683 --devices 50 --batch 10 --seconds 20
+//! aemos-loadgen commands --url http://127.0.0.1:3000 --mqtt 127.0.0.1:1883 --devices 10000 --concurrency 200
 //! aemos-loadgen hold --mqtt 127.0.0.1:1883 --connections 19000 --server-pid $PID
 //! aemos-loadgen notify --rate 10000 --flips 200 --seconds 20
 //! aemos-loadgen --json run.json --seed 7 http ...
@@ -17,11 +18,13 @@
 
 use std::path::PathBuf;
 
-use aemos_benches::loadgen::{self, coap, http, mqtt, notify};
+use aemos_benches::loadgen::{self, coap, commands, http, mqtt, notify};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(about = "Load generator for aemos: HTTP, MQTT, CoAP, idle devices, notification latency")]
+#[command(
+    about = "Load generator for aemos: HTTP, MQTT, CoAP, commands, idle devices, notification latency"
+)]
 struct Cli {
     /// Also write the run's figures to this file, as JSON.
     #[arg(long, global = true)]
@@ -42,6 +45,8 @@ enum Load {
     Mqtt(mqtt::MqttArgs),
     /// Confirmable CoAP POSTs, one socket per device.
     Coap(coap::CoapArgs),
+    /// Device commands: posted, obeyed and acknowledged over MQTT, acks per second.
+    Commands(commands::CommandsArgs),
     /// Many idle MQTT devices: connection storm, memory per connection.
     Hold(loadgen::HoldCli),
     /// Reading-to-notification latency over Socket.IO, MQTT and CoAP Observe.
@@ -55,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         Load::Http(args) => http::run(args, cli.seed).await?,
         Load::Mqtt(args) => mqtt::run(args, cli.seed).await?,
         Load::Coap(args) => coap::run(args, cli.seed).await?,
+        Load::Commands(args) => commands::run(args, cli.seed).await?,
         Load::Hold(args) => loadgen::run_hold(args).await?,
         Load::Notify(args) => notify::run(args).await?,
     };

@@ -5,6 +5,8 @@
 //!   a device token;
 //! - [`mqtt`]: telemetry publishes, QoS 0 or 1, one client (and client id) per device;
 //! - [`coap`]: confirmable `POST /telemetry/{device}`, one outstanding request per socket;
+//! - [`commands`]: device commands posted to the API, obeyed and acknowledged by simulated
+//!   MQTT devices, one in flight per device: acknowledged commands per second, call to ack;
 //! - `hold`: many idle MQTT devices ([`crate::hold`]), the server's memory per connection;
 //! - [`notify`]: reading-to-notification latency over Socket.IO, MQTT and CoAP Observe.
 //!
@@ -15,6 +17,7 @@
 //! and reported per reading.
 
 pub mod coap;
+pub mod commands;
 pub mod devices;
 pub mod http;
 pub mod mqtt;

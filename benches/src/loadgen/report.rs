@@ -87,6 +87,11 @@ impl Report {
             .figure("readings", readings)
             .figure("readings_per_sec", (readings / elapsed).round())
             .figure("requests_per_sec", (requests as f64 / elapsed).round());
+        self.failures(failures)
+    }
+
+    /// The failures, in all (`errors`) and by kind (`errors_{kind}`).
+    pub fn failures(&mut self, failures: &Failures) -> &mut Self {
         let failures = failures.0.lock().expect("failures");
         self.figure("errors", failures.values().sum::<u64>() as f64);
         for (kind, n) in failures.iter() {
