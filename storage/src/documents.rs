@@ -196,13 +196,16 @@ impl Storage {
         let markers = self.list_markers(&dir, Some(&offset)).await?;
         watch.last_poll_ms = now;
         let mut changed = Vec::new();
+        // A document changed many times in one poll is read once (a set, not a search of
+        // `changed`: a burst of registrations is thousands of markers).
+        let mut names = std::collections::HashSet::new();
         for (key, micros, name) in markers {
             if micros < from_us || watch.seen.contains_key(&key) {
                 continue;
             }
             watch.newest_us = watch.newest_us.max(micros);
             watch.seen.insert(key, micros);
-            if !changed.contains(&name) {
+            if names.insert(name.clone()) {
                 changed.push(name);
             }
         }

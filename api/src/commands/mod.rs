@@ -358,15 +358,14 @@ impl Commands {
         None
     }
 
-    /// Sends what is due: journaled first, then published.
-    async fn dispatch(&self, link: &CommandLink) {
+    /// Sends what is due: journaled first (with `acked`, the commands acks closed since the
+    /// last dispatch, in the same fsync), then published.
+    async fn dispatch(&self, link: &CommandLink, mut changed: Vec<Command>) {
         let now = self.clock.now_ms();
-        let changed = lock(&self.book).due(now);
-        if changed.is_empty() {
-            return;
-        }
+        let acked = changed.len();
+        changed.extend(lock(&self.book).due(now));
         self.record(&changed).await;
-        for c in changed.iter().filter(|c| c.status == Status::Sent) {
+        for c in changed[acked..].iter().filter(|c| c.status == Status::Sent) {
             let payload = json!({"commandId": c.command_id, "action": c.action, "value": c.value});
             self.metrics.sent.inc();
             // rumqttd's `try_publish` keeps the publish queued when it fails to wake the
@@ -378,15 +377,18 @@ impl Commands {
         }
     }
 
-    /// The dispatcher: acks as they come, sends when something is due or new.
+    /// The dispatcher: acks as they come, sends when something is due or new. Each turn is one
+    /// journal write: the acks that came in while the last one was on its way to disk, and
+    /// the sends they and the new commands made due (an ack frees its device's next command).
     pub async fn run(
         self: Arc<Self>,
         link: CommandLink,
         mut acks: mpsc::Receiver<CommandAck>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let mut acked = Vec::new();
         loop {
-            self.dispatch(&link).await;
+            self.dispatch(&link, std::mem::take(&mut acked)).await;
             let now = self.clock.now_ms();
             let wait = match lock(&self.book).next_deadline() {
                 Some(at) => Duration::from_millis(at.saturating_sub(now).clamp(0, 1000) as u64),
@@ -395,12 +397,11 @@ impl Commands {
             tokio::select! {
                 ack = acks.recv() => match ack {
                     Some(ack) => {
-                        // Every ack waiting is applied, then journaled with one fsync.
-                        let mut done: Vec<Command> = self.ack(&ack).into_iter().collect();
+                        // Every ack waiting is applied, then journaled by the next dispatch.
+                        acked.extend(self.ack(&ack));
                         while let Ok(more) = acks.try_recv() {
-                            done.extend(self.ack(&more));
+                            acked.extend(self.ack(&more));
                         }
-                        self.record(&done).await;
                     }
                     None => return,
                 },

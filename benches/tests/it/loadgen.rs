@@ -252,3 +252,54 @@ async fn mqtt_hold_and_notify_loads_report_what_the_server_did() {
     let coap = latencies(&r, "coap");
     assert!((1..=flips).contains(&coap), "{r}");
 }
+
+/// Commands posted, obeyed and acknowledged by the load's own MQTT devices: every one it counts
+/// is acknowledged in the server's audit log, each with one latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_load_reports_what_the_server_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let http = reqwest::Client::new();
+    server.ready(&http).await;
+    let r = loadgen(&[
+        "commands",
+        "--url",
+        &server.url,
+        "--mqtt",
+        &server.mqtt,
+        "--devices",
+        "4",
+        "--concurrency",
+        "2",
+        "--seconds",
+        "1",
+        "--telemetry-interval",
+        "200ms",
+    ])
+    .await;
+    assert_eq!(figure(&r, "errors"), 0.0, "{r}");
+    let acked = figure(&r, "acked_commands");
+    assert!(acked >= 4.0, "{r}");
+    assert_eq!(latencies(&r, "api_call_to_device_ack") as f64, acked, "{r}");
+    assert!(latencies(&r, "api_202") as f64 >= acked, "{r}");
+    // The server closes each acknowledged command once it journaled the ack.
+    let mut closed = 0;
+    for _ in 0..50 {
+        closed = server
+            .count_in(&http, "commands", "status = 'acknowledged'")
+            .await;
+        if closed as f64 >= acked {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        closed as f64 >= acked,
+        "{closed} acknowledged in the audit log: {r}"
+    );
+    assert!(figure(&r, "server_ack_p99_le_ms") > 0.0, "{r}");
+    assert!(
+        server.count(&http, "device LIKE 'cmd-%'").await > 0,
+        "telemetry stored"
+    );
+}

@@ -99,7 +99,12 @@ impl Server {
 
     /// `count(*)` of readings matching `filter`, through the HTTP API.
     pub(crate) async fn count(&self, http: &reqwest::Client, filter: &str) -> u64 {
-        let query = format!("SELECT count(*) AS n FROM readings WHERE {filter}");
+        self.count_in(http, "readings", filter).await
+    }
+
+    /// Rows of `table` matching `filter`.
+    pub(crate) async fn count_in(&self, http: &reqwest::Client, table: &str, filter: &str) -> u64 {
+        let query = format!("SELECT count(*) AS n FROM {table} WHERE {filter}");
         let r = http
             .post(format!("{}/api/v1/query", self.url))
             .json(&serde_json::json!({ "sql": query }))
