@@ -2,11 +2,12 @@
 # What registered but silent devices cost: memory per device (registry, presence watch in the
 # engine) and batch ingestion throughput with and without them.
 # Two data directories: "empty" (no devices) and "silent" (DEVICES registered through the API,
-# each with one sensor of its own, none of them ever sending). The same wrk batch load (1,000
-# readings per request over 10,000 other sensors) runs against a server on each, alternating
-# ROUNDS times; each restart on "silent" also times the start (the presence watches come back).
+# each with one sensor of its own, none of them ever sending). The same batch load
+# (`aemos-loadgen http`: JSON, 1,000 readings per request over 10,000 other sensors, 8
+# connections) runs against a server on each, alternating ROUNDS times; each restart on
+# "silent" also times the start (the presence watches come back).
 # Usage: [DEVICES=100000] [ROUNDS=2] [SECONDS_EACH=20] bash benches/devices/silent-devices.sh [path/to/release/aemos]
-# (needs wrk and python3)
+# (aemos-loadgen from the same target directory; python3)
 set -euo pipefail
 cd "$(dirname "$0")"
 AEMOS=${1:-${CARGO_TARGET_DIR:-../../target}/release/aemos}
@@ -15,13 +16,7 @@ ROUNDS=${ROUNDS:-2}
 SECONDS_EACH=${SECONDS_EACH:-20}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-python3 - "$WORK" <<'PY'
-import json, sys, random
-random.seed(7)
-readings = [{"sensor": f"sensor-{random.randrange(10000):05d}", "variable": "temperature",
-             "value": round(random.uniform(15, 30), 2)} for _ in range(1000)]
-json.dump({"readings": readings}, open(f"{sys.argv[1]}/body.json", "w"))
-PY
+LOADGEN=$(dirname "$AEMOS")/aemos-loadgen
 server=""
 start_server() {  # $1: data dir
   local t0; t0=$(date +%s.%N)
@@ -34,8 +29,9 @@ start_server() {  # $1: data dir
 stop_server() { kill "$server"; wait "$server" 2>/dev/null || true; }
 rss_kb() { awk '/VmRSS/ {print $2}' /proc/$server/status; }
 ingest() {  # prints requests/s
-  BODY_FILE="$WORK/body.json" TOKEN="" wrk -t2 -c8 -d"${SECONDS_EACH}s" -s ../wrk/batch.lua \
-    http://127.0.0.1:3997 | awk '/Requests\/sec/ {print $2}'
+  "$LOADGEN" --json "$WORK/run.json" http --url http://127.0.0.1:3997 --format json \
+    --connections 8 --batch 1000 --sensors 10000 --variables 1 --seconds "$SECONDS_EACH" >/dev/null
+  python3 -c "import json; print(json.load(open('$WORK/run.json'))['figures']['requests_per_sec'])"
 }
 
 start_server "$WORK/silent"
