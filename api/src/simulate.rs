@@ -190,9 +190,10 @@ async fn run_device(
     let goes_offline = index < share(args.offline_share);
     let drops = index >= args.devices - share(args.drop_commands_share);
     let (client, mut eventloop) = AsyncClient::new(options, 64);
-    let _ = client
-        .subscribe(format!("aemos/devices/{id}/commands"), QoS::AtLeastOnce)
-        .await;
+    let commands = format!("aemos/devices/{id}/commands");
+    // A tick must not cancel the event loop's poll while it connects (that drops the
+    // connection and the subscription with it): readings only between a CONNACK and an error.
+    let mut connected = false;
     let mut rng = SmallRng::seed_from_u64(index as u64);
     let mut purifier = Purifier::new(&mut rng);
     // Spread the devices' readings over the interval.
@@ -202,7 +203,7 @@ async fn run_device(
     let acks = format!("aemos/devices/{id}/acks");
     loop {
         tokio::select! {
-            _ = tick.tick() => {
+            _ = tick.tick(), if connected => {
                 let body = purifier.step(&mut rng).to_string();
                 if client.try_publish(&telemetry, QoS::AtLeastOnce, false, body).is_ok() {
                     counts.readings.fetch_add(1, Ordering::Relaxed);
@@ -214,6 +215,11 @@ async fn run_device(
                 }
             }
             event = eventloop.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    // A clean session each time: subscribe on every connect.
+                    connected = true;
+                    let _ = client.try_subscribe(&commands, QoS::AtLeastOnce);
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     counts.commands.fetch_add(1, Ordering::Relaxed);
                     let command: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
@@ -224,6 +230,7 @@ async fn run_device(
                 }
                 Ok(_) => {}
                 Err(_) => {
+                    connected = false;
                     counts.disconnects.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }

@@ -98,37 +98,49 @@ fn connect(
     if let Some(t) = token {
         options.set_credentials(id, t);
     }
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
     let (tx, acked) = mpsc::channel(16);
     let topic = format!("aemos/devices/{id}/commands");
     let ack_topic = format!("aemos/devices/{id}/acks");
     let telemetry_topic = format!("aemos/devices/{id}/telemetry");
     tokio::spawn(async move {
-        let _ = client.subscribe(topic, QoS::AtLeastOnce).await;
         let (period, bodies) = telemetry.unwrap_or((Duration::from_secs(3600), Vec::new()));
         let mut tick = tokio::time::interval(period);
         let mut round = 0;
+        // A tick must not cancel the event loop's poll while it connects (that drops the
+        // connection): telemetry only between a CONNACK and an error.
+        let mut connected = false;
         loop {
             tokio::select! {
-                _ = tick.tick(), if !bodies.is_empty() => {
+                _ = tick.tick(), if connected && !bodies.is_empty() => {
                     let body = bodies[round % bodies.len()].clone();
                     round += 1;
                     let _ = client.try_publish(&telemetry_topic, QoS::AtLeastOnce, false, body);
                 }
                 event = eventloop.poll() => match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        // A clean session each time: subscribe on every connect.
+                        connected = true;
+                        let _ = client.try_subscribe(&topic, QoS::AtLeastOnce);
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let command: Value = serde_json::from_slice(&p.payload).unwrap_or_default();
                         let Some(id) = command["commandId"].as_str() else { continue };
                         let ack = json!({"commandId": id, "status": "ok",
                                          "fanSpeed": command["value"], "power": true});
-                        if client.publish(&ack_topic, QoS::AtLeastOnce, false, ack.to_string()).await.is_err() {
-                            break;
+                        // Never awaited here: the event loop is what drains the client's queue.
+                        // A full queue loses this ack; the server sends the command again.
+                        if client.try_publish(&ack_topic, QoS::AtLeastOnce, false, ack.to_string()).is_err() {
+                            continue;
                         }
                         acks.fetch_add(1, Ordering::Relaxed);
                         let _ = tx.try_send(id.to_owned());
                     }
                     Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                    Err(_) => {
+                        connected = false;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 },
             }
         }
