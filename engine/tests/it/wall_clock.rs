@@ -10,8 +10,9 @@ use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long after its newest reading a firing may be stamped: "a few ms" (the test's own
-/// thread may be preempted between stamping a reading and feeding it).
+/// How long after its newest reading was fed (the call returned) a firing may be stamped: "a
+/// few ms". The time between stamping a reading and feeding it is the test thread's own
+/// (backpressure, preemption) and is taken off.
 const LAG_MS: f64 = 10.0;
 
 #[test]
@@ -39,12 +40,16 @@ fn firing_times_and_windows_follow_the_wall_clock_at_thousands_of_feeds_a_second
     let start = clock.now_ms();
     let began = Instant::now();
     let mut feeds = 0u64;
+    // For each value, how long after it was stamped its last feed returned: the time the
+    // test's own thread took (backpressure, preemption on a loaded machine), not the engine's.
+    let mut held: std::collections::HashMap<i64, f64> = Default::default();
     // 600 ms of feeds, one reading each, its value the milliseconds since `start`.
     while began.elapsed() < Duration::from_millis(600) {
         let now = clock.now_ms();
         engine
             .feed(vec![Reading::new("s", "t", now, (now - start) as f64)])
             .unwrap();
+        held.insert(now - start, (clock.now_ms() - now) as f64);
         feeds += 1;
     }
     engine.sync().unwrap();
@@ -78,11 +83,12 @@ fn firing_times_and_windows_follow_the_wall_clock_at_thousands_of_feeds_a_second
         // The newest reading in the window was stamped at most a few ms before the firing,
         // however long it waited in the engine's queue (full: the test feeds as fast as the
         // engine takes them).
-        let lag = (f.time_ms - start) as f64 - max;
+        let lag =
+            (f.time_ms - start) as f64 - max - held.get(&(max as i64)).copied().unwrap_or(0.0);
         worst_lag = worst_lag.max(lag);
         assert!(
-            (-1.0..=LAG_MS).contains(&lag),
-            "a firing {lag} ms after its newest reading"
+            (-1.0 - held.get(&(max as i64)).copied().unwrap_or(0.0)..=LAG_MS).contains(&lag),
+            "a firing {lag} ms after its newest reading was fed"
         );
         // Once 300 ms have been fed, the window spans 300 ms of the readings' wall-clock time
         // (less by the gaps between feeds: loose bounds, for a test machine under load; an
