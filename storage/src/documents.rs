@@ -141,12 +141,18 @@ impl Storage {
         let mut out = Vec::with_capacity(metas.len());
         let mut reads = futures::stream::iter(metas)
             .map(|meta| async move {
-                let bytes = store.get(&meta.location).await?.bytes().await?;
-                Ok::<_, object_store::Error>((meta.location, bytes))
+                match store.get(&meta.location).await {
+                    Ok(got) => Ok(Some((meta.location, got.bytes().await?))),
+                    // Removed since the listing (by another server sharing the store).
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
             })
             .buffered(DOCUMENT_READS);
-        while let Some((path, bytes)) = reads.try_next().await? {
-            out.extend(parse_document(&path, &bytes));
+        while let Some(read) = reads.try_next().await? {
+            if let Some((path, bytes)) = read {
+                out.extend(parse_document(&path, &bytes));
+            }
         }
         Ok(out)
     }
