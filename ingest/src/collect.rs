@@ -4,6 +4,7 @@ use aemos_storage::schema::ReadingsBuilder;
 use serde::Serialize;
 
 use crate::scope::{Owner, SensorScope};
+use crate::staged::{Row, RowSink};
 use crate::{DecodeArgs, TimeBounds};
 
 use crate::validate::{
@@ -108,10 +109,11 @@ pub(crate) struct Fields<'a> {
     pub series: Option<(&'a str, &'a [(&'a str, &'a str)])>,
 }
 
-/// The outcome of decoding one payload.
+/// The outcome of decoding one payload: its accepted readings (`batch`: a batch of their own,
+/// or, staged with [`crate::stage_device_payload`], their count) and its rejections.
 #[derive(Debug)]
-pub struct Decoded {
-    pub batch: arrow::array::RecordBatch,
+pub struct Decoded<Rows = arrow::array::RecordBatch> {
+    pub batch: Rows,
     pub rejected: Vec<Rejection>,
     pub rejected_count: usize,
     /// `rejected_count`, by kind.
@@ -126,9 +128,15 @@ impl Decoded {
     }
 }
 
+impl Decoded<usize> {
+    pub fn accepted(&self) -> usize {
+        self.batch
+    }
+}
+
 #[derive(Debug)]
-pub(crate) struct Collector<'a> {
-    builder: ReadingsBuilder,
+pub(crate) struct Collector<'a, S = ReadingsBuilder> {
+    rows: S,
     rejected: Vec<Rejection>,
     rejected_count: usize,
     rejected_by: RejectionCounts,
@@ -143,8 +151,15 @@ pub(crate) struct Collector<'a> {
 
 impl<'a> Collector<'a> {
     pub(crate) fn new(capacity: usize, args: &'a DecodeArgs) -> Self {
+        Self::into_sink(ReadingsBuilder::with_capacity(capacity), args)
+    }
+}
+
+impl<'a, S: RowSink> Collector<'a, S> {
+    /// A collector whose accepted readings go to `rows`.
+    pub(crate) fn into_sink(rows: S, args: &'a DecodeArgs) -> Self {
         Self {
-            builder: ReadingsBuilder::with_capacity(capacity),
+            rows,
             rejected: Vec::new(),
             rejected_count: 0,
             rejected_by: RejectionCounts::default(),
@@ -247,31 +262,21 @@ impl<'a> Collector<'a> {
                 owner
             }
         };
-        match fields.series {
-            None => self.builder.push(
-                time_ms,
-                device,
-                fields.sensor,
-                fields.variable,
-                fields.value,
-            ),
-            Some((measurement, tags)) => self.builder.push_tagged(
-                time_ms,
-                device,
-                fields.sensor,
-                fields.variable,
-                fields.value,
-                measurement,
-                tags,
-            ),
-        }
+        self.rows.push(Row {
+            time_ms,
+            device,
+            sensor: fields.sensor,
+            variable: fields.variable,
+            value: fields.value,
+            series: fields.series,
+        });
     }
 
-    pub(crate) fn finish(self) -> Decoded {
+    pub(crate) fn finish(self) -> Decoded<S::Rows> {
         let forbidden =
             self.refused_by_scope > 0 && self.scope.as_ref().is_some_and(|s| s.is_device());
         Decoded {
-            batch: self.builder.finish(),
+            batch: self.rows.finish(),
             rejected: self.rejected,
             rejected_count: self.rejected_count,
             rejected_by: self.rejected_by,

@@ -9,16 +9,42 @@
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use aemos_storage::schema::ReadingsBuilder;
+
 use crate::collect::{Collector, Fields, Location};
 use crate::json::{WireReading, WireValue};
+use crate::staged::{RowSink, StagedReadings};
 use crate::{DecodeArgs, Decoded, Error};
 
-/// Decodes one device payload; `device` is already validated by the caller.
+/// Decodes one device payload into a batch of its own; `device` is already validated by the
+/// caller.
 pub fn decode_device_payload(
     device: &str,
     body: &[u8],
     args: &DecodeArgs,
 ) -> Result<Decoded, Error> {
+    decode_into(device, body, args, ReadingsBuilder::with_capacity)
+}
+
+/// Decodes one device payload into `staged` (cleared first): its accepted readings stay there
+/// for the caller to append to a shared builder if the payload is taken.
+pub fn stage_device_payload(
+    device: &str,
+    body: &[u8],
+    args: &DecodeArgs,
+    staged: &mut StagedReadings,
+) -> Result<Decoded<usize>, Error> {
+    staged.clear();
+    decode_into(device, body, args, |_| staged)
+}
+
+/// The decoder over any sink; `sink` makes it for the number of readings the payload holds.
+fn decode_into<S: RowSink>(
+    device: &str,
+    body: &[u8],
+    args: &DecodeArgs,
+    sink: impl FnOnce(usize) -> S,
+) -> Result<Decoded<S::Rows>, Error> {
     let text = std::str::from_utf8(body).map_err(|e| Error::Body {
         line: None,
         reason: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
@@ -31,7 +57,7 @@ pub fn decode_device_payload(
     match text.trim_start().as_bytes().first() {
         Some(b'[') => {
             let raws: Vec<&RawValue> = serde_json::from_str(text).map_err(malformed)?;
-            out = Collector::new(raws.len(), args);
+            out = Collector::into_sink(sink(raws.len()), args);
             for (index, raw) in raws.into_iter().enumerate() {
                 reading(device, raw.get(), Location { index, line: None }, &mut out);
             }
@@ -40,10 +66,10 @@ pub fn decode_device_payload(
             let object: serde_json::Map<String, Value> =
                 serde_json::from_str(text).map_err(malformed)?;
             if object.contains_key("variable") || object.contains_key("value") {
-                out = Collector::new(1, args);
+                out = Collector::into_sink(sink(1), args);
                 reading(device, text, Location::default(), &mut out);
             } else {
-                out = Collector::new(object.len(), args);
+                out = Collector::into_sink(sink(object.len()), args);
                 shorthand(device, &object, &mut out);
             }
         }
@@ -59,7 +85,7 @@ pub fn decode_device_payload(
     Ok(out.finish())
 }
 
-fn reading<'a>(device: &'a str, text: &'a str, at: Location, out: &mut Collector) {
+fn reading<S: RowSink>(device: &str, text: &str, at: Location, out: &mut Collector<'_, S>) {
     let mut wire = match serde_json::from_str::<WireReading<'_>>(text) {
         Ok(w) => w,
         Err(e) => return out.reject(at, e.to_string()),
@@ -81,7 +107,11 @@ fn reading<'a>(device: &'a str, text: &'a str, at: Location, out: &mut Collector
 }
 
 /// `{"temperature": 25.5, "on": true}`: one reading per field, indexed in name order.
-fn shorthand(device: &str, object: &serde_json::Map<String, Value>, out: &mut Collector) {
+fn shorthand<S: RowSink>(
+    device: &str,
+    object: &serde_json::Map<String, Value>,
+    out: &mut Collector<'_, S>,
+) {
     for (index, (variable, value)) in object.iter().enumerate() {
         let at = Location { index, line: None };
         let value = match serde_json::from_value::<WireValue>(value.clone()) {

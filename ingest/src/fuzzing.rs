@@ -3,7 +3,12 @@
 
 use std::time::Duration;
 
-use crate::{decode, decode_device_payload, DecodeArgs, Decoded, Format, Precision, TimeBounds};
+use aemos_storage::schema::ReadingsBuilder;
+
+use crate::{
+    decode, decode_device_payload, stage_device_payload, DecodeArgs, Decoded, Format, Precision,
+    StagedReadings, TimeBounds,
+};
 
 const NOW_MS: i64 = 1_768_905_000_000;
 
@@ -31,9 +36,11 @@ pub fn decode_selected(data: &[u8]) {
         6 => Format::LineProtocol(Precision::Auto),
         7 => Format::ArrowIpc,
         _ => {
-            if let Ok(d) = decode_device_payload("dev-1", body, &args) {
-                check(&d);
+            let direct = decode_device_payload("dev-1", body, &args);
+            if let Ok(d) = &direct {
+                check(d);
             }
+            same_staged(direct, body, &args);
             return;
         }
     };
@@ -52,6 +59,37 @@ fn check(d: &Decoded) {
         "more listed than the limit"
     );
     assert_eq!(d.batch.schema(), aemos_storage::schema::readings_schema());
+}
+
+/// Staged (the MQTT links' path) the payload comes to what `direct` decoded: the same error,
+/// rejections and readings.
+fn same_staged(direct: crate::Result<Decoded>, body: &[u8], args: &DecodeArgs) {
+    let mut staged = StagedReadings::default();
+    match (
+        direct,
+        stage_device_payload("dev-1", body, args, &mut staged),
+    ) {
+        (Err(a), Err(b)) => assert_eq!(a, b, "staged and direct errors differ"),
+        (Ok(a), Ok(b)) => {
+            assert_eq!(
+                a.rejected, b.rejected,
+                "staged and direct rejections differ"
+            );
+            assert_eq!(
+                a.accepted(),
+                b.accepted(),
+                "staged and direct counts differ"
+            );
+            let mut builder = ReadingsBuilder::with_capacity(0);
+            staged.append_to(&mut builder);
+            assert_eq!(
+                a.batch,
+                builder.finish(),
+                "staged and direct readings differ"
+            );
+        }
+        (a, b) => panic!("staged and direct disagree: {a:?} / {b:?}"),
+    }
 }
 
 /// Reads MQTT packets out of `data[1..]` with the embedded broker's codec (3.1.1 when `data[0]`

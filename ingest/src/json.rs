@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::collect::{line_text, numbered_lines, Collector, Fields, Location};
+use crate::staged::RowSink;
 use crate::validate::{check_time_ms, parse_rfc3339_ms};
 use crate::{DecodeArgs, Error};
 
@@ -36,7 +37,7 @@ fn borrowed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D:
 
 impl WireReading<'_> {
     /// Checks presence of the required fields and hands them to the collector.
-    pub(crate) fn collect(&self, at: Location, out: &mut Collector) {
+    pub(crate) fn collect<S: RowSink>(&self, at: Location, out: &mut Collector<'_, S>) {
         let Some(sensor) = self.sensor.as_deref() else {
             return out.reject(at, "missing field `sensor`");
         };

@@ -23,11 +23,13 @@ mod line_protocol;
 pub mod mqtt;
 pub mod queue;
 pub mod scope;
+mod staged;
 pub mod validate;
 
-pub use device_payload::decode_device_payload;
+pub use device_payload::{decode_device_payload, stage_device_payload};
 pub use edge_auth::{EdgeAuthorizer, EdgeDevice, EdgeRefusal};
 pub use scope::{Owner, SensorScope};
+pub use staged::StagedReadings;
 
 pub use collect::{
     Decoded, Location, RejectReason, Rejection, RejectionCounts, MAX_LISTED_REJECTIONS,

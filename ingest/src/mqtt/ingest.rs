@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aemos_storage::schema::ReadingsBuilder;
 use aemos_storage::{Priority, Storage};
 use arrow::array::RecordBatch;
 use futures::stream::FuturesUnordered;
@@ -14,7 +15,9 @@ use tracing::{error, warn};
 
 use super::{device_of_telemetry, errors_topic, EmbeddedStatus, MqttMetrics, TELEMETRY_FILTER};
 use crate::validate::check_device;
-use crate::{decode_device_payload, DecodeArgs, EdgeAuthorizer, RejectReason, RejectionCounts};
+use crate::{
+    stage_device_payload, DecodeArgs, EdgeAuthorizer, RejectReason, RejectionCounts, StagedReadings,
+};
 
 /// Writes in flight at once: enough for publishes to share group commits.
 pub(super) const MAX_IN_FLIGHT: usize = 4;
@@ -34,6 +37,7 @@ pub(super) async fn run(
         return;
     }
     let mut in_flight = FuturesUnordered::new();
+    let mut gathering = Gathering::default();
     // Offsets in the router's log of the telemetry filter are consecutive; a gap is what the
     // router dropped because this link fell too far behind.
     let mut last_offset: Option<u64> = None;
@@ -48,8 +52,6 @@ pub(super) async fn run(
                     }
                 };
                 let received = Instant::now();
-                let mut batches = Vec::new();
-                let mut rows = 0;
                 let mut woken = false;
                 let mut notification = first;
                 loop {
@@ -66,14 +68,17 @@ pub(super) async fn run(
                                 status.read_through(offset);
                             }
                             let publish = forward.publish;
-                            rows += take_publish(&mut tx, &storage, &metrics, authorizer.as_deref(), &publish.topic, &publish.payload, &mut batches);
+                            let taken = gathering.decode(&storage, &metrics, authorizer.as_deref(), &publish.topic, &publish.payload);
+                            if let Taken::Refused { topic, body } = taken {
+                                let _ = tx.try_publish(topic, body.to_string());
+                            }
                         }
                         Some(Notification::Unschedule) if !woken => {
                             woken = true;
                         }
                         _ => {}
                     }
-                    if rows >= MAX_BATCH_ROWS {
+                    if gathering.rows() >= MAX_BATCH_ROWS {
                         break;
                     }
                     match rx.next().now_or_never() {
@@ -88,9 +93,10 @@ pub(super) async fn run(
                         break;
                     }
                 }
-                if !batches.is_empty() {
+                if let Some(batch) = gathering.take() {
                     let lost = metrics.lost_readings.clone();
-                    in_flight.push(write(Arc::clone(&storage), batches, rows, received, metrics.clone(), None).map(move |written| {
+                    let rows = batch.num_rows();
+                    in_flight.push(write(Arc::clone(&storage), batch, received, metrics.clone(), None).map(move |written| {
                         // The broker acknowledged them already.
                         if !written {
                             lost.inc_by(rows as u64);
@@ -104,37 +110,65 @@ pub(super) async fn run(
     while in_flight.next().await.is_some() {}
 }
 
-/// Decodes one publish into `batches`; returns its reading count (0 when refused, with the
-/// refusal published on the device's errors topic).
-fn take_publish(
-    tx: &mut LinkTx,
-    storage: &Storage,
-    metrics: &MqttMetrics,
-    authorizer: Option<&dyn EdgeAuthorizer>,
-    topic: &[u8],
-    payload: &[u8],
-    batches: &mut Vec<RecordBatch>,
-) -> usize {
-    match decode_publish(storage, metrics, authorizer, topic, payload) {
-        Taken::Readings(batch) => {
-            let rows = batch.num_rows();
-            if rows > 0 {
-                batches.push(batch);
-            }
-            rows
+/// The readings of the publishes gathered for one write, appended to one builder as each
+/// publish is taken whole (a builder and a batch per publish, then concatenated, cost about a
+/// dozen allocations per reading).
+#[derive(Debug, Default)]
+pub(super) struct Gathering {
+    builder: Option<ReadingsBuilder>,
+    /// The publish being decoded.
+    staged: StagedReadings,
+    /// Rows of the previous write: the next builder's capacity.
+    capacity: usize,
+}
+
+impl Gathering {
+    /// Readings gathered since the last [`Gathering::take`].
+    pub(super) fn rows(&self) -> usize {
+        self.builder.as_ref().map_or(0, ReadingsBuilder::len)
+    }
+
+    /// Decodes one publish on a telemetry topic (counted in `metrics`) and gathers its
+    /// readings if it is taken whole.
+    pub(super) fn decode(
+        &mut self,
+        storage: &Storage,
+        metrics: &MqttMetrics,
+        authorizer: Option<&dyn EdgeAuthorizer>,
+        topic: &[u8],
+        payload: &[u8],
+    ) -> Taken {
+        let taken = decode_publish(
+            storage,
+            metrics,
+            authorizer,
+            topic,
+            payload,
+            &mut self.staged,
+        );
+        if matches!(taken, Taken::Readings(n) if n > 0) {
+            let capacity = self.capacity.max(self.staged.len());
+            let builder = self
+                .builder
+                .get_or_insert_with(|| ReadingsBuilder::with_capacity(capacity));
+            self.staged.append_to(builder);
         }
-        Taken::Refused { topic, body } => {
-            let _ = tx.try_publish(topic, body.to_string());
-            0
-        }
-        Taken::Ignored => 0,
+        taken
+    }
+
+    /// The gathered readings as one batch, if there are any; gathering starts over.
+    pub(super) fn take(&mut self) -> Option<RecordBatch> {
+        let batch = self.builder.take()?.finish();
+        self.capacity = batch.num_rows().min(MAX_BATCH_ROWS);
+        Some(batch)
     }
 }
 
 /// What one telemetry publish comes to.
+#[derive(Debug)]
 pub(super) enum Taken {
-    /// Its valid readings (possibly none).
-    Readings(RecordBatch),
+    /// Its valid readings (possibly none), gathered.
+    Readings(usize),
     /// Refused whole: the errors topic to tell and what to tell it.
     Refused {
         topic: String,
@@ -144,13 +178,14 @@ pub(super) enum Taken {
     Ignored,
 }
 
-/// Decodes one publish on a telemetry topic (counted in `metrics`).
-pub(super) fn decode_publish(
+/// Decodes one publish into `staged`, counted in `metrics`.
+fn decode_publish(
     storage: &Storage,
     metrics: &MqttMetrics,
     authorizer: Option<&dyn EdgeAuthorizer>,
     topic: &[u8],
     payload: &[u8],
+    staged: &mut StagedReadings,
 ) -> Taken {
     metrics.publishes.inc();
     let topic = String::from_utf8_lossy(topic);
@@ -172,7 +207,7 @@ pub(super) fn decode_publish(
     };
     let scope = authorizer.and_then(|a| a.mqtt_scope(device));
     let args = DecodeArgs::for_storage(storage).with_scope(scope);
-    let decoded = decode_device_payload(device, payload, &args);
+    let decoded = stage_device_payload(device, payload, &args, staged);
     let rejected = match &decoded {
         Ok(decoded) => decoded.rejected_by,
         Err(_) => RejectionCounts::one(RejectReason::Malformed),
@@ -184,7 +219,7 @@ pub(super) fn decode_publish(
             .inc_by(n);
     }
     match decoded {
-        Ok(decoded) if decoded.rejected_count == 0 => Taken::Readings(decoded.batch),
+        Ok(decoded) if decoded.rejected_count == 0 => Taken::Readings(decoded.accepted()),
         Ok(decoded) => refuse(json!({
             "topic": topic,
             "error": format!("{} of {} readings rejected; nothing was stored", decoded.rejected_count, decoded.rejected_count + decoded.accepted()),
@@ -199,23 +234,12 @@ pub(super) fn decode_publish(
 /// WAL record with them.
 pub(super) async fn write(
     storage: Arc<Storage>,
-    batches: Vec<RecordBatch>,
-    rows: usize,
+    batch: RecordBatch,
     received: Instant,
     metrics: MqttMetrics,
     tag: Option<(String, String)>,
 ) -> bool {
-    let batch = if batches.len() == 1 {
-        batches.into_iter().next().expect("one batch")
-    } else {
-        match arrow::compute::concat_batches(&batches[0].schema(), &batches) {
-            Ok(b) => b,
-            Err(e) => {
-                error!(error = %e, rows, "mqtt: concatenating readings failed");
-                return false;
-            }
-        }
-    };
+    let rows = batch.num_rows();
     let mut backoff = Duration::from_millis(5);
     loop {
         let written = match &tag {

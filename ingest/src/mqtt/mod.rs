@@ -3,7 +3,7 @@
 //! Devices publish to `aemos/devices/{device}/telemetry`. The broker's router acknowledges a
 //! QoS 1 publish when it appends it to its in-memory commit log, before aemos sees it; the
 //! ingest link ([`ingest`]) then drains everything the router has queued, decodes each publish
-//! ([`crate::decode_device_payload`]), concatenates the valid ones into one batch and writes it
+//! ([`crate::stage_device_payload`]), appends the valid ones to one batch and writes it
 //! through the WAL, with a few writes in flight so that publishes share group commits. The
 //! time from the link's receipt to durability is the `mqtt_durable_window_seconds` histogram.
 //! A refused publish stores nothing and its reason goes to `aemos/devices/{device}/errors`.

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aemos_storage::Storage;
-use arrow::array::RecordBatch;
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use rumqttc::{AsyncClient, MqttOptions, Publish, QoS};
@@ -16,7 +15,7 @@ use tracing::{error, warn};
 
 use super::slots::{self, content_id, DeliverySlots, Taken};
 use super::{LinkStatus, RECEIVED, REQUESTS};
-use crate::mqtt::ingest::{decode_publish, write, Taken as Decoded, MAX_BATCH_ROWS, MAX_IN_FLIGHT};
+use crate::mqtt::ingest::{write, Gathering, Taken as Decoded, MAX_BATCH_ROWS, MAX_IN_FLIGHT};
 use crate::mqtt::MqttMetrics;
 use crate::EdgeAuthorizer;
 
@@ -34,9 +33,8 @@ pub(super) struct IngestArgs {
 /// One write's worth of publishes.
 #[derive(Default)]
 struct Gathered {
-    batches: Vec<RecordBatch>,
-    rows: usize,
-    /// Slots taken by the publishes in `batches`.
+    readings: Gathering,
+    /// Slots taken by the publishes in `readings`.
     taken: Vec<Taken>,
     /// Every QoS 1 publish of the write, in the order received: acknowledged after it.
     acks: Vec<(QoS, u16)>,
@@ -101,7 +99,7 @@ impl Writer {
                     let started = Instant::now();
                     let mut gathered = Gathered::default();
                     self.gather(first, &mut gathered);
-                    while gathered.rows < MAX_BATCH_ROWS {
+                    while gathered.readings.rows() < MAX_BATCH_ROWS {
                         match received.try_recv() {
                             Ok(publish) => self.gather(publish, &mut gathered),
                             Err(_) => break,
@@ -119,9 +117,14 @@ impl Writer {
 
     /// Decodes one publish into `gathered`, or recognises it as a redelivery of one stored.
     fn gather(&self, publish: Publish, gathered: &mut Gathered) {
+        let Gathered {
+            readings,
+            taken,
+            acks,
+        } = gathered;
         let acknowledged = publish.qos != QoS::AtMostOnce;
         if acknowledged {
-            gathered.acks.push((publish.qos, publish.pkid));
+            acks.push((publish.qos, publish.pkid));
         }
         let id = content_id(&publish.topic, &publish.payload);
         if acknowledged && publish.dup && self.slots.is_redelivery(publish.pkid, id) {
@@ -142,7 +145,7 @@ impl Writer {
                 None => Decoded::Ignored,
             }
         } else {
-            decode_publish(
+            readings.decode(
                 &self.storage,
                 &self.metrics,
                 self.authorizer.as_deref(),
@@ -151,13 +154,9 @@ impl Writer {
             )
         };
         match decoded {
-            Decoded::Readings(batch) => {
-                if batch.num_rows() > 0 {
-                    gathered.rows += batch.num_rows();
-                    gathered.batches.push(batch);
-                    if acknowledged {
-                        gathered.taken.push(self.slots.take(publish.pkid, id));
-                    }
+            Decoded::Readings(rows) => {
+                if rows > 0 && acknowledged {
+                    taken.push(self.slots.take(publish.pkid, id));
                 }
             }
             Decoded::Refused { topic, body } => {
@@ -183,14 +182,17 @@ impl Writer {
         let tag_key = self.tag_key.clone();
         async move {
             let Gathered {
-                batches,
-                rows,
+                mut readings,
                 taken,
                 acks,
             } = gathered;
             // Only QoS 1 publishes take slots; a write of QoS 0 ones alone carries no tag.
             let tagged = (!taken.is_empty()).then(|| (tag_key, slots::tag(&taken)));
-            if rows > 0 && !write(storage, batches, rows, started, metrics.clone(), tagged).await {
+            let written = match readings.take() {
+                Some(batch) => write(storage, batch, started, metrics.clone(), tagged).await,
+                None => true,
+            };
+            if !written {
                 slots.give_back(&taken);
                 metrics.unacknowledged.inc_by(acks.len() as u64);
                 return Committed::default();
