@@ -137,7 +137,7 @@ pub(crate) enum Out {
         atom: u16,
         err: EvalError,
     },
-    /// A watched device's window is empty (the number is the watch's, see `presence`).
+    /// A watched device is offline (the number is the watch's, see `presence`).
     Offline,
 }
 
@@ -149,8 +149,9 @@ pub(crate) struct Inputs {
     pub(crate) terms: InputSession<Time, (u64, Term), Diff>,
     pub(crate) absent: InputSession<Time, (u64, (ChainNo, u16)), Diff>,
     pub(crate) marks: InputSession<Time, (ChainNo, Part), Diff>,
-    /// Watched devices: the value key of their window, and the watch's number.
-    pub(crate) presence: InputSession<Time, (u64, ChainNo), Diff>,
+    /// Watches whose device is offline, by number (worker 0 keeps their state, see
+    /// `worker::watches`).
+    pub(crate) offline: InputSession<Time, ChainNo, Diff>,
 }
 
 impl Inputs {
@@ -161,7 +162,7 @@ impl Inputs {
         self.terms.advance_to(time);
         self.absent.advance_to(time);
         self.marks.advance_to(time);
-        self.presence.advance_to(time);
+        self.offline.advance_to(time);
     }
 
     pub(crate) fn flush(&mut self) {
@@ -171,7 +172,7 @@ impl Inputs {
         self.terms.flush();
         self.absent.flush();
         self.marks.flush();
-        self.presence.flush();
+        self.offline.flush();
     }
 }
 
@@ -191,7 +192,7 @@ pub(crate) fn build<'s>(
     let (terms_in, terms) = scope.new_collection::<(u64, Term), Diff>();
     let (absent_in, absent) = scope.new_collection::<(u64, (ChainNo, u16)), Diff>();
     let (marks_in, marks) = scope.new_collection::<(ChainNo, Part), Diff>();
-    let (presence_in, presence) = scope.new_collection::<(u64, ChainNo), Diff>();
+    let (offline_in, offline) = scope.new_collection::<ChainNo, Diff>();
 
     // Each windowed reading, once per distinct spec over its key (chains share specs), leaves
     // the window at t + w.
@@ -218,10 +219,8 @@ pub(crate) fn build<'s>(
         .arrange_by_key_named("Values");
     let parts = values.join_core(terms.arrange_by_key_named("Terms"), evaluate_term);
     let window_keys = aggregates.map(|(key, _)| key);
-    // A watched device is offline while its window is empty: no reduce, no plan.
-    let offline = presence
-        .antijoin(window_keys.clone())
-        .map(|(_, watch)| (watch, Out::Offline));
+    // No join, no reduce, no plan: the watch's row while its device is offline.
+    let offline = offline.map(|watch| (watch, Out::Offline));
     let absent_parts = absent.antijoin(window_keys).map(|(_, (chain, atom))| {
         (
             chain,
@@ -253,7 +252,7 @@ pub(crate) fn build<'s>(
         terms: terms_in,
         absent: absent_in,
         marks: marks_in,
-        presence: presence_in,
+        offline: offline_in,
     }
 }
 

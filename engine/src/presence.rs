@@ -1,14 +1,15 @@
 //! Device presence without a chain per device.
 //!
-//! A device is offline while nothing said it was seen for its timeout: a `no_data` over the
-//! readings of one sensor (the device's, or a pseudo-sensor its readings mark, as the server's
-//! feed does). A watch is one row of the dataflow's `presence` collection, `(value key of that
-//! window, watch number)`; the antijoin with the window values that chains' `no_data` atoms
-//! read too keeps the row while the window is empty, and worker 0 turns the row's changes into
-//! firings: [`FiringKind::Activated`](crate::FiringKind) when the device goes offline,
-//! `Cleared` when it is back. A silent device costs that row, its window spec and its entry in
-//! worker 0's tables: no chain document, plan, reduce input or status entry, and a batch of
-//! watches is installed in one tick ([`Engine::watch`]), not one registration each.
+//! A device is offline while nothing said it was seen for its timeout: no reading of one
+//! sensor (the device's, or a pseudo-sensor its readings mark, as the server's feed does)
+//! newer than the timeout. Worker 0 keeps the time of each watched sensor's latest reading and
+//! each watch's state (`worker::watches`); the dataflow holds one row per offline watch, which
+//! worker 0 inserts and retracts at the millisecond the state changes, and turns its changes
+//! into firings: [`FiringKind::Activated`](crate::FiringKind) when the device goes offline,
+//! `Cleared` when it is back. A device costs an entry in worker 0's tables and, while
+//! online, one pending expiry; a reading of it a hash lookup. No chain document, plan,
+//! window, reduce input or status entry, and a batch of watches is installed in one tick
+//! ([`Engine::watch`]), not one registration each.
 
 use crate::dataflow::ChainNo;
 use crate::error::{Error, Result};
@@ -37,7 +38,8 @@ pub struct Presence {
     timeout_ms: i64,
     /// The identity of the readings that count (the sensor's).
     pub(crate) raw: Id,
-    /// The identity of the window's value.
+    /// The identity of a `no_data` window of that timeout: claimed with `raw`, so that a
+    /// watch and a chain's window of one name are one identity's.
     pub(crate) value: Id,
     /// As of the last tick worker 0 applied; a device never seen is offline.
     offline: AtomicBool,
@@ -121,9 +123,9 @@ impl Eq for Watch {}
 impl Engine {
     /// Watches devices, or changes their watch (a new sensor or timeout), all in one tick;
     /// a device already watched the same way is left as it is, and of two specs of one device
-    /// the later is its watch. A longer timeout counts the readings from the change on (the
-    /// window kept the earlier ones for the shorter one, as a chain's new window does). Returns once worker 0 has
-    /// sequenced them. Nothing is changed if one spec is invalid.
+    /// the later is its watch. A new timeout counts from the sensor's latest reading since it
+    /// was first watched (a longer one can bring a device back online). Returns once worker 0
+    /// has sequenced them. Nothing is changed if one spec is invalid.
     pub fn watch(&self, mut specs: Vec<PresenceSpec>) -> Result<()> {
         // The last spec of a device is its watch.
         let mut devices = std::collections::HashSet::new();

@@ -44,6 +44,7 @@ const MAX_IN_FLIGHT: usize = 3;
 const COALESCE: Duration = Duration::from_millis(1);
 
 mod rows;
+mod watches;
 
 pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
     let probe = ProbeHandle::new();
@@ -138,8 +139,7 @@ pub(crate) fn run(worker: &mut Worker, shared: &Arc<Shared>) {
 
 /// The windows over a raw key: the check of the identity whose readings they take, and the
 /// number of specs per window length, shortest first (a key has one or two lengths: a vector
-/// of them is 16 bytes each where a `BTreeMap`'s first node took about 200, once per
-/// watched device).
+/// of them is 16 bytes each where a `BTreeMap`'s first node took about 200).
 struct Windows {
     check: u64,
     lengths: Vec<(i64, usize)>,
@@ -155,6 +155,8 @@ struct Sequencer {
     installed: FxHashMap<ChainNo, Arc<CompiledChain>>,
     /// Watched devices (see `presence`).
     watching: FxHashMap<ChainNo, Arc<Presence>>,
+    /// Their keys' latest readings and their devices' state.
+    watches: watches::Watches,
     /// Installed chains left without rows: a key they read belongs to another identity.
     quarantined: FxHashSet<ChainNo>,
     in_flight: VecDeque<Time>,
@@ -199,6 +201,7 @@ impl Sequencer {
             windows: HashMap::default(),
             installed: FxHashMap::default(),
             watching: FxHashMap::default(),
+            watches: watches::Watches::default(),
             quarantined: FxHashSet::default(),
             in_flight: VecDeque::new(),
             retired: Vec::new(),
@@ -279,9 +282,11 @@ impl Sequencer {
                 // A replaced watch's state goes to the one replacing it.
                 let replaced: FxHashSet<ChainNo> =
                     install.iter().filter_map(|(_, _, old)| *old).collect();
+                let mut unwatched = Vec::new();
                 for no in remove {
                     if let Some(presence) = self.watching.remove(&no) {
                         self.watch_rows(no, &presence, -1);
+                        unwatched.push(presence.raw.key);
                         if !replaced.contains(&no) {
                             self.collector.meta(self.epoch, Meta::Unwatch(no));
                         }
@@ -293,6 +298,8 @@ impl Sequencer {
                     self.collector.meta(self.epoch, meta);
                     self.watching.insert(no, presence);
                 }
+                // After the installs: a replacing watch keeps its key's latest reading.
+                self.watches.forget_unwatched(unwatched);
                 self.close_tick();
                 let _ = done.send(());
                 return;
@@ -346,6 +353,8 @@ impl Sequencer {
             }
         }
         let next = (self.epoch + 1).max(at);
+        self.watches
+            .expire_before(next, self.epoch, &mut self.inputs.offline);
         self.inputs.advance_to(next);
         self.inputs.flush();
         self.in_flight.push_back(self.epoch);
@@ -370,6 +379,10 @@ impl Sequencer {
             }
             let mut collided = upsert.is_err();
             for raw in [r.id(), r.sensor_id()] {
+                let watched =
+                    self.watches
+                        .seen(raw, r.time_ms, self.epoch, &mut self.inputs.offline);
+                collided |= watched == Some(false);
                 let Some(windows) = self.windows.get(&raw.key) else {
                     continue;
                 };
@@ -459,7 +472,7 @@ impl Sequencer {
             .collector
             .next_tick()
             .is_some_and(|t| t >= 0 && (t as Time) < now);
-        let timed = !self.windows.is_empty() || due_schedule;
+        let timed = !self.windows.is_empty() || self.watches.has_expiries() || due_schedule;
         if timed && now >= self.epoch + tick.as_millis() as Time && self.in_flight.is_empty() {
             self.close_tick();
         }

@@ -62,7 +62,7 @@ impl Sequencer {
         }
     }
 
-    /// Inserts (`diff` 1) or retracts (-1) a device's watch: its window and its row.
+    /// Starts (`diff` 1) or ends (-1) a device's watch (see `watches`).
     pub(super) fn watch_rows(&mut self, no: ChainNo, presence: &Presence, diff: isize) {
         let quarantined = if diff > 0 {
             let claimed = self.latest.claim(&[presence.raw, presence.value]).is_ok();
@@ -84,13 +84,12 @@ impl Sequencer {
         if quarantined {
             return;
         }
-        let spec = WindowSpec {
-            agg: crate::parse::Agg::Count,
-            window_ms: presence.timeout_ms(),
-            value_key: presence.value.key,
-        };
-        self.window(presence.raw, spec, diff);
-        self.inputs.presence.update((presence.value.key, no), diff);
+        if diff > 0 {
+            self.watches
+                .install(no, presence, self.epoch, &mut self.inputs.offline);
+        } else {
+            self.watches.remove(no, presence, &mut self.inputs.offline);
+        }
     }
 
     /// Inserts (`diff` 1) or retracts (-1) the rows that make up a chain.

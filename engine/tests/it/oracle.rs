@@ -5,8 +5,9 @@
 //! times) must be the engine's, on random chains (AND, OR, NOT, several sensors, windows,
 //! `no_data`, runtime division by zero), random readings (late ones included), registration,
 //! replacement and removal mid-stream, and one to three workers. Devices' presence watches
-//! (`Engine::watch`) are checked the same way: offline while their window is empty, a
-//! replaced watch keeping its state.
+//! (`Engine::watch`) are checked the same way: offline while the latest reading of their
+//! sensor since it was first watched is older than their timeout, a replaced watch keeping
+//! its state.
 
 use crate::support::{spec, Harness, T0};
 use aemos_engine::{Agg, Clock, CompiledChain, FiringKind, Input, PresenceSpec, Reading, Subject};
@@ -85,7 +86,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 enum Raw {
     Key(usize, usize),
     Sensor(usize),
@@ -107,6 +108,8 @@ struct Oracle {
     chains: BTreeMap<String, (Arc<CompiledChain>, bool)>,
     /// By device id: the readings watched, the timeout, offline.
     watches: BTreeMap<String, (Raw, i64, bool)>,
+    /// Per raw key a watch reads: the time of its latest reading since it was first watched.
+    seen: BTreeMap<Raw, Option<i64>>,
     events: Vec<(String, i64, bool)>,
     last_tick: i64,
 }
@@ -137,14 +140,29 @@ impl Oracle {
         }
     }
 
-    /// Every window: chains' and watches'.
+    /// Every chain's window (a watch has none: it reads the latest reading's time only).
     fn windows(&self) -> Vec<(Raw, i64)> {
-        let chains = self
-            .chains
+        self.chains
             .values()
-            .flat_map(|(c, _)| c.inputs.iter().filter_map(Oracle::raw_of));
-        let watches = self.watches.values().map(|(raw, w, _)| (*raw, *w));
-        chains.chain(watches).collect()
+            .flat_map(|(c, _)| c.inputs.iter().filter_map(Oracle::raw_of))
+            .collect()
+    }
+
+    /// Whether the watch of `raw` with timeout `w` sees its device offline at `at`.
+    fn offline(&self, raw: Raw, w: i64, at: i64) -> bool {
+        !self
+            .seen
+            .get(&raw)
+            .copied()
+            .flatten()
+            .is_some_and(|t| t + w > at)
+    }
+
+    /// Forgets the latest reading of `raw` once no watch reads it.
+    fn forget_unwatched(&mut self, raw: Raw) {
+        if !self.watches.values().any(|(r, _, _)| *r == raw) {
+            self.seen.remove(&raw);
+        }
     }
 
     fn longest_window(&self, raw: Raw) -> Option<i64> {
@@ -207,7 +225,7 @@ impl Oracle {
         }
         let mut changes = Vec::new();
         for (device, (raw, w, offline)) in &self.watches {
-            let now = self.window_values(*raw, *w, at).is_empty();
+            let now = self.offline(*raw, *w, at);
             if now != *offline {
                 changes.push((device.clone(), now));
             }
@@ -231,6 +249,11 @@ impl Oracle {
                 }
             }
         }
+        for (raw, w, _) in self.watches.values() {
+            if let Some(Some(t)) = self.seen.get(raw) {
+                times.push(t + w);
+            }
+        }
         times.retain(|t| *t > self.last_tick && *t < until);
         times.sort_unstable();
         times.dedup();
@@ -249,6 +272,11 @@ impl Oracle {
                         Some((old, _)) if *old > t => {}
                         _ => {
                             self.latest.insert((*s, *v), (t, x));
+                        }
+                    }
+                    if let Some(last) = self.seen.get_mut(&Raw::Sensor(*s)) {
+                        if last.is_none_or(|l| t > l) {
+                            *last = Some(t);
                         }
                     }
                     for raw in [Raw::Key(*s, *v), Raw::Sensor(*s)] {
@@ -280,11 +308,17 @@ impl Oracle {
             } => {
                 let device = format!("w{device}");
                 let offline = self.watches.get(&device).is_some_and(|w| w.2);
-                let watch = (Raw::Sensor(*sensor), *timeout, offline);
-                self.watches.insert(device, watch);
+                let raw = Raw::Sensor(*sensor);
+                self.seen.entry(raw).or_insert(None);
+                let old = self.watches.insert(device, (raw, *timeout, offline));
+                if let Some((old, _, _)) = old {
+                    self.forget_unwatched(old);
+                }
             }
             Op::Unwatch(device) => {
-                self.watches.remove(&format!("w{device}"));
+                if let Some((raw, _, _)) = self.watches.remove(&format!("w{device}")) {
+                    self.forget_unwatched(raw);
+                }
             }
             Op::Advance(_) => {}
         }
