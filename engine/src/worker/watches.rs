@@ -129,8 +129,8 @@ impl Watches {
     }
 
     /// Takes the watches offline whose latest reading is older than their timeout at a time
-    /// before `next` (the tick about to open), each at the millisecond it expired (but not
-    /// before `epoch`, the tick closing: no later reading can keep them online any more.
+    /// before `next` (the tick about to open), each at the millisecond it expired (not before
+    /// `epoch`, the tick closing): no later reading can keep them online any more.
     pub(super) fn expire_before(&mut self, next: Time, epoch: Time, offline: &mut OfflineInput) {
         while let Some(&Reverse((at, raw, no))) = self.expiries.peek() {
             if at >= next {
