@@ -8,6 +8,7 @@
 //!  values ⋈ terms (value key -> chain, atom, predicate)  -> satisfied atoms, passthrough values, errors
 //!  absent terms ▷ (antijoin) keys with a window value    -> satisfied no_data atoms
 //!  marks (chain -> always: a clause with no atom)
+//!  offline (watch: its device is offline, kept by worker 0) ────> beside the chains' output
 //!  concat, reduce per chain: some clause has all its atoms  -> active(chain, values)  [firings]
 //!                            (clauses and joined atoms read from the shared `Plans` table)
 //! ```

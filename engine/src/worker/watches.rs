@@ -39,8 +39,7 @@ struct Watched {
 
 impl Watched {
     fn online(&self, timeout_ms: i64, epoch: Time) -> bool {
-        self.last
-            .is_some_and(|t| t.saturating_add(timeout_ms) > epoch as i64)
+        self.last.is_some_and(|t| expiry(t, timeout_ms) > epoch)
     }
 }
 
