@@ -2,7 +2,9 @@
 //! and keep-alive, speaking MQTT 3.1.1 directly (a CONNECT, then a PINGREQ per keep-alive
 //! period), so that the client side costs one socket and one small task per device. The
 //! connects come as a storm (`concurrency` in flight at once); what the server holds is read from
-//! its `/proc/{pid}/status` before and after.
+//! its `/proc/{pid}/status` before and after. With `subscribe`, each device also subscribes
+//! to its `aemos/devices/{id}/commands` topic as a real device does (the broker then holds a
+//! filter per device, which is what a disconnection has to be cleaned from).
 //!
 //! Loopback has about 28,000 ephemeral ports per destination, so device `i` connects to
 //! `127.0.0.{1 + i / 25,000}` (the broker listening on `0.0.0.0` past 25,000 devices).
@@ -25,6 +27,8 @@ pub struct HoldArgs {
     /// Connects in flight at once.
     pub concurrency: usize,
     pub keep_alive_secs: u16,
+    /// Subscribe each device to its `commands` topic (QoS 1) after its CONNACK.
+    pub subscribe: bool,
     /// How long to hold them once all are connected.
     pub hold: Duration,
     /// The server's process, for its resident memory.
@@ -74,6 +78,17 @@ fn connect_packet(client_id: &str, keep_alive: u16) -> Vec<u8> {
     packet
 }
 
+/// An MQTT 3.1.1 SUBSCRIBE of one filter at QoS 1, packet id 1.
+fn subscribe_packet(filter: &str) -> Vec<u8> {
+    let remaining = 2 + 2 + filter.len() + 1;
+    assert!(remaining < 128, "a short filter");
+    let mut packet = vec![0x82, remaining as u8, 0, 1];
+    packet.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+    packet.extend_from_slice(filter.as_bytes());
+    packet.push(1);
+    packet
+}
+
 /// Where device `i` connects: a broker on loopback (listening on 127.0.0.1 for the first
 /// 25,000, on `0.0.0.0` for more) is reached at `127.0.0.{1 + i / 25,000}`, so each
 /// destination has its own ephemeral ports (binding a source address instead makes the
@@ -91,11 +106,9 @@ fn destination(i: usize, broker: SocketAddr) -> SocketAddr {
 async fn connect(i: usize, args: &HoldArgs) -> anyhow::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     let mut stream = socket.connect(destination(i, args.broker)).await?;
+    let id = format!("idle-{i:07}");
     stream
-        .write_all(&connect_packet(
-            &format!("idle-{i:07}"),
-            args.keep_alive_secs,
-        ))
+        .write_all(&connect_packet(&id, args.keep_alive_secs))
         .await?;
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack).await?;
@@ -103,6 +116,17 @@ async fn connect(i: usize, args: &HoldArgs) -> anyhow::Result<TcpStream> {
         connack[0] == 0x20 && connack[3] == 0,
         "CONNACK {connack:02x?}"
     );
+    if args.subscribe {
+        stream
+            .write_all(&subscribe_packet(&format!("aemos/devices/{id}/commands")))
+            .await?;
+        let mut suback = [0u8; 5];
+        stream.read_exact(&mut suback).await?;
+        anyhow::ensure!(
+            suback == [0x90, 0x03, 0x00, 0x01, 0x01],
+            "SUBACK {suback:02x?}"
+        );
+    }
     Ok(stream)
 }
 
@@ -196,5 +220,8 @@ mod tests {
         assert_eq!(usize::from(p[1]), p.len() - 2);
         assert_eq!(&p[2..8], b"\x00\x04MQTT");
         assert_eq!(&p[10..12], &60u16.to_be_bytes());
+        let s = super::subscribe_packet("aemos/devices/idle-0000001/commands");
+        assert_eq!(usize::from(s[1]), s.len() - 2);
+        assert_eq!(s.last(), Some(&1), "QoS 1");
     }
 }

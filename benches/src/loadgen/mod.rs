@@ -8,6 +8,7 @@
 //! - [`commands`]: device commands posted to the API, obeyed and acknowledged by simulated
 //!   MQTT devices, one in flight per device: acknowledged commands per second, call to ack;
 //! - `hold`: many idle MQTT devices ([`crate::hold`]), the server's memory per connection;
+//!   with `--rounds`, a reconnect loop (all disconnect, all connect again);
 //! - [`notify`]: reading-to-notification latency over Socket.IO, MQTT and CoAP Observe.
 //!
 //! The workloads are seeded (`--seed`): random walks over `sensors x variables`
@@ -151,6 +152,13 @@ pub struct HoldCli {
     /// Seconds to hold them once connected.
     #[arg(long, default_value_t = 30)]
     pub seconds: u64,
+    /// Each device subscribes to its `aemos/devices/{id}/commands` topic, as a real one does.
+    #[arg(long)]
+    pub subscribe: bool,
+    /// Connect, hold and disconnect every device this many times in a row (a reconnect loop);
+    /// the figures of the rounds after the first are reported with their number.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// The aemos process whose memory to read (`/proc/{pid}/status`).
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -165,35 +173,53 @@ pub async fn run_hold(args: &HoldCli) -> anyhow::Result<Report> {
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| anyhow::anyhow!("--mqtt {}", args.mqtt))?;
-    let r = hold(HoldArgs {
-        broker,
-        connections: args.connections,
-        concurrency: args.concurrency,
-        keep_alive_secs: args.keep_alive,
-        hold: Duration::from_secs(args.seconds),
-        server_pid: args.server_pid,
-    })
-    .await?;
     let mut report = Report::new(
         "hold",
         serde_json::json!({"connections": args.connections, "concurrency": args.concurrency,
-                           "keep_alive": args.keep_alive, "seconds": args.seconds}),
+                           "keep_alive": args.keep_alive, "seconds": args.seconds,
+                           "subscribe": args.subscribe, "rounds": args.rounds}),
     );
-    report
-        .figure("connected", r.connected as f64)
-        .figure("failed", r.failed as f64)
-        .figure("connect_seconds", r.connect_seconds)
-        .figure("connects_per_sec", r.connected as f64 / r.connect_seconds)
-        .figure("alive_at_end", r.alive_at_end as f64);
-    if let (Some(b), Some(a)) = (r.rss_before_kib, r.rss_after_kib) {
+    for round in 1..=args.rounds.max(1) {
+        let cpu = args.server_pid.and_then(cpu_seconds);
+        let r = hold(HoldArgs {
+            broker,
+            connections: args.connections,
+            concurrency: args.concurrency,
+            keep_alive_secs: args.keep_alive,
+            subscribe: args.subscribe,
+            hold: Duration::from_secs(args.seconds),
+            server_pid: args.server_pid,
+        })
+        .await?;
+        let name = |figure: &str| match round {
+            1 => figure.to_owned(),
+            n => format!("round{n}_{figure}"),
+        };
         report
-            .figure("server_rss_before_mib", (b / 1024) as f64)
-            .figure("server_rss_after_mib", (a / 1024) as f64);
-        if r.connected > 0 {
-            report.figure(
-                "server_bytes_per_connection",
-                ((a.saturating_sub(b) * 1024) as f64 / r.connected as f64).round(),
-            );
+            .figure(&name("connected"), r.connected as f64)
+            .figure(&name("failed"), r.failed as f64)
+            .figure(&name("connect_seconds"), r.connect_seconds)
+            .figure(
+                &name("connects_per_sec"),
+                r.connected as f64 / r.connect_seconds,
+            )
+            .figure(&name("alive_at_end"), r.alive_at_end as f64);
+        // The server's CPU from this round's first connect to a second after its last
+        // disconnect (the router cleans up after each one).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let (Some(before), Some(after)) = (cpu, args.server_pid.and_then(cpu_seconds)) {
+            report.figure(&name("server_cpu_seconds"), after - before);
+        }
+        if let (Some(b), Some(a)) = (r.rss_before_kib, r.rss_after_kib) {
+            report
+                .figure(&name("server_rss_before_mib"), (b / 1024) as f64)
+                .figure(&name("server_rss_after_mib"), (a / 1024) as f64);
+            if r.connected > 0 && round == 1 {
+                report.figure(
+                    "server_bytes_per_connection",
+                    ((a.saturating_sub(b) * 1024) as f64 / r.connected as f64).round(),
+                );
+            }
         }
     }
     Ok(report)

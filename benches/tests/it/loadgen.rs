@@ -213,12 +213,21 @@ async fn mqtt_hold_and_notify_loads_report_what_the_server_did() {
         "5",
         "--seconds",
         "1",
+        "--subscribe",
+        "--rounds",
+        "2",
         "--server-pid",
         &pid,
     ])
     .await;
     assert_eq!(figure(&r, "connected"), 20.0, "{r}");
     assert_eq!(figure(&r, "alive_at_end"), 20.0, "{r}");
+    assert_eq!(
+        figure(&r, "round2_connected"),
+        20.0,
+        "a reconnect loop: {r}"
+    );
+    assert_eq!(figure(&r, "round2_alive_at_end"), 20.0, "{r}");
     assert!(figure(&r, "server_bytes_per_connection").is_finite(), "{r}");
 
     let r = loadgen(&[
