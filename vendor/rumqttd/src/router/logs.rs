@@ -116,20 +116,28 @@ impl DataLog {
             .map(|data| &data.waiters)
     }
 
+    /// aemos: the log a subscription reads (`$share/{group}/{filter}` reads `{filter}`'s).
+    fn subscription_index(&self, subscription: &str) -> Option<FilterIdx> {
+        let filter = subscription
+            .strip_prefix("$share/")
+            .and_then(|s| s.split_once('/'))
+            .map_or(subscription, |(_, filter)| filter);
+        self.filter_indexes.get(filter).copied()
+    }
+
+    /// aemos: the subscription's own waiting request (upstream looked the log up by the
+    /// subscription's string, which missed a shared subscription's, and took the connection's
+    /// first request there, which may have been its plain subscription to the same filter).
     pub fn remove_waiters_for_id(
         &mut self,
         id: ConnectionId,
         filter: &Filter,
     ) -> Option<DataRequest> {
-        let data = self
-            .native
-            .get_mut(*self.filter_indexes.get(filter)?)
-            .unwrap();
-        let waiters = data.waiters.get_mut();
-
+        let idx = self.subscription_index(filter)?;
+        let waiters = self.native.get_mut(idx)?.waiters.get_mut();
         waiters
             .iter()
-            .position(|&(conn_id, _)| conn_id == id)
+            .position(|(conn_id, request)| *conn_id == id && request.filter == *filter)
             .and_then(|index| {
                 waiters
                     .swap_remove_back(index)
@@ -268,13 +276,24 @@ impl DataLog {
         data.waiters.register(id, request);
     }
 
-    /// Cleanup a connection from all the waiters
-    pub fn clean(&mut self, id: ConnectionId) -> Vec<DataRequest> {
+    /// Cleanup a connection from the waiters of its subscriptions.
+    /// aemos: only those logs; upstream walked every filter's waiters at each disconnection,
+    /// which with a `commands` filter per device is quadratic in a reconnect storm.
+    pub fn clean<'a>(
+        &mut self,
+        id: ConnectionId,
+        subscriptions: impl IntoIterator<Item = &'a Filter>,
+    ) -> Vec<DataRequest> {
         let mut inflight = Vec::new();
-        for (_, data) in self.native.iter_mut() {
-            inflight.append(&mut data.waiters.remove(id));
+        for subscription in subscriptions {
+            let Some(idx) = self.subscription_index(subscription) else {
+                continue;
+            };
+            if let Some(data) = self.native.get_mut(idx) {
+                // Every request of the connection there: two subscriptions may read one log.
+                inflight.append(&mut data.waiters.remove(id));
+            }
         }
-
         inflight
     }
 
