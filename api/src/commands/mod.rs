@@ -368,9 +368,9 @@ impl Commands {
         for c in changed[acked..].iter().filter(|c| c.status == Status::Sent) {
             let payload = json!({"commandId": c.command_id, "action": c.action, "value": c.value});
             self.metrics.sent.inc();
-            // rumqttd's `try_publish` keeps the publish queued when it fails to wake the
-            // router, so an error may still be delivered; either way the attempt counts and
-            // the retry after the ack timeout sends it again.
+            // An error (the broker gone, the client's queue full) counts the attempt all the
+            // same: the retry after the ack timeout sends it again. A publish the embedded
+            // router was too busy to be told of waits in the link for `wake` (the run loop).
             if let Err(e) = link.send(&c.device, payload.to_string()) {
                 warn!(command = %c.command_id, error = %e, "command publish failed");
             }
@@ -390,10 +390,15 @@ impl Commands {
         loop {
             self.dispatch(&link, std::mem::take(&mut acked)).await;
             let now = self.clock.now_ms();
-            let wait = match lock(&self.book).next_deadline() {
+            let mut wait = match lock(&self.book).next_deadline() {
                 Some(at) => Duration::from_millis(at.saturating_sub(now).clamp(0, 1000) as u64),
                 None => Duration::from_secs(1),
             };
+            // Publishes left in the link's buffer by a full router channel: woken again within
+            // a millisecond, not by the next send (there may be none until their retries).
+            if link.wake() {
+                wait = wait.min(Duration::from_millis(1));
+            }
             tokio::select! {
                 ack = acks.recv() => match ack {
                     Some(ack) => {

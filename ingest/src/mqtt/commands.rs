@@ -34,8 +34,16 @@ pub struct CommandLink {
 /// The embedded broker's link, or a client of an external broker.
 #[derive(Clone)]
 enum Sender {
-    Local(Arc<Mutex<LinkTx>>),
+    Local(Arc<Mutex<LocalTx>>),
     Remote(rumqttc::AsyncClient),
+}
+
+/// The link into the embedded router, and whether publishes wait in its buffer for a wake-up.
+struct LocalTx {
+    tx: LinkTx,
+    /// A `try_publish` put its publish in the link's buffer but found the router's channel
+    /// full: the router reads the buffer only when woken, so it must be woken again.
+    unwoken: bool,
 }
 
 impl std::fmt::Debug for CommandLink {
@@ -86,7 +94,7 @@ impl CommandLink {
             .map_err(|e| crate::Error::Edge(format!("starting the command link: {e}")))?;
         Ok((
             Self {
-                tx: Sender::Local(Arc::new(Mutex::new(tx))),
+                tx: Sender::Local(Arc::new(Mutex::new(LocalTx { tx, unwoken: false }))),
             },
             received,
         ))
@@ -99,22 +107,42 @@ impl CommandLink {
         }
     }
 
-    /// Publishes a command to the device's `commands` topic; an error when the router's queue
-    /// is full or the broker is gone (the caller retries).
+    /// Publishes a command to the device's `commands` topic; an error when the broker is gone
+    /// or the client's queue is full (the caller retries). Into the embedded router, a publish
+    /// whose wake-up found the router's channel full is queued in the link's buffer already:
+    /// [`wake`](Self::wake) must then be called until it succeeds.
     pub fn send(&self, device: &str, payload: String) -> crate::Result<()> {
         let topic = format!("aemos/devices/{device}/commands");
         let failed =
             |e: &dyn std::fmt::Display| crate::Error::Edge(format!("publishing a command: {e}"));
         match &self.tx {
-            Sender::Local(tx) => tx
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .try_publish(topic, payload)
-                .map(|_| ())
-                .map_err(|e| failed(&e)),
+            Sender::Local(tx) => {
+                let mut local = tx.lock().unwrap_or_else(|e| e.into_inner());
+                match local.tx.try_publish(topic, payload) {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.is_full() => {
+                        local.unwoken = true;
+                        Ok(())
+                    }
+                    Err(e) => Err(failed(&e)),
+                }
+            }
             Sender::Remote(client) => client
                 .try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
                 .map_err(|e| failed(&e)),
         }
+    }
+
+    /// Wakes the router for publishes left in the link's buffer by [`send`](Self::send);
+    /// `true` while some still wait (the router's channel is still full: call again soon).
+    pub fn wake(&self) -> bool {
+        let Sender::Local(tx) = &self.tx else {
+            return false;
+        };
+        let mut local = tx.lock().unwrap_or_else(|e| e.into_inner());
+        if local.unwoken && local.tx.try_notify().is_ok() {
+            local.unwoken = false;
+        }
+        local.unwoken
     }
 }

@@ -36,6 +36,14 @@ pub enum LinkError {
     Elapsed(#[from] tokio::time::error::Elapsed),
 }
 
+impl LinkError {
+    /// aemos: a `try_*` that found the router's channel full (what it pushed is in the link's
+    /// buffer, waiting for the router to be woken: `LinkTx::try_notify`).
+    pub fn is_full(&self) -> bool {
+        matches!(self, LinkError::TrySend(TrySendError::Full(_)))
+    }
+}
+
 // used to build LinkTx and LinkRx
 pub struct LinkBuilder<'a> {
     tenant_id: Option<String>,
@@ -241,6 +249,15 @@ impl LinkTx {
         self.router_tx
             .try_send((self.connection_id, Event::DeviceData))?;
         Ok(len)
+    }
+
+    /// aemos: wakes the router for what the buffer holds already, when a `try_publish` pushed
+    /// its publish but could not wake the router (its channel was full); an error while the
+    /// channel is still full.
+    pub fn try_notify(&mut self) -> Result<(), LinkError> {
+        self.router_tx
+            .try_send((self.connection_id, Event::DeviceData))?;
+        Ok(())
     }
 
     pub(crate) async fn notify(&mut self) -> Result<(), LinkError> {
